@@ -1,0 +1,249 @@
+//! Stable error codes.
+//!
+//! Every error that leaves a service carries one [`ErrorCode`]. Its string form (`as_str`) is part of the
+//! public API: clients match on it, so a code is never renamed or reused. The gRPC status code for each
+//! error code is fixed by [`ErrorCode::grpc_code`], the one table of that mapping.
+
+use std::fmt;
+
+/// A stable, machine-readable error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    // invalid_argument
+    /// A field is missing or malformed; the message names the field.
+    InvalidArgument,
+    /// An amount is not a positive decimal within the currency's precision and bounds.
+    InvalidAmount,
+    /// The currency is not one tuikuan supports.
+    UnsupportedCurrency,
+    /// An identifier has characters or a length that is not allowed.
+    MalformedId,
+    // unauthenticated / permission_denied
+    /// No credentials were given.
+    Unauthenticated,
+    /// The caller may not do this.
+    PermissionDenied,
+    // not_found
+    /// The trade does not exist (or belongs to another merchant).
+    TradeNotFound,
+    /// The refund does not exist (or belongs to another merchant).
+    RefundNotFound,
+    /// The merchant does not exist.
+    MerchantNotFound,
+    /// The channel is not configured.
+    ChannelNotFound,
+    /// No refund debit exists for this refund.
+    DebitNotFound,
+    /// The payment was never settled in the clearing center.
+    SettlementNotFound,
+    /// The payout does not exist.
+    PayoutNotFound,
+    /// The reconciliation run or clearing file does not exist.
+    NotFound,
+    // already_exists
+    /// The idempotency key was used before with different content.
+    IdempotencyConflict,
+    // failed_precondition
+    /// The refund would make the trade's refunds exceed what was paid.
+    RefundExceedsPaid,
+    /// The trade is past its channel's refund window.
+    RefundWindowExpired,
+    /// The trade is not in a state that can be refunded.
+    TradeNotRefundable,
+    /// The merchant's balance cannot cover the debit.
+    InsufficientBalance,
+    /// The currency differs from the original payment's.
+    CurrencyMismatch,
+    /// The requested state change is not allowed from the current state.
+    InvalidStateTransition,
+    /// A posting's debits and credits differ.
+    UnbalancedPosting,
+    /// The refund debit is not in a state that allows this.
+    DebitNotActive,
+    /// No refund method of the channel can take this refund now.
+    NoRefundMethod,
+    // unavailable
+    /// A downstream service did not answer; the request may be retried with the same key.
+    Unavailable,
+    /// The request was accepted but its chain is still running; query it later.
+    InProgress,
+    // internal
+    /// Storage failed.
+    Storage,
+    /// A bug or an unexpected condition.
+    Internal,
+}
+
+/// gRPC status codes (numeric values fixed by the gRPC specification).
+pub mod grpc {
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const NOT_FOUND: i32 = 5;
+    pub const ALREADY_EXISTS: i32 = 6;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const FAILED_PRECONDITION: i32 = 9;
+    pub const INTERNAL: i32 = 13;
+    pub const UNAVAILABLE: i32 = 14;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+impl ErrorCode {
+    /// Every code, for tables and tests.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::InvalidArgument,
+        ErrorCode::InvalidAmount,
+        ErrorCode::UnsupportedCurrency,
+        ErrorCode::MalformedId,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
+        ErrorCode::TradeNotFound,
+        ErrorCode::RefundNotFound,
+        ErrorCode::MerchantNotFound,
+        ErrorCode::ChannelNotFound,
+        ErrorCode::DebitNotFound,
+        ErrorCode::SettlementNotFound,
+        ErrorCode::PayoutNotFound,
+        ErrorCode::NotFound,
+        ErrorCode::IdempotencyConflict,
+        ErrorCode::RefundExceedsPaid,
+        ErrorCode::RefundWindowExpired,
+        ErrorCode::TradeNotRefundable,
+        ErrorCode::InsufficientBalance,
+        ErrorCode::CurrencyMismatch,
+        ErrorCode::InvalidStateTransition,
+        ErrorCode::UnbalancedPosting,
+        ErrorCode::DebitNotActive,
+        ErrorCode::NoRefundMethod,
+        ErrorCode::Unavailable,
+        ErrorCode::InProgress,
+        ErrorCode::Storage,
+        ErrorCode::Internal,
+    ];
+
+    /// The stable string form, e.g. `REFUND_EXCEEDS_PAID`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::InvalidAmount => "INVALID_AMOUNT",
+            ErrorCode::UnsupportedCurrency => "UNSUPPORTED_CURRENCY",
+            ErrorCode::MalformedId => "MALFORMED_ID",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::TradeNotFound => "TRADE_NOT_FOUND",
+            ErrorCode::RefundNotFound => "REFUND_NOT_FOUND",
+            ErrorCode::MerchantNotFound => "MERCHANT_NOT_FOUND",
+            ErrorCode::ChannelNotFound => "CHANNEL_NOT_FOUND",
+            ErrorCode::DebitNotFound => "DEBIT_NOT_FOUND",
+            ErrorCode::SettlementNotFound => "SETTLEMENT_NOT_FOUND",
+            ErrorCode::PayoutNotFound => "PAYOUT_NOT_FOUND",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
+            ErrorCode::RefundExceedsPaid => "REFUND_EXCEEDS_PAID",
+            ErrorCode::RefundWindowExpired => "REFUND_WINDOW_EXPIRED",
+            ErrorCode::TradeNotRefundable => "TRADE_NOT_REFUNDABLE",
+            ErrorCode::InsufficientBalance => "INSUFFICIENT_BALANCE",
+            ErrorCode::CurrencyMismatch => "CURRENCY_MISMATCH",
+            ErrorCode::InvalidStateTransition => "INVALID_STATE_TRANSITION",
+            ErrorCode::UnbalancedPosting => "UNBALANCED_POSTING",
+            ErrorCode::DebitNotActive => "DEBIT_NOT_ACTIVE",
+            ErrorCode::NoRefundMethod => "NO_REFUND_METHOD",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::InProgress => "IN_PROGRESS",
+            ErrorCode::Storage => "STORAGE",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    /// Parses the stable string form.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.as_str() == s)
+    }
+
+    /// The gRPC status code this error code travels as (numeric, see [`grpc`]).
+    pub fn grpc_code(self) -> i32 {
+        use ErrorCode::*;
+        match self {
+            InvalidArgument | InvalidAmount | UnsupportedCurrency | MalformedId => {
+                grpc::INVALID_ARGUMENT
+            }
+            Unauthenticated => grpc::UNAUTHENTICATED,
+            PermissionDenied => grpc::PERMISSION_DENIED,
+            TradeNotFound | RefundNotFound | MerchantNotFound | ChannelNotFound | DebitNotFound
+            | SettlementNotFound | PayoutNotFound | NotFound => grpc::NOT_FOUND,
+            IdempotencyConflict => grpc::ALREADY_EXISTS,
+            RefundExceedsPaid | RefundWindowExpired | TradeNotRefundable | InsufficientBalance
+            | CurrencyMismatch | InvalidStateTransition | UnbalancedPosting | DebitNotActive
+            | NoRefundMethod => grpc::FAILED_PRECONDITION,
+            Unavailable | InProgress => grpc::UNAVAILABLE,
+            Storage | Internal => grpc::INTERNAL,
+        }
+    }
+
+    /// Whether a caller may retry the same request (with the same idempotency key) and expect progress.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Unavailable | ErrorCode::InProgress | ErrorCode::Storage
+        )
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error every tuikuan library returns: a stable code plus a lowercase human message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A field is missing or malformed; the message names the field.
+    pub fn field(field: &str, problem: impl fmt::Display) -> Self {
+        Error::new(ErrorCode::InvalidArgument, format!("{field}: {problem}"))
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::new(ErrorCode::Internal, message)
+    }
+
+    pub fn storage(message: impl fmt::Display) -> Self {
+        Error::new(ErrorCode::Storage, format!("storage: {message}"))
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Error::new(ErrorCode::Unavailable, message)
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.code.is_retryable()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate {code}");
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
+        }
+        assert_eq!(ErrorCode::parse("NO_SUCH_CODE"), None);
+    }
+}

@@ -1,0 +1,34 @@
+//! Generated gRPC code for tuikuan, one module per versioned package, plus the shared gRPC plumbing.
+//!
+//! Layout:
+//! - `accounting::v1`, `clearing::v1`, … : prost messages and tonic clients/servers;
+//! - [`status`]: the one table from [`tuikuan_kernel::ErrorCode`] to `tonic::Status` and back;
+//! - [`server`]: serve a service with the standard health and reflection services;
+//! - [`client`]: lazily connected channels with timeouts for peers.
+
+pub mod client;
+pub mod server;
+pub mod status;
+
+/// The encoded descriptor set of every tuikuan proto, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tuikuan_descriptor.bin"));
+
+macro_rules! package {
+    ($name:ident, $pkg:literal) => {
+        pub mod $name {
+            pub mod v1 {
+                #![allow(clippy::all, clippy::pedantic, missing_docs)]
+                include!(concat!(env!("OUT_DIR"), "/", $pkg, ".rs"));
+            }
+        }
+    };
+}
+
+package!(accounting, "tuikuan.accounting.v1");
+package!(clearing, "tuikuan.clearing.v1");
+package!(business, "tuikuan.business.v1");
+package!(refund, "tuikuan.refund.v1");
+package!(payout, "tuikuan.payout.v1");
+package!(reconciliation, "tuikuan.reconciliation.v1");
+package!(bank, "tuikuan.bank.v1");

@@ -1,0 +1,107 @@
+//! Serving a tuikuan service: its routes plus the standard gRPC health service (reporting SERVING
+//! for each named service and for the server as a whole) and gRPC reflection over every tuikuan
+//! proto, on a listener the caller bound (port 0 in tests), until `shutdown` resolves.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tuikuan_kernel::Error;
+
+/// Serves `routes` with health and reflection until `shutdown` completes.
+///
+/// `names` are the fully qualified gRPC service names in `routes` (`XServer::<T>::NAME`); each is
+/// reported SERVING on the health service.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    names: &[&str],
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in names {
+        reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+    reporter.set_service_status("", ServingStatus::Serving).await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::internal(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::internal(format!("reflection: {e}")))?;
+    let routes = routes
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, services = ?names, "serving");
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| Error::internal(format!("server failed: {e}")))
+}
+
+/// A service running in this process, started by [`spawn`].
+#[derive(Debug)]
+pub struct ServiceHandle {
+    pub addr: std::net::SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    join: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+impl ServiceHandle {
+    /// `http://127.0.0.1:port`, for clients and peers.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Signals shutdown and waits for the server to finish.
+    pub async fn stop(mut self) -> Result<(), Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.join)
+            .await
+            .map_err(|e| Error::internal(format!("service task failed: {e}")))?
+    }
+
+    /// Stops the task at once, without a graceful shutdown (a crash, for tests).
+    pub fn kill(self) {
+        self.join.abort();
+    }
+}
+
+/// Binds `bind` (`127.0.0.1:0` for a free port) and runs `start(listener, shutdown)` on a task.
+pub async fn spawn<F, Fut>(bind: &str, start: F) -> Result<ServiceHandle, Error>
+where
+    F: FnOnce(TcpListener, futures::future::BoxFuture<'static, ()>) -> Fut,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|e| Error::internal(format!("cannot bind {bind}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::internal(format!("no local address: {e}")))?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+        let _ = rx.await;
+    });
+    let join = tokio::spawn(start(listener, shutdown));
+    Ok(ServiceHandle {
+        addr,
+        shutdown: Some(tx),
+        join,
+    })
+}
