@@ -1,1 +1,41 @@
-//! placeholder
+//! The bank subsystem (银行子系统) of tuikuan: the interface the refund and payout centers use to
+//! reach banks ([`domain::BankConnector`]), and a deterministic, seeded bank simulator served as
+//! its own gRPC service (`tuikuan.bank.v1.BankService`).
+//!
+//! # Layout
+//! - [`domain`]: pure — the connector trait, transactions and their state machine, the simulator's
+//!   seeded decisions, and the clearing file format ([`domain::write_clearing_csv`],
+//!   [`domain::parse_clearing_csv`], which the reconciliation center reuses);
+//! - [`clearing_file`]: the documented clearing file format and its API in one place;
+//! - [`store`]: diesel tables (`transactions`, `callbacks`) and repository functions;
+//! - [`simulator`]: the [`simulator::Simulator`], which implements [`domain::BankConnector`] and
+//!   runs the bank's tick (complete due transactions at their due time, return paid payouts,
+//!   deliver callbacks to the refund and payout centers);
+//! - [`grpc`]: [`Config`], [`serve`] and the tonic service.
+//!
+//! # Invariants
+//! - One transaction per id (refund_id or payout_id): a repeat submission returns the first
+//!   answer; other content under the same id is `IDEMPOTENCY_CONFLICT`. The bank never pays an id
+//!   twice (primary key plus a conditional `ACCEPTED -> final` update).
+//! - Outcomes depend only on `sha256(seed, kind, id)`; instants only on the submission time and
+//!   that hash. A transaction completes at its due time, not at the tick's time, so clearing files
+//!   are byte-for-byte reproducible.
+//! - The bank never stores or logs a card number: only a fingerprint and the masked form.
+
+pub mod domain;
+pub mod grpc;
+pub mod simulator;
+pub mod store;
+
+pub use grpc::{serve, Config};
+
+/// The clearing file (清算文件) format `tuikuan-csv-v1`, and the functions that write and read it.
+///
+#[doc = include_str!("../../../docs/clearing-file.md")]
+pub mod clearing_file {
+    pub use crate::domain::{
+        format_completed_at, parse_clearing_csv, sha256_hex, write_clearing_csv, ClearingFile,
+        ClearingRow, ClearingStatus, RecordType, CLEARING_FILE_FORMAT, CLEARING_FILE_FORMAT_DOC,
+        CLEARING_HEADER,
+    };
+}

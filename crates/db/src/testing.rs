@@ -39,7 +39,9 @@ pub fn under_ci() -> bool {
 
 fn with_database(admin_url: &str, name: &str) -> String {
     match admin_url.rfind('/') {
-        Some(pos) if admin_url[..pos].contains("://") && pos > admin_url.find("://").unwrap_or(0) + 2 => {
+        Some(pos)
+            if admin_url[..pos].contains("://") && pos > admin_url.find("://").unwrap_or(0) + 2 =>
+        {
             let rest = &admin_url[pos + 1..];
             let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
             format!("{}/{}{}", &admin_url[..pos], name, query)
@@ -95,6 +97,44 @@ impl TestDb {
         })
     }
 
+    /// One fresh PostgreSQL database per name, sharing a random prefix, plus a URL template with
+    /// `{service}` that names them (`…/tk1a2b3c4d_{service}`). `None` as for [`TestDb::postgres`].
+    pub fn postgres_set(names: &[&str]) -> Option<(String, Vec<TestDb>)> {
+        let admin_url = pg_admin_url();
+        let mut admin = match diesel::PgConnection::establish(&admin_url) {
+            Ok(c) => c,
+            Err(e) => {
+                if under_ci() {
+                    panic!("CI=true but PostgreSQL at {admin_url} is not reachable: {e}");
+                }
+                eprintln!(
+                    "skipping PostgreSQL variant: no server at {admin_url} ({e}); \
+                     set TUIKUAN_TEST_PG_URL or run .ci/run"
+                );
+                return None;
+            }
+        };
+        let prefix = format!("tk{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut dbs = Vec::new();
+        for name in names {
+            let db_name = format!("{prefix}_{name}");
+            admin
+                .batch_execute(&format!("CREATE DATABASE \"{db_name}\""))
+                .expect("create test database");
+            dbs.push(TestDb {
+                url: with_database(&admin_url, &db_name),
+                cleanup: Cleanup::Postgres {
+                    admin_url: admin_url.clone(),
+                    name: db_name,
+                },
+            });
+        }
+        Some((
+            with_database(&admin_url, &format!("{prefix}_{{service}}")),
+            dbs,
+        ))
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -104,7 +144,8 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
             if let Ok(mut admin) = diesel::PgConnection::establish(admin_url) {
-                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
             }
         }
     }

@@ -170,8 +170,14 @@ impl ErrorCode {
             TradeNotFound | RefundNotFound | MerchantNotFound | ChannelNotFound | DebitNotFound
             | SettlementNotFound | PayoutNotFound | NotFound => grpc::NOT_FOUND,
             IdempotencyConflict => grpc::ALREADY_EXISTS,
-            RefundExceedsPaid | RefundWindowExpired | TradeNotRefundable | InsufficientBalance
-            | CurrencyMismatch | InvalidStateTransition | UnbalancedPosting | DebitNotActive
+            RefundExceedsPaid
+            | RefundWindowExpired
+            | TradeNotRefundable
+            | InsufficientBalance
+            | CurrencyMismatch
+            | InvalidStateTransition
+            | UnbalancedPosting
+            | DebitNotActive
             | NoRefundMethod => grpc::FAILED_PRECONDITION,
             Unavailable | InProgress => grpc::UNAVAILABLE,
             Storage | Internal => grpc::INTERNAL,
@@ -245,5 +251,31 @@ mod tests {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
         }
         assert_eq!(ErrorCode::parse("NO_SUCH_CODE"), None);
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// docs/error-codes.md lists every code with its gRPC status.
+    #[test]
+    fn the_error_code_page_lists_every_code() {
+        let page = include_str!("../../../docs/error-codes.md");
+        for code in ErrorCode::ALL {
+            let grpc = match code.grpc_code() {
+                grpc::INVALID_ARGUMENT => "INVALID_ARGUMENT",
+                grpc::NOT_FOUND => "NOT_FOUND",
+                grpc::ALREADY_EXISTS => "ALREADY_EXISTS",
+                grpc::PERMISSION_DENIED => "PERMISSION_DENIED",
+                grpc::FAILED_PRECONDITION => "FAILED_PRECONDITION",
+                grpc::INTERNAL => "INTERNAL",
+                grpc::UNAVAILABLE => "UNAVAILABLE",
+                grpc::UNAUTHENTICATED => "UNAUTHENTICATED",
+                other => panic!("unexpected grpc code {other}"),
+            };
+            let row = format!("| `{}` | {} |", code.as_str(), grpc);
+            assert!(page.contains(&row), "docs/error-codes.md lacks {row}");
+        }
     }
 }

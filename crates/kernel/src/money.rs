@@ -30,7 +30,8 @@ pub enum Currency {
 }
 
 impl Currency {
-    pub const ALL: &'static [Currency] = &[Currency::Cny, Currency::Hkd, Currency::Usd, Currency::Jpy];
+    pub const ALL: &'static [Currency] =
+        &[Currency::Cny, Currency::Hkd, Currency::Usd, Currency::Jpy];
 
     pub fn code(self) -> &'static str {
         match self {

@@ -1,1 +1,23 @@
-//! placeholder
+//! The payout center (打款中心) of tuikuan: pays money to a card (card number and holder name)
+//! through the bank subsystem, for payout refunds (打款退款).
+//!
+//! # Layout
+//! - [`domain`]: pure — [`domain::CardNumber`] (digits, 12–19 long, Luhn; masked as `**** 1234`
+//!   in `Debug`, `Display` and every answer), holder names, the [`domain::PayoutStatus`] state
+//!   machine and how bank callbacks apply;
+//! - [`store`]: the `payouts` table and repository functions;
+//! - [`grpc`]: [`Config`], [`serve`], the [`grpc::PayoutCenter`] logic (create, payout cycle, bank
+//!   callbacks) and the tonic service.
+//!
+//! # Invariants
+//! - `CREATED -> SENT -> PAID | FAILED`, `CREATED -> FAILED` (bank refusal), `PAID -> RETURNED`;
+//!   monotone: a duplicate, stale (lower sequence) or backwards callback changes nothing.
+//! - A payout is submitted to the bank under its own payout_id, so retries after a timeout and
+//!   racing cycles cannot pay twice; a bank that does not answer leaves the payout CREATED.
+//! - The full card number is stored (the bank needs it) but never returned and never logged.
+
+pub mod domain;
+pub mod grpc;
+pub mod store;
+
+pub use grpc::{serve, Config};

@@ -27,7 +27,9 @@ pub async fn serve(
             .set_service_status(*name, ServingStatus::Serving)
             .await;
     }
-    reporter.set_service_status("", ServingStatus::Serving).await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -91,6 +93,16 @@ where
     let listener = TcpListener::bind(bind)
         .await
         .map_err(|e| Error::internal(format!("cannot bind {bind}: {e}")))?;
+    spawn_on(listener, start)
+}
+
+/// Runs `start(listener, shutdown)` on a task, on a listener the caller bound already (so that
+/// peers' addresses are known before any service starts).
+pub fn spawn_on<F, Fut>(listener: TcpListener, start: F) -> Result<ServiceHandle, Error>
+where
+    F: FnOnce(TcpListener, futures::future::BoxFuture<'static, ()>) -> Fut,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
+{
     let addr = listener
         .local_addr()
         .map_err(|e| Error::internal(format!("no local address: {e}")))?;

@@ -1,0 +1,423 @@
+//! The accounting gRPC service, its wire conversions (validated on receipt), and
+//! [`AccountingClient`], the typed client other services use to post.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use tuikuan_db::Db;
+use tuikuan_kernel::id::new_id;
+use tuikuan_kernel::{Currency, Error, ErrorCode, Money, SharedClock};
+use tuikuan_proto::accounting::v1 as pb;
+use tuikuan_proto::accounting::v1::accounting_service_client::AccountingServiceClient;
+use tuikuan_proto::accounting::v1::accounting_service_server::{
+    AccountingService, AccountingServiceServer,
+};
+use tuikuan_proto::status::{grpc_err, peer_err};
+
+use crate::domain::{
+    self, AccountKey, AccountType, Balance, Entry, PostOutcome, Posting, PostingRequest, Side,
+    TrialBalance,
+};
+use crate::store;
+
+const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
+
+/// How the accounting service runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: String,
+    pub clock: SharedClock,
+    /// Unused: accounting has no scheduled work. Kept so every service is configured alike.
+    pub job_interval: Option<Duration>,
+}
+
+/// Opens the database, runs migrations and serves `AccountingService` on `listener` until
+/// `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let db = Db::connect(&config.database_url, 8)?;
+    db.migrate(MIGRATIONS)?;
+    let svc = Accounting::new(db, config.clock);
+    tuikuan_proto::server::serve(
+        listener,
+        tonic::service::Routes::new(AccountingServiceServer::new(svc)),
+        &[<AccountingServiceServer<Accounting> as tonic::server::NamedService>::NAME],
+        shutdown,
+    )
+    .await
+}
+
+/// The ledger service over a database.
+#[derive(Clone, Debug)]
+pub struct Accounting {
+    db: Db,
+    clock: SharedClock,
+}
+
+impl Accounting {
+    pub fn new(db: Db, clock: SharedClock) -> Accounting {
+        Accounting { db, clock }
+    }
+
+    /// Posts a validated request (idempotent by request id).
+    pub async fn post(&self, request: PostingRequest) -> Result<PostOutcome, Error> {
+        let posting_id = new_id("pst");
+        let now_ms = self.clock.now_ms();
+        self.db
+            .run(move |conn| store::post(conn, &request, &posting_id, now_ms))
+            .await
+    }
+
+    pub async fn get_posting(&self, request_id: String) -> Result<Posting, Error> {
+        domain::validate_request_id(&request_id, "request_id")?;
+        let rid = request_id.clone();
+        self.db
+            .run(move |conn| store::find_posting(conn, &rid))
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::NotFound,
+                    format!("no posting with request_id {request_id:?}"),
+                )
+            })
+    }
+
+    pub async fn balance(&self, key: AccountKey) -> Result<Balance, Error> {
+        self.db.run(move |conn| store::balance(conn, &key)).await
+    }
+
+    pub async fn list_postings(
+        &self,
+        account: Option<AccountKey>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Posting>, Error> {
+        self.db
+            .run(move |conn| store::list_postings(conn, account.as_ref(), after.as_deref(), limit))
+            .await
+    }
+
+    pub async fn trial_balance(&self) -> Result<TrialBalance, Error> {
+        let accounts = self.db.run(store::all_balances).await?;
+        let tb = TrialBalance::from_accounts(accounts);
+        if !tb.balanced {
+            tracing::error!(totals = ?tb.totals, "trial balance does not balance");
+        }
+        Ok(tb)
+    }
+}
+
+// ---------- wire -> domain ----------
+
+fn account_type_from_wire(value: i32, field: &str) -> Result<AccountType, Error> {
+    match pb::AccountType::try_from(value) {
+        Ok(pb::AccountType::MerchantSettlement) => Ok(AccountType::MerchantSettlement),
+        Ok(pb::AccountType::FeeIncome) => Ok(AccountType::FeeIncome),
+        Ok(pb::AccountType::RefundInTransit) => Ok(AccountType::RefundInTransit),
+        Ok(pb::AccountType::ChannelReserve) => Ok(AccountType::ChannelReserve),
+        Ok(pb::AccountType::Subsidy) => Ok(AccountType::Subsidy),
+        Ok(pb::AccountType::Advance) => Ok(AccountType::Advance),
+        Ok(pb::AccountType::Suspense) => Ok(AccountType::Suspense),
+        Ok(pb::AccountType::Unspecified) => Err(Error::field(field, "is required")),
+        Err(_) => Err(Error::field(field, format!("unknown account type {value}"))),
+    }
+}
+
+fn account_type_to_wire(t: AccountType) -> pb::AccountType {
+    match t {
+        AccountType::MerchantSettlement => pb::AccountType::MerchantSettlement,
+        AccountType::FeeIncome => pb::AccountType::FeeIncome,
+        AccountType::RefundInTransit => pb::AccountType::RefundInTransit,
+        AccountType::ChannelReserve => pb::AccountType::ChannelReserve,
+        AccountType::Subsidy => pb::AccountType::Subsidy,
+        AccountType::Advance => pb::AccountType::Advance,
+        AccountType::Suspense => pb::AccountType::Suspense,
+    }
+}
+
+fn side_from_wire(value: i32, field: &str) -> Result<Side, Error> {
+    match pb::Side::try_from(value) {
+        Ok(pb::Side::Debit) => Ok(Side::Debit),
+        Ok(pb::Side::Credit) => Ok(Side::Credit),
+        Ok(pb::Side::Unspecified) => Err(Error::field(field, "is required")),
+        Err(_) => Err(Error::field(field, format!("unknown side {value}"))),
+    }
+}
+
+fn side_to_wire(s: Side) -> pb::Side {
+    match s {
+        Side::Debit => pb::Side::Debit,
+        Side::Credit => pb::Side::Credit,
+    }
+}
+
+fn account_from_wire(account: Option<&pb::Account>, field: &str) -> Result<AccountKey, Error> {
+    let a = account.ok_or_else(|| Error::field(field, "is required"))?;
+    let account_type = account_type_from_wire(a.r#type, &format!("{field}.type"))?;
+    let currency = Currency::parse(&a.currency, &format!("{field}.currency"))?;
+    AccountKey::new(account_type, &a.owner, currency, field)
+}
+
+fn entry_from_wire(e: &pb::Entry, field: &str) -> Result<Entry, Error> {
+    let account = account_from_wire(e.account.as_ref(), &format!("{field}.account"))?;
+    let side = side_from_wire(e.side, &format!("{field}.side"))?;
+    let amount = Money::parse(
+        &e.amount,
+        account.currency.code(),
+        &format!("{field}.amount"),
+    )?;
+    Ok(Entry {
+        account,
+        side,
+        amount,
+    })
+}
+
+fn post_request_from_wire(r: &pb::PostRequest) -> Result<PostingRequest, Error> {
+    domain::validate_request_id(&r.request_id, "request_id")?;
+    if r.entries.len() > domain::MAX_ENTRIES {
+        return Err(Error::field(
+            "entries",
+            format!("at most {} entries per posting", domain::MAX_ENTRIES),
+        ));
+    }
+    let entries = r
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| entry_from_wire(e, &format!("entries[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    PostingRequest::new(&r.request_id, &r.description, entries)
+}
+
+// ---------- domain -> wire ----------
+
+fn account_to_wire(k: &AccountKey) -> pb::Account {
+    pb::Account {
+        r#type: account_type_to_wire(k.account_type) as i32,
+        owner: k.owner.clone(),
+        currency: k.currency.code().to_string(),
+    }
+}
+
+fn entry_to_wire(e: &Entry) -> pb::Entry {
+    pb::Entry {
+        account: Some(account_to_wire(&e.account)),
+        side: side_to_wire(e.side) as i32,
+        amount: e.amount.amount_string(),
+    }
+}
+
+fn posting_to_wire(p: &Posting) -> pb::Posting {
+    pb::Posting {
+        posting_id: p.posting_id.clone(),
+        request_id: p.request_id.clone(),
+        description: p.description.clone(),
+        entries: p.entries.iter().map(entry_to_wire).collect(),
+        posted_at_ms: p.posted_at_ms,
+    }
+}
+
+fn balance_to_wire(b: &Balance) -> pb::Balance {
+    pb::Balance {
+        account: Some(account_to_wire(&b.account)),
+        debits: b.debits().amount_string(),
+        credits: b.credits().amount_string(),
+        balance: b.balance().amount_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl AccountingService for Accounting {
+    #[tracing::instrument(skip_all, fields(request_id = %request.get_ref().request_id))]
+    async fn post(
+        &self,
+        request: Request<pb::PostRequest>,
+    ) -> Result<Response<pb::PostResponse>, Status> {
+        let req = post_request_from_wire(request.get_ref()).map_err(grpc_err)?;
+        let outcome = Accounting::post(self, req).await.map_err(grpc_err)?;
+        if !outcome.replayed {
+            tracing::info!(posting_id = %outcome.posting.posting_id, "posted");
+        }
+        Ok(Response::new(pb::PostResponse {
+            posting: Some(posting_to_wire(&outcome.posting)),
+            replayed: outcome.replayed,
+        }))
+    }
+
+    async fn get_posting(
+        &self,
+        request: Request<pb::GetPostingRequest>,
+    ) -> Result<Response<pb::Posting>, Status> {
+        let posting = Accounting::get_posting(self, request.into_inner().request_id)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(posting_to_wire(&posting)))
+    }
+
+    async fn get_balance(
+        &self,
+        request: Request<pb::GetBalanceRequest>,
+    ) -> Result<Response<pb::Balance>, Status> {
+        let key =
+            account_from_wire(request.get_ref().account.as_ref(), "account").map_err(grpc_err)?;
+        let balance = self.balance(key).await.map_err(grpc_err)?;
+        Ok(Response::new(balance_to_wire(&balance)))
+    }
+
+    async fn list_postings(
+        &self,
+        request: Request<pb::ListPostingsRequest>,
+    ) -> Result<Response<pb::ListPostingsResponse>, Status> {
+        let r = request.into_inner();
+        let account = match r.account.as_ref() {
+            None => None,
+            Some(a) => Some(account_from_wire(Some(a), "account").map_err(grpc_err)?),
+        };
+        let after = if r.after.is_empty() {
+            None
+        } else {
+            tuikuan_kernel::id::validate_external_id(&r.after, "after").map_err(grpc_err)?;
+            Some(r.after)
+        };
+        let postings = Accounting::list_postings(self, account, after, domain::page_size(r.limit))
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(pb::ListPostingsResponse {
+            postings: postings.iter().map(posting_to_wire).collect(),
+        }))
+    }
+
+    async fn trial_balance(
+        &self,
+        _request: Request<pb::TrialBalanceRequest>,
+    ) -> Result<Response<pb::TrialBalanceResponse>, Status> {
+        let tb = Accounting::trial_balance(self).await.map_err(grpc_err)?;
+        Ok(Response::new(pb::TrialBalanceResponse {
+            totals: tb
+                .totals
+                .iter()
+                .map(|t| pb::CurrencyTotals {
+                    currency: t.currency.code().to_string(),
+                    total_debits: Money::from_minor(t.debits_minor, t.currency).amount_string(),
+                    total_credits: Money::from_minor(t.credits_minor, t.currency).amount_string(),
+                })
+                .collect(),
+            accounts: tb.accounts.iter().map(balance_to_wire).collect(),
+            balanced: tb.balanced,
+        }))
+    }
+}
+
+// ---------- typed client ----------
+
+/// What a post returned: the posting id, and whether the request id was posted before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostingOutcome {
+    pub posting_id: String,
+    pub replayed: bool,
+}
+
+/// The typed client other services use to talk to accounting (lazily connected).
+#[derive(Debug, Clone)]
+pub struct AccountingClient {
+    inner: AccountingServiceClient<Channel>,
+}
+
+impl AccountingClient {
+    /// A client for the accounting service at `addr` (`http://host:port`); connects on first use.
+    pub fn connect(addr: &str) -> Result<AccountingClient, Error> {
+        Ok(AccountingClient {
+            inner: AccountingServiceClient::new(tuikuan_proto::client::channel(addr)?),
+        })
+    }
+
+    /// Posts `entries` under the idempotency key `request_id`. The request is validated (balanced,
+    /// one currency, positive amounts) before it is sent. Errors are the accounting service's
+    /// (e.g. `INSUFFICIENT_BALANCE`, `IDEMPOTENCY_CONFLICT`) or `UNAVAILABLE` when the outcome is
+    /// unknown: retry with the same `request_id`.
+    pub async fn post(
+        &self,
+        request_id: &str,
+        description: &str,
+        entries: Vec<(AccountKey, Side, Money)>,
+    ) -> Result<PostingOutcome, Error> {
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .map(|(account, side, amount)| Entry {
+                account,
+                side,
+                amount,
+            })
+            .collect();
+        let request = PostingRequest::new(request_id, description, entries)?;
+        let wire = pb::PostRequest {
+            request_id: request.request_id().to_string(),
+            description: request.description().to_string(),
+            entries: request.entries().iter().map(entry_to_wire).collect(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .post(wire)
+            .await
+            .map_err(peer_err)?
+            .into_inner();
+        let posting = response
+            .posting
+            .ok_or_else(|| Error::internal("accounting answered a post without a posting"))?;
+        Ok(PostingOutcome {
+            posting_id: posting.posting_id,
+            replayed: response.replayed,
+        })
+    }
+
+    /// The balance of `key` on its normal side (zero for an account never posted to).
+    pub async fn balance(&self, key: &AccountKey) -> Result<Money, Error> {
+        let response = self
+            .inner
+            .clone()
+            .get_balance(pb::GetBalanceRequest {
+                account: Some(account_to_wire(key)),
+            })
+            .await
+            .map_err(peer_err)?
+            .into_inner();
+        parse_signed(&response.balance, key.currency)
+    }
+
+    /// The posting id of `request_id`, or `None` when nothing was posted under it.
+    pub async fn posting_id(&self, request_id: &str) -> Result<Option<String>, Error> {
+        match self
+            .inner
+            .clone()
+            .get_posting(pb::GetPostingRequest {
+                request_id: request_id.to_string(),
+            })
+            .await
+        {
+            Ok(p) => Ok(Some(p.into_inner().posting_id)),
+            Err(s) => {
+                let e = peer_err(s);
+                if e.code == ErrorCode::NotFound {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// Parses a balance from the wire: a decimal that may be zero or negative.
+fn parse_signed(value: &str, currency: Currency) -> Result<Money, Error> {
+    let amount = rust_decimal::Decimal::from_str_exact(value)
+        .map_err(|_| Error::internal(format!("accounting sent a balance {value:?}")))?;
+    Money::new(amount, currency)
+}

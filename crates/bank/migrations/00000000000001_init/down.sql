@@ -1,0 +1,2 @@
+DROP TABLE callbacks;
+DROP TABLE transactions;

@@ -1,0 +1,285 @@
+//! The bank simulator as a gRPC service (`tuikuan.bank.v1.BankService`): configuration, `serve`,
+//! and wire <-> domain conversions (validated on receipt).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+use tuikuan_kernel::{Money, SharedClock};
+use tuikuan_proto::bank::v1 as pb;
+use tuikuan_proto::bank::v1::bank_service_server::{BankService, BankServiceServer};
+use tuikuan_proto::status::grpc_err;
+
+use crate::domain::{
+    parse_date, BankConnector, BankTx, PayoutSubmission, RefundSubmission, SimParams,
+    SubmitOutcome, TxKind, TxStatus,
+};
+use crate::simulator::Simulator;
+
+const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
+
+/// The bank simulator's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: String,
+    pub clock: SharedClock,
+    /// The seed of every decision: same seed, same ids, same clock steps => same results.
+    pub seed: u64,
+    /// Delay between acceptance and completion, drawn per transaction in `[min, max]` (default 60).
+    pub delay_min_secs: u64,
+    /// Default 7200.
+    pub delay_max_secs: u64,
+    /// Accepted transactions that fail (default 100 per mille).
+    pub fail_per_mille: u32,
+    /// Final callbacks sent twice (default 100).
+    pub duplicate_callback_per_mille: u32,
+    /// Final callbacks followed by a stale sequence-1 "processing" one (default 100).
+    pub out_of_order_per_mille: u32,
+    /// Submissions refused synchronously at random (default 0).
+    pub sync_reject_per_mille: u32,
+    /// Paid payouts the bank returns later (退票, default 0).
+    pub return_per_mille: u32,
+    /// How long after payment a return happens (default 3600).
+    pub return_delay_secs: u64,
+    /// The refund center (`RefundService.BankCallback`); `None` keeps refund callbacks waiting.
+    pub refund_callback_addr: Option<String>,
+    /// The payout center (`PayoutService.BankCallback`); `None` keeps payout callbacks waiting.
+    pub payout_callback_addr: Option<String>,
+    /// If set, every clearing file served is also written to `<dir>/<channel>/<YYYY-MM-DD>.csv`.
+    pub clearing_dir: Option<PathBuf>,
+    /// Period of the tick loop; `None` runs ticks only through the `Tick` RPC.
+    pub job_interval: Option<Duration>,
+}
+
+impl Config {
+    /// The defaults: seed 0, delays 60..=7200 s, 10% failures, 10% duplicate and 10% out-of-order
+    /// callbacks, no synchronous rejections, no returns, no callback receivers, no clearing
+    /// directory, no job loop.
+    pub fn default_for(database_url: impl Into<String>, clock: SharedClock) -> Config {
+        let p = SimParams::default();
+        Config {
+            database_url: database_url.into(),
+            clock,
+            seed: p.seed,
+            delay_min_secs: p.delay_min_secs,
+            delay_max_secs: p.delay_max_secs,
+            fail_per_mille: p.fail_per_mille,
+            duplicate_callback_per_mille: p.duplicate_callback_per_mille,
+            out_of_order_per_mille: p.out_of_order_per_mille,
+            sync_reject_per_mille: p.sync_reject_per_mille,
+            return_per_mille: p.return_per_mille,
+            return_delay_secs: p.return_delay_secs,
+            refund_callback_addr: None,
+            payout_callback_addr: None,
+            clearing_dir: None,
+            job_interval: None,
+        }
+    }
+
+    pub fn sim_params(&self) -> SimParams {
+        SimParams {
+            seed: self.seed,
+            delay_min_secs: self.delay_min_secs,
+            delay_max_secs: self.delay_max_secs,
+            fail_per_mille: self.fail_per_mille,
+            duplicate_callback_per_mille: self.duplicate_callback_per_mille,
+            out_of_order_per_mille: self.out_of_order_per_mille,
+            sync_reject_per_mille: self.sync_reject_per_mille,
+            return_per_mille: self.return_per_mille,
+            return_delay_secs: self.return_delay_secs,
+        }
+    }
+
+    /// Opens (and migrates) the database and builds the simulator.
+    pub fn open(&self) -> Result<Simulator, tuikuan_kernel::Error> {
+        let db = tuikuan_db::Db::connect(&self.database_url, 8)?;
+        db.migrate(MIGRATIONS)?;
+        Simulator::new(
+            db,
+            self.clock.clone(),
+            self.sim_params(),
+            self.refund_callback_addr.as_deref(),
+            self.payout_callback_addr.as_deref(),
+            self.clearing_dir.clone(),
+        )
+    }
+}
+
+/// Serves the bank simulator on `listener` until `shutdown` resolves, with its tick loop if
+/// `config.job_interval` is set.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tuikuan_kernel::Error> {
+    let sim = Arc::new(config.open()?);
+    let job = config.job_interval.map(|every| {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                match sim.tick().await {
+                    Ok(r)
+                        if r.completed + r.returned + r.callbacks_sent + r.callbacks_failed > 0 =>
+                    {
+                        tracing::info!(?r, "bank tick")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(code = %e.code, error = %e.message, "bank tick failed")
+                    }
+                }
+            }
+        })
+    });
+    let svc = BankSvc { sim };
+    let result = tuikuan_proto::server::serve(
+        listener,
+        tonic::service::Routes::new(BankServiceServer::new(svc)),
+        &[<BankServiceServer<BankSvc> as tonic::server::NamedService>::NAME],
+        shutdown,
+    )
+    .await;
+    if let Some(job) = job {
+        job.abort();
+    }
+    result
+}
+
+/// The gRPC face of a [`Simulator`].
+#[derive(Debug, Clone)]
+pub struct BankSvc {
+    sim: Arc<Simulator>,
+}
+
+impl BankSvc {
+    pub fn new(sim: Arc<Simulator>) -> BankSvc {
+        BankSvc { sim }
+    }
+}
+
+fn submit_response(o: SubmitOutcome) -> pb::SubmitResponse {
+    pb::SubmitResponse {
+        accepted: o.accepted,
+        bank_ref: o.bank_ref,
+        reason: o.reason,
+    }
+}
+
+fn tx_to_wire(t: BankTx) -> pb::BankTransaction {
+    let status = match t.status {
+        TxStatus::Accepted => pb::TxStatus::TxAccepted,
+        TxStatus::Succeeded => pb::TxStatus::TxSucceeded,
+        // A synchronous refusal is a failure that never reached the bank's books; its reason says so.
+        TxStatus::Failed | TxStatus::Rejected => pb::TxStatus::TxFailed,
+        TxStatus::Returned => pb::TxStatus::TxReturned,
+    };
+    pb::BankTransaction {
+        id: t.id,
+        bank_ref: t.bank_ref,
+        channel: t.channel,
+        amount: t.amount.amount_string(),
+        currency: t.amount.currency().code().to_string(),
+        status: status as i32,
+        reason: t.reason,
+        submitted_at_ms: t.submitted_at_ms,
+        completed_at_ms: t.completed_at_ms.unwrap_or(0),
+    }
+}
+
+#[tonic::async_trait]
+impl BankService for BankSvc {
+    #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
+    async fn submit_refund(
+        &self,
+        request: Request<pb::SubmitRefundRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let r = request.into_inner();
+        let amount = Money::parse(&r.amount, &r.currency, "amount").map_err(grpc_err)?;
+        let s = RefundSubmission::new(&r.channel, &r.refund_id, &r.original_trade_id, amount)
+            .map_err(grpc_err)?;
+        let out = self.sim.submit_refund(s).await.map_err(grpc_err)?;
+        Ok(Response::new(submit_response(out)))
+    }
+
+    #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().id))]
+    async fn query_refund(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::BankTransaction>, Status> {
+        let id = request.into_inner().id;
+        tuikuan_kernel::id::validate_external_id(&id, "id").map_err(grpc_err)?;
+        let tx = self
+            .sim
+            .query(TxKind::Refund, &id)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(tx_to_wire(tx)))
+    }
+
+    #[tracing::instrument(skip_all, fields(payout_id = %request.get_ref().payout_id))]
+    async fn submit_payout(
+        &self,
+        request: Request<pb::SubmitPayoutRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let r = request.into_inner();
+        let amount = Money::parse(&r.amount, &r.currency, "amount").map_err(grpc_err)?;
+        let s = PayoutSubmission::new(&r.channel, &r.payout_id, &r.card_no, &r.holder_name, amount)
+            .map_err(grpc_err)?;
+        let out = self.sim.submit_payout(s).await.map_err(grpc_err)?;
+        Ok(Response::new(submit_response(out)))
+    }
+
+    #[tracing::instrument(skip_all, fields(payout_id = %request.get_ref().id))]
+    async fn query_payout(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::BankTransaction>, Status> {
+        let id = request.into_inner().id;
+        tuikuan_kernel::id::validate_external_id(&id, "id").map_err(grpc_err)?;
+        let tx = self
+            .sim
+            .query(TxKind::Payout, &id)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(tx_to_wire(tx)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn tick(
+        &self,
+        _request: Request<pb::TickRequest>,
+    ) -> Result<Response<pb::TickResponse>, Status> {
+        let r = self.sim.tick().await.map_err(grpc_err)?;
+        Ok(Response::new(pb::TickResponse {
+            completed: r.completed,
+            callbacks_sent: r.callbacks_sent,
+            callbacks_failed: r.callbacks_failed,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(channel = %request.get_ref().channel, date = %request.get_ref().date))]
+    async fn get_clearing_file(
+        &self,
+        request: Request<pb::GetClearingFileRequest>,
+    ) -> Result<Response<pb::ClearingFile>, Status> {
+        let r = request.into_inner();
+        let date = parse_date(&r.date, "date").map_err(grpc_err)?;
+        let f = self
+            .sim
+            .clearing_file(&r.channel, date)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(pb::ClearingFile {
+            channel: f.channel,
+            date: f.date.format("%Y-%m-%d").to_string(),
+            format: f.format,
+            content: f.content,
+            sha256: f.sha256,
+        }))
+    }
+}

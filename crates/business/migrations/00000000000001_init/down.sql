@@ -1,0 +1,4 @@
+DROP TABLE refunds;
+DROP TABLE trades;
+DROP TABLE channels;
+DROP TABLE merchants;

@@ -1,0 +1,1070 @@
+//! The business layer's domain: merchants, channels, trades, merchant refunds and the refund chain's
+//! state machine. Pure: no storage, no RPC.
+//!
+//! # The chain state machine
+//!
+//! ```text
+//!            debit ok            refund center ok           outcome
+//! RESERVED ───────────▶ DEBITED ─────────────────▶ ACCEPTED ───────▶ SUCCEEDED | FAILED
+//!    │ debit refused        │ refund center rejects
+//!    ▼                      ▼          reversal ok
+//! REJECTED ◀──────────── REVERSING
+//! ```
+//!
+//! The merchant sees RESERVED, DEBITED and REVERSING as RECEIVED (the chain is still running),
+//! ACCEPTED as PROCESSING (promised, 承诺成功), and the final states as they are.
+//!
+//! Architecture invariant: a refund *holds a reservation* on its trade (`trade.refunded` includes
+//! its amount) in every state but REJECTED and FAILED, and the sum of reservations never exceeds the
+//! trade's amount. The transition into REJECTED or FAILED releases the reservation in the same
+//! database transaction.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+use tuikuan_kernel::id::validate_external_id;
+use tuikuan_kernel::{Currency, Error, ErrorCode, Money, Result};
+
+/// Refund window when a channel does not set one.
+pub const DEFAULT_REFUND_WINDOW_DAYS: u32 = 365;
+/// The longest refund window a channel may configure (ten years).
+pub const MAX_REFUND_WINDOW_DAYS: u32 = 3650;
+/// The longest refund reason, in characters.
+pub const MAX_REASON_CHARS: usize = 256;
+/// The longest merchant name, in characters.
+pub const MAX_MERCHANT_NAME_CHARS: usize = 128;
+/// The longest payer name, in characters.
+pub const MAX_PAYER_NAME_CHARS: usize = 64;
+/// API keys: at least this many characters ...
+pub const MIN_API_KEY_CHARS: usize = 16;
+/// ... and at most this many.
+pub const MAX_API_KEY_CHARS: usize = 256;
+
+const MS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
+
+// ---------------------------------------------------------------------------------------------
+// Chain state
+// ---------------------------------------------------------------------------------------------
+
+/// Where a merchant refund is in the chain (internal; see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChainState {
+    /// Persisted; the amount is reserved on the trade; the clearing debit is not confirmed.
+    Reserved,
+    /// The clearing center confirmed the debit; the refund center has not accepted yet.
+    Debited,
+    /// The refund center accepted the refund: promised to the merchant.
+    Accepted,
+    /// Final: the money arrived.
+    Succeeded,
+    /// Final: the refund finally failed; the money is back with the merchant.
+    Failed,
+    /// The refund center rejected the refund; the debit reversal is pending.
+    Reversing,
+    /// Final: never accepted (debit refused, or refund center rejected and debit reversed).
+    Rejected,
+}
+
+impl ChainState {
+    pub const ALL: &'static [ChainState] = &[
+        ChainState::Reserved,
+        ChainState::Debited,
+        ChainState::Accepted,
+        ChainState::Succeeded,
+        ChainState::Failed,
+        ChainState::Reversing,
+        ChainState::Rejected,
+    ];
+
+    /// States the recovery loop resumes: the chain still has a call to make.
+    pub const IN_FLIGHT: &'static [ChainState] = &[
+        ChainState::Reserved,
+        ChainState::Debited,
+        ChainState::Reversing,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChainState::Reserved => "RESERVED",
+            ChainState::Debited => "DEBITED",
+            ChainState::Accepted => "ACCEPTED",
+            ChainState::Succeeded => "SUCCEEDED",
+            ChainState::Failed => "FAILED",
+            ChainState::Reversing => "REVERSING",
+            ChainState::Rejected => "REJECTED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<ChainState> {
+        ChainState::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| Error::internal(format!("unknown chain state {s:?}")))
+    }
+
+    /// Final states never change again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ChainState::Succeeded | ChainState::Failed | ChainState::Rejected
+        )
+    }
+
+    /// Whether the chain still has a call to make (the recovery loop drives these).
+    pub fn is_in_flight(self) -> bool {
+        ChainState::IN_FLIGHT.contains(&self)
+    }
+
+    /// Whether the refund's amount counts in its trade's `refunded` sum.
+    pub fn holds_reservation(self) -> bool {
+        !matches!(self, ChainState::Rejected | ChainState::Failed)
+    }
+
+    /// What the merchant sees.
+    pub fn merchant_status(self) -> RefundStatus {
+        match self {
+            ChainState::Reserved | ChainState::Debited | ChainState::Reversing => {
+                RefundStatus::Received
+            }
+            ChainState::Accepted => RefundStatus::Processing,
+            ChainState::Succeeded => RefundStatus::Succeeded,
+            ChainState::Failed => RefundStatus::Failed,
+            ChainState::Rejected => RefundStatus::Rejected,
+        }
+    }
+
+    /// Whether `self -> to` is an edge of the state machine.
+    pub fn can_move_to(self, to: ChainState) -> bool {
+        use ChainState::*;
+        matches!(
+            (self, to),
+            (Reserved, Debited)
+                | (Reserved, Rejected)
+                | (Debited, Accepted)
+                | (Debited, Reversing)
+                // The refund center reports an outcome only for refunds it accepted; when its
+                // acceptance answer was lost (we are still DEBITED) the report proves acceptance.
+                | (Debited, Succeeded)
+                | (Debited, Failed)
+                | (Accepted, Succeeded)
+                | (Accepted, Failed)
+                | (Reversing, Rejected)
+        )
+    }
+
+    /// The checked transition: `Ok(to)` for an edge of the state machine, else
+    /// `INVALID_STATE_TRANSITION`.
+    pub fn transition(self, to: ChainState) -> Result<ChainState> {
+        if self.can_move_to(to) {
+            Ok(to)
+        } else {
+            Err(Error::new(
+                ErrorCode::InvalidStateTransition,
+                format!("refund cannot move from {self} to {to}"),
+            ))
+        }
+    }
+}
+
+impl fmt::Display for ChainState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The merchant-facing refund status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefundStatus {
+    /// Persisted; the chain is still running. Not yet promised.
+    Received,
+    /// Never accepted; nothing was paid.
+    Rejected,
+    /// Accepted and promised.
+    Processing,
+    Succeeded,
+    /// The exception: the money is back with the merchant.
+    Failed,
+}
+
+impl RefundStatus {
+    /// The chain states a merchant-facing status covers (for filters).
+    pub fn chain_states(self) -> &'static [ChainState] {
+        match self {
+            RefundStatus::Received => ChainState::IN_FLIGHT,
+            RefundStatus::Rejected => &[ChainState::Rejected],
+            RefundStatus::Processing => &[ChainState::Accepted],
+            RefundStatus::Succeeded => &[ChainState::Succeeded],
+            RefundStatus::Failed => &[ChainState::Failed],
+        }
+    }
+}
+
+/// A final outcome reported by the refund center.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+}
+
+impl Outcome {
+    pub fn chain_state(self) -> ChainState {
+        match self {
+            Outcome::Succeeded => ChainState::Succeeded,
+            Outcome::Failed => ChainState::Failed,
+        }
+    }
+}
+
+/// What applying a reported outcome to a refund in `current` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeAction {
+    /// Move to this state (releasing the reservation when it is FAILED).
+    Apply(ChainState),
+    /// The same outcome was applied before: nothing to do.
+    AlreadyApplied,
+}
+
+/// Decides how a reported outcome applies: monotone and idempotent.
+pub fn apply_outcome(current: ChainState, outcome: Outcome) -> Result<OutcomeAction> {
+    let target = outcome.chain_state();
+    if current == target {
+        return Ok(OutcomeAction::AlreadyApplied);
+    }
+    current.transition(target).map(OutcomeAction::Apply)
+}
+
+/// How the chain treats a peer's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerVerdict {
+    /// A definite "no": the peer did nothing and will not (bad input, not found, precondition).
+    Refused,
+    /// Unknown outcome (unavailable, timeout, internal): retry later with the same key.
+    Retry,
+}
+
+impl PeerVerdict {
+    pub fn of(code: ErrorCode) -> PeerVerdict {
+        use ErrorCode::*;
+        match code {
+            InvalidArgument
+            | InvalidAmount
+            | UnsupportedCurrency
+            | MalformedId
+            | TradeNotFound
+            | RefundNotFound
+            | MerchantNotFound
+            | ChannelNotFound
+            | DebitNotFound
+            | SettlementNotFound
+            | PayoutNotFound
+            | NotFound
+            | RefundExceedsPaid
+            | RefundWindowExpired
+            | TradeNotRefundable
+            | InsufficientBalance
+            | CurrencyMismatch
+            | InvalidStateTransition
+            | UnbalancedPosting
+            | DebitNotActive
+            | NoRefundMethod => PeerVerdict::Refused,
+            // IDEMPOTENCY_CONFLICT means the peer holds other content under our refund id: a bug
+            // or tampering that a human must look at; never guess, keep the refund where it is.
+            IdempotencyConflict | Unauthenticated | PermissionDenied | Unavailable | InProgress
+            | Storage | Internal => PeerVerdict::Retry,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Merchants and channels
+// ---------------------------------------------------------------------------------------------
+
+/// The hex SHA-256 of an API key, as stored.
+pub fn hash_api_key(api_key: &str) -> String {
+    hex::encode(Sha256::digest(api_key.as_bytes()))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merchant {
+    pub merchant_id: String,
+    pub name: String,
+    pub api_key_hash: String,
+    pub created_at_ms: i64,
+}
+
+impl Merchant {
+    /// Validates a new merchant; the key is kept only as its hash.
+    pub fn new(merchant_id: &str, name: &str, api_key: &str, now_ms: i64) -> Result<Merchant> {
+        validate_external_id(merchant_id, "merchant_id")?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(Error::field("name", "is required"));
+        }
+        if name.chars().count() > MAX_MERCHANT_NAME_CHARS {
+            return Err(Error::field(
+                "name",
+                format!("longer than {MAX_MERCHANT_NAME_CHARS} characters"),
+            ));
+        }
+        let key_chars = api_key.chars().count();
+        if !(MIN_API_KEY_CHARS..=MAX_API_KEY_CHARS).contains(&key_chars) {
+            return Err(Error::field(
+                "api_key",
+                format!("must be {MIN_API_KEY_CHARS} to {MAX_API_KEY_CHARS} characters"),
+            ));
+        }
+        if api_key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::field("api_key", "must not contain whitespace"));
+        }
+        Ok(Merchant {
+            merchant_id: merchant_id.to_string(),
+            name: name.to_string(),
+            api_key_hash: hash_api_key(api_key),
+            created_at_ms: now_ms,
+        })
+    }
+
+    /// Whether a repeated CreateMerchant carries the same content.
+    pub fn same_content(&self, other: &Merchant) -> bool {
+        self.merchant_id == other.merchant_id
+            && self.name == other.name
+            && self.api_key_hash == other.api_key_hash
+    }
+}
+
+/// A payment channel as the business layer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelConfig {
+    pub code: String,
+    /// How long after payment a merchant may refund at all.
+    pub refund_window_days: u32,
+    /// A disabled channel takes no new refunds.
+    pub enabled: bool,
+}
+
+impl ChannelConfig {
+    /// Validates a channel; a window of 0 (unset) means [`DEFAULT_REFUND_WINDOW_DAYS`].
+    pub fn new(code: &str, refund_window_days: u32, enabled: bool) -> Result<ChannelConfig> {
+        validate_external_id(code, "code")?;
+        let refund_window_days = match refund_window_days {
+            0 => DEFAULT_REFUND_WINDOW_DAYS,
+            d if d > MAX_REFUND_WINDOW_DAYS => {
+                return Err(Error::field(
+                    "refund_window_days",
+                    format!("must not exceed {MAX_REFUND_WINDOW_DAYS}"),
+                ))
+            }
+            d => d,
+        };
+        Ok(ChannelConfig {
+            code: code.to_string(),
+            refund_window_days,
+            enabled,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trades
+// ---------------------------------------------------------------------------------------------
+
+/// Whether the clearing center has settled a trade's payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleStatus {
+    Unsettled,
+    Settled,
+}
+
+impl SettleStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettleStatus::Unsettled => "UNSETTLED",
+            SettleStatus::Settled => "SETTLED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<SettleStatus> {
+        match s {
+            "UNSETTLED" => Ok(SettleStatus::Unsettled),
+            "SETTLED" => Ok(SettleStatus::Settled),
+            other => Err(Error::internal(format!("unknown settle status {other:?}"))),
+        }
+    }
+}
+
+/// A succeeded payment as recorded by the forward payment system, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayment {
+    pub merchant_id: String,
+    pub order_no: String,
+    pub channel: String,
+    pub amount: Money,
+    pub paid_at_ms: i64,
+    pub payer_card_no: Option<String>,
+    pub payer_name: Option<String>,
+}
+
+/// The raw fields of a payment record, before validation.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentFields<'a> {
+    pub merchant_id: &'a str,
+    pub order_no: &'a str,
+    pub channel: &'a str,
+    pub amount: &'a str,
+    pub currency: &'a str,
+    pub paid_at_ms: i64,
+    pub payer_card_no: &'a str,
+    pub payer_name: &'a str,
+}
+
+impl NewPayment {
+    pub fn validate(f: PaymentFields<'_>) -> Result<NewPayment> {
+        validate_external_id(f.merchant_id, "merchant_id")?;
+        validate_external_id(f.order_no, "order_no")?;
+        validate_external_id(f.channel, "channel")?;
+        let amount = Money::parse(f.amount, f.currency, "amount")?;
+        if f.paid_at_ms <= 0 {
+            return Err(Error::field(
+                "paid_at_ms",
+                "must be a positive epoch millisecond",
+            ));
+        }
+        let payer_card_no = match f.payer_card_no {
+            "" => None,
+            card => {
+                if !card.chars().all(|c| c.is_ascii_digit()) || !(12..=19).contains(&card.len()) {
+                    return Err(Error::field("payer_card_no", "must be 12 to 19 digits"));
+                }
+                Some(card.to_string())
+            }
+        };
+        let payer_name = match f.payer_name.trim() {
+            "" => None,
+            name => {
+                if name.chars().count() > MAX_PAYER_NAME_CHARS {
+                    return Err(Error::field(
+                        "payer_name",
+                        format!("longer than {MAX_PAYER_NAME_CHARS} characters"),
+                    ));
+                }
+                if name.chars().any(char::is_control) {
+                    return Err(Error::field(
+                        "payer_name",
+                        "must not contain control characters",
+                    ));
+                }
+                Some(name.to_string())
+            }
+        };
+        Ok(NewPayment {
+            merchant_id: f.merchant_id.to_string(),
+            order_no: f.order_no.to_string(),
+            channel: f.channel.to_string(),
+            amount,
+            paid_at_ms: f.paid_at_ms,
+            payer_card_no,
+            payer_name,
+        })
+    }
+
+    /// A new, unsettled trade for this payment.
+    pub fn into_trade(self, trade_id: String, now_ms: i64) -> Trade {
+        Trade {
+            trade_id,
+            merchant_id: self.merchant_id,
+            order_no: self.order_no,
+            channel: self.channel,
+            refunded: Money::zero(self.amount.currency()),
+            amount: self.amount,
+            paid_at_ms: self.paid_at_ms,
+            settle_status: SettleStatus::Unsettled,
+            payer_card_no: self.payer_card_no,
+            payer_name: self.payer_name,
+            created_at_ms: now_ms,
+        }
+    }
+
+    /// Whether a repeated record of the same (merchant, order) carries the same content.
+    pub fn matches(&self, trade: &Trade) -> bool {
+        self.merchant_id == trade.merchant_id
+            && self.order_no == trade.order_no
+            && self.channel == trade.channel
+            && self.amount == trade.amount
+            && self.paid_at_ms == trade.paid_at_ms
+            && self.payer_card_no == trade.payer_card_no
+            && self.payer_name == trade.payer_name
+    }
+}
+
+/// An original payment (the trade a refund refers to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trade {
+    pub trade_id: String,
+    pub merchant_id: String,
+    pub order_no: String,
+    pub channel: String,
+    pub amount: Money,
+    /// Sum of live refunds (every refund that holds a reservation).
+    pub refunded: Money,
+    pub paid_at_ms: i64,
+    pub settle_status: SettleStatus,
+    pub payer_card_no: Option<String>,
+    pub payer_name: Option<String>,
+    pub created_at_ms: i64,
+}
+
+impl Trade {
+    /// The payer's card with all but the last four digits hidden, or "" when unknown.
+    pub fn masked_card(&self) -> String {
+        mask_card(self.payer_card_no.as_deref().unwrap_or(""))
+    }
+}
+
+/// `"6222020200112233"` -> `"************2233"`.
+pub fn mask_card(card: &str) -> String {
+    let n = card.chars().count();
+    if n == 0 {
+        return String::new();
+    }
+    let keep = n.min(4);
+    let tail: String = card.chars().skip(n - keep).collect();
+    format!("{}{}", "*".repeat(n - keep), tail)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refund requests and refunds
+// ---------------------------------------------------------------------------------------------
+
+/// A merchant's refund request, validated on receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    pub merchant_refund_no: String,
+    pub order_no: String,
+    pub amount: Money,
+    pub reason: String,
+}
+
+impl RefundRequest {
+    pub fn validate(
+        merchant_refund_no: &str,
+        order_no: &str,
+        amount: &str,
+        currency: &str,
+        reason: &str,
+    ) -> Result<RefundRequest> {
+        validate_external_id(merchant_refund_no, "merchant_refund_no")?;
+        validate_external_id(order_no, "order_no")?;
+        let amount = Money::parse(amount, currency, "amount")?;
+        if reason.chars().count() > MAX_REASON_CHARS {
+            return Err(Error::field(
+                "reason",
+                format!("longer than {MAX_REASON_CHARS} characters"),
+            ));
+        }
+        if reason.chars().any(char::is_control) {
+            return Err(Error::field(
+                "reason",
+                "must not contain control characters",
+            ));
+        }
+        Ok(RefundRequest {
+            merchant_refund_no: merchant_refund_no.to_string(),
+            order_no: order_no.to_string(),
+            amount,
+            reason: reason.to_string(),
+        })
+    }
+
+    /// The idempotency fingerprint: hex SHA-256 over (order_no, amount, currency, reason), each
+    /// length-prefixed so that no two different requests share a fingerprint. The amount enters in
+    /// minor units, so "10" and "10.00" are the same request.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            self.order_no.as_str(),
+            &self.amount.to_minor().to_string(),
+            self.amount.currency().code(),
+            self.reason.as_str(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// Checks that `trade` may take `request` now (the request is the merchant's own; the amount
+/// guard is the store's conditional update, not this).
+pub fn check_refundable(
+    trade: &Trade,
+    channel: Option<&ChannelConfig>,
+    request: &RefundRequest,
+    now_ms: i64,
+) -> Result<()> {
+    if trade.settle_status != SettleStatus::Settled {
+        return Err(Error::new(
+            ErrorCode::TradeNotRefundable,
+            format!("trade {} is not settled yet", trade.order_no),
+        ));
+    }
+    let window_days = match channel {
+        Some(c) if !c.enabled => {
+            return Err(Error::new(
+                ErrorCode::TradeNotRefundable,
+                format!("channel {} takes no refunds", c.code),
+            ))
+        }
+        Some(c) => c.refund_window_days,
+        None => DEFAULT_REFUND_WINDOW_DAYS,
+    };
+    let window_ms = i64::from(window_days) * MS_PER_DAY;
+    if now_ms.saturating_sub(trade.paid_at_ms) > window_ms {
+        return Err(Error::new(
+            ErrorCode::RefundWindowExpired,
+            format!(
+                "trade {} was paid more than {window_days} days ago",
+                trade.order_no
+            ),
+        ));
+    }
+    if request.amount.currency() != trade.amount.currency() {
+        return Err(Error::new(
+            ErrorCode::CurrencyMismatch,
+            format!(
+                "refund currency {} differs from the payment's {}",
+                request.amount.currency(),
+                trade.amount.currency()
+            ),
+        ));
+    }
+    if request.amount.to_minor() > trade.amount.to_minor() {
+        return Err(Error::new(
+            ErrorCode::RefundExceedsPaid,
+            format!(
+                "refund {} exceeds the payment {}",
+                request.amount, trade.amount
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A merchant refund request and its progress through the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantRefund {
+    pub refund_id: String,
+    pub merchant_id: String,
+    pub merchant_refund_no: String,
+    pub trade_id: String,
+    pub order_no: String,
+    pub amount: Money,
+    pub reason: String,
+    pub fingerprint: String,
+    pub chain_state: ChainState,
+    /// For REVERSING, REJECTED and FAILED: the stable code of why.
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl MerchantRefund {
+    /// A new refund in RESERVED for `request` on `trade`.
+    pub fn reserve(
+        refund_id: String,
+        merchant_id: &str,
+        trade: &Trade,
+        request: &RefundRequest,
+        now_ms: i64,
+    ) -> MerchantRefund {
+        MerchantRefund {
+            refund_id,
+            merchant_id: merchant_id.to_string(),
+            merchant_refund_no: request.merchant_refund_no.clone(),
+            trade_id: trade.trade_id.clone(),
+            order_no: request.order_no.clone(),
+            amount: request.amount,
+            reason: request.reason.clone(),
+            fingerprint: request.fingerprint(),
+            chain_state: ChainState::Reserved,
+            error_code: None,
+            error_message: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        }
+    }
+
+    pub fn status(&self) -> RefundStatus {
+        self.chain_state.merchant_status()
+    }
+
+    /// A repeat of the same merchant refund number: the same request, or a conflict.
+    pub fn check_repeat(&self, request: &RefundRequest) -> Result<()> {
+        if self.fingerprint == request.fingerprint() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorCode::IdempotencyConflict,
+                format!(
+                    "merchant_refund_no {} was used for a different refund",
+                    self.merchant_refund_no
+                ),
+            ))
+        }
+    }
+}
+
+/// The reason recorded for a final state reached by a reported outcome.
+pub fn outcome_error(outcome: Outcome, reason: &str) -> (Option<String>, Option<String>) {
+    match outcome {
+        Outcome::Succeeded => (None, None),
+        Outcome::Failed => (
+            Some("REFUND_FAILED".to_string()),
+            Some(if reason.is_empty() {
+                "the refund finally failed".to_string()
+            } else {
+                reason.chars().take(MAX_REASON_CHARS).collect()
+            }),
+        ),
+    }
+}
+
+/// The currency of stored minor units.
+pub fn money_from_storage(minor: i64, currency: &str) -> Result<Money> {
+    let currency = Currency::parse(currency, "currency")
+        .map_err(|e| Error::internal(format!("stored {}", e.message)))?;
+    Ok(Money::from_minor(minor, currency))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cny(s: &str) -> Money {
+        Money::parse(s, "CNY", "amount").unwrap()
+    }
+
+    fn trade() -> Trade {
+        Trade {
+            trade_id: "tr_1".into(),
+            merchant_id: "m1".into(),
+            order_no: "o1".into(),
+            channel: "NB".into(),
+            amount: cny("100"),
+            refunded: cny("0.01"),
+            paid_at_ms: 1_000,
+            settle_status: SettleStatus::Settled,
+            payer_card_no: Some("6222020200112233".into()),
+            payer_name: None,
+            created_at_ms: 1_000,
+        }
+    }
+
+    fn request(amount: &str, currency: &str) -> RefundRequest {
+        RefundRequest::validate("r1", "o1", amount, currency, "broken").unwrap()
+    }
+
+    /// The whole state machine as a table: every (from, to) pair, allowed or not.
+    #[test]
+    fn transition_table() {
+        use ChainState::*;
+        let allowed = [
+            (Reserved, Debited),
+            (Reserved, Rejected),
+            (Debited, Accepted),
+            (Debited, Reversing),
+            (Debited, Succeeded),
+            (Debited, Failed),
+            (Accepted, Succeeded),
+            (Accepted, Failed),
+            (Reversing, Rejected),
+        ];
+        for &from in ChainState::ALL {
+            for &to in ChainState::ALL {
+                let expected = allowed.contains(&(from, to));
+                assert_eq!(from.can_move_to(to), expected, "{from} -> {to}");
+                match from.transition(to) {
+                    Ok(s) => assert!(expected && s == to),
+                    Err(e) => {
+                        assert!(!expected);
+                        assert_eq!(e.code, ErrorCode::InvalidStateTransition);
+                    }
+                }
+            }
+            if from.is_final() {
+                assert!(ChainState::ALL.iter().all(|&to| !from.can_move_to(to)));
+            }
+        }
+    }
+
+    #[test]
+    fn merchant_status_table() {
+        use ChainState::*;
+        let table = [
+            (Reserved, RefundStatus::Received, true, true),
+            (Debited, RefundStatus::Received, true, true),
+            (Reversing, RefundStatus::Received, true, true),
+            (Accepted, RefundStatus::Processing, false, true),
+            (Succeeded, RefundStatus::Succeeded, false, true),
+            (Failed, RefundStatus::Failed, false, false),
+            (Rejected, RefundStatus::Rejected, false, false),
+        ];
+        assert_eq!(table.len(), ChainState::ALL.len());
+        for (state, status, in_flight, holds) in table {
+            assert_eq!(state.merchant_status(), status, "{state}");
+            assert_eq!(state.is_in_flight(), in_flight, "{state}");
+            assert_eq!(state.holds_reservation(), holds, "{state}");
+            assert!(status.chain_states().contains(&state));
+            assert_eq!(ChainState::parse(state.as_str()).unwrap(), state);
+        }
+        assert!(ChainState::parse("NOPE").is_err());
+    }
+
+    #[test]
+    fn outcomes_are_monotone_and_idempotent() {
+        use ChainState::*;
+        assert_eq!(
+            apply_outcome(Accepted, Outcome::Succeeded).unwrap(),
+            OutcomeAction::Apply(Succeeded)
+        );
+        assert_eq!(
+            apply_outcome(Accepted, Outcome::Failed).unwrap(),
+            OutcomeAction::Apply(Failed)
+        );
+        assert_eq!(
+            apply_outcome(Debited, Outcome::Failed).unwrap(),
+            OutcomeAction::Apply(Failed)
+        );
+        assert_eq!(
+            apply_outcome(Succeeded, Outcome::Succeeded).unwrap(),
+            OutcomeAction::AlreadyApplied
+        );
+        assert_eq!(
+            apply_outcome(Failed, Outcome::Failed).unwrap(),
+            OutcomeAction::AlreadyApplied
+        );
+        for (from, outcome) in [
+            (Succeeded, Outcome::Failed),
+            (Failed, Outcome::Succeeded),
+            (Rejected, Outcome::Succeeded),
+            (Reserved, Outcome::Succeeded),
+            (Reversing, Outcome::Failed),
+        ] {
+            assert_eq!(
+                apply_outcome(from, outcome).unwrap_err().code,
+                ErrorCode::InvalidStateTransition
+            );
+        }
+    }
+
+    #[test]
+    fn peer_verdicts() {
+        assert_eq!(
+            PeerVerdict::of(ErrorCode::InsufficientBalance),
+            PeerVerdict::Refused
+        );
+        assert_eq!(
+            PeerVerdict::of(ErrorCode::ChannelNotFound),
+            PeerVerdict::Refused
+        );
+        assert_eq!(PeerVerdict::of(ErrorCode::Unavailable), PeerVerdict::Retry);
+        assert_eq!(PeerVerdict::of(ErrorCode::Internal), PeerVerdict::Retry);
+        assert_eq!(
+            PeerVerdict::of(ErrorCode::IdempotencyConflict),
+            PeerVerdict::Retry
+        );
+        // Every code a peer can refuse with travels as INVALID_ARGUMENT, NOT_FOUND or
+        // FAILED_PRECONDITION.
+        for &code in ErrorCode::ALL {
+            let refusal = matches!(code.grpc_code(), 3 | 5 | 9);
+            assert_eq!(
+                PeerVerdict::of(code) == PeerVerdict::Refused,
+                refusal,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn refund_request_validation_codes() {
+        let code = |no: &str, order: &str, amount: &str, currency: &str, reason: &str| {
+            RefundRequest::validate(no, order, amount, currency, reason)
+                .unwrap_err()
+                .code
+        };
+        assert_eq!(code("r1", "o1", "-1", "CNY", ""), ErrorCode::InvalidAmount);
+        assert_eq!(code("r1", "o1", "0", "CNY", ""), ErrorCode::InvalidAmount);
+        assert_eq!(
+            code("r1", "o1", "1.001", "CNY", ""),
+            ErrorCode::InvalidAmount
+        );
+        assert_eq!(
+            code("r1", "o1", "1e13", "CNY", ""),
+            ErrorCode::InvalidAmount
+        );
+        assert_eq!(
+            code("r1", "o1", "10000000000000", "CNY", ""),
+            ErrorCode::InvalidAmount
+        );
+        assert_eq!(
+            code("r1", "o1", "1", "XXX", ""),
+            ErrorCode::UnsupportedCurrency
+        );
+        assert_eq!(code("r 1", "o1", "1", "CNY", ""), ErrorCode::MalformedId);
+        assert_eq!(
+            code("r1", &"o".repeat(65), "1", "CNY", ""),
+            ErrorCode::MalformedId
+        );
+        assert_eq!(code("", "o1", "1", "CNY", ""), ErrorCode::InvalidArgument);
+        assert_eq!(
+            code("r1", "o1", "1", "CNY", &"x".repeat(257)),
+            ErrorCode::InvalidArgument
+        );
+        assert!(RefundRequest::validate("r1", "o1", "1", "CNY", &"字".repeat(256)).is_ok());
+    }
+
+    #[test]
+    fn fingerprints_identify_the_request() {
+        let a = request("10", "CNY");
+        assert_eq!(a.fingerprint(), request("10.00", "CNY").fingerprint());
+        assert_ne!(a.fingerprint(), request("10.01", "CNY").fingerprint());
+        assert_ne!(a.fingerprint(), request("10", "HKD").fingerprint());
+        let other_reason = RefundRequest::validate("r1", "o1", "10", "CNY", "other").unwrap();
+        assert_ne!(a.fingerprint(), other_reason.fingerprint());
+        // The refund number is the key, not part of the content.
+        let other_no = RefundRequest::validate("r2", "o1", "10", "CNY", "broken").unwrap();
+        assert_eq!(a.fingerprint(), other_no.fingerprint());
+        let refund = MerchantRefund::reserve("rf_1".into(), "m1", &trade(), &a, 5);
+        assert!(refund.check_repeat(&a).is_ok());
+        assert_eq!(
+            refund.check_repeat(&other_reason).unwrap_err().code,
+            ErrorCode::IdempotencyConflict
+        );
+        assert_eq!(refund.status(), RefundStatus::Received);
+    }
+
+    #[test]
+    fn refundability_rules() {
+        let t = trade();
+        let day = MS_PER_DAY;
+        let ch = ChannelConfig::new("NB", 30, true).unwrap();
+        let ok = request("10", "CNY");
+        assert!(check_refundable(&t, Some(&ch), &ok, t.paid_at_ms + 30 * day).is_ok());
+        let code = |t: &Trade, ch: Option<&ChannelConfig>, r: &RefundRequest, now: i64| {
+            check_refundable(t, ch, r, now).unwrap_err().code
+        };
+        assert_eq!(
+            code(&t, Some(&ch), &ok, t.paid_at_ms + 30 * day + 1),
+            ErrorCode::RefundWindowExpired
+        );
+        // No channel row: the default window.
+        assert!(check_refundable(&t, None, &ok, t.paid_at_ms + 365 * day).is_ok());
+        assert_eq!(
+            code(&t, None, &ok, t.paid_at_ms + 366 * day),
+            ErrorCode::RefundWindowExpired
+        );
+        assert_eq!(
+            code(&t, Some(&ch), &request("10", "HKD"), t.paid_at_ms),
+            ErrorCode::CurrencyMismatch
+        );
+        assert_eq!(
+            code(&t, Some(&ch), &request("100.01", "CNY"), t.paid_at_ms),
+            ErrorCode::RefundExceedsPaid
+        );
+        let unsettled = Trade {
+            settle_status: SettleStatus::Unsettled,
+            ..t.clone()
+        };
+        assert_eq!(
+            code(&unsettled, Some(&ch), &ok, t.paid_at_ms),
+            ErrorCode::TradeNotRefundable
+        );
+        let disabled = ChannelConfig::new("NB", 30, false).unwrap();
+        assert_eq!(
+            code(&t, Some(&disabled), &ok, t.paid_at_ms),
+            ErrorCode::TradeNotRefundable
+        );
+    }
+
+    #[test]
+    fn channels_merchants_and_payments() {
+        assert_eq!(
+            ChannelConfig::new("NB", 0, true)
+                .unwrap()
+                .refund_window_days,
+            DEFAULT_REFUND_WINDOW_DAYS
+        );
+        assert!(ChannelConfig::new("NB", 3651, true).is_err());
+        assert_eq!(
+            ChannelConfig::new("N B", 1, true).unwrap_err().code,
+            ErrorCode::MalformedId
+        );
+
+        let m = Merchant::new("m1", "Shop", "0123456789abcdef", 1).unwrap();
+        assert_eq!(m.api_key_hash, hash_api_key("0123456789abcdef"));
+        assert_eq!(m.api_key_hash.len(), 64);
+        assert!(Merchant::new("m1", "Shop", "short", 1).is_err());
+        assert!(Merchant::new("m1", " ", "0123456789abcdef", 1).is_err());
+        assert!(m.same_content(&Merchant::new("m1", "Shop", "0123456789abcdef", 9).unwrap()));
+        assert!(!m.same_content(&Merchant::new("m1", "Shop", "0123456789abcdeX", 1).unwrap()));
+
+        let fields = PaymentFields {
+            merchant_id: "m1",
+            order_no: "o1",
+            channel: "NB",
+            amount: "100",
+            currency: "CNY",
+            paid_at_ms: 5,
+            payer_card_no: "6222020200112233",
+            payer_name: "Li Lei",
+        };
+        let p = NewPayment::validate(fields).unwrap();
+        let t = p.clone().into_trade("tr_1".into(), 9);
+        assert!(p.matches(&t));
+        assert_eq!(t.masked_card(), "************2233");
+        assert_eq!(t.refunded.to_minor(), 0);
+        let bad = |f: PaymentFields<'_>| NewPayment::validate(f).unwrap_err().code;
+        for card in ["1234", "12345678901234567890", "6222-0202-0011-2233"] {
+            assert_eq!(
+                bad(PaymentFields {
+                    payer_card_no: card,
+                    ..fields
+                }),
+                ErrorCode::InvalidArgument
+            );
+        }
+        assert_eq!(
+            bad(PaymentFields {
+                paid_at_ms: 0,
+                ..fields
+            }),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            bad(PaymentFields {
+                amount: "0",
+                ..fields
+            }),
+            ErrorCode::InvalidAmount
+        );
+        let long_name = "x".repeat(65);
+        assert_eq!(
+            bad(PaymentFields {
+                payer_name: &long_name,
+                ..fields
+            }),
+            ErrorCode::InvalidArgument
+        );
+        let no_card = NewPayment::validate(PaymentFields {
+            payer_card_no: "",
+            payer_name: "",
+            ..fields
+        })
+        .unwrap();
+        assert_eq!(no_card.payer_card_no, None);
+        assert!(!no_card.matches(&t));
+        assert_eq!(mask_card(""), "");
+        assert_eq!(mask_card("123"), "123");
+    }
+}

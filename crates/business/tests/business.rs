@@ -1,0 +1,1600 @@
+//! Integration tests of the business layer: the real service in-process on port 0, on SQLite and
+//! PostgreSQL, talking gRPC to in-process peers.
+//!
+//! The peers here are small scripted stand-ins for the clearing and refund centers (so each test
+//! can make a peer refuse, reject or go down at will, and count the calls it got); they keep the
+//! real peers' contracts: idempotent by refund id, INSUFFICIENT_BALANCE / CHANNEL_NOT_FOUND as
+//! FAILED_PRECONDITION / NOT_FOUND, UNAVAILABLE when down.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use tuikuan_business::{serve, Config};
+use tuikuan_db::testing::TestDb;
+use tuikuan_kernel::{Error, ErrorCode, ManualClock, SharedClock};
+use tuikuan_proto::business::v1 as pb;
+use tuikuan_proto::business::v1::business_admin_service_client::BusinessAdminServiceClient;
+use tuikuan_proto::business::v1::merchant_service_client::MerchantServiceClient;
+use tuikuan_proto::clearing::v1 as cpb;
+use tuikuan_proto::clearing::v1::clearing_service_server::{
+    ClearingService, ClearingServiceServer,
+};
+use tuikuan_proto::refund::v1 as rpb;
+use tuikuan_proto::refund::v1::refund_service_server::{RefundService, RefundServiceServer};
+use tuikuan_proto::server::{spawn, ServiceHandle};
+use tuikuan_proto::status::{from_status, to_status};
+
+// -------------------------------------------------------------------------------------------------
+// Scripted peers
+// -------------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct PeerState {
+    /// Settled trade ids.
+    settled: HashSet<String>,
+    /// Merchant balances (minor units) available for debits; absent = unlimited.
+    balances: HashMap<String, i64>,
+    /// refund_id -> debit.
+    debits: HashMap<String, cpb::Debit>,
+    /// How many debit postings were made (a replay makes none).
+    debit_postings: u32,
+    refund_debit_calls: u32,
+    /// Channels the refund center knows.
+    channels: HashSet<String>,
+    /// refund_id -> accepted order.
+    orders: HashMap<String, rpb::RefundOrder>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Peers {
+    state: Arc<Mutex<PeerState>>,
+    clearing_down: Arc<AtomicBool>,
+}
+
+fn refuse(code: ErrorCode, message: &str) -> Status {
+    to_status(&Error::new(code, message))
+}
+
+impl Peers {
+    fn state(&self) -> std::sync::MutexGuard<'_, PeerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_up(&self) -> Result<(), Status> {
+        if self.clearing_down.load(Ordering::SeqCst) {
+            Err(Status::unavailable("clearing is down"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ClearingService for Peers {
+    async fn upsert_merchant_policy(
+        &self,
+        r: Request<cpb::MerchantPolicy>,
+    ) -> Result<Response<cpb::MerchantPolicy>, Status> {
+        Ok(Response::new(r.into_inner()))
+    }
+
+    async fn get_merchant_policy(
+        &self,
+        _r: Request<cpb::GetMerchantPolicyRequest>,
+    ) -> Result<Response<cpb::MerchantPolicy>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn settle_payment(
+        &self,
+        r: Request<cpb::SettlePaymentRequest>,
+    ) -> Result<Response<cpb::Settlement>, Status> {
+        self.check_up()?;
+        let r = r.into_inner();
+        self.state().settled.insert(r.trade_id.clone());
+        Ok(Response::new(cpb::Settlement {
+            trade_id: r.trade_id,
+            merchant_id: r.merchant_id,
+            channel: r.channel,
+            amount: r.amount.clone(),
+            fee: "0".into(),
+            net: r.amount,
+            currency: r.currency,
+            posting_id: "pst_x".into(),
+        }))
+    }
+
+    async fn refund_debit(
+        &self,
+        r: Request<cpb::RefundDebitRequest>,
+    ) -> Result<Response<cpb::Debit>, Status> {
+        self.check_up()?;
+        let r = r.into_inner();
+        let mut s = self.state();
+        s.refund_debit_calls += 1;
+        if let Some(d) = s.debits.get(&r.refund_id) {
+            if d.amount != r.amount || d.trade_id != r.trade_id {
+                return Err(refuse(ErrorCode::IdempotencyConflict, "other content"));
+            }
+            return Ok(Response::new(d.clone()));
+        }
+        if !s.settled.contains(&r.trade_id) {
+            return Err(refuse(ErrorCode::SettlementNotFound, "trade not settled"));
+        }
+        let minor: i64 = r.amount.replace('.', "").parse().unwrap_or(i64::MAX);
+        if let Some(balance) = s.balances.get_mut(&r.merchant_id) {
+            if *balance < minor {
+                return Err(refuse(ErrorCode::InsufficientBalance, "balance too low"));
+            }
+            *balance -= minor;
+        }
+        let debit = cpb::Debit {
+            refund_id: r.refund_id.clone(),
+            trade_id: r.trade_id,
+            merchant_id: r.merchant_id,
+            amount: r.amount.clone(),
+            merchant_amount: r.amount,
+            currency: r.currency,
+            status: cpb::DebitStatus::Debited as i32,
+            ..Default::default()
+        };
+        s.debit_postings += 1;
+        s.debits.insert(r.refund_id, debit.clone());
+        Ok(Response::new(debit))
+    }
+
+    async fn reverse_debit(
+        &self,
+        r: Request<cpb::ReverseDebitRequest>,
+    ) -> Result<Response<cpb::Debit>, Status> {
+        self.check_up()?;
+        let r = r.into_inner();
+        let mut s = self.state();
+        let d = s
+            .debits
+            .get_mut(&r.refund_id)
+            .ok_or_else(|| refuse(ErrorCode::DebitNotFound, "no debit"))?;
+        d.status = cpb::DebitStatus::Reversed as i32;
+        Ok(Response::new(d.clone()))
+    }
+
+    async fn complete_debit(
+        &self,
+        _r: Request<cpb::CompleteDebitRequest>,
+    ) -> Result<Response<cpb::Debit>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn run_recovery(
+        &self,
+        _r: Request<cpb::RunRecoveryRequest>,
+    ) -> Result<Response<cpb::RecoveryReport>, Status> {
+        Ok(Response::new(cpb::RecoveryReport::default()))
+    }
+
+    async fn get_debit(
+        &self,
+        r: Request<cpb::GetDebitRequest>,
+    ) -> Result<Response<cpb::Debit>, Status> {
+        let id = r.into_inner().refund_id;
+        self.state()
+            .debits
+            .get(&id)
+            .cloned()
+            .map(Response::new)
+            .ok_or_else(|| refuse(ErrorCode::DebitNotFound, "no debit"))
+    }
+}
+
+#[tonic::async_trait]
+impl RefundService for Peers {
+    async fn create_refund(
+        &self,
+        r: Request<rpb::CreateRefundRequest>,
+    ) -> Result<Response<rpb::RefundOrder>, Status> {
+        let r = r.into_inner();
+        let mut s = self.state();
+        if !s.channels.contains(&r.channel) {
+            return Err(refuse(ErrorCode::ChannelNotFound, "channel not configured"));
+        }
+        let debited = s
+            .debits
+            .get(&r.refund_id)
+            .is_some_and(|d| d.status == cpb::DebitStatus::Debited as i32);
+        if !debited {
+            return Err(refuse(ErrorCode::DebitNotActive, "no active debit"));
+        }
+        assert!(r.trade_paid_at_ms > 0 && !r.order_no.is_empty());
+        let order = rpb::RefundOrder {
+            refund_id: r.refund_id.clone(),
+            merchant_id: r.merchant_id,
+            trade_id: r.trade_id,
+            order_no: r.order_no,
+            channel: r.channel,
+            amount: r.amount,
+            currency: r.currency,
+            ..Default::default()
+        };
+        s.orders.entry(r.refund_id).or_insert(order.clone());
+        Ok(Response::new(order))
+    }
+
+    async fn get_refund(
+        &self,
+        _r: Request<rpb::GetRefundRequest>,
+    ) -> Result<Response<rpb::RefundOrder>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn list_refunds(
+        &self,
+        _r: Request<rpb::ListRefundsRequest>,
+    ) -> Result<Response<rpb::ListRefundsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn upsert_channel(
+        &self,
+        _r: Request<rpb::Channel>,
+    ) -> Result<Response<rpb::Channel>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn list_channels(
+        &self,
+        _r: Request<rpb::ListChannelsRequest>,
+    ) -> Result<Response<rpb::ListChannelsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn run_interface_cycle(
+        &self,
+        _r: Request<rpb::RunInterfaceCycleRequest>,
+    ) -> Result<Response<rpb::CycleReport>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn bank_callback(
+        &self,
+        _r: Request<rpb::BankCallbackRequest>,
+    ) -> Result<Response<rpb::BankCallbackResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn list_submitted(
+        &self,
+        _r: Request<rpb::ListSubmittedRequest>,
+    ) -> Result<Response<rpb::ListSubmittedResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn apply_reconciliation(
+        &self,
+        _r: Request<rpb::ApplyReconciliationRequest>,
+    ) -> Result<Response<rpb::RefundOrder>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn run_outbox(
+        &self,
+        _r: Request<rpb::RunOutboxRequest>,
+    ) -> Result<Response<rpb::OutboxReport>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+}
+
+async fn spawn_peers(peers: &Peers) -> (ServiceHandle, ServiceHandle) {
+    let c = peers.clone();
+    let clearing = spawn("127.0.0.1:0", move |listener, shutdown| {
+        tuikuan_proto::server::serve(
+            listener,
+            tonic::service::Routes::new(ClearingServiceServer::new(c)),
+            &[],
+            shutdown,
+        )
+    })
+    .await
+    .unwrap();
+    let r = peers.clone();
+    let refund = spawn("127.0.0.1:0", move |listener, shutdown| {
+        tuikuan_proto::server::serve(
+            listener,
+            tonic::service::Routes::new(RefundServiceServer::new(r)),
+            &[],
+            shutdown,
+        )
+    })
+    .await
+    .unwrap();
+    (clearing, refund)
+}
+
+/// An address nothing listens on.
+async fn closed_addr() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}")
+}
+
+// -------------------------------------------------------------------------------------------------
+// Harness
+// -------------------------------------------------------------------------------------------------
+
+const KEY_A: &str = "key-a-0123456789abcdef";
+const KEY_B: &str = "key-b-0123456789abcdef";
+const CHANNEL: &str = "NETBANK";
+
+struct Env {
+    clock: ManualClock,
+    peers: Peers,
+    clearing: ServiceHandle,
+    refund: ServiceHandle,
+    business: ServiceHandle,
+    admin: BusinessAdminServiceClient<Channel>,
+    merchant: MerchantServiceClient<Channel>,
+}
+
+fn config(url: &str, clock: &ManualClock, clearing: String, refund: String) -> Config {
+    let shared: SharedClock = Arc::new(clock.clone());
+    Config {
+        database_url: url.to_string(),
+        clock: shared,
+        clearing_addr: clearing,
+        refund_addr: refund,
+        job_interval: None,
+    }
+}
+
+async fn start_business(cfg: Config) -> ServiceHandle {
+    spawn("127.0.0.1:0", move |listener, shutdown| {
+        serve(cfg, listener, shutdown)
+    })
+    .await
+    .unwrap()
+}
+
+impl Env {
+    /// Peers up, merchants A and B, the channel configured at both ends.
+    async fn start(url: &str) -> Env {
+        let clock =
+            ManualClock::at_business(chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(), 10);
+        let peers = Peers::default();
+        peers.state().channels.insert(CHANNEL.to_string());
+        let (clearing, refund) = spawn_peers(&peers).await;
+        let business = start_business(config(url, &clock, clearing.url(), refund.url())).await;
+        let channel = tuikuan_proto::client::channel(&business.url()).unwrap();
+        let mut env = Env {
+            clock,
+            peers,
+            clearing,
+            refund,
+            business,
+            admin: BusinessAdminServiceClient::new(channel.clone()),
+            merchant: MerchantServiceClient::new(channel),
+        };
+        for (id, key) in [("mA", KEY_A), ("mB", KEY_B)] {
+            env.admin
+                .create_merchant(pb::CreateMerchantRequest {
+                    merchant_id: id.into(),
+                    name: format!("merchant {id}"),
+                    api_key: key.into(),
+                })
+                .await
+                .unwrap();
+        }
+        env.admin
+            .upsert_channel(pb::Channel {
+                code: CHANNEL.into(),
+                refund_window_days: 0,
+                enabled: true,
+            })
+            .await
+            .unwrap();
+        env
+    }
+
+    async fn stop(self) {
+        self.business.stop().await.unwrap();
+        self.clearing.stop().await.unwrap();
+        self.refund.stop().await.unwrap();
+    }
+
+    /// Reconnects the clients to a new business instance.
+    fn connect(&mut self, business: ServiceHandle) -> ServiceHandle {
+        let channel = tuikuan_proto::client::channel(&business.url()).unwrap();
+        self.admin = BusinessAdminServiceClient::new(channel.clone());
+        self.merchant = MerchantServiceClient::new(channel);
+        std::mem::replace(&mut self.business, business)
+    }
+
+    async fn pay(&mut self, merchant: &str, order_no: &str, amount: &str) -> pb::Trade {
+        self.admin
+            .record_payment(payment(merchant, order_no, amount, self.clock_ms() - 1000))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    fn clock_ms(&self) -> i64 {
+        use tuikuan_kernel::Clock;
+        self.clock.now_ms()
+    }
+
+    async fn refund(
+        &self,
+        key: &str,
+        no: &str,
+        order_no: &str,
+        amount: &str,
+    ) -> Result<pb::Refund, Error> {
+        create(&self.merchant, key, refund_req(no, order_no, amount, "CNY")).await
+    }
+
+    async fn trade(&mut self, merchant: &str, order_no: &str) -> pb::Trade {
+        self.admin
+            .get_trade(pb::GetTradeRequest {
+                merchant_id: merchant.into(),
+                order_no: order_no.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn get(&self, key: &str, no: &str) -> Result<pb::Refund, Error> {
+        let mut req = Request::new(pb::GetRefundRequest {
+            merchant_refund_no: no.into(),
+        });
+        authorize(&mut req, key);
+        self.merchant
+            .clone()
+            .get_refund(req)
+            .await
+            .map(Response::into_inner)
+            .map_err(|s| from_status(&s))
+    }
+
+    async fn recover(&mut self) -> pb::RecoveryReport {
+        self.admin
+            .run_recovery(pb::RunRecoveryRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+fn payment(
+    merchant: &str,
+    order_no: &str,
+    amount: &str,
+    paid_at_ms: i64,
+) -> pb::RecordPaymentRequest {
+    pb::RecordPaymentRequest {
+        merchant_id: merchant.into(),
+        order_no: order_no.into(),
+        channel: CHANNEL.into(),
+        amount: amount.into(),
+        currency: "CNY".into(),
+        paid_at_ms,
+        payer_card_no: "6222020200112233".into(),
+        payer_name: "Li Lei".into(),
+    }
+}
+
+fn refund_req(no: &str, order_no: &str, amount: &str, currency: &str) -> pb::CreateRefundRequest {
+    pb::CreateRefundRequest {
+        merchant_refund_no: no.into(),
+        order_no: order_no.into(),
+        amount: amount.into(),
+        currency: currency.into(),
+        reason: "customer returned the goods".into(),
+    }
+}
+
+fn authorize<T>(req: &mut Request<T>, key: &str) {
+    if !key.is_empty() {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    }
+}
+
+async fn create(
+    client: &MerchantServiceClient<Channel>,
+    key: &str,
+    body: pb::CreateRefundRequest,
+) -> Result<pb::Refund, Error> {
+    let mut req = Request::new(body);
+    authorize(&mut req, key);
+    client
+        .clone()
+        .create_refund(req)
+        .await
+        .map(Response::into_inner)
+        .map_err(|s| from_status(&s))
+}
+
+fn status(r: &pb::Refund) -> pb::RefundStatus {
+    pb::RefundStatus::try_from(r.status).unwrap()
+}
+
+macro_rules! both_databases {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let db = tuikuan_db::testing::TestDb::sqlite(stringify!($scenario));
+                super::$scenario(db.url()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let Some(db) = tuikuan_db::testing::TestDb::postgres(stringify!($scenario)) else {
+                    return;
+                };
+                super::$scenario(db.url()).await;
+            }
+        }
+    };
+}
+
+// -------------------------------------------------------------------------------------------------
+// Scenarios
+// -------------------------------------------------------------------------------------------------
+
+both_databases!(happy_path_idempotency_and_conflict);
+async fn happy_path_idempotency_and_conflict(url: &str) {
+    let mut env = Env::start(url).await;
+    let trade = env.pay("mA", "order-1", "100.00").await;
+    assert_eq!(trade.settle_status, pb::SettleStatus::Settled as i32);
+    assert_eq!(trade.payer_card_masked, "************2233");
+    assert_eq!(trade.refunded, "0.00");
+
+    let first = env.refund(KEY_A, "rn-1", "order-1", "30.5").await.unwrap();
+    assert_eq!(status(&first), pb::RefundStatus::Processing);
+    assert!(first.refund_id.starts_with("rf_"));
+    assert_eq!(first.amount, "30.50");
+    assert_eq!(first.merchant_id, "mA");
+    assert_eq!(first.error_code, "");
+
+    // The same request again: the same refund, and no second debit.
+    let again = env.refund(KEY_A, "rn-1", "order-1", "30.50").await.unwrap();
+    assert_eq!(again.refund_id, first.refund_id);
+    assert_eq!(status(&again), pb::RefundStatus::Processing);
+    {
+        let s = env.peers.state();
+        assert_eq!(s.debit_postings, 1);
+        assert_eq!(s.refund_debit_calls, 1);
+        assert_eq!(s.orders.len(), 1);
+        assert!(s.orders.contains_key(&first.refund_id));
+    }
+    assert_eq!(env.trade("mA", "order-1").await.refunded, "30.50");
+
+    // The same number with other content is a conflict.
+    let conflict = env
+        .refund(KEY_A, "rn-1", "order-1", "30.51")
+        .await
+        .unwrap_err();
+    assert_eq!(conflict.code, ErrorCode::IdempotencyConflict);
+
+    // GetRefund sees own refunds only.
+    assert_eq!(
+        env.get(KEY_A, "rn-1").await.unwrap().refund_id,
+        first.refund_id
+    );
+    assert_eq!(
+        env.get(KEY_B, "rn-1").await.unwrap_err().code,
+        ErrorCode::RefundNotFound
+    );
+
+    // Merchant B may use the same refund number for its own trade.
+    env.pay("mB", "order-1", "10").await;
+    let b = env.refund(KEY_B, "rn-1", "order-1", "10").await.unwrap();
+    assert_ne!(b.refund_id, first.refund_id);
+    assert_eq!(status(&b), pb::RefundStatus::Processing);
+
+    // ListRefunds: filter and paging.
+    let all = env
+        .admin
+        .list_refunds(pb::ListRefundsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .refunds;
+    assert_eq!(all.len(), 2);
+    let only_a = env
+        .admin
+        .list_refunds(pb::ListRefundsRequest {
+            merchant_id: "mA".into(),
+            status: pb::RefundStatus::Processing as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .refunds;
+    assert_eq!(only_a.len(), 1);
+    assert_eq!(only_a[0].refund_id, first.refund_id);
+    let page1 = env
+        .admin
+        .list_refunds(pb::ListRefundsRequest {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .refunds;
+    let page2 = env
+        .admin
+        .list_refunds(pb::ListRefundsRequest {
+            limit: 1,
+            after: page1[0].refund_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .refunds;
+    assert_eq!(page1.len() + page2.len(), 2);
+    assert!(page1[0].refund_id < page2[0].refund_id);
+    let none_rejected = env
+        .admin
+        .list_refunds(pb::ListRefundsRequest {
+            status: pb::RefundStatus::Rejected as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .refunds;
+    assert!(none_rejected.is_empty());
+
+    // Admin idempotency: merchants and payments.
+    let same = env
+        .admin
+        .create_merchant(pb::CreateMerchantRequest {
+            merchant_id: "mA".into(),
+            name: "merchant mA".into(),
+            api_key: KEY_A.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(same.merchant_id, "mA");
+    let err = env
+        .admin
+        .create_merchant(pb::CreateMerchantRequest {
+            merchant_id: "mA".into(),
+            name: "someone else".into(),
+            api_key: KEY_A.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(from_status(&err).code, ErrorCode::IdempotencyConflict);
+    let repeat = env.pay("mA", "order-1", "100.00").await;
+    assert_eq!(repeat.trade_id, trade.trade_id);
+    let err = env
+        .admin
+        .record_payment(payment("mA", "order-1", "99.00", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(from_status(&err).code, ErrorCode::IdempotencyConflict);
+    env.stop().await;
+}
+
+both_databases!(bad_inputs_have_stable_codes);
+async fn bad_inputs_have_stable_codes(url: &str) {
+    let mut env = Env::start(url).await;
+    env.pay("mA", "order-1", "100").await;
+    env.pay("mB", "order-b", "100").await;
+    let cases: Vec<(&str, pb::CreateRefundRequest, ErrorCode)> = vec![
+        (
+            "negative",
+            refund_req("r1", "order-1", "-1", "CNY"),
+            ErrorCode::InvalidAmount,
+        ),
+        (
+            "zero",
+            refund_req("r1", "order-1", "0", "CNY"),
+            ErrorCode::InvalidAmount,
+        ),
+        (
+            "3 decimals",
+            refund_req("r1", "order-1", "1.001", "CNY"),
+            ErrorCode::InvalidAmount,
+        ),
+        (
+            "exponent",
+            refund_req("r1", "order-1", "1e13", "CNY"),
+            ErrorCode::InvalidAmount,
+        ),
+        (
+            "too large",
+            refund_req("r1", "order-1", "10000000000000", "CNY"),
+            ErrorCode::InvalidAmount,
+        ),
+        (
+            "unknown currency",
+            refund_req("r1", "order-1", "1", "XYZ"),
+            ErrorCode::UnsupportedCurrency,
+        ),
+        (
+            "other currency",
+            refund_req("r1", "order-1", "1", "USD"),
+            ErrorCode::CurrencyMismatch,
+        ),
+        (
+            "another merchant's trade",
+            refund_req("r1", "order-b", "1", "CNY"),
+            ErrorCode::TradeNotFound,
+        ),
+        (
+            "no such trade",
+            refund_req("r1", "order-x", "1", "CNY"),
+            ErrorCode::TradeNotFound,
+        ),
+        (
+            "space in refund no",
+            refund_req("r 1", "order-1", "1", "CNY"),
+            ErrorCode::MalformedId,
+        ),
+        (
+            "space in order no",
+            refund_req("r1", "order 1", "1", "CNY"),
+            ErrorCode::MalformedId,
+        ),
+        (
+            "refund no too long",
+            refund_req(&"r".repeat(65), "order-1", "1", "CNY"),
+            ErrorCode::MalformedId,
+        ),
+        (
+            "empty refund no",
+            refund_req("", "order-1", "1", "CNY"),
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            "more than paid",
+            refund_req("r1", "order-1", "100.01", "CNY"),
+            ErrorCode::RefundExceedsPaid,
+        ),
+    ];
+    for (name, req, code) in cases {
+        let err = create(&env.merchant, KEY_A, req).await.unwrap_err();
+        assert_eq!(err.code, code, "{name}: {err}");
+    }
+    let mut long_reason = refund_req("r1", "order-1", "1", "CNY");
+    long_reason.reason = "x".repeat(257);
+    assert_eq!(
+        create(&env.merchant, KEY_A, long_reason)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidArgument
+    );
+    // Authentication.
+    let ok = refund_req("r1", "order-1", "1", "CNY");
+    assert_eq!(
+        create(&env.merchant, "", ok.clone())
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::Unauthenticated
+    );
+    assert_eq!(
+        create(&env.merchant, "not-a-known-key-at-all", ok.clone())
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::Unauthenticated
+    );
+    // Nothing was persisted by any of the failures.
+    assert_eq!(
+        env.get(KEY_A, "r1").await.unwrap_err().code,
+        ErrorCode::RefundNotFound
+    );
+    assert_eq!(env.trade("mA", "order-1").await.refunded, "0.00");
+
+    // The window: 365 days by default.
+    env.clock.advance(chrono::Duration::days(366));
+    assert_eq!(
+        create(&env.merchant, KEY_A, ok).await.unwrap_err().code,
+        ErrorCode::RefundWindowExpired
+    );
+
+    // Admin validation.
+    let admin_err = |r: Result<Response<pb::Trade>, Status>| from_status(&r.unwrap_err()).code;
+    let now = env.clock_ms();
+    assert_eq!(
+        admin_err(
+            env.admin
+                .record_payment(payment("nobody", "o", "1", now))
+                .await
+        ),
+        ErrorCode::MerchantNotFound
+    );
+    let mut p = payment("mA", "o2", "1", now);
+    p.channel = "NOPE".into();
+    assert_eq!(
+        admin_err(env.admin.record_payment(p).await),
+        ErrorCode::ChannelNotFound
+    );
+    let mut p = payment("mA", "o2", "1", now);
+    p.payer_card_no = "1234".into();
+    assert_eq!(
+        admin_err(env.admin.record_payment(p).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        admin_err(env.admin.record_payment(payment("mA", "o2", "1", 0)).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        admin_err(
+            env.admin
+                .record_payment(payment("mA", "o2", "0.001", now))
+                .await
+        ),
+        ErrorCode::InvalidAmount
+    );
+    let short_key = env
+        .admin
+        .create_merchant(pb::CreateMerchantRequest {
+            merchant_id: "mC".into(),
+            name: "c".into(),
+            api_key: "short".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(from_status(&short_key).code, ErrorCode::InvalidArgument);
+    let unknown = env
+        .admin
+        .report_refund_outcome(pb::ReportRefundOutcomeRequest {
+            refund_id: "rf_unknown".into(),
+            status: pb::RefundStatus::Succeeded as i32,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(from_status(&unknown).code, ErrorCode::RefundNotFound);
+    env.stop().await;
+}
+
+both_databases!(concurrent_partial_refunds_never_exceed_paid);
+async fn concurrent_partial_refunds_never_exceed_paid(url: &str) {
+    let mut env = Env::start(url).await;
+    env.pay("mA", "order-1", "100.00").await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let client = env.merchant.clone();
+        tasks.push(tokio::spawn(async move {
+            create(
+                &client,
+                KEY_A,
+                refund_req(&format!("rn-{i}"), "order-1", "3.00", "CNY"),
+            )
+            .await
+        }));
+    }
+    // Plus duplicates of the same refund number racing each other.
+    for _ in 0..5 {
+        let client = env.merchant.clone();
+        tasks.push(tokio::spawn(async move {
+            create(
+                &client,
+                KEY_A,
+                refund_req("rn-dup", "order-1", "1.00", "CNY"),
+            )
+            .await
+        }));
+    }
+    let mut accepted = 0;
+    let mut exceeded = 0;
+    let mut dup_ids = HashSet::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) if r.amount == "1.00" => {
+                assert_eq!(status(&r), pb::RefundStatus::Processing);
+                dup_ids.insert(r.refund_id);
+            }
+            Ok(r) => {
+                assert_eq!(status(&r), pb::RefundStatus::Processing);
+                accepted += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.code, ErrorCode::RefundExceedsPaid, "{e}");
+                exceeded += 1;
+            }
+        }
+    }
+    // 100.00 takes the 1.00 duplicate at most once, so 33 refunds of 3.00 fit (99 + 1 = 100).
+    assert_eq!(dup_ids.len(), 1, "duplicates must share one refund");
+    assert_eq!(accepted, 33);
+    assert_eq!(exceeded, 17);
+    let trade = env.trade("mA", "order-1").await;
+    assert_eq!(trade.refunded, "100.00");
+    assert_eq!(env.peers.state().debit_postings, 34);
+    // The stored invariant: the trade's reservation equals the sum of its live refunds.
+    let db = tuikuan_db::Db::connect(url, 2).unwrap();
+    let live = db
+        .run(move |c| tuikuan_business::store::live_refunds_minor(c, &trade.trade_id))
+        .await
+        .unwrap();
+    assert_eq!(live, 10_000);
+    env.stop().await;
+}
+
+both_databases!(peers_down_then_recovery);
+async fn peers_down_then_recovery(url: &str) {
+    let mut env = Env::start(url).await;
+    env.pay("mA", "order-1", "50").await;
+
+    // Clearing goes down: the refund is kept, RECEIVED, with its amount reserved.
+    env.peers.clearing_down.store(true, Ordering::SeqCst);
+    let r = env.refund(KEY_A, "rn-1", "order-1", "20").await.unwrap();
+    assert_eq!(status(&r), pb::RefundStatus::Received);
+    assert_eq!(env.trade("mA", "order-1").await.refunded, "20.00");
+    let again = env.refund(KEY_A, "rn-1", "order-1", "20").await.unwrap();
+    assert_eq!(again.refund_id, r.refund_id);
+    assert_eq!(status(&again), pb::RefundStatus::Received);
+    assert_eq!(env.peers.state().debit_postings, 0);
+
+    // A payment recorded while clearing is down stays unsettled and cannot be refunded yet.
+    let t = env.pay("mA", "order-2", "10").await;
+    assert_eq!(t.settle_status, pb::SettleStatus::Unsettled as i32);
+    assert_eq!(
+        env.refund(KEY_A, "rn-2", "order-2", "1")
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::TradeNotRefundable
+    );
+
+    let report = env.recover().await;
+    assert_eq!(
+        (report.resumed, report.completed, report.still_pending),
+        (1, 0, 1)
+    );
+    assert_eq!(report.payments_settled, 0);
+
+    // Back up: the recovery loop finishes both.
+    env.peers.clearing_down.store(false, Ordering::SeqCst);
+    let report = env.recover().await;
+    assert_eq!(
+        (report.resumed, report.completed, report.still_pending),
+        (1, 1, 0)
+    );
+    assert_eq!(report.payments_settled, 1);
+    let done = env.get(KEY_A, "rn-1").await.unwrap();
+    assert_eq!(done.refund_id, r.refund_id);
+    assert_eq!(status(&done), pb::RefundStatus::Processing);
+    assert_eq!(env.peers.state().debit_postings, 1);
+    assert_eq!(
+        status(&env.refund(KEY_A, "rn-2", "order-2", "1").await.unwrap()),
+        pb::RefundStatus::Processing
+    );
+    let report = env.recover().await;
+    assert_eq!((report.resumed, report.payments_settled), (0, 0));
+
+    // Insufficient balance: rejected, nothing moved, the reservation released.
+    env.peers.state().balances.insert("mA".into(), 100);
+    let rejected = env.refund(KEY_A, "rn-3", "order-1", "5").await.unwrap();
+    assert_eq!(status(&rejected), pb::RefundStatus::Rejected);
+    assert_eq!(rejected.error_code, "INSUFFICIENT_BALANCE");
+    assert_eq!(env.trade("mA", "order-1").await.refunded, "20.00");
+    env.stop().await;
+}
+
+both_databases!(crash_between_debit_and_refund_center);
+async fn crash_between_debit_and_refund_center(url: &str) {
+    let mut env = Env::start(url).await;
+    // A business instance whose refund center address is a closed port.
+    let first = start_business(config(
+        url,
+        &env.clock,
+        env.clearing.url(),
+        closed_addr().await,
+    ))
+    .await;
+    let old = env.connect(first);
+    old.stop().await.unwrap();
+    env.pay("mA", "order-1", "80").await;
+    let r = env.refund(KEY_A, "rn-1", "order-1", "80").await.unwrap();
+    assert_eq!(status(&r), pb::RefundStatus::Received);
+    assert_eq!(env.peers.state().debit_postings, 1);
+    // Crash: the instance goes away without a graceful stop.
+    let fixed = start_business(config(
+        url,
+        &env.clock,
+        env.clearing.url(),
+        env.refund.url(),
+    ))
+    .await;
+    env.connect(fixed).kill();
+
+    let report = env.recover().await;
+    assert_eq!(
+        (report.resumed, report.completed, report.still_pending),
+        (1, 1, 0)
+    );
+    let done = env.get(KEY_A, "rn-1").await.unwrap();
+    assert_eq!(
+        (done.refund_id.as_str(), status(&done)),
+        (r.refund_id.as_str(), pb::RefundStatus::Processing)
+    );
+    {
+        let s = env.peers.state();
+        assert_eq!(s.debit_postings, 1, "the debit happened once");
+        assert_eq!(
+            s.refund_debit_calls, 1,
+            "a DEBITED refund is not debited again"
+        );
+        assert!(s.orders.contains_key(&r.refund_id));
+    }
+    env.stop().await;
+}
+
+both_databases!(refund_center_rejection_reverses_the_debit);
+async fn refund_center_rejection_reverses_the_debit(url: &str) {
+    let mut env = Env::start(url).await;
+    env.pay("mA", "order-1", "80").await;
+    env.peers.state().channels.clear();
+    let r = env.refund(KEY_A, "rn-1", "order-1", "80").await.unwrap();
+    assert_eq!(status(&r), pb::RefundStatus::Rejected);
+    assert_eq!(r.error_code, "CHANNEL_NOT_FOUND");
+    assert_eq!(
+        env.peers.state().debits[&r.refund_id].status,
+        cpb::DebitStatus::Reversed as i32
+    );
+    assert_eq!(env.trade("mA", "order-1").await.refunded, "0.00");
+    // A repeat returns the rejection as it was.
+    let again = env.refund(KEY_A, "rn-1", "order-1", "80").await.unwrap();
+    assert_eq!(
+        (again.refund_id.as_str(), status(&again)),
+        (r.refund_id.as_str(), pb::RefundStatus::Rejected)
+    );
+    // The amount is free again.
+    env.peers.state().channels.insert(CHANNEL.into());
+    let ok = env.refund(KEY_A, "rn-2", "order-1", "80").await.unwrap();
+    assert_eq!(status(&ok), pb::RefundStatus::Processing);
+    env.stop().await;
+}
+
+both_databases!(outcome_failed_releases_the_amount);
+async fn outcome_failed_releases_the_amount(url: &str) {
+    let mut env = Env::start(url).await;
+    env.pay("mA", "order-1", "60").await;
+    let r = env.refund(KEY_A, "rn-1", "order-1", "60").await.unwrap();
+    assert_eq!(status(&r), pb::RefundStatus::Processing);
+    assert_eq!(
+        env.refund(KEY_A, "rn-2", "order-1", "0.01")
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::RefundExceedsPaid
+    );
+    let report = |status: pb::RefundStatus| pb::ReportRefundOutcomeRequest {
+        refund_id: r.refund_id.clone(),
+        status: status as i32,
+        reason: "card cancelled".into(),
+    };
+    let failed = env
+        .admin
+        .report_refund_outcome(report(pb::RefundStatus::Failed))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&failed), pb::RefundStatus::Failed);
+    assert_eq!(failed.error_code, "REFUND_FAILED");
+    assert_eq!(env.trade("mA", "order-1").await.refunded, "0.00");
+    // Idempotent and monotone.
+    let again = env
+        .admin
+        .report_refund_outcome(report(pb::RefundStatus::Failed))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&again), pb::RefundStatus::Failed);
+    assert_eq!(env.trade("mA", "order-1").await.refunded, "0.00");
+    let flip = env
+        .admin
+        .report_refund_outcome(report(pb::RefundStatus::Succeeded))
+        .await
+        .unwrap_err();
+    assert_eq!(from_status(&flip).code, ErrorCode::InvalidStateTransition);
+    let bad = env
+        .admin
+        .report_refund_outcome(report(pb::RefundStatus::Processing))
+        .await
+        .unwrap_err();
+    assert_eq!(from_status(&bad).code, ErrorCode::InvalidArgument);
+    assert_eq!(
+        status(&env.get(KEY_A, "rn-1").await.unwrap()),
+        pb::RefundStatus::Failed
+    );
+
+    // The released amount takes a new refund, which then succeeds.
+    let second = env.refund(KEY_A, "rn-3", "order-1", "60").await.unwrap();
+    assert_eq!(status(&second), pb::RefundStatus::Processing);
+    let ok = env
+        .admin
+        .report_refund_outcome(pb::ReportRefundOutcomeRequest {
+            refund_id: second.refund_id.clone(),
+            status: pb::RefundStatus::Succeeded as i32,
+            reason: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&ok), pb::RefundStatus::Succeeded);
+    assert_eq!(env.trade("mA", "order-1").await.refunded, "60.00");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn job_loop_runs_recovery() {
+    let db = TestDb::sqlite("job_loop");
+    let mut env = Env::start(db.url()).await;
+    env.pay("mA", "order-1", "10").await;
+    env.peers.clearing_down.store(true, Ordering::SeqCst);
+    let r = env.refund(KEY_A, "rn-1", "order-1", "10").await.unwrap();
+    assert_eq!(status(&r), pb::RefundStatus::Received);
+    env.peers.clearing_down.store(false, Ordering::SeqCst);
+    let mut cfg = config(db.url(), &env.clock, env.clearing.url(), env.refund.url());
+    cfg.job_interval = Some(Duration::from_millis(20));
+    let with_job = start_business(cfg).await;
+    env.connect(with_job).stop().await.unwrap();
+    // Poll the observable state with a bounded number of round trips (no sleeps).
+    let mut seen = pb::RefundStatus::Received;
+    for _ in 0..5000 {
+        seen = status(&env.get(KEY_A, "rn-1").await.unwrap());
+        if seen == pb::RefundStatus::Processing {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(seen, pb::RefundStatus::Processing);
+    env.stop().await;
+}
+
+// -------------------------------------------------------------------------------------------------
+// The real chain: accounting, clearing and refund center services, each on its own database.
+// -------------------------------------------------------------------------------------------------
+
+mod real_chain {
+    use super::*;
+    use tuikuan_proto::accounting::v1 as apb;
+    use tuikuan_proto::accounting::v1::accounting_service_client::AccountingServiceClient;
+    use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
+    use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
+    use tuikuan_proto::server::spawn_on;
+
+    /// One database per service, all on the same backend.
+    pub struct Dbs {
+        pub accounting: TestDb,
+        pub clearing: TestDb,
+        pub refund: TestDb,
+        pub business: TestDb,
+    }
+
+    impl Dbs {
+        pub fn sqlite(name: &str) -> Dbs {
+            Dbs {
+                accounting: TestDb::sqlite(&format!("{name}_acc")),
+                clearing: TestDb::sqlite(&format!("{name}_clr")),
+                refund: TestDb::sqlite(&format!("{name}_ref")),
+                business: TestDb::sqlite(&format!("{name}_biz")),
+            }
+        }
+
+        pub fn postgres(name: &str) -> Option<Dbs> {
+            Some(Dbs {
+                accounting: TestDb::postgres(&format!("{name}_acc"))?,
+                clearing: TestDb::postgres(&format!("{name}_clr"))?,
+                refund: TestDb::postgres(&format!("{name}_ref"))?,
+                business: TestDb::postgres(&format!("{name}_biz"))?,
+            })
+        }
+    }
+
+    pub struct Chain {
+        pub clock: ManualClock,
+        pub accounting: ServiceHandle,
+        pub clearing: ServiceHandle,
+        pub refund: ServiceHandle,
+        pub business: Option<ServiceHandle>,
+        pub business_addr: String,
+        pub admin: BusinessAdminServiceClient<Channel>,
+        pub merchant: MerchantServiceClient<Channel>,
+        pub clearing_client: ClearingServiceClient<Channel>,
+        pub refund_client: RefundServiceClient<Channel>,
+        pub ledger: AccountingServiceClient<Channel>,
+    }
+
+    fn client_channel(url: &str) -> Channel {
+        tuikuan_proto::client::channel(url).unwrap()
+    }
+
+    impl Chain {
+        /// Starts the chain; the business layer's refund-center address is `refund_addr_override`
+        /// when given (a closed port, to stop refunds at DEBITED).
+        pub async fn start(dbs: &Dbs, refund_addr_override: Option<String>) -> Chain {
+            let clock =
+                ManualClock::at_business(chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(), 10);
+            let shared: SharedClock = Arc::new(clock.clone());
+            let accounting = {
+                let cfg = tuikuan_accounting::Config {
+                    database_url: dbs.accounting.url().to_string(),
+                    clock: shared.clone(),
+                    job_interval: None,
+                };
+                spawn("127.0.0.1:0", move |l, s| {
+                    tuikuan_accounting::serve(cfg, l, s)
+                })
+                .await
+                .unwrap()
+            };
+            let clearing = {
+                let cfg = tuikuan_clearing::Config {
+                    database_url: dbs.clearing.url().to_string(),
+                    clock: shared.clone(),
+                    accounting_addr: accounting.url(),
+                    job_interval: None,
+                };
+                spawn("127.0.0.1:0", move |l, s| {
+                    tuikuan_clearing::serve(cfg, l, s)
+                })
+                .await
+                .unwrap()
+            };
+            // The refund center and the business layer call each other: bind both first.
+            let refund_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let business_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let refund_url = format!("http://{}", refund_listener.local_addr().unwrap());
+            let business_url = format!("http://{}", business_listener.local_addr().unwrap());
+            let refund = {
+                let cfg = tuikuan_refund::Config::new(
+                    dbs.refund.url(),
+                    shared.clone(),
+                    clearing.url(),
+                    closed_addr().await,
+                    business_url.clone(),
+                );
+                spawn_on(refund_listener, move |l, s| {
+                    tuikuan_refund::serve(cfg, l, s)
+                })
+                .unwrap()
+            };
+            let business = {
+                let cfg = config(
+                    dbs.business.url(),
+                    &clock,
+                    clearing.url(),
+                    refund_addr_override.unwrap_or_else(|| refund_url.clone()),
+                );
+                spawn_on(business_listener, move |l, s| serve(cfg, l, s)).unwrap()
+            };
+            let biz = client_channel(&business_url);
+            let mut chain = Chain {
+                clock,
+                admin: BusinessAdminServiceClient::new(biz.clone()),
+                merchant: MerchantServiceClient::new(biz),
+                clearing_client: ClearingServiceClient::new(client_channel(&clearing.url())),
+                refund_client: RefundServiceClient::new(client_channel(&refund_url)),
+                ledger: AccountingServiceClient::new(client_channel(&accounting.url())),
+                accounting,
+                clearing,
+                refund,
+                business: Some(business),
+                business_addr: business_url,
+            };
+            chain.configure().await;
+            chain
+        }
+
+        async fn configure(&mut self) {
+            for (id, key, policy) in [
+                ("mA", KEY_A, cpb::FeeRefundPolicy::Proportional),
+                ("mB", KEY_B, cpb::FeeRefundPolicy::None),
+            ] {
+                self.admin
+                    .create_merchant(pb::CreateMerchantRequest {
+                        merchant_id: id.into(),
+                        name: format!("merchant {id}"),
+                        api_key: key.into(),
+                    })
+                    .await
+                    .unwrap();
+                self.clearing_client
+                    .upsert_merchant_policy(cpb::MerchantPolicy {
+                        merchant_id: id.into(),
+                        fee_rate: "0.006".into(),
+                        fee_refund: policy as i32,
+                    })
+                    .await
+                    .unwrap();
+            }
+            // NETBANK is known on both sides; QUICK only to the business layer.
+            for code in [CHANNEL, "QUICK"] {
+                self.admin
+                    .upsert_channel(pb::Channel {
+                        code: code.into(),
+                        refund_window_days: 180,
+                        enabled: true,
+                    })
+                    .await
+                    .unwrap();
+            }
+            self.refund_client
+                .upsert_channel(rpb::Channel {
+                    code: CHANNEL.into(),
+                    kind: rpb::ChannelKind::NetBanking as i32,
+                    methods: vec![],
+                    original_route_window_days: 0,
+                    bank_code: "ICBC".into(),
+                })
+                .await
+                .unwrap();
+        }
+
+        /// Replaces the business layer with a new instance on the same database and the right
+        /// refund-center address (after a crash of the old one).
+        pub async fn restart_business(&mut self, dbs: &Dbs, refund_url: String) {
+            if let Some(old) = self.business.take() {
+                old.kill();
+            }
+            let cfg = config(
+                dbs.business.url(),
+                &self.clock,
+                self.clearing.url(),
+                refund_url,
+            );
+            let fresh = start_business(cfg).await;
+            let biz = client_channel(&fresh.url());
+            self.admin = BusinessAdminServiceClient::new(biz.clone());
+            self.merchant = MerchantServiceClient::new(biz);
+            self.business_addr = fresh.url();
+            self.business = Some(fresh);
+        }
+
+        pub async fn pay(
+            &mut self,
+            merchant: &str,
+            order_no: &str,
+            channel: &str,
+            amount: &str,
+        ) -> pb::Trade {
+            use tuikuan_kernel::Clock;
+            let mut p = payment(merchant, order_no, amount, self.clock.now_ms() - 60_000);
+            p.channel = channel.into();
+            self.admin.record_payment(p).await.unwrap().into_inner()
+        }
+
+        pub async fn debit(&mut self, refund_id: &str) -> cpb::Debit {
+            self.clearing_client
+                .get_debit(cpb::GetDebitRequest {
+                    refund_id: refund_id.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+
+        /// How many postings carry this request id.
+        pub async fn postings(&mut self, request_id: &str) -> usize {
+            let all = self
+                .ledger
+                .list_postings(apb::ListPostingsRequest {
+                    account: None,
+                    limit: 1000,
+                    after: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .postings;
+            all.iter().filter(|p| p.request_id == request_id).count()
+        }
+
+        pub async fn balanced(&mut self) -> bool {
+            self.ledger
+                .trial_balance(apb::TrialBalanceRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .balanced
+        }
+
+        pub async fn stop(mut self) {
+            if let Some(b) = self.business.take() {
+                b.stop().await.unwrap();
+            }
+            self.refund.stop().await.unwrap();
+            self.clearing.stop().await.unwrap();
+            self.accounting.stop().await.unwrap();
+        }
+    }
+
+    macro_rules! both_chains {
+        ($scenario:ident) => {
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    let dbs = super::Dbs::sqlite(stringify!($scenario));
+                    super::$scenario(&dbs).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    let Some(dbs) = super::Dbs::postgres(stringify!($scenario)) else {
+                        return;
+                    };
+                    super::$scenario(&dbs).await;
+                }
+            }
+        };
+    }
+
+    both_chains!(end_to_end);
+    async fn end_to_end(dbs: &Dbs) {
+        let mut chain = Chain::start(dbs, None).await;
+        let trade = chain.pay("mA", "order-1", CHANNEL, "100.00").await;
+        assert_eq!(trade.settle_status, pb::SettleStatus::Settled as i32);
+        assert_eq!(
+            chain.postings(&format!("settle:{}", trade.trade_id)).await,
+            1
+        );
+
+        // Happy path to PROCESSING; the debit posted once even when repeated.
+        let r = create(
+            &chain.merchant,
+            KEY_A,
+            refund_req("rn-1", "order-1", "30", "CNY"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status(&r), pb::RefundStatus::Processing);
+        let again = create(
+            &chain.merchant,
+            KEY_A,
+            refund_req("rn-1", "order-1", "30", "CNY"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again.refund_id, r.refund_id);
+        assert_eq!(
+            chain.debit(&r.refund_id).await.status,
+            cpb::DebitStatus::Debited as i32
+        );
+        assert_eq!(
+            chain
+                .postings(&format!("refund-debit:{}", r.refund_id))
+                .await,
+            1
+        );
+        let order = chain
+            .refund_client
+            .get_refund(rpb::GetRefundRequest {
+                refund_id: r.refund_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (order.amount.as_str(), order.order_no.as_str()),
+            ("30.00", "order-1")
+        );
+
+        // The refund center does not know QUICK: rejected, the debit reversed.
+        chain.pay("mA", "order-q", "QUICK", "50").await;
+        let rejected = create(
+            &chain.merchant,
+            KEY_A,
+            refund_req("rn-q", "order-q", "50", "CNY"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status(&rejected), pb::RefundStatus::Rejected);
+        assert_eq!(rejected.error_code, "CHANNEL_NOT_FOUND");
+        assert_eq!(
+            chain.debit(&rejected.refund_id).await.status,
+            cpb::DebitStatus::Reversed as i32
+        );
+        assert_eq!(
+            chain
+                .postings(&format!("refund-debit:{}", rejected.refund_id))
+                .await,
+            1
+        );
+        assert_eq!(
+            chain
+                .postings(&format!("refund-reverse:{}", rejected.refund_id))
+                .await,
+            1
+        );
+        let t = chain
+            .admin
+            .get_trade(pb::GetTradeRequest {
+                merchant_id: "mA".into(),
+                order_no: "order-q".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(t.refunded, "0.00");
+
+        // Merchant B keeps no fee on refunds and holds 99.40 after fees: a full refund of 100
+        // is more than its balance.
+        chain.pay("mB", "order-b", CHANNEL, "100").await;
+        let poor = create(
+            &chain.merchant,
+            KEY_B,
+            refund_req("rn-b", "order-b", "100", "CNY"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status(&poor), pb::RefundStatus::Rejected);
+        assert_eq!(poor.error_code, "INSUFFICIENT_BALANCE");
+        let partial = create(
+            &chain.merchant,
+            KEY_B,
+            refund_req("rn-b2", "order-b", "99.40", "CNY"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status(&partial), pb::RefundStatus::Processing);
+        assert!(chain.balanced().await);
+        chain.stop().await;
+    }
+
+    both_chains!(crash_recovery);
+    async fn crash_recovery(dbs: &Dbs) {
+        // The first business instance cannot reach the refund center.
+        let mut chain = Chain::start(dbs, Some(closed_addr().await)).await;
+        let refund_url = chain.refund.url();
+        chain.pay("mA", "order-1", CHANNEL, "100").await;
+        let r = create(
+            &chain.merchant,
+            KEY_A,
+            refund_req("rn-1", "order-1", "40", "CNY"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status(&r), pb::RefundStatus::Received);
+        assert_eq!(
+            chain.debit(&r.refund_id).await.status,
+            cpb::DebitStatus::Debited as i32
+        );
+
+        // Crash, then a new instance on the same database with the right address.
+        chain.restart_business(dbs, refund_url).await;
+        assert_ne!(chain.business_addr, "");
+        let report = chain
+            .admin
+            .run_recovery(pb::RunRecoveryRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (report.resumed, report.completed, report.still_pending),
+            (1, 1, 0)
+        );
+        let mut get = Request::new(pb::GetRefundRequest {
+            merchant_refund_no: "rn-1".into(),
+        });
+        authorize(&mut get, KEY_A);
+        let done = chain.merchant.get_refund(get).await.unwrap().into_inner();
+        assert_eq!(done.refund_id, r.refund_id);
+        assert_eq!(status(&done), pb::RefundStatus::Processing);
+        // The debit exists once.
+        assert_eq!(
+            chain.debit(&r.refund_id).await.status,
+            cpb::DebitStatus::Debited as i32
+        );
+        assert_eq!(
+            chain
+                .postings(&format!("refund-debit:{}", r.refund_id))
+                .await,
+            1
+        );
+        assert!(chain.balanced().await);
+        chain.stop().await;
+    }
+}

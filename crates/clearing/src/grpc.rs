@@ -1,0 +1,680 @@
+//! The clearing gRPC service, its wire conversions (validated on receipt), and the recovery job.
+//!
+//! Every step that asks accounting to post is recorded first (a PENDING settlement, a PENDING /
+//! REVERSING / COMPLETING debit) and posted under a key derived from the trade or refund
+//! (`settle:`, `refund-debit:`, `refund-reverse:`, `refund-complete:`), so a retry after an
+//! unknown outcome (UNAVAILABLE) posts at most once: accounting replays the first posting.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+use tuikuan_accounting::AccountingClient;
+use tuikuan_db::Db;
+use tuikuan_kernel::id::validate_external_id;
+use tuikuan_kernel::{Error, ErrorCode, Money, SharedClock};
+use tuikuan_proto::clearing::v1 as pb;
+use tuikuan_proto::clearing::v1::clearing_service_server::{
+    ClearingService, ClearingServiceServer,
+};
+use tuikuan_proto::status::grpc_err;
+
+use crate::domain::{
+    next_step, parse_fee_rate, Debit, DebitRequest, DebitStatus, FeeRefundPolicy, Goal,
+    MerchantPolicy, SettleRequest, Settlement, SettlementStatus, Step, MAX_REASON_LEN,
+};
+use crate::store::{self, Reserved};
+
+const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
+
+/// How many unfinished records one recovery pass picks up per kind.
+pub const RECOVERY_BATCH: i64 = 100;
+/// How many steps one call may take on a debit before giving up (a debit needs at most four).
+const MAX_STEPS: usize = 8;
+
+/// How the clearing service runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: String,
+    pub clock: SharedClock,
+    /// The accounting service, e.g. `http://127.0.0.1:50051`.
+    pub accounting_addr: String,
+    /// How often the recovery job runs ([`Clearing::run_recovery`]); `None` disables it.
+    pub job_interval: Option<Duration>,
+}
+
+/// Opens the database, runs migrations and serves `ClearingService` on `listener` until
+/// `shutdown` resolves, running the recovery job every `job_interval`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let svc = Clearing::open(&config)?;
+    let job = config.job_interval.map(|every| {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                match svc.run_recovery().await {
+                    Ok(report) if report.is_empty() => {}
+                    Ok(report) => tracing::info!(?report, "clearing recovery"),
+                    Err(e) => tracing::warn!(error = %e, "clearing recovery failed"),
+                }
+            }
+        })
+    });
+    let result = tuikuan_proto::server::serve(
+        listener,
+        tonic::service::Routes::new(ClearingServiceServer::new(svc)),
+        &[<ClearingServiceServer<Clearing> as tonic::server::NamedService>::NAME],
+        shutdown,
+    )
+    .await;
+    if let Some(job) = job {
+        job.abort();
+    }
+    result
+}
+
+/// What one recovery pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Pending settlements now posted.
+    pub settlements_posted: usize,
+    /// Debits brought to a resting state (DEBITED, REJECTED, REVERSED, COMPLETED).
+    pub debits_finished: usize,
+    /// Records still unfinished (accounting unavailable, ...); the next pass retries them.
+    pub still_pending: usize,
+}
+
+impl RecoveryReport {
+    pub fn is_empty(&self) -> bool {
+        self.settlements_posted == 0 && self.debits_finished == 0 && self.still_pending == 0
+    }
+}
+
+/// The clearing center over its database and the accounting service.
+#[derive(Clone, Debug)]
+pub struct Clearing {
+    db: Db,
+    clock: SharedClock,
+    accounting: AccountingClient,
+}
+
+impl Clearing {
+    /// Connects to the database (running migrations) and, lazily, to accounting.
+    pub fn open(config: &Config) -> Result<Clearing, Error> {
+        let db = Db::connect(&config.database_url, 8)?;
+        db.migrate(MIGRATIONS)?;
+        let accounting = AccountingClient::connect(&config.accounting_addr)?;
+        Ok(Clearing::new(db, config.clock.clone(), accounting))
+    }
+
+    pub fn new(db: Db, clock: SharedClock, accounting: AccountingClient) -> Clearing {
+        Clearing {
+            db,
+            clock,
+            accounting,
+        }
+    }
+
+    pub async fn upsert_policy(&self, policy: MerchantPolicy) -> Result<MerchantPolicy, Error> {
+        let now_ms = self.clock.now_ms();
+        let p = policy.clone();
+        self.db
+            .run(move |conn| store::upsert_policy(conn, &p, now_ms))
+            .await?;
+        Ok(policy)
+    }
+
+    pub async fn policy(&self, merchant_id: &str) -> Result<MerchantPolicy, Error> {
+        let id = merchant_id.to_string();
+        self.db
+            .run(move |conn| store::get_policy(conn, &id))
+            .await?
+            .ok_or_else(|| merchant_not_found(merchant_id))
+    }
+
+    /// Settles a succeeded payment (idempotent by trade id).
+    pub async fn settle(&self, request: SettleRequest) -> Result<Settlement, Error> {
+        let now_ms = self.clock.now_ms();
+        let settlement = self
+            .db
+            .run(move |conn| {
+                let check = |s: Settlement| {
+                    if s.matches(&request) {
+                        Ok(s)
+                    } else {
+                        Err(Error::new(
+                            ErrorCode::IdempotencyConflict,
+                            format!(
+                                "trade {} was settled before with different content",
+                                request.trade_id
+                            ),
+                        ))
+                    }
+                };
+                if let Some(s) = store::get_settlement(conn, &request.trade_id)? {
+                    return check(s);
+                }
+                let policy = store::get_policy(conn, &request.merchant_id)?
+                    .ok_or_else(|| merchant_not_found(&request.merchant_id))?;
+                let settlement = Settlement::new(&request, &policy);
+                if store::insert_settlement(conn, &settlement, now_ms)? {
+                    return Ok(settlement);
+                }
+                let s = store::get_settlement(conn, &request.trade_id)?.ok_or_else(|| {
+                    Error::internal(format!("settlement {} vanished", request.trade_id))
+                })?;
+                check(s)
+            })
+            .await?;
+        if settlement.status == SettlementStatus::Posted {
+            return Ok(settlement);
+        }
+        self.post_settlement(settlement).await
+    }
+
+    async fn post_settlement(&self, mut settlement: Settlement) -> Result<Settlement, Error> {
+        let outcome = self
+            .accounting
+            .post(
+                &settlement.request_id(),
+                &format!("payment {} settled", settlement.trade_id),
+                settlement.postings(),
+            )
+            .await?;
+        let now_ms = self.clock.now_ms();
+        let (trade_id, posting_id) = (settlement.trade_id.clone(), outcome.posting_id.clone());
+        self.db
+            .run(move |conn| store::mark_settlement_posted(conn, &trade_id, &posting_id, now_ms))
+            .await?;
+        settlement.status = SettlementStatus::Posted;
+        settlement.posting_id = Some(outcome.posting_id);
+        Ok(settlement)
+    }
+
+    /// Debits the merchant for a refund (idempotent by refund id).
+    pub async fn refund_debit(&self, request: DebitRequest) -> Result<Debit, Error> {
+        let now_ms = self.clock.now_ms();
+        let req = request.clone();
+        let reserved = self
+            .db
+            .run(move |conn| store::reserve_debit(conn, &req, now_ms))
+            .await?;
+        let debit = match reserved {
+            Reserved::New(d) => {
+                tracing::info!(fee_share = %d.fee_amount, "debit reserved");
+                d
+            }
+            Reserved::Existing(d) if d.matches(&request) => d,
+            Reserved::Existing(_) => {
+                return Err(Error::new(
+                    ErrorCode::IdempotencyConflict,
+                    format!(
+                        "refund {} was debited before with different content",
+                        request.refund_id
+                    ),
+                ))
+            }
+        };
+        self.drive(debit, Goal::Debit, "").await
+    }
+
+    /// Reverses a refund debit (idempotent by refund id).
+    pub async fn reverse_debit(&self, refund_id: &str, reason: &str) -> Result<Debit, Error> {
+        let debit = self.debit(refund_id).await?;
+        self.drive(debit, Goal::Reverse, reason).await
+    }
+
+    /// Completes a refund debit after the refund succeeded (idempotent by refund id).
+    pub async fn complete_debit(&self, refund_id: &str) -> Result<Debit, Error> {
+        let debit = self.debit(refund_id).await?;
+        self.drive(debit, Goal::Complete, "").await
+    }
+
+    pub async fn debit(&self, refund_id: &str) -> Result<Debit, Error> {
+        let id = refund_id.to_string();
+        self.db
+            .run(move |conn| store::get_debit(conn, &id))
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::DebitNotFound,
+                    format!("no debit for refund {refund_id}"),
+                )
+            })
+    }
+
+    /// Takes `debit` step by step towards `goal` (see [`next_step`]), re-reading after each step so
+    /// that concurrent callers converge on the same state.
+    async fn drive(&self, mut debit: Debit, goal: Goal, reason: &str) -> Result<Debit, Error> {
+        for _ in 0..MAX_STEPS {
+            match next_step(&debit, goal) {
+                Step::Done => return Ok(debit),
+                Step::Fail(e) => return Err(e),
+                Step::PostDebit => self.post_debit(&debit).await?,
+                Step::BeginReverse => {
+                    self.move_debit(
+                        &debit,
+                        DebitStatus::Debited,
+                        DebitStatus::Reversing,
+                        None,
+                        Some(reason),
+                    )
+                    .await?
+                }
+                Step::PostReverse => {
+                    let outcome = self
+                        .accounting
+                        .post(
+                            &debit.reverse_request_id(),
+                            &format!("refund {} debit reversed", debit.refund_id),
+                            debit.reverse_postings(),
+                        )
+                        .await?;
+                    self.move_debit(
+                        &debit,
+                        DebitStatus::Reversing,
+                        DebitStatus::Reversed,
+                        Some(outcome.posting_id),
+                        None,
+                    )
+                    .await?
+                }
+                Step::BeginComplete => {
+                    self.move_debit(
+                        &debit,
+                        DebitStatus::Debited,
+                        DebitStatus::Completing,
+                        None,
+                        None,
+                    )
+                    .await?
+                }
+                Step::PostComplete => {
+                    let outcome = self
+                        .accounting
+                        .post(
+                            &debit.complete_request_id(),
+                            &format!("refund {} completed", debit.refund_id),
+                            debit.complete_postings(),
+                        )
+                        .await?;
+                    self.move_debit(
+                        &debit,
+                        DebitStatus::Completing,
+                        DebitStatus::Completed,
+                        Some(outcome.posting_id),
+                        None,
+                    )
+                    .await?
+                }
+            }
+            debit = self.debit(&debit.refund_id).await?;
+        }
+        Err(Error::internal(format!(
+            "debit of refund {} did not settle after {MAX_STEPS} steps",
+            debit.refund_id
+        )))
+    }
+
+    async fn move_debit(
+        &self,
+        debit: &Debit,
+        from: DebitStatus,
+        to: DebitStatus,
+        final_posting_id: Option<String>,
+        reason: Option<&str>,
+    ) -> Result<(), Error> {
+        let now_ms = self.clock.now_ms();
+        let d = debit.clone();
+        let reason = reason.map(str::to_string);
+        let moved = self
+            .db
+            .run(move |conn| {
+                store::move_debit(
+                    conn,
+                    &d,
+                    from,
+                    to,
+                    final_posting_id.as_deref(),
+                    reason.as_deref(),
+                    now_ms,
+                )
+            })
+            .await?;
+        if moved {
+            tracing::info!(refund_id = %debit.refund_id, %from, %to, "debit moved");
+        }
+        // Not moved: someone else moved it first; the caller re-reads and continues from there.
+        Ok(())
+    }
+
+    /// Posts (or re-posts) the debit. Success → DEBITED; the merchant cannot cover it → REJECTED
+    /// with the trade's counters given back; anything else leaves it PENDING and is returned.
+    async fn post_debit(&self, debit: &Debit) -> Result<(), Error> {
+        let posted = self
+            .accounting
+            .post(
+                &debit.debit_request_id(),
+                &format!("refund {} debit", debit.refund_id),
+                debit.debit_postings(),
+            )
+            .await;
+        let now_ms = self.clock.now_ms();
+        match posted {
+            Ok(outcome) => {
+                let (id, posting_id) = (debit.refund_id.clone(), outcome.posting_id.clone());
+                let moved = self
+                    .db
+                    .run(move |conn| store::mark_debited(conn, &id, &posting_id, now_ms))
+                    .await?;
+                if !moved {
+                    let current = self.debit(&debit.refund_id).await?;
+                    if current.status == DebitStatus::Rejected {
+                        self.compensate(&current).await?;
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if e.code == ErrorCode::InsufficientBalance => {
+                tracing::info!(refund_id = %debit.refund_id, error = %e.message, "debit rejected");
+                self.move_debit(
+                    debit,
+                    DebitStatus::Pending,
+                    DebitStatus::Rejected,
+                    None,
+                    Some(&e.message),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A retry posted the debit after a concurrent attempt had rejected it (the merchant's balance
+    /// grew in between). The rejection stands: undo the posting under the reversal key.
+    async fn compensate(&self, debit: &Debit) -> Result<(), Error> {
+        tracing::warn!(refund_id = %debit.refund_id, "debit posted after rejection; reversing it");
+        let outcome = self
+            .accounting
+            .post(
+                &debit.reverse_request_id(),
+                &format!("refund {} debit undone after rejection", debit.refund_id),
+                debit.reverse_postings(),
+            )
+            .await?;
+        let now_ms = self.clock.now_ms();
+        let id = debit.refund_id.clone();
+        self.db
+            .run(move |conn| store::record_compensation(conn, &id, &outcome.posting_id, now_ms))
+            .await
+    }
+
+    /// The recovery job: posts pending settlements and finishes PENDING, REVERSING and COMPLETING
+    /// debits, each with its original idempotency key. Also run every `job_interval`.
+    pub async fn run_recovery(&self) -> Result<RecoveryReport, Error> {
+        let mut report = RecoveryReport::default();
+        let trades = self
+            .db
+            .run(|conn| store::pending_settlements(conn, RECOVERY_BATCH))
+            .await?;
+        for trade_id in trades {
+            let id = trade_id.clone();
+            let Some(settlement) = self
+                .db
+                .run(move |conn| store::get_settlement(conn, &id))
+                .await?
+            else {
+                continue;
+            };
+            if settlement.status == SettlementStatus::Posted {
+                continue;
+            }
+            match self.post_settlement(settlement).await {
+                Ok(_) => report.settlements_posted += 1,
+                Err(e) => {
+                    tracing::warn!(%trade_id, error = %e, "settlement still pending");
+                    report.still_pending += 1;
+                }
+            }
+        }
+        for (status, goal) in [
+            (DebitStatus::Pending, Goal::Debit),
+            (DebitStatus::Reversing, Goal::Reverse),
+            (DebitStatus::Completing, Goal::Complete),
+        ] {
+            let ids = self
+                .db
+                .run(move |conn| store::debits_in(conn, status, RECOVERY_BATCH))
+                .await?;
+            for refund_id in ids {
+                let debit = self.debit(&refund_id).await?;
+                match self.drive(debit, goal, "").await {
+                    Ok(_) => report.debits_finished += 1,
+                    Err(e) if e.code == ErrorCode::InsufficientBalance => {
+                        report.debits_finished += 1
+                    }
+                    Err(e) => {
+                        tracing::warn!(%refund_id, error = %e, "debit still unfinished");
+                        report.still_pending += 1;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn merchant_not_found(merchant_id: &str) -> Error {
+    Error::new(
+        ErrorCode::MerchantNotFound,
+        format!("merchant {merchant_id} has no clearing policy"),
+    )
+}
+
+// ---------- wire <-> domain ----------
+
+fn fee_refund_from_wire(value: i32) -> Result<FeeRefundPolicy, Error> {
+    match pb::FeeRefundPolicy::try_from(value) {
+        Ok(pb::FeeRefundPolicy::Proportional) => Ok(FeeRefundPolicy::Proportional),
+        Ok(pb::FeeRefundPolicy::None) => Ok(FeeRefundPolicy::None),
+        Ok(pb::FeeRefundPolicy::Unspecified) => Err(Error::field("fee_refund", "is required")),
+        Err(_) => Err(Error::field(
+            "fee_refund",
+            format!("unknown policy {value}"),
+        )),
+    }
+}
+
+fn policy_from_wire(p: &pb::MerchantPolicy) -> Result<MerchantPolicy, Error> {
+    validate_external_id(&p.merchant_id, "merchant_id")?;
+    Ok(MerchantPolicy {
+        merchant_id: p.merchant_id.clone(),
+        fee_rate: parse_fee_rate(&p.fee_rate, "fee_rate")?,
+        fee_refund: fee_refund_from_wire(p.fee_refund)?,
+    })
+}
+
+fn policy_to_wire(p: &MerchantPolicy) -> pb::MerchantPolicy {
+    pb::MerchantPolicy {
+        merchant_id: p.merchant_id.clone(),
+        fee_rate: p.fee_rate.normalize().to_string(),
+        fee_refund: match p.fee_refund {
+            FeeRefundPolicy::Proportional => pb::FeeRefundPolicy::Proportional,
+            FeeRefundPolicy::None => pb::FeeRefundPolicy::None,
+        } as i32,
+    }
+}
+
+fn settle_from_wire(r: &pb::SettlePaymentRequest) -> Result<SettleRequest, Error> {
+    validate_external_id(&r.trade_id, "trade_id")?;
+    validate_external_id(&r.merchant_id, "merchant_id")?;
+    validate_external_id(&r.channel, "channel")?;
+    Ok(SettleRequest {
+        trade_id: r.trade_id.clone(),
+        merchant_id: r.merchant_id.clone(),
+        channel: r.channel.clone(),
+        amount: Money::parse(&r.amount, &r.currency, "amount")?,
+    })
+}
+
+fn settlement_to_wire(s: &Settlement) -> pb::Settlement {
+    pb::Settlement {
+        trade_id: s.trade_id.clone(),
+        merchant_id: s.merchant_id.clone(),
+        channel: s.channel.clone(),
+        amount: s.amount.amount_string(),
+        fee: s.fee.amount_string(),
+        net: s.net().amount_string(),
+        currency: s.currency().code().to_string(),
+        posting_id: s.posting_id.clone().unwrap_or_default(),
+    }
+}
+
+fn debit_request_from_wire(r: &pb::RefundDebitRequest) -> Result<DebitRequest, Error> {
+    validate_external_id(&r.refund_id, "refund_id")?;
+    validate_external_id(&r.trade_id, "trade_id")?;
+    validate_external_id(&r.merchant_id, "merchant_id")?;
+    Ok(DebitRequest {
+        refund_id: r.refund_id.clone(),
+        trade_id: r.trade_id.clone(),
+        merchant_id: r.merchant_id.clone(),
+        amount: Money::parse(&r.amount, &r.currency, "amount")?,
+    })
+}
+
+fn status_to_wire(s: DebitStatus) -> pb::DebitStatus {
+    match s {
+        DebitStatus::Pending => pb::DebitStatus::Pending,
+        DebitStatus::Debited => pb::DebitStatus::Debited,
+        DebitStatus::Rejected => pb::DebitStatus::Rejected,
+        DebitStatus::Reversing => pb::DebitStatus::Reversing,
+        DebitStatus::Reversed => pb::DebitStatus::Reversed,
+        DebitStatus::Completing => pb::DebitStatus::Completing,
+        DebitStatus::Completed => pb::DebitStatus::Completed,
+    }
+}
+
+fn debit_to_wire(d: &Debit) -> pb::Debit {
+    pb::Debit {
+        refund_id: d.refund_id.clone(),
+        trade_id: d.trade_id.clone(),
+        merchant_id: d.merchant_id.clone(),
+        channel: d.channel.clone(),
+        amount: d.amount.amount_string(),
+        merchant_amount: d.merchant_amount.amount_string(),
+        fee_amount: d.fee_amount.amount_string(),
+        currency: d.currency().code().to_string(),
+        status: status_to_wire(d.status) as i32,
+        debit_posting_id: d.debit_posting_id.clone().unwrap_or_default(),
+        final_posting_id: d.final_posting_id.clone().unwrap_or_default(),
+    }
+}
+
+fn refund_id_from_wire(refund_id: &str) -> Result<(), Error> {
+    validate_external_id(refund_id, "refund_id")
+}
+
+#[tonic::async_trait]
+impl ClearingService for Clearing {
+    #[tracing::instrument(skip_all, fields(merchant_id = %request.get_ref().merchant_id))]
+    async fn upsert_merchant_policy(
+        &self,
+        request: Request<pb::MerchantPolicy>,
+    ) -> Result<Response<pb::MerchantPolicy>, Status> {
+        let policy = policy_from_wire(request.get_ref()).map_err(grpc_err)?;
+        let policy = self.upsert_policy(policy).await.map_err(grpc_err)?;
+        Ok(Response::new(policy_to_wire(&policy)))
+    }
+
+    async fn get_merchant_policy(
+        &self,
+        request: Request<pb::GetMerchantPolicyRequest>,
+    ) -> Result<Response<pb::MerchantPolicy>, Status> {
+        let merchant_id = &request.get_ref().merchant_id;
+        validate_external_id(merchant_id, "merchant_id").map_err(grpc_err)?;
+        let policy = self.policy(merchant_id).await.map_err(grpc_err)?;
+        Ok(Response::new(policy_to_wire(&policy)))
+    }
+
+    #[tracing::instrument(skip_all, fields(trade_id = %request.get_ref().trade_id))]
+    async fn settle_payment(
+        &self,
+        request: Request<pb::SettlePaymentRequest>,
+    ) -> Result<Response<pb::Settlement>, Status> {
+        let req = settle_from_wire(request.get_ref()).map_err(grpc_err)?;
+        let settlement = self.settle(req).await.map_err(grpc_err)?;
+        Ok(Response::new(settlement_to_wire(&settlement)))
+    }
+
+    #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
+    async fn refund_debit(
+        &self,
+        request: Request<pb::RefundDebitRequest>,
+    ) -> Result<Response<pb::Debit>, Status> {
+        let req = debit_request_from_wire(request.get_ref()).map_err(grpc_err)?;
+        let debit = Clearing::refund_debit(self, req).await.map_err(grpc_err)?;
+        Ok(Response::new(debit_to_wire(&debit)))
+    }
+
+    #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
+    async fn reverse_debit(
+        &self,
+        request: Request<pb::ReverseDebitRequest>,
+    ) -> Result<Response<pb::Debit>, Status> {
+        let r = request.get_ref();
+        refund_id_from_wire(&r.refund_id).map_err(grpc_err)?;
+        if r.reason.chars().count() > MAX_REASON_LEN {
+            return Err(grpc_err(Error::field(
+                "reason",
+                format!("longer than {MAX_REASON_LEN} characters"),
+            )));
+        }
+        let debit = Clearing::reverse_debit(self, &r.refund_id, &r.reason)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(debit_to_wire(&debit)))
+    }
+
+    #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
+    async fn complete_debit(
+        &self,
+        request: Request<pb::CompleteDebitRequest>,
+    ) -> Result<Response<pb::Debit>, Status> {
+        let refund_id = &request.get_ref().refund_id;
+        refund_id_from_wire(refund_id).map_err(grpc_err)?;
+        let debit = Clearing::complete_debit(self, refund_id)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(debit_to_wire(&debit)))
+    }
+
+    async fn get_debit(
+        &self,
+        request: Request<pb::GetDebitRequest>,
+    ) -> Result<Response<pb::Debit>, Status> {
+        let refund_id = &request.get_ref().refund_id;
+        refund_id_from_wire(refund_id).map_err(grpc_err)?;
+        let debit = self.debit(refund_id).await.map_err(grpc_err)?;
+        Ok(Response::new(debit_to_wire(&debit)))
+    }
+
+    async fn run_recovery(
+        &self,
+        _request: Request<pb::RunRecoveryRequest>,
+    ) -> Result<Response<pb::RecoveryReport>, Status> {
+        let report = Clearing::run_recovery(self).await.map_err(grpc_err)?;
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(Response::new(pb::RecoveryReport {
+            settlements_posted: count(report.settlements_posted),
+            debits_finished: count(report.debits_finished),
+            still_pending: count(report.still_pending),
+        }))
+    }
+}

@@ -1,0 +1,705 @@
+//! The clearing center end to end: a real accounting service and a real clearing service over
+//! gRPC, on SQLite and on PostgreSQL.
+
+use std::sync::Arc;
+
+use tonic::transport::Channel;
+use tonic::Code;
+use tuikuan_accounting::domain::{AccountKey, AccountType, Side};
+use tuikuan_accounting::AccountingClient;
+use tuikuan_clearing::{Clearing, Config};
+use tuikuan_db::testing::TestDb;
+use tuikuan_kernel::{Currency, ManualClock, Money, SharedClock};
+use tuikuan_proto::accounting::v1 as apb;
+use tuikuan_proto::accounting::v1::accounting_service_client::AccountingServiceClient;
+use tuikuan_proto::clearing::v1 as pb;
+use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
+use tuikuan_proto::server::ServiceHandle;
+
+type Ledger = AccountingServiceClient<Channel>;
+type Client = ClearingServiceClient<Channel>;
+
+fn clock() -> SharedClock {
+    let start = chrono::DateTime::from_timestamp_millis(1_795_000_000_000).expect("instant");
+    Arc::new(ManualClock::new(start))
+}
+
+async fn start_accounting(bind: &str, url: &str) -> ServiceHandle {
+    let cfg = tuikuan_accounting::Config {
+        database_url: url.to_string(),
+        clock: clock(),
+        job_interval: None,
+    };
+    tuikuan_proto::server::spawn(bind, move |l, s| tuikuan_accounting::serve(cfg, l, s))
+        .await
+        .expect("spawn accounting")
+}
+
+fn clearing_config(url: &str, accounting_addr: &str) -> Config {
+    Config {
+        database_url: url.to_string(),
+        clock: clock(),
+        accounting_addr: accounting_addr.to_string(),
+        job_interval: None,
+    }
+}
+
+async fn start_clearing(url: &str, accounting_addr: &str) -> ServiceHandle {
+    let cfg = clearing_config(url, accounting_addr);
+    tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
+        tuikuan_clearing::serve(cfg, l, s)
+    })
+    .await
+    .expect("spawn clearing")
+}
+
+struct Env {
+    accounting: ServiceHandle,
+    clearing: ServiceHandle,
+    ledger: Ledger,
+    client: Client,
+}
+
+impl Env {
+    async fn start(accounting_url: &str, clearing_url: &str) -> Env {
+        let accounting = start_accounting("127.0.0.1:0", accounting_url).await;
+        let clearing = start_clearing(clearing_url, &accounting.url()).await;
+        let ledger = AccountingServiceClient::new(
+            tuikuan_proto::client::channel(&accounting.url()).expect("channel"),
+        );
+        let client = ClearingServiceClient::new(
+            tuikuan_proto::client::channel(&clearing.url()).expect("channel"),
+        );
+        Env {
+            accounting,
+            clearing,
+            ledger,
+            client,
+        }
+    }
+
+    async fn stop(self) {
+        self.clearing.stop().await.expect("stop clearing");
+        self.accounting.stop().await.expect("stop accounting");
+    }
+
+    async fn policy(&mut self, merchant: &str, rate: &str, fee_refund: pb::FeeRefundPolicy) {
+        let p = self
+            .client
+            .upsert_merchant_policy(pb::MerchantPolicy {
+                merchant_id: merchant.to_string(),
+                fee_rate: rate.to_string(),
+                fee_refund: fee_refund as i32,
+            })
+            .await
+            .expect("policy")
+            .into_inner();
+        assert_eq!(p.merchant_id, merchant);
+    }
+
+    async fn settle(
+        &mut self,
+        trade: &str,
+        merchant: &str,
+        amount: &str,
+    ) -> Result<pb::Settlement, tonic::Status> {
+        self.client
+            .settle_payment(settle_req(trade, merchant, amount))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn debit(
+        &mut self,
+        refund: &str,
+        trade: &str,
+        merchant: &str,
+        amount: &str,
+    ) -> Result<pb::Debit, tonic::Status> {
+        self.client
+            .refund_debit(debit_req(refund, trade, merchant, amount))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn reverse(&mut self, refund: &str) -> Result<pb::Debit, tonic::Status> {
+        self.client
+            .reverse_debit(pb::ReverseDebitRequest {
+                refund_id: refund.to_string(),
+                reason: "refund center rejected it".to_string(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn complete(&mut self, refund: &str) -> Result<pb::Debit, tonic::Status> {
+        self.client
+            .complete_debit(pb::CompleteDebitRequest {
+                refund_id: refund.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn get_debit(&mut self, refund: &str) -> pb::Debit {
+        self.client
+            .get_debit(pb::GetDebitRequest {
+                refund_id: refund.to_string(),
+            })
+            .await
+            .expect("get debit")
+            .into_inner()
+    }
+
+    async fn balance(&mut self, t: apb::AccountType, owner: &str) -> String {
+        self.ledger
+            .get_balance(apb::GetBalanceRequest {
+                account: Some(account(t, owner)),
+            })
+            .await
+            .expect("balance")
+            .into_inner()
+            .balance
+    }
+
+    async fn posting_exists(&mut self, request_id: &str) -> bool {
+        match self
+            .ledger
+            .get_posting(apb::GetPostingRequest {
+                request_id: request_id.to_string(),
+            })
+            .await
+        {
+            Ok(_) => true,
+            Err(s) if s.code() == Code::NotFound => false,
+            Err(s) => panic!("get posting {request_id}: {s:?}"),
+        }
+    }
+
+    async fn postings_of(&mut self, t: apb::AccountType, owner: &str) -> Vec<apb::Posting> {
+        self.ledger
+            .list_postings(apb::ListPostingsRequest {
+                account: Some(account(t, owner)),
+                limit: 1000,
+                after: String::new(),
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .postings
+    }
+
+    async fn assert_trial_balanced(&mut self) {
+        let tb = self
+            .ledger
+            .trial_balance(apb::TrialBalanceRequest {})
+            .await
+            .expect("trial balance")
+            .into_inner();
+        assert!(tb.balanced, "{tb:?}");
+    }
+}
+
+fn account(t: apb::AccountType, owner: &str) -> apb::Account {
+    apb::Account {
+        r#type: t as i32,
+        owner: owner.to_string(),
+        currency: "CNY".to_string(),
+    }
+}
+
+fn settle_req(trade: &str, merchant: &str, amount: &str) -> pb::SettlePaymentRequest {
+    pb::SettlePaymentRequest {
+        trade_id: trade.to_string(),
+        merchant_id: merchant.to_string(),
+        channel: "netbank".to_string(),
+        amount: amount.to_string(),
+        currency: "CNY".to_string(),
+    }
+}
+
+fn debit_req(refund: &str, trade: &str, merchant: &str, amount: &str) -> pb::RefundDebitRequest {
+    pb::RefundDebitRequest {
+        refund_id: refund.to_string(),
+        trade_id: trade.to_string(),
+        merchant_id: merchant.to_string(),
+        amount: amount.to_string(),
+        currency: "CNY".to_string(),
+    }
+}
+
+fn code_of(status: &tonic::Status) -> String {
+    status
+        .metadata()
+        .get("tk-error-code")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn status(d: &pb::Debit) -> pb::DebitStatus {
+    pb::DebitStatus::try_from(d.status).expect("known status")
+}
+
+use apb::AccountType::{ChannelReserve, FeeIncome, MerchantSettlement, RefundInTransit};
+
+// ---------- scenarios ----------
+
+async fn settle_debit_complete(acc: &str, clr: &str) {
+    let mut env = Env::start(acc, clr).await;
+    env.policy("m1", "0.006", pb::FeeRefundPolicy::Proportional)
+        .await;
+
+    // Unknown merchant.
+    let err = env
+        .settle("t0", "nobody", "1.00")
+        .await
+        .expect_err("no policy");
+    assert_eq!(code_of(&err), "MERCHANT_NOT_FOUND");
+
+    // Settle: fee 0.60, net 99.40; repeats return the same settlement, one posting.
+    let s = env.settle("t1", "m1", "100.00").await.expect("settle");
+    assert_eq!((s.fee.as_str(), s.net.as_str()), ("0.60", "99.40"));
+    assert!(s.posting_id.starts_with("pst_"));
+    let again = env.settle("t1", "m1", "100").await.expect("repeat");
+    assert_eq!(again, s);
+    let err = env
+        .settle("t1", "m1", "100.01")
+        .await
+        .expect_err("conflict");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert_eq!(code_of(&err), "IDEMPOTENCY_CONFLICT");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "99.40");
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.60");
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "100.00");
+
+    // Full refund debit: the merchant part is 99.40, the fee share 0.60.
+    let d = env.debit("rf1", "t1", "m1", "100.00").await.expect("debit");
+    assert_eq!(status(&d), pb::DebitStatus::Debited);
+    assert_eq!(
+        (d.merchant_amount.as_str(), d.fee_amount.as_str()),
+        ("99.40", "0.60")
+    );
+    assert_eq!(d.channel, "netbank");
+    assert!(d.debit_posting_id.starts_with("pst_"));
+    let again = env
+        .debit("rf1", "t1", "m1", "100.00")
+        .await
+        .expect("repeat debit");
+    assert_eq!(again, d);
+    let err = env
+        .debit("rf1", "t1", "m1", "99.00")
+        .await
+        .expect_err("conflict");
+    assert_eq!(code_of(&err), "IDEMPOTENCY_CONFLICT");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "0.00");
+    assert_eq!(env.balance(RefundInTransit, "platform").await, "100.00");
+
+    // Complete: the money leaves through the channel reserve.
+    let c = env.complete("rf1").await.expect("complete");
+    assert_eq!(status(&c), pb::DebitStatus::Completed);
+    assert!(c.final_posting_id.starts_with("pst_"));
+    let again = env.complete("rf1").await.expect("repeat complete");
+    assert_eq!(again, c);
+    let err = env.reverse("rf1").await.expect_err("completed");
+    assert_eq!(code_of(&err), "DEBIT_NOT_ACTIVE");
+
+    // merchant settlement = amount − fee − merchant part = 100 − 0.60 − 99.40.
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "0.00");
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.00");
+    assert_eq!(env.balance(RefundInTransit, "platform").await, "0.00");
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "0.00");
+
+    // Each step posted exactly once.
+    let postings = env.postings_of(MerchantSettlement, "m1").await;
+    let ids: Vec<&str> = postings.iter().map(|p| p.request_id.as_str()).collect();
+    assert_eq!(ids, vec!["settle:t1", "refund-debit:rf1"]);
+    let reserve = env.postings_of(ChannelReserve, "netbank").await;
+    assert_eq!(reserve.len(), 2);
+    assert_eq!(reserve[1].request_id, "refund-complete:rf1");
+    env.assert_trial_balanced().await;
+
+    // Bad input.
+    let err = env
+        .debit("rf 2", "t1", "m1", "1.00")
+        .await
+        .expect_err("bad id");
+    assert_eq!(code_of(&err), "MALFORMED_ID");
+    let err = env.debit("rf2", "t1", "m1", "0").await.expect_err("zero");
+    assert_eq!(code_of(&err), "INVALID_AMOUNT");
+    let err = env
+        .client
+        .upsert_merchant_policy(pb::MerchantPolicy {
+            merchant_id: "m9".into(),
+            fee_rate: "0.25".into(),
+            fee_refund: pb::FeeRefundPolicy::None as i32,
+        })
+        .await
+        .expect_err("rate too high");
+    assert_eq!(code_of(&err), "INVALID_ARGUMENT");
+    let p = env
+        .client
+        .get_merchant_policy(pb::GetMerchantPolicyRequest {
+            merchant_id: "m1".into(),
+        })
+        .await
+        .expect("get policy")
+        .into_inner();
+    assert_eq!(
+        (p.fee_rate.as_str(), p.fee_refund),
+        ("0.006", pb::FeeRefundPolicy::Proportional as i32)
+    );
+    env.stop().await;
+}
+
+async fn partial_refunds_and_rules(acc: &str, clr: &str) {
+    let mut env = Env::start(acc, clr).await;
+    env.policy("m1", "0.006", pb::FeeRefundPolicy::Proportional)
+        .await;
+    env.policy("m2", "0.01", pb::FeeRefundPolicy::None).await;
+    env.settle("t1", "m1", "100.00").await.expect("settle t1");
+
+    // Three partial refunds: the fee shares add up to exactly the fee.
+    let mut fee_total = 0i64;
+    for (i, amount) in ["33.33", "33.33", "33.34"].iter().enumerate() {
+        let d = env
+            .debit(&format!("rf{i}"), "t1", "m1", amount)
+            .await
+            .expect("partial");
+        assert_eq!(status(&d), pb::DebitStatus::Debited);
+        fee_total += Money::parse(&d.fee_amount, "CNY", "fee")
+            .map(|m| m.to_minor())
+            .unwrap_or(0);
+    }
+    assert_eq!(fee_total, 60);
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "0.00");
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.00");
+
+    // Nothing is left to refund.
+    let err = env
+        .debit("rf9", "t1", "m1", "0.01")
+        .await
+        .expect_err("exceeds");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(code_of(&err), "REFUND_EXCEEDS_PAID");
+    assert!(!env.posting_exists("refund-debit:rf9").await);
+
+    // NONE: the merchant bears the whole refund, the fee is kept.
+    let s = env.settle("t2", "m2", "50.00").await.expect("settle t2");
+    assert_eq!((s.fee.as_str(), s.net.as_str()), ("0.50", "49.50"));
+    let d = env.debit("rf20", "t2", "m2", "10.00").await.expect("debit");
+    assert_eq!(
+        (d.merchant_amount.as_str(), d.fee_amount.as_str()),
+        ("10.00", "0.00")
+    );
+    assert_eq!(env.balance(MerchantSettlement, "m2").await, "39.50");
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.50");
+
+    // Another merchant's trade is not found; an unknown trade was never settled.
+    let err = env
+        .debit("rf21", "t2", "m1", "1.00")
+        .await
+        .expect_err("other merchant");
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(code_of(&err), "TRADE_NOT_FOUND");
+    let err = env
+        .debit("rf22", "nope", "m1", "1.00")
+        .await
+        .expect_err("unknown trade");
+    assert_eq!(code_of(&err), "SETTLEMENT_NOT_FOUND");
+    let err = env
+        .client
+        .refund_debit(pb::RefundDebitRequest {
+            currency: "USD".into(),
+            ..debit_req("rf23", "t2", "m2", "1.00")
+        })
+        .await
+        .expect_err("currency");
+    assert_eq!(code_of(&err), "CURRENCY_MISMATCH");
+    env.assert_trial_balanced().await;
+    env.stop().await;
+}
+
+async fn reverse_gives_back(acc: &str, clr: &str) {
+    let mut env = Env::start(acc, clr).await;
+    env.policy("m1", "0.006", pb::FeeRefundPolicy::Proportional)
+        .await;
+    env.settle("t1", "m1", "100.00").await.expect("settle");
+
+    let err = env.reverse("nope").await.expect_err("unknown");
+    assert_eq!(code_of(&err), "DEBIT_NOT_FOUND");
+
+    env.debit("rf1", "t1", "m1", "50.00").await.expect("debit");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "49.70");
+    let r = env.reverse("rf1").await.expect("reverse");
+    assert_eq!(status(&r), pb::DebitStatus::Reversed);
+    assert!(r.final_posting_id.starts_with("pst_"));
+    let again = env.reverse("rf1").await.expect("repeat");
+    assert_eq!(again, r);
+    let err = env.complete("rf1").await.expect_err("reversed");
+    assert_eq!(code_of(&err), "DEBIT_NOT_ACTIVE");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "99.40");
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.60");
+    assert_eq!(env.balance(RefundInTransit, "platform").await, "0.00");
+    let ids: Vec<String> = env
+        .postings_of(RefundInTransit, "platform")
+        .await
+        .into_iter()
+        .map(|p| p.request_id)
+        .collect();
+    assert_eq!(ids, vec!["refund-debit:rf1", "refund-reverse:rf1"]);
+
+    // The trade's counters were given back: the whole amount can be refunded again.
+    let d = env
+        .debit("rf2", "t1", "m1", "100.00")
+        .await
+        .expect("full refund");
+    assert_eq!(d.fee_amount, "0.60");
+    env.assert_trial_balanced().await;
+    env.stop().await;
+}
+
+async fn insufficient_balance(acc: &str, clr: &str) {
+    let mut env = Env::start(acc, clr).await;
+    env.policy("m1", "0.006", pb::FeeRefundPolicy::Proportional)
+        .await;
+    env.settle("t1", "m1", "100.00").await.expect("settle");
+    // The merchant's balance left (a withdrawal posted straight to the ledger).
+    let ledger = AccountingClient::connect(&env.accounting.url()).expect("client");
+    let out = Money::parse("90.00", "CNY", "a").expect("amount");
+    ledger
+        .post(
+            "withdrawal:w1",
+            "merchant withdrawal",
+            vec![
+                (
+                    AccountKey::merchant_settlement("m1", Currency::Cny),
+                    Side::Debit,
+                    out,
+                ),
+                (
+                    AccountKey::platform(AccountType::Suspense, Currency::Cny),
+                    Side::Credit,
+                    out,
+                ),
+            ],
+        )
+        .await
+        .expect("withdraw");
+
+    let err = env
+        .debit("rf1", "t1", "m1", "50.00")
+        .await
+        .expect_err("insufficient");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(code_of(&err), "INSUFFICIENT_BALANCE");
+    assert!(!env.posting_exists("refund-debit:rf1").await);
+    let d = env.get_debit("rf1").await;
+    assert_eq!(status(&d), pb::DebitStatus::Rejected);
+    // A retry says the same; reversing a rejected debit returns it; completing is not allowed.
+    let err = env
+        .debit("rf1", "t1", "m1", "50.00")
+        .await
+        .expect_err("again");
+    assert_eq!(code_of(&err), "INSUFFICIENT_BALANCE");
+    let r = env.reverse("rf1").await.expect("reverse rejected");
+    assert_eq!(status(&r), pb::DebitStatus::Rejected);
+    assert!(r.final_posting_id.is_empty());
+    let err = env.complete("rf1").await.expect_err("complete rejected");
+    assert_eq!(code_of(&err), "DEBIT_NOT_ACTIVE");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "9.40");
+
+    // The rejected amount went back to the trade: a refund that fits succeeds, then the rest of
+    // the trade is still refundable in principle (only the balance limits it).
+    let d = env.debit("rf2", "t1", "m1", "9.00").await.expect("fits");
+    assert_eq!(status(&d), pb::DebitStatus::Debited);
+    let err = env
+        .debit("rf3", "t1", "m1", "91.01")
+        .await
+        .expect_err("exceeds");
+    assert_eq!(code_of(&err), "REFUND_EXCEEDS_PAID");
+    env.assert_trial_balanced().await;
+    env.stop().await;
+}
+
+async fn concurrent_partial_debits(acc: &str, clr: &str) {
+    let mut env = Env::start(acc, clr).await;
+    env.policy("m1", "0.006", pb::FeeRefundPolicy::Proportional)
+        .await;
+    env.settle("t1", "m1", "100.00").await.expect("settle");
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let mut c = env.client.clone();
+        tasks.push(tokio::spawn(async move {
+            c.refund_debit(debit_req(&format!("rf{i}"), "t1", "m1", "5.00"))
+                .await
+        }));
+    }
+    let (mut ok, mut amount, mut fee) = (0, 0i64, 0i64);
+    for t in futures::future::join_all(tasks).await {
+        match t.expect("task") {
+            Ok(d) => {
+                let d = d.into_inner();
+                assert_eq!(status(&d), pb::DebitStatus::Debited);
+                ok += 1;
+                amount += Money::parse(&d.amount, "CNY", "a")
+                    .map(|m| m.to_minor())
+                    .unwrap_or(0);
+                fee += Money::parse(&d.fee_amount, "CNY", "f")
+                    .map(|m| m.to_minor())
+                    .unwrap_or(0);
+            }
+            Err(e) => assert_eq!(code_of(&e), "REFUND_EXCEEDS_PAID", "{e:?}"),
+        }
+    }
+    assert_eq!(ok, 20);
+    assert_eq!(amount, 10_000);
+    assert_eq!(fee, 60);
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "0.00");
+    assert_eq!(env.balance(RefundInTransit, "platform").await, "100.00");
+    assert_eq!(env.postings_of(RefundInTransit, "platform").await.len(), 20);
+    env.assert_trial_balanced().await;
+    env.stop().await;
+}
+
+/// Accounting goes away: the settlement and the debit stay PENDING and say UNAVAILABLE; when it
+/// is back, the recovery job finishes them with the same keys.
+async fn recovery_after_outage(acc: &str, clr: &str) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let accounting_addr = format!("http://{port}");
+    let clearing = start_clearing(clr, &accounting_addr).await;
+    let mut client = ClearingServiceClient::new(
+        tuikuan_proto::client::channel(&clearing.url()).expect("channel"),
+    );
+    client
+        .upsert_merchant_policy(pb::MerchantPolicy {
+            merchant_id: "m1".into(),
+            fee_rate: "0.006".into(),
+            fee_refund: pb::FeeRefundPolicy::Proportional as i32,
+        })
+        .await
+        .expect("policy");
+
+    // Accounting is down.
+    let err = client
+        .settle_payment(settle_req("t1", "m1", "100.00"))
+        .await
+        .expect_err("unavailable");
+    assert_eq!(code_of(&err), "UNAVAILABLE");
+    // Not posted yet, so no refund may be debited against it.
+    let err = client
+        .refund_debit(debit_req("rf1", "t1", "m1", "10.00"))
+        .await
+        .expect_err("not settled");
+    assert_eq!(code_of(&err), "SETTLEMENT_NOT_FOUND");
+
+    // Accounting comes up; the recovery job posts the settlement.
+    let accounting = start_accounting(&port.to_string(), acc).await;
+    let recovery = Clearing::open(&clearing_config(clr, &accounting_addr)).expect("open");
+    let report = recovery.run_recovery().await.expect("recovery");
+    assert_eq!(report.settlements_posted, 1);
+    let mut ledger = AccountingServiceClient::new(
+        tuikuan_proto::client::channel(&accounting_addr).expect("channel"),
+    );
+    let settled = ledger
+        .get_posting(apb::GetPostingRequest {
+            request_id: "settle:t1".into(),
+        })
+        .await
+        .expect("settled")
+        .into_inner();
+    let s = client
+        .settle_payment(settle_req("t1", "m1", "100.00"))
+        .await
+        .expect("settle replay")
+        .into_inner();
+    assert_eq!(s.posting_id, settled.posting_id);
+
+    // Accounting goes down again during a refund debit.
+    accounting.stop().await.expect("stop accounting");
+    let err = client
+        .refund_debit(debit_req("rf1", "t1", "m1", "10.00"))
+        .await
+        .expect_err("unavailable");
+    assert_eq!(code_of(&err), "UNAVAILABLE");
+    let d = client
+        .get_debit(pb::GetDebitRequest {
+            refund_id: "rf1".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(status(&d), pb::DebitStatus::Pending);
+    let err = client
+        .complete_debit(pb::CompleteDebitRequest {
+            refund_id: "rf1".into(),
+        })
+        .await
+        .expect_err("still down");
+    assert_eq!(code_of(&err), "UNAVAILABLE");
+
+    let accounting = start_accounting(&port.to_string(), acc).await;
+    let report = recovery.run_recovery().await.expect("recovery");
+    assert_eq!(report.debits_finished, 1);
+    let d = client
+        .get_debit(pb::GetDebitRequest {
+            refund_id: "rf1".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(status(&d), pb::DebitStatus::Debited);
+    let report = recovery.run_recovery().await.expect("nothing left");
+    assert!(report.is_empty(), "{report:?}");
+    let rit = ledger
+        .get_balance(apb::GetBalanceRequest {
+            account: Some(account(RefundInTransit, "platform")),
+        })
+        .await
+        .expect("balance")
+        .into_inner();
+    assert_eq!(rit.balance, "10.00");
+    clearing.stop().await.expect("stop clearing");
+    accounting.stop().await.expect("stop accounting");
+}
+
+// ---------- both databases ----------
+
+macro_rules! on_both_databases {
+    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $sqlite() {
+            let acc = TestDb::sqlite("accounting");
+            let clr = TestDb::sqlite("clearing");
+            $scenario(acc.url(), clr.url()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $postgres() {
+            let (Some(acc), Some(clr)) = (TestDb::postgres("accounting"), TestDb::postgres("clearing")) else {
+                return;
+            };
+            $scenario(acc.url(), clr.url()).await;
+        }
+    )*};
+}
+
+on_both_databases! {
+    settle_debit_complete => settle_debit_complete_sqlite, settle_debit_complete_postgres;
+    partial_refunds_and_rules => partial_refunds_and_rules_sqlite, partial_refunds_and_rules_postgres;
+    reverse_gives_back => reverse_gives_back_sqlite, reverse_gives_back_postgres;
+    insufficient_balance => insufficient_balance_sqlite, insufficient_balance_postgres;
+    concurrent_partial_debits => concurrent_partial_debits_sqlite, concurrent_partial_debits_postgres;
+    recovery_after_outage => recovery_after_outage_sqlite, recovery_after_outage_postgres;
+}
+
+/// The domain module is pure: no storage, no RPC framework (CI greps for the same).
+#[test]
+fn domain_is_pure() {
+    let src = include_str!("../src/domain.rs");
+    for word in ["diesel", "tonic", "prost", "tuikuan_db", "tuikuan_proto"] {
+        assert!(!src.contains(word), "domain.rs mentions {word}");
+    }
+}

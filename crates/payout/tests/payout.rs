@@ -1,0 +1,553 @@
+//! The payout center end to end with a real bank simulator, both served on port 0, on SQLite and
+//! on PostgreSQL.
+
+use std::sync::Arc;
+
+use chrono::{Duration, NaiveDate};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tonic::Status;
+use tuikuan_db::testing::TestDb;
+use tuikuan_kernel::{Error, ManualClock, SharedClock};
+use tuikuan_proto::bank::v1 as bank_pb;
+use tuikuan_proto::bank::v1::bank_service_client::BankServiceClient;
+use tuikuan_proto::payout::v1 as pb;
+use tuikuan_proto::payout::v1::payout_service_client::PayoutServiceClient;
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+fn test_db(backend: Backend, name: &str) -> Option<TestDb> {
+    match backend {
+        Backend::Sqlite => Some(TestDb::sqlite(name)),
+        Backend::Postgres => TestDb::postgres(name),
+    }
+}
+
+struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    join: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let result = (&mut self.join).await.expect("service task");
+        assert!(result.is_ok(), "service ended with {result:?}");
+    }
+}
+
+async fn bind() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    (l, url)
+}
+
+fn run<Fut>(listener: TcpListener, start: impl FnOnce(TcpListener, Shutdown) -> Fut) -> Running
+where
+    Fut: std::future::Future<Output = Result<(), Error>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let join = tokio::spawn(start(listener, Shutdown(rx)));
+    Running {
+        stop: Some(tx),
+        join,
+    }
+}
+
+/// Resolves when the test asks the service to stop.
+struct Shutdown(tokio::sync::oneshot::Receiver<()>);
+
+impl std::future::Future for Shutdown {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+/// A payout center and a bank simulator that call each other.
+struct Pair {
+    clock: ManualClock,
+    payout: PayoutServiceClient<Channel>,
+    bank: BankServiceClient<Channel>,
+    running: Vec<Running>,
+    _dbs: (TestDb, TestDb),
+}
+
+impl Pair {
+    async fn start(
+        backend: Backend,
+        name: &str,
+        tune: impl FnOnce(&mut tuikuan_bank::Config),
+    ) -> Option<Pair> {
+        let payout_db = test_db(backend, name)?;
+        let bank_db = test_db(backend, &format!("{name}_bank"))?;
+        let clock =
+            ManualClock::at_business(NaiveDate::from_ymd_opt(2026, 11, 26).expect("date"), 10);
+        let shared: SharedClock = Arc::new(clock.clone());
+        let (payout_l, payout_url) = bind().await;
+        let (bank_l, bank_url) = bind().await;
+        let mut bank_config = tuikuan_bank::Config::default_for(bank_db.url(), shared.clone());
+        bank_config.delay_min_secs = 60;
+        bank_config.delay_max_secs = 60;
+        bank_config.fail_per_mille = 0;
+        bank_config.duplicate_callback_per_mille = 1000;
+        bank_config.out_of_order_per_mille = 1000;
+        bank_config.payout_callback_addr = Some(payout_url.clone());
+        tune(&mut bank_config);
+        let payout_config = tuikuan_payout::Config::new(payout_db.url(), shared, bank_url.clone());
+        let running = vec![
+            run(bank_l, |l, s| tuikuan_bank::serve(bank_config, l, s)),
+            run(payout_l, |l, s| tuikuan_payout::serve(payout_config, l, s)),
+        ];
+        Some(Pair {
+            clock,
+            payout: PayoutServiceClient::new(
+                tuikuan_proto::client::channel(&payout_url).expect("channel"),
+            ),
+            bank: BankServiceClient::new(
+                tuikuan_proto::client::channel(&bank_url).expect("channel"),
+            ),
+            running,
+            _dbs: (payout_db, bank_db),
+        })
+    }
+
+    async fn stop(self) {
+        for r in self.running {
+            r.stop().await;
+        }
+    }
+
+    async fn create(&mut self, req: pb::CreatePayoutRequest) -> Result<pb::Payout, Status> {
+        self.payout.create_payout(req).await.map(|r| r.into_inner())
+    }
+
+    async fn get(&mut self, id: &str) -> pb::Payout {
+        self.payout
+            .get_payout(pb::GetPayoutRequest {
+                payout_id: id.into(),
+            })
+            .await
+            .expect("get payout")
+            .into_inner()
+    }
+
+    async fn cycle(&mut self) -> pb::PayoutCycleReport {
+        self.payout
+            .run_payout_cycle(pb::RunPayoutCycleRequest { limit: 0 })
+            .await
+            .expect("cycle")
+            .into_inner()
+    }
+
+    async fn tick(&mut self) -> bank_pb::TickResponse {
+        self.bank
+            .tick(bank_pb::TickRequest {})
+            .await
+            .expect("tick")
+            .into_inner()
+    }
+}
+
+const CARD: &str = "6011 0009 9013 9424";
+
+fn request(id: &str) -> pb::CreatePayoutRequest {
+    pb::CreatePayoutRequest {
+        payout_id: id.into(),
+        refund_id: format!("rf-{id}"),
+        channel: "quick".into(),
+        card_no: CARD.into(),
+        holder_name: "Li Lei".into(),
+        amount: "128.80".into(),
+        currency: "CNY".into(),
+    }
+}
+
+fn code_of(s: &Status) -> String {
+    s.metadata()
+        .get(tuikuan_proto::status::ERROR_CODE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+macro_rules! both_backends {
+    ($scenario:ident, $sqlite:ident, $pg:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $scenario(Backend::Sqlite).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $pg() {
+            $scenario(Backend::Postgres).await;
+        }
+    };
+}
+
+async fn paid_end_to_end(backend: Backend) {
+    let Some(mut t) = Pair::start(backend, "payout_paid", |_| {}).await else {
+        return;
+    };
+    let created = t.create(request("po-1")).await.expect("create");
+    assert_eq!(created.status, pb::PayoutStatus::Created as i32);
+    assert_eq!(created.card_no_masked, "**** 9424");
+    assert_eq!(
+        (created.amount.as_str(), created.currency.as_str()),
+        ("128.80", "CNY")
+    );
+    assert!(
+        !format!("{created:?}").contains("6011000990139424"),
+        "never the full card number"
+    );
+
+    let report = t.cycle().await;
+    assert_eq!((report.sent, report.rejected, report.errors), (1, 0, 0));
+    let sent = t.get("po-1").await;
+    assert_eq!(sent.status, pb::PayoutStatus::Sent as i32);
+    assert!(sent.bank_ref.starts_with("BK"));
+    // A second cycle has nothing to send.
+    assert_eq!(t.cycle().await.sent, 0);
+
+    // Not due yet.
+    assert_eq!(t.tick().await.completed, 0);
+    assert_eq!(t.get("po-1").await.status, pb::PayoutStatus::Sent as i32);
+
+    t.clock.advance(Duration::seconds(60));
+    let tick = t.tick().await;
+    // Final, duplicate final, stale "processing": all delivered; only the first applied.
+    assert_eq!(
+        (tick.completed, tick.callbacks_sent, tick.callbacks_failed),
+        (1, 3, 0)
+    );
+    let paid = t.get("po-1").await;
+    assert_eq!(paid.status, pb::PayoutStatus::Paid as i32);
+    assert_eq!(paid.bank_ref, sent.bank_ref);
+    assert_eq!(paid.card_no_masked, "**** 9424");
+    let bank_side = t
+        .bank
+        .query_payout(bank_pb::QueryRequest { id: "po-1".into() })
+        .await
+        .expect("query")
+        .into_inner();
+    assert_eq!(bank_side.status, bank_pb::TxStatus::TxSucceeded as i32);
+    assert_eq!(bank_side.amount, "128.80");
+
+    // Callbacks replayed by hand: duplicates and stale ones change nothing.
+    for (status, seq) in [
+        (pb::PayoutStatus::Paid, 2),
+        (pb::PayoutStatus::Sent, 1),
+        (pb::PayoutStatus::Failed, 2),
+    ] {
+        let r = t
+            .payout
+            .bank_callback(pb::PayoutCallbackRequest {
+                payout_id: "po-1".into(),
+                bank_ref: sent.bank_ref.clone(),
+                status: status as i32,
+                reason: String::new(),
+                sequence: seq,
+            })
+            .await
+            .expect("callback")
+            .into_inner();
+        assert!(!r.applied);
+    }
+    // A failure reported later (higher sequence) cannot move a PAID payout backwards either.
+    let r = t
+        .payout
+        .bank_callback(pb::PayoutCallbackRequest {
+            payout_id: "po-1".into(),
+            bank_ref: sent.bank_ref.clone(),
+            status: pb::PayoutStatus::Failed as i32,
+            reason: "late".into(),
+            sequence: 9,
+        })
+        .await
+        .expect("callback")
+        .into_inner();
+    assert!(!r.applied);
+    assert_eq!(t.get("po-1").await.status, pb::PayoutStatus::Paid as i32);
+    // Callbacks for unknown payouts or with a wrong reference are refused.
+    let e = t
+        .payout
+        .bank_callback(pb::PayoutCallbackRequest {
+            payout_id: "po-404".into(),
+            bank_ref: String::new(),
+            status: pb::PayoutStatus::Paid as i32,
+            reason: String::new(),
+            sequence: 2,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "PAYOUT_NOT_FOUND");
+    let e = t
+        .payout
+        .bank_callback(pb::PayoutCallbackRequest {
+            payout_id: "po-1".into(),
+            bank_ref: "BKOTHER".into(),
+            status: pb::PayoutStatus::Returned as i32,
+            reason: String::new(),
+            sequence: 3,
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().starts_with("bank_ref"));
+    t.stop().await;
+}
+
+both_backends!(
+    paid_end_to_end,
+    paid_end_to_end_sqlite,
+    paid_end_to_end_postgres
+);
+
+async fn validation_and_idempotency(backend: Backend) {
+    let Some(mut t) = Pair::start(backend, "payout_idem", |_| {}).await else {
+        return;
+    };
+    for (card, why) in [
+        ("6011000990139425", "Luhn"),
+        ("1234", "12 to 19"),
+        ("6011-0009-9013-9424", "digits"),
+        ("", "required"),
+    ] {
+        let mut r = request("po-bad");
+        r.card_no = card.into();
+        let e = t.create(r).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().starts_with("card_no: ") && e.message().contains(why),
+            "{}",
+            e.message()
+        );
+        assert!(
+            !e.message().contains("6011"),
+            "the card number is not echoed"
+        );
+    }
+    let mut r = request("po-bad");
+    r.holder_name = "  ".into();
+    assert!(t
+        .create(r)
+        .await
+        .unwrap_err()
+        .message()
+        .starts_with("holder_name"));
+    let mut r = request("po-bad");
+    r.holder_name = "x".repeat(65);
+    assert!(t
+        .create(r)
+        .await
+        .unwrap_err()
+        .message()
+        .starts_with("holder_name"));
+    let mut r = request("po-bad");
+    r.amount = "0".into();
+    assert_eq!(code_of(&t.create(r).await.unwrap_err()), "INVALID_AMOUNT");
+    let e = t
+        .payout
+        .get_payout(pb::GetPayoutRequest {
+            payout_id: "po-bad".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "PAYOUT_NOT_FOUND", "nothing was stored");
+
+    let first = t.create(request("po-1")).await.expect("create");
+    let mut same = request("po-1");
+    same.card_no = "6011000990139424".into(); // same card, written without spaces
+    same.amount = "128.8".into();
+    assert_eq!(t.create(same).await.expect("repeat"), first);
+    let mut other = request("po-1");
+    other.amount = "128.81".into();
+    let e = t.create(other).await.unwrap_err();
+    assert_eq!(
+        (e.code(), code_of(&e).as_str()),
+        (tonic::Code::AlreadyExists, "IDEMPOTENCY_CONFLICT")
+    );
+    // After it was sent, a repeat still answers with the payout as it is now.
+    assert_eq!(t.cycle().await.sent, 1);
+    let again = t.create(request("po-1")).await.expect("repeat");
+    assert_eq!(again.status, pb::PayoutStatus::Sent as i32);
+    t.stop().await;
+}
+
+both_backends!(
+    validation_and_idempotency,
+    validation_and_idempotency_sqlite,
+    validation_and_idempotency_postgres
+);
+
+async fn failed_by_the_bank(backend: Backend) {
+    let Some(mut t) = Pair::start(backend, "payout_failed", |c| c.fail_per_mille = 1000).await
+    else {
+        return;
+    };
+    t.create(request("po-1")).await.expect("create");
+    assert_eq!(t.cycle().await.sent, 1);
+    t.clock.advance(Duration::seconds(60));
+    assert_eq!(t.tick().await.completed, 1);
+    let p = t.get("po-1").await;
+    assert_eq!(p.status, pb::PayoutStatus::Failed as i32);
+    assert!(
+        p.reason == "INVALID_CARD" || p.reason == "NAME_MISMATCH",
+        "{}",
+        p.reason
+    );
+    t.stop().await;
+
+    // Refused synchronously: FAILED at once with the bank's reason.
+    let Some(mut t) = Pair::start(backend, "payout_refused", |c| {
+        c.sync_reject_per_mille = 1000
+    })
+    .await
+    else {
+        return;
+    };
+    t.create(request("po-2")).await.expect("create");
+    let report = t.cycle().await;
+    assert_eq!((report.sent, report.rejected, report.errors), (0, 1, 0));
+    let p = t.get("po-2").await;
+    assert_eq!(p.status, pb::PayoutStatus::Failed as i32);
+    assert!(p.reason.starts_with("BANK_REJECTED"), "{}", p.reason);
+    t.stop().await;
+}
+
+both_backends!(
+    failed_by_the_bank,
+    failed_by_the_bank_sqlite,
+    failed_by_the_bank_postgres
+);
+
+async fn bank_down_then_up(backend: Backend) {
+    let Some(db) = test_db(backend, "payout_down") else {
+        return;
+    };
+    let Some(bank_db) = test_db(backend, "payout_down_bank") else {
+        return;
+    };
+    let clock = ManualClock::at_business(NaiveDate::from_ymd_opt(2026, 11, 26).expect("date"), 10);
+    let shared: SharedClock = Arc::new(clock.clone());
+    // Reserve an address for the bank but do not serve it yet.
+    let (bank_l, bank_url) = bind().await;
+    let (payout_l, payout_url) = bind().await;
+    let bank_addr = bank_l.local_addr().expect("addr");
+    drop(bank_l);
+    let payout = run(payout_l, |l, s| {
+        tuikuan_payout::serve(
+            tuikuan_payout::Config::new(db.url(), shared.clone(), bank_url.clone()),
+            l,
+            s,
+        )
+    });
+    let mut client =
+        PayoutServiceClient::new(tuikuan_proto::client::channel(&payout_url).expect("channel"));
+    client.create_payout(request("po-1")).await.expect("create");
+    let r = client
+        .run_payout_cycle(pb::RunPayoutCycleRequest { limit: 10 })
+        .await
+        .expect("cycle")
+        .into_inner();
+    assert_eq!((r.sent, r.rejected, r.errors), (0, 0, 1));
+    let p = client
+        .get_payout(pb::GetPayoutRequest {
+            payout_id: "po-1".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        p.status,
+        pb::PayoutStatus::Created as i32,
+        "no answer: stays CREATED for the next cycle"
+    );
+
+    // The bank comes up on that address; the next cycle sends it, under the same id.
+    let bank_l = TcpListener::bind(bank_addr).await.expect("rebind");
+    let mut config = tuikuan_bank::Config::default_for(bank_db.url(), shared);
+    config.payout_callback_addr = Some(payout_url.clone());
+    let bank = run(bank_l, |l, s| tuikuan_bank::serve(config, l, s));
+    let r = client
+        .run_payout_cycle(pb::RunPayoutCycleRequest { limit: 10 })
+        .await
+        .expect("cycle")
+        .into_inner();
+    assert_eq!((r.sent, r.errors), (1, 0));
+    let p = client
+        .get_payout(pb::GetPayoutRequest {
+            payout_id: "po-1".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(p.status, pb::PayoutStatus::Sent as i32);
+    bank.stop().await;
+    payout.stop().await;
+}
+
+both_backends!(
+    bank_down_then_up,
+    bank_down_then_up_sqlite,
+    bank_down_then_up_postgres
+);
+
+async fn returned_after_paid(backend: Backend) {
+    let Some(mut t) = Pair::start(backend, "payout_returned", |c| {
+        c.return_per_mille = 1000;
+        c.return_delay_secs = 3600;
+    })
+    .await
+    else {
+        return;
+    };
+    t.create(request("po-1")).await.expect("create");
+    assert_eq!(t.cycle().await.sent, 1);
+    t.clock.advance(Duration::seconds(60));
+    t.tick().await;
+    assert_eq!(t.get("po-1").await.status, pb::PayoutStatus::Paid as i32);
+    t.clock.advance(Duration::seconds(3600));
+    let tick = t.tick().await;
+    assert_eq!(tick.callbacks_sent, 1);
+    let p = t.get("po-1").await;
+    assert_eq!(p.status, pb::PayoutStatus::Returned as i32);
+    assert!(p.reason.starts_with("RETURNED"));
+    let bank_side = t
+        .bank
+        .query_payout(bank_pb::QueryRequest { id: "po-1".into() })
+        .await
+        .expect("query")
+        .into_inner();
+    assert_eq!(bank_side.status, bank_pb::TxStatus::TxReturned as i32);
+    // The clearing file of the day still shows it paid that day.
+    let f = t
+        .bank
+        .get_clearing_file(bank_pb::GetClearingFileRequest {
+            channel: "quick".into(),
+            date: "2026-11-26".into(),
+        })
+        .await
+        .expect("file")
+        .into_inner();
+    let rows = tuikuan_bank::domain::parse_clearing_csv(&f.content).expect("parses");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].status,
+        tuikuan_bank::domain::ClearingStatus::Success
+    );
+    t.stop().await;
+}
+
+both_backends!(
+    returned_after_paid,
+    returned_after_paid_sqlite,
+    returned_after_paid_postgres
+);

@@ -1,0 +1,75 @@
+//! Typed clients for every service of a deployment, for the demo, `ctl` commands and tests.
+
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+use tuikuan_proto::accounting::v1::accounting_service_client::AccountingServiceClient;
+use tuikuan_proto::bank::v1::bank_service_client::BankServiceClient;
+use tuikuan_proto::business::v1::business_admin_service_client::BusinessAdminServiceClient;
+use tuikuan_proto::business::v1::merchant_service_client::MerchantServiceClient;
+use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
+use tuikuan_proto::payout::v1::payout_service_client::PayoutServiceClient;
+use tuikuan_proto::reconciliation::v1::reconciliation_service_client::ReconciliationServiceClient;
+use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
+
+use crate::config::Service;
+
+/// Adds `authorization: Bearer <api key>` to every merchant call.
+#[derive(Clone)]
+pub struct BearerAuth {
+    value: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl Interceptor for BearerAuth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.value.clone());
+        Ok(request)
+    }
+}
+
+pub type MerchantClient = MerchantServiceClient<InterceptedService<Channel, BearerAuth>>;
+
+/// One client per service.
+#[derive(Clone)]
+pub struct Clients {
+    pub accounting: AccountingServiceClient<Channel>,
+    pub clearing: ClearingServiceClient<Channel>,
+    pub business: BusinessAdminServiceClient<Channel>,
+    pub refund: RefundServiceClient<Channel>,
+    pub payout: PayoutServiceClient<Channel>,
+    pub reconciliation: ReconciliationServiceClient<Channel>,
+    pub bank: BankServiceClient<Channel>,
+    business_channel: Channel,
+}
+
+impl Clients {
+    /// Clients for the services at `url(service)`.
+    pub fn connect(url: impl Fn(Service) -> String) -> anyhow::Result<Clients> {
+        let ch = |s: Service| tuikuan_proto::client::channel(&url(s));
+        let business_channel = ch(Service::Business)?;
+        Ok(Clients {
+            accounting: AccountingServiceClient::new(ch(Service::Accounting)?),
+            clearing: ClearingServiceClient::new(ch(Service::Clearing)?),
+            business: BusinessAdminServiceClient::new(business_channel.clone()),
+            refund: RefundServiceClient::new(ch(Service::Refund)?),
+            payout: PayoutServiceClient::new(ch(Service::Payout)?),
+            reconciliation: ReconciliationServiceClient::new(ch(Service::Reconciliation)?),
+            bank: BankServiceClient::new(ch(Service::Bank)?),
+            business_channel,
+        })
+    }
+
+    /// The merchant API as the merchant holding `api_key`.
+    pub fn merchant(&self, api_key: &str) -> anyhow::Result<MerchantClient> {
+        let value = MetadataValue::try_from(format!("Bearer {api_key}"))
+            .map_err(|_| anyhow::anyhow!("api key: not a valid header value"))?;
+        Ok(MerchantServiceClient::with_interceptor(
+            self.business_channel.clone(),
+            BearerAuth { value },
+        ))
+    }
+}

@@ -1,0 +1,268 @@
+//! Running services in this process.
+//!
+//! [`Cluster::start`] binds every listener first (port 0 picks a free one), so that each service is
+//! started knowing its peers' real addresses, then starts the services, each on its own port and
+//! each talking to the others over real gRPC. `tuikuan up`, `tuikuan serve`, the demo and the
+//! integration tests all start services through here.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use futures::future::BoxFuture;
+use tokio::net::TcpListener;
+use tuikuan_kernel::SharedClock;
+use tuikuan_proto::server::{spawn_on, ServiceHandle};
+
+use crate::config::{DeploymentConfig, Service};
+
+/// Services running in this process.
+pub struct Cluster {
+    config: DeploymentConfig,
+    clock: SharedClock,
+    addrs: BTreeMap<Service, String>,
+    handles: BTreeMap<Service, ServiceHandle>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("addrs", &self.addrs)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Starts `services` (all seven when empty). Peers not started here are reached at the
+    /// addresses the configuration gives.
+    pub async fn start(
+        config: DeploymentConfig,
+        clock: SharedClock,
+        services: &[Service],
+    ) -> anyhow::Result<Cluster> {
+        let services: Vec<Service> = if services.is_empty() {
+            Service::ALL.to_vec()
+        } else {
+            services.to_vec()
+        };
+        let mut listeners = BTreeMap::new();
+        let mut addrs = BTreeMap::new();
+        for service in Service::ALL {
+            if services.contains(&service) {
+                let bind = config.bind_addr(service);
+                let listener = TcpListener::bind(&bind)
+                    .await
+                    .with_context(|| format!("{}: cannot bind {bind}", service.name()))?;
+                let addr = listener.local_addr()?;
+                addrs.insert(service, format!("http://{addr}"));
+                listeners.insert(service, listener);
+            } else {
+                addrs.insert(service, config.peer_addr(service));
+            }
+        }
+        // Explicit peer overrides win over local addresses only for services not run here.
+        let mut cluster = Cluster {
+            config,
+            clock,
+            addrs,
+            handles: BTreeMap::new(),
+        };
+        for (service, listener) in listeners {
+            cluster.launch(service, listener)?;
+        }
+        Ok(cluster)
+    }
+
+    fn launch(&mut self, service: Service, listener: TcpListener) -> anyhow::Result<()> {
+        let config = self.config.clone();
+        let clock = self.clock.clone();
+        let addrs = self.addrs.clone();
+        let handle = spawn_on(listener, move |listener, shutdown| {
+            run_service(service, config, clock, addrs, listener, shutdown)
+        })
+        .with_context(|| format!("{}: cannot start", service.name()))?;
+        tracing::info!(service = service.name(), addr = %handle.addr, "started");
+        self.handles.insert(service, handle);
+        Ok(())
+    }
+
+    /// The address (`http://host:port`) of a service.
+    pub fn url(&self, service: Service) -> String {
+        self.addrs.get(&service).cloned().unwrap_or_default()
+    }
+
+    pub fn clock(&self) -> SharedClock {
+        self.clock.clone()
+    }
+
+    pub fn config(&self) -> &DeploymentConfig {
+        &self.config
+    }
+
+    pub fn running(&self) -> Vec<Service> {
+        self.handles.keys().copied().collect()
+    }
+
+    /// Stops one service gracefully.
+    pub async fn stop_service(&mut self, service: Service) -> anyhow::Result<()> {
+        if let Some(handle) = self.handles.remove(&service) {
+            handle
+                .stop()
+                .await
+                .with_context(|| format!("{} stopped with an error", service.name()))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped service again on the same address and database.
+    pub async fn restart_service(&mut self, service: Service) -> anyhow::Result<()> {
+        self.stop_service(service).await?;
+        let addr = self.url(service);
+        let bind = addr.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind(&bind)
+            .await
+            .with_context(|| format!("{}: cannot bind {bind} again", service.name()))?;
+        self.launch(service, listener)
+    }
+
+    /// Kills a service without a graceful shutdown (as a crash would) and starts it again on the
+    /// same address and database.
+    pub async fn crash_and_restart(&mut self, service: Service) -> anyhow::Result<()> {
+        if let Some(handle) = self.handles.remove(&service) {
+            handle.kill();
+        }
+        let addr = self.url(service);
+        let bind = addr.trim_start_matches("http://").to_string();
+        // The killed task releases its listener when it is dropped; retry the bind briefly.
+        let mut last = None;
+        for _ in 0..100 {
+            match TcpListener::bind(&bind).await {
+                Ok(listener) => return self.launch(service, listener),
+                Err(e) => {
+                    last = Some(e);
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        Err(anyhow::anyhow!(
+            "{}: cannot bind {bind} again: {last:?}",
+            service.name()
+        ))
+    }
+
+    /// Waits until any service stops by itself (an error) or `shutdown` completes, then stops all.
+    pub async fn run_until(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        shutdown.await;
+        let services: Vec<Service> = self.handles.keys().copied().collect();
+        for s in services {
+            self.stop_service(s).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every service.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let services: Vec<Service> = self.handles.keys().copied().collect();
+        let mut first_error = None;
+        for s in services {
+            if let Err(e) = self.stop_service(s).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn run_service(
+    service: Service,
+    config: DeploymentConfig,
+    clock: SharedClock,
+    addrs: BTreeMap<Service, String>,
+    listener: TcpListener,
+    shutdown: BoxFuture<'static, ()>,
+) -> BoxFuture<'static, Result<(), tuikuan_kernel::Error>> {
+    let db = config.database_url(service);
+    let jobs = config.job_interval();
+    let peer = |s: Service| addrs.get(&s).cloned().unwrap_or_default();
+    match service {
+        Service::Accounting => {
+            let cfg = tuikuan_accounting::Config {
+                database_url: db,
+                clock,
+                job_interval: jobs,
+            };
+            Box::pin(tuikuan_accounting::serve(cfg, listener, shutdown))
+        }
+        Service::Clearing => {
+            let cfg = tuikuan_clearing::Config {
+                database_url: db,
+                clock,
+                accounting_addr: peer(Service::Accounting),
+                job_interval: jobs,
+            };
+            Box::pin(tuikuan_clearing::serve(cfg, listener, shutdown))
+        }
+        Service::Business => {
+            let cfg = tuikuan_business::Config {
+                database_url: db,
+                clock,
+                clearing_addr: peer(Service::Clearing),
+                refund_addr: peer(Service::Refund),
+                job_interval: jobs,
+            };
+            Box::pin(tuikuan_business::serve(cfg, listener, shutdown))
+        }
+        Service::Refund => {
+            let cfg = tuikuan_refund::Config {
+                database_url: db,
+                clock,
+                clearing_addr: peer(Service::Clearing),
+                bank_addr: peer(Service::Bank),
+                business_addr: peer(Service::Business),
+                job_interval: jobs,
+                batch_size: 200,
+            };
+            Box::pin(tuikuan_refund::serve(cfg, listener, shutdown))
+        }
+        Service::Payout => {
+            let cfg = tuikuan_payout::Config {
+                database_url: db,
+                clock,
+                bank_addr: peer(Service::Bank),
+                job_interval: jobs,
+            };
+            Box::pin(tuikuan_payout::serve(cfg, listener, shutdown))
+        }
+        Service::Reconciliation => {
+            let cfg = tuikuan_reconciliation::Config {
+                database_url: db,
+                clock,
+                bank_addr: peer(Service::Bank),
+                refund_addr: peer(Service::Refund),
+                job_interval: jobs,
+                channels: config.reconciliation_channels.clone(),
+            };
+            Box::pin(tuikuan_reconciliation::serve(cfg, listener, shutdown))
+        }
+        Service::Bank => {
+            let sim = &config.bank;
+            let mut cfg = tuikuan_bank::Config::default_for(db, clock);
+            cfg.seed = sim.seed;
+            cfg.delay_min_secs = sim.delay_min_secs;
+            cfg.delay_max_secs = sim.delay_max_secs;
+            cfg.fail_per_mille = sim.fail_per_mille;
+            cfg.duplicate_callback_per_mille = sim.duplicate_callback_per_mille;
+            cfg.out_of_order_per_mille = sim.out_of_order_per_mille;
+            cfg.refund_callback_addr = Some(peer(Service::Refund));
+            cfg.payout_callback_addr = Some(peer(Service::Payout));
+            cfg.clearing_dir = Some(config.data_dir.join("clearing"));
+            cfg.job_interval = jobs;
+            Box::pin(tuikuan_bank::serve(cfg, listener, shutdown))
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Deployment configuration: where each service listens, where its database is, where its peers are.
+//!
+//! Sources, later ones winning: built-in defaults, a TOML file (`--config`), environment variables
+//! (`TUIKUAN_DATA_DIR`, `TUIKUAN_DATABASE_URL`, `TUIKUAN_<SERVICE>_ADDR`, `TUIKUAN_JOB_INTERVAL_MS`).
+//! See `docs/configuration.md` and `tuikuan.example.toml`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// The seven services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    Accounting,
+    Clearing,
+    Business,
+    Refund,
+    Payout,
+    Reconciliation,
+    Bank,
+}
+
+impl Service {
+    pub const ALL: [Service; 7] = [
+        Service::Accounting,
+        Service::Clearing,
+        Service::Business,
+        Service::Refund,
+        Service::Payout,
+        Service::Reconciliation,
+        Service::Bank,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Accounting => "accounting",
+            Service::Clearing => "clearing",
+            Service::Business => "business",
+            Service::Refund => "refund",
+            Service::Payout => "payout",
+            Service::Reconciliation => "reconciliation",
+            Service::Bank => "bank",
+        }
+    }
+
+    pub fn parse(name: &str) -> anyhow::Result<Service> {
+        Service::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .with_context(|| {
+                format!(
+                    "service: unknown service {name:?}; expected one of {}",
+                    Service::ALL.map(|s| s.name()).join(", ")
+                )
+            })
+    }
+
+    /// The default port of the service in a deployment.
+    pub fn default_port(self) -> u16 {
+        50051 + self as u16
+    }
+
+    fn env_prefix(self) -> String {
+        format!("TUIKUAN_{}", self.name().to_uppercase())
+    }
+}
+
+/// Settings of the bank simulator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BankSimulator {
+    pub seed: u64,
+    pub delay_min_secs: u64,
+    pub delay_max_secs: u64,
+    pub fail_per_mille: u32,
+    pub duplicate_callback_per_mille: u32,
+    pub out_of_order_per_mille: u32,
+}
+
+impl Default for BankSimulator {
+    fn default() -> Self {
+        BankSimulator {
+            seed: 42,
+            delay_min_secs: 60,
+            delay_max_secs: 7200,
+            fail_per_mille: 100,
+            duplicate_callback_per_mille: 100,
+            out_of_order_per_mille: 100,
+        }
+    }
+}
+
+/// The deployment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Where SQLite databases and clearing files live.
+    pub data_dir: PathBuf,
+    /// Host the services bind to.
+    pub host: String,
+    /// A PostgreSQL URL template with `{service}` (e.g. `postgres://u@h/tuikuan_{service}`); when
+    /// unset, each service has an SQLite file `<data_dir>/<service>.db`.
+    pub database_url: Option<String>,
+    /// Per-service port overrides (`accounting = 7001`); 0 picks a free port.
+    pub ports: std::collections::BTreeMap<String, u16>,
+    /// Per-service address overrides for peers that run elsewhere (`refund = "http://10.0.0.5:50054"`).
+    pub peers: std::collections::BTreeMap<String, String>,
+    /// How often scheduled jobs run, in milliseconds; 0 disables them (admin RPCs still work).
+    pub job_interval_ms: u64,
+    /// Channels the reconciliation job reconciles every day.
+    pub reconciliation_channels: Vec<String>,
+    pub bank: BankSimulator,
+}
+
+impl Default for DeploymentConfig {
+    fn default() -> Self {
+        DeploymentConfig {
+            data_dir: PathBuf::from("data"),
+            host: "127.0.0.1".to_string(),
+            database_url: None,
+            ports: Default::default(),
+            peers: Default::default(),
+            job_interval_ms: 1000,
+            reconciliation_channels: Vec::new(),
+            bank: BankSimulator::default(),
+        }
+    }
+}
+
+impl DeploymentConfig {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<DeploymentConfig> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("config: cannot read {}", path.display()))?;
+                toml::from_str::<DeploymentConfig>(&text)
+                    .with_context(|| format!("config: {} is not valid", path.display()))?
+            }
+            None => DeploymentConfig::default(),
+        };
+        if let Ok(dir) = std::env::var("TUIKUAN_DATA_DIR") {
+            config.data_dir = PathBuf::from(dir);
+        }
+        if let Ok(url) = std::env::var("TUIKUAN_DATABASE_URL") {
+            config.database_url = Some(url);
+        }
+        if let Ok(ms) = std::env::var("TUIKUAN_JOB_INTERVAL_MS") {
+            config.job_interval_ms = ms
+                .parse()
+                .with_context(|| format!("TUIKUAN_JOB_INTERVAL_MS: {ms:?} is not a number"))?;
+        }
+        for service in Service::ALL {
+            if let Ok(addr) = std::env::var(format!("{}_ADDR", service.env_prefix())) {
+                config.peers.insert(service.name().to_string(), addr);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for key in self.ports.keys().chain(self.peers.keys()) {
+            Service::parse(key).with_context(|| format!("config: ports/peers key {key:?}"))?;
+        }
+        if let Some(url) = &self.database_url {
+            if !url.contains("{service}") {
+                bail!("database_url: must contain {{service}} so that each service has its own database");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn port(&self, service: Service) -> u16 {
+        self.ports
+            .get(service.name())
+            .copied()
+            .unwrap_or(service.default_port())
+    }
+
+    pub fn bind_addr(&self, service: Service) -> String {
+        format!("{}:{}", self.host, self.port(service))
+    }
+
+    /// The address peers use to reach `service`.
+    pub fn peer_addr(&self, service: Service) -> String {
+        self.peers
+            .get(service.name())
+            .cloned()
+            .unwrap_or_else(|| format!("http://{}:{}", self.host, self.port(service)))
+    }
+
+    pub fn database_url(&self, service: Service) -> String {
+        match &self.database_url {
+            Some(template) => template.replace("{service}", service.name()),
+            None => self
+                .data_dir
+                .join(format!("{}.db", service.name()))
+                .display()
+                .to_string(),
+        }
+    }
+
+    pub fn job_interval(&self) -> Option<std::time::Duration> {
+        (self.job_interval_ms > 0).then(|| std::time::Duration::from_millis(self.job_interval_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_and_validation() {
+        let c: DeploymentConfig = toml::from_str(
+            r#"
+            data_dir = "/var/lib/tuikuan"
+            database_url = "postgres://u@db/tk_{service}"
+            [ports]
+            refund = 7004
+            [peers]
+            bank = "http://bank.internal:9000"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.port(Service::Refund), 7004);
+        assert_eq!(c.port(Service::Accounting), 50051);
+        assert_eq!(c.peer_addr(Service::Bank), "http://bank.internal:9000");
+        assert_eq!(
+            c.database_url(Service::Clearing),
+            "postgres://u@db/tk_clearing"
+        );
+        let bad: DeploymentConfig = toml::from_str("[ports]\nrefunds = 1").unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("refunds"));
+        assert!(toml::from_str::<DeploymentConfig>("colour = 1").is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! The tuikuan binary's library: deployment configuration, running services in-process, typed
+//! clients, the demo. `main.rs` is a thin command line over it.
+//!
+//! Layout:
+//! - [`config`]: [`config::DeploymentConfig`] — ports, databases, peers, bank simulator settings;
+//! - [`cluster`]: [`cluster::Cluster`] — starts any set of the seven services on real ports;
+//! - [`clients`]: one typed gRPC client per service;
+//! - [`demo`]: `tuikuan demo`, the whole chain with the bank simulator, days in seconds.
+
+pub mod clients;
+pub mod cluster;
+pub mod config;
+pub mod demo;

@@ -1,0 +1,175 @@
+//! The full chain, merchant request to reconciled final status, with a balanced ledger.
+
+use tuikuan::demo::{self, DemoOptions};
+use tuikuan_proto::accounting::v1 as acc;
+use tuikuan_proto::business::v1 as biz;
+use tuikuan_proto::clearing::v1 as clr;
+use tuikuan_proto::reconciliation::v1 as rec;
+
+use crate::both_stores;
+use crate::sandbox::{store_config, Sandbox, Store, KEY_A};
+
+/// The demo's whole scenario (three merchants, bank failures, an insufficient balance) reaches
+/// final states with every invariant holding.
+async fn demo_scenario(store: Store) {
+    let Some((tmp, database_url, _pg)) = store_config(store) else {
+        return;
+    };
+    let summary = demo::run(DemoOptions {
+        data_dir: Some(tmp.path().to_path_buf()),
+        database_url,
+        seed: 7,
+        verbose: false,
+    })
+    .await
+    .expect("demo runs");
+    assert!(summary.ok(), "violations: {:?}", summary.violations);
+    assert!(summary.trial_balance_balanced);
+    let n = |s: &str| summary.refunds_by_status.get(s).copied().unwrap_or(0);
+    assert!(n("SUCCEEDED") > 0, "{:?}", summary.refunds_by_status);
+    assert!(
+        n("FAILED") > 0,
+        "bank failures expected: {:?}",
+        summary.refunds_by_status
+    );
+    assert_eq!(
+        n("REJECTED"),
+        1,
+        "the insufficient balance: {:?}",
+        summary.refunds_by_status
+    );
+    assert_eq!(n("PROCESSING") + n("RECEIVED"), 0);
+    assert_eq!(summary.balances.len(), 3);
+}
+both_stores!(demo_scenario);
+
+/// One refund the bank pays and one it fails: final statuses, postings and balances to the cent.
+async fn success_and_failure_reach_final_states(store: Store) {
+    let Some(mut sb) = Sandbox::start(store, 0).await else {
+        return;
+    };
+    sb.pay("MA", "O-1", "100.00").await;
+    let r = sb
+        .refund(KEY_A, "R-1", "O-1", "40.00")
+        .await
+        .expect("accepted");
+    assert_eq!(r.status, biz::RefundStatus::Processing as i32);
+    // Debited at once: 40.00 refund, fee share 0.24 back from the platform.
+    let debit =
+        sb.c.clearing
+            .get_debit(clr::GetDebitRequest {
+                refund_id: r.refund_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(debit.fee_amount, "0.24");
+    assert_eq!(debit.merchant_amount, "39.76");
+    assert_eq!(
+        sb.balance(acc::AccountType::RefundInTransit, "platform")
+            .await,
+        "40.00"
+    );
+
+    let run = sb.run_day().await;
+    let matched = run
+        .counts
+        .iter()
+        .find(|c| c.outcome == rec::Outcome::Matched as i32)
+        .map(|c| c.count)
+        .unwrap_or(0);
+    assert_eq!(matched, 1, "{run:?}");
+    let r = sb.get_refund(KEY_A, "R-1").await.unwrap();
+    assert_eq!(r.status, biz::RefundStatus::Succeeded as i32, "{r:?}");
+    // 100.00 - 0.60 fee - 39.76 merchant part
+    assert_eq!(
+        sb.balance(acc::AccountType::MerchantSettlement, "MA").await,
+        "59.64"
+    );
+    assert_eq!(
+        sb.balance(acc::AccountType::RefundInTransit, "platform")
+            .await,
+        "0.00"
+    );
+    assert_eq!(
+        sb.balance(acc::AccountType::FeeIncome, "platform").await,
+        "0.36"
+    );
+    sb.assert_books_balanced().await;
+    sb.shutdown().await;
+
+    // Now a bank that fails everything: the refund fails, the money goes back to the merchant.
+    let Some(mut sb) = Sandbox::start(store, 1000).await else {
+        return;
+    };
+    sb.pay("MA", "O-1", "100.00").await;
+    sb.refund(KEY_A, "R-1", "O-1", "40.00")
+        .await
+        .expect("accepted");
+    let run = sb.run_day().await;
+    assert!(
+        run.counts
+            .iter()
+            .any(|c| c.outcome == rec::Outcome::BankFailed as i32 && c.count == 1),
+        "{run:?}"
+    );
+    let r = sb.get_refund(KEY_A, "R-1").await.unwrap();
+    assert_eq!(r.status, biz::RefundStatus::Failed as i32, "{r:?}");
+    assert!(!r.reason.is_empty());
+    assert_eq!(
+        sb.balance(acc::AccountType::MerchantSettlement, "MA").await,
+        "99.40"
+    );
+    assert_eq!(
+        sb.balance(acc::AccountType::RefundInTransit, "platform")
+            .await,
+        "0.00"
+    );
+    // The failed amount is refundable again.
+    let again = sb
+        .refund(KEY_A, "R-2", "O-1", "100.00")
+        .await
+        .expect("accepted");
+    assert_eq!(again.status, biz::RefundStatus::Processing as i32);
+    sb.assert_books_balanced().await;
+    sb.shutdown().await;
+}
+both_stores!(success_and_failure_reach_final_states);
+
+/// Re-running the same clearing file changes nothing.
+async fn reconciliation_rerun_changes_nothing(store: Store) {
+    let Some(mut sb) = Sandbox::start(store, 300).await else {
+        return;
+    };
+    for i in 0..6 {
+        sb.pay("MA", &format!("O-{i}"), "50.00").await;
+        sb.refund(KEY_A, &format!("R-{i}"), &format!("O-{i}"), "50.00")
+            .await
+            .expect("accepted");
+    }
+    let first = sb.run_day().await;
+    let postings_before = sb.postings_with_prefix("refund-").await.len();
+    let balance_before = sb.balance(acc::AccountType::MerchantSettlement, "MA").await;
+    let again =
+        sb.c.reconciliation
+            .run_reconciliation(rec::RunReconciliationRequest {
+                channel: first.channel.clone(),
+                date: first.date.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(again.replayed);
+    assert_eq!(again.run_id, first.run_id);
+    assert_eq!(
+        sb.postings_with_prefix("refund-").await.len(),
+        postings_before
+    );
+    assert_eq!(
+        sb.balance(acc::AccountType::MerchantSettlement, "MA").await,
+        balance_before
+    );
+    sb.assert_books_balanced().await;
+    sb.shutdown().await;
+}
+both_stores!(reconciliation_rerun_changes_nothing);

@@ -1,0 +1,12 @@
+//! Integration tests: the whole chain in-process on port 0 with temporary databases, through the
+//! public gRPC interfaces only, on SQLite and on PostgreSQL. One test binary, one module per area.
+
+mod sandbox;
+
+mod bad_input;
+mod chain;
+mod concurrency;
+mod discovery;
+mod idempotency;
+mod recovery;
+mod smoke;

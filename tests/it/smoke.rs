@@ -1,0 +1,103 @@
+//! The real binary: `tuikuan up` serves all seven services (health + reflection), and
+//! `tuikuan demo` runs the whole chain and exits 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use tuikuan::config::Service;
+
+use crate::discovery::{assert_serving, grpc_name};
+
+/// Kills the child process when dropped, also when an assertion fails.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn binary_up_serves_every_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tuikuan.toml");
+    let ports: String = Service::ALL
+        .iter()
+        .map(|s| format!("{} = 0\n", s.name()))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\njob_interval_ms = 0\n[ports]\n{ports}",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tuikuan"))
+        .arg("--config")
+        .arg(&config)
+        .arg("up")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("tuikuan up starts");
+    let mut child = Child(child);
+    let stdout = child.0.stdout.take().unwrap();
+    // Blocking reads of the child's announcement, off the async runtime.
+    let addrs = tokio::task::spawn_blocking(move || {
+        let mut addrs = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("stdout line");
+            if line.starts_with("all services up") {
+                break;
+            }
+            let mut parts = line.split_whitespace();
+            if let (Some(name), Some(url)) = (parts.next(), parts.next()) {
+                addrs.push((name.to_string(), url.to_string()));
+            }
+        }
+        addrs
+    })
+    .await
+    .unwrap();
+    assert_eq!(addrs.len(), 7, "{addrs:?}");
+    for (name, url) in &addrs {
+        let service = Service::parse(name).unwrap();
+        assert_serving(url, grpc_name(service)).await;
+    }
+}
+
+#[test]
+fn binary_demo_exits_zero_with_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tuikuan"))
+        .args(["demo", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("tuikuan demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("refunds by final status"), "{stdout}");
+    assert!(stdout.contains("all invariants hold"), "{stdout}");
+    assert!(stdout.contains("balanced"), "{stdout}");
+}
+
+#[test]
+fn binary_rejects_bad_arguments_with_a_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tuikuan"))
+        .args(["serve", "refunds"])
+        .output()
+        .expect("tuikuan runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("service: unknown service \"refunds\""),
+        "{stderr}"
+    );
+}
