@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "tuikuan/clearing/v1/clearing.proto",
     "tuikuan/business/v1/business.proto",
     "tuikuan/refund/v1/refund.proto",
+    "tuikuan/refund/v1/batch.proto",
     "tuikuan/payout/v1/payout.proto",
     "tuikuan/reconciliation/v1/reconciliation.proto",
     "tuikuan/bank/v1/bank.proto",

@@ -158,6 +158,7 @@ async fn every_hop_is_idempotent(store: Store) {
                 refund_id: refund_id.clone(),
                 status: biz::RefundStatus::Succeeded as i32,
                 reason: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()

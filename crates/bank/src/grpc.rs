@@ -193,6 +193,13 @@ fn tx_to_wire(t: BankTx) -> pb::BankTransaction {
 
 #[tonic::async_trait]
 impl BankService for BankSvc {
+    async fn submit_file_batch(
+        &self,
+        _request: tonic::Request<pb::SubmitFileBatchRequest>,
+    ) -> Result<tonic::Response<pb::SubmitFileBatchResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("file batches are not built yet"))
+    }
+
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
     async fn submit_refund(
         &self,

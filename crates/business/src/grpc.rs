@@ -271,7 +271,13 @@ impl Business {
                 let debit = answer.into_inner();
                 match D::try_from(debit.status).unwrap_or(D::Unspecified) {
                     // The debit posting exists (later states imply it did).
-                    D::Debited | D::Completing | D::Completed | D::Reversing | D::Reversed => {
+                    D::Debited
+                    | D::Completing
+                    | D::Completed
+                    | D::Reversing
+                    | D::Reversed
+                    | D::Returning
+                    | D::Returned => {
                         self.advance(refund, ChainState::Debited, (None, None))
                             .await
                     }
@@ -591,9 +597,12 @@ fn status_from_wire(s: i32, field: &str) -> Result<Option<RefundStatus>> {
 fn refund_to_wire(r: &MerchantRefund) -> pb::Refund {
     // Only the final failures carry a code for the merchant; REVERSING's reason stays internal
     // until the reversal is done.
-    let error_code = match r.chain_state {
-        ChainState::Rejected | ChainState::Failed => r.error_code.clone().unwrap_or_default(),
-        _ => String::new(),
+    let (error_code, error_message) = match r.chain_state {
+        ChainState::Rejected | ChainState::Failed => (
+            r.error_code.clone().unwrap_or_default(),
+            r.error_message.clone().unwrap_or_default(),
+        ),
+        _ => (String::new(), String::new()),
     };
     pb::Refund {
         refund_id: r.refund_id.clone(),
@@ -604,9 +613,11 @@ fn refund_to_wire(r: &MerchantRefund) -> pb::Refund {
         currency: r.amount.currency().code().to_string(),
         status: status_to_wire(r.status()) as i32,
         error_code,
+        error_message,
         reason: r.reason.clone(),
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
+        expected_completion_ms: 0,
     }
 }
 

@@ -583,6 +583,13 @@ fn refund_id_from_wire(refund_id: &str) -> Result<(), Error> {
 
 #[tonic::async_trait]
 impl ClearingService for Clearing {
+    async fn return_debit(
+        &self,
+        _request: Request<pb::ReturnDebitRequest>,
+    ) -> Result<Response<pb::Debit>, Status> {
+        Err(Status::unimplemented("returned payouts are not built yet"))
+    }
+
     #[tracing::instrument(skip_all, fields(merchant_id = %request.get_ref().merchant_id))]
     async fn upsert_merchant_policy(
         &self,

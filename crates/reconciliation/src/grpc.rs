@@ -403,6 +403,7 @@ impl Reconciler {
                     status: status as i32,
                     reason: write_back.reason.clone(),
                     source: run.run_id.clone(),
+                    bank_reference_id: String::new(),
                 })
                 .await
                 .map(|r| final_status_of(&r.into_inner()))

@@ -79,6 +79,13 @@ fn csv(rows: &[Row]) -> Vec<u8> {
 
 #[tonic::async_trait]
 impl BankService for FakeBank {
+    async fn submit_file_batch(
+        &self,
+        _: Request<bank_pb::SubmitFileBatchRequest>,
+    ) -> Result<Response<bank_pb::SubmitFileBatchResponse>, Status> {
+        Err(Status::unimplemented("not part of this fake"))
+    }
+
     async fn submit_refund(
         &self,
         _: Request<bank_pb::SubmitRefundRequest>,
@@ -250,6 +257,20 @@ fn unimplemented<T>() -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl RefundService for FakeRefund {
+    async fn run_payout_dispatch(
+        &self,
+        _: Request<refund_pb::RunInterfaceCycleRequest>,
+    ) -> Result<Response<refund_pb::CycleReport>, Status> {
+        Err(Status::unimplemented("not part of this fake"))
+    }
+
+    async fn payout_update(
+        &self,
+        _: Request<refund_pb::PayoutUpdateRequest>,
+    ) -> Result<Response<refund_pb::PayoutUpdateResponse>, Status> {
+        Err(Status::unimplemented("not part of this fake"))
+    }
+
     async fn create_refund(
         &self,
         _: Request<refund_pb::CreateRefundRequest>,

@@ -566,6 +566,7 @@ impl RefundCenter {
                         refund_id,
                         status: status as i32,
                         reason: order.reason.clone(),
+                        ..Default::default()
                     })
                     .await
                     .map_err(peer_err)?;
@@ -693,7 +694,7 @@ fn refund_status_from_wire(v: i32, field: &str) -> Result<Option<RefundStatus>> 
         Ok(pb::RefundStatus::Processing) => Ok(Some(RefundStatus::Processing)),
         Ok(pb::RefundStatus::Succeeded) => Ok(Some(RefundStatus::Succeeded)),
         Ok(pb::RefundStatus::Failed) => Ok(Some(RefundStatus::Failed)),
-        Err(_) => Err(Error::field(field, format!("unknown value {v}"))),
+        Ok(pb::RefundStatus::Returned) | Err(_) => Err(Error::field(field, format!("unknown value {v}"))),
     }
 }
 
@@ -790,6 +791,7 @@ fn order_to_wire(o: &RefundOrder) -> pb::RefundOrder {
         finalized_at_ms: o.finalized_at_ms.unwrap_or(0),
         final_source: o.final_source.clone(),
         pending_steps: o.pending_steps,
+        ..Default::default()
     }
 }
 
@@ -822,6 +824,20 @@ fn required_text(value: &str, field: &str) -> Result<()> {
 
 #[tonic::async_trait]
 impl RefundService for RefundCenter {
+    async fn run_payout_dispatch(
+        &self,
+        _request: Request<pb::RunInterfaceCycleRequest>,
+    ) -> Result<Response<pb::CycleReport>, Status> {
+        Err(Status::unimplemented("payout refunds are not built yet"))
+    }
+
+    async fn payout_update(
+        &self,
+        _request: Request<pb::PayoutUpdateRequest>,
+    ) -> Result<Response<pb::PayoutUpdateResponse>, Status> {
+        Err(Status::unimplemented("payout refunds are not built yet"))
+    }
+
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
     async fn create_refund(
         &self,
