@@ -583,6 +583,13 @@ fn refund_id_from_wire(refund_id: &str) -> Result<(), Error> {
 
 #[tonic::async_trait]
 impl ClearingService for Clearing {
+    async fn post_adjustment(
+        &self,
+        _request: Request<pb::AdjustmentRequest>,
+    ) -> Result<Response<pb::Adjustment>, Status> {
+        Err(Status::unimplemented("adjustments are not built yet"))
+    }
+
     async fn return_debit(
         &self,
         _request: Request<pb::ReturnDebitRequest>,
