@@ -9,8 +9,8 @@ use tuikuan_proto::reconciliation::v1 as rec;
 use crate::both_stores;
 use crate::sandbox::{store_config, Sandbox, Store, KEY_A};
 
-/// The demo's whole scenario (three merchants, bank failures, an insufficient balance) reaches
-/// final states with every invariant holding.
+/// The demo's whole scenario — all four methods, a fallback, a returned payout, a holiday, bank
+/// failures and an insufficient balance — reaches final states with every invariant holding.
 async fn demo_scenario(store: Store) {
     let Some((tmp, database_url, _pg)) = store_config(store) else {
         return;
@@ -18,20 +18,25 @@ async fn demo_scenario(store: Store) {
     let summary = demo::run(DemoOptions {
         data_dir: Some(tmp.path().to_path_buf()),
         database_url,
-        seed: 7,
         verbose: false,
+        ..DemoOptions::default()
     })
     .await
     .expect("demo runs");
     assert!(summary.ok(), "violations: {:?}", summary.violations);
     assert!(summary.trial_balance_balanced);
     let n = |s: &str| summary.refunds_by_status.get(s).copied().unwrap_or(0);
-    assert!(n("SUCCEEDED") > 0, "{:?}", summary.refunds_by_status);
-    assert!(
-        n("FAILED") > 0,
-        "bank failures expected: {:?}",
-        summary.refunds_by_status
-    );
+    for method in ["INTERFACE", "PAYOUT", "FILE_UPLOAD", "OFFLINE"] {
+        assert!(
+            summary.succeeded_by(method) > 0,
+            "no {method} refund succeeded: {:?}",
+            summary.by_method
+        );
+    }
+    assert!(summary.fallbacks > 0, "{summary:?}");
+    assert!(summary.returned > 0, "{summary:?}");
+    assert!(summary.holiday_refunds_batched > 0, "{summary:?}");
+    assert!(summary.spreadsheets.iter().all(|p| p.exists()));
     assert_eq!(
         n("REJECTED"),
         1,
@@ -155,6 +160,7 @@ async fn reconciliation_rerun_changes_nothing(store: Store) {
             .run_reconciliation(rec::RunReconciliationRequest {
                 channel: first.channel.clone(),
                 date: first.date.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -88,6 +88,7 @@ async fn every_hop_is_idempotent(store: Store) {
         sb.c.refund
             .get_refund(rfd::GetRefundRequest {
                 refund_id: refund_id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -128,6 +129,7 @@ async fn every_hop_is_idempotent(store: Store) {
         sb.c.refund
             .get_refund(rfd::GetRefundRequest {
                 refund_id: refund_id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

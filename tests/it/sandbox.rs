@@ -187,6 +187,7 @@ impl Sandbox {
             .run_reconciliation(rec::RunReconciliationRequest {
                 channel: CHANNEL.into(),
                 date: date.to_string(),
+                ..Default::default()
             })
             .await
             .expect("reconciliation")

@@ -36,6 +36,9 @@ pub struct Config {
 
 /// Opens the database, runs migrations and serves `AccountingService` on `listener` until
 /// `shutdown` resolves.
+/// The most requests one PostBatch call takes.
+pub const MAX_BATCH: usize = 1000;
+
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -71,6 +74,25 @@ impl Accounting {
         let now_ms = self.clock.now_ms();
         self.db
             .run(move |conn| store::post(conn, &request, &posting_id, now_ms))
+            .await
+    }
+
+    /// Posts many validated requests in one transaction; one result per request, in order.
+    pub async fn post_batch(
+        &self,
+        requests: Vec<PostingRequest>,
+    ) -> Result<Vec<Result<PostOutcome, Error>>, Error> {
+        if requests.len() > MAX_BATCH {
+            return Err(Error::field(
+                "requests",
+                format!("at most {MAX_BATCH} per batch, got {}", requests.len()),
+            ));
+        }
+        let now_ms = self.clock.now_ms();
+        let requests: Vec<(PostingRequest, String)> =
+            requests.into_iter().map(|r| (r, new_id("pst"))).collect();
+        self.db
+            .run(move |conn| store::post_batch(conn, &requests, now_ms))
             .await
     }
 
@@ -249,6 +271,48 @@ impl AccountingService for Accounting {
             posting: Some(posting_to_wire(&outcome.posting)),
             replayed: outcome.replayed,
         }))
+    }
+
+    async fn post_batch(
+        &self,
+        request: Request<pb::PostBatchRequest>,
+    ) -> Result<Response<pb::PostBatchResponse>, Status> {
+        // Validation failures are per request too: they take their slot, the rest still post.
+        let parsed: Vec<Result<PostingRequest, Error>> = request
+            .get_ref()
+            .requests
+            .iter()
+            .map(post_request_from_wire)
+            .collect();
+        let valid: Vec<PostingRequest> = parsed.iter().filter_map(|r| r.clone().ok()).collect();
+        let mut posted = Accounting::post_batch(self, valid)
+            .await
+            .map_err(grpc_err)?
+            .into_iter();
+        let results = parsed
+            .into_iter()
+            .map(|p| {
+                match p.and_then(|_| {
+                    posted
+                        .next()
+                        .unwrap_or_else(|| Err(Error::internal("batch result missing")))
+                }) {
+                    Ok(outcome) => pb::PostBatchResult {
+                        response: Some(pb::PostResponse {
+                            posting: Some(posting_to_wire(&outcome.posting)),
+                            replayed: outcome.replayed,
+                        }),
+                        ..Default::default()
+                    },
+                    Err(e) => pb::PostBatchResult {
+                        response: None,
+                        error_code: e.code.as_str().to_string(),
+                        error_message: e.message,
+                    },
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::PostBatchResponse { results }))
     }
 
     async fn get_posting(

@@ -381,6 +381,32 @@ pub fn post(
     }
 }
 
+/// Posts many validated requests in one transaction. Each is posted as by [`post`] inside its own
+/// savepoint, so a refused one rolls back alone and is reported in its slot.
+pub fn post_batch(
+    conn: &mut AnyConnection,
+    requests: &[(PostingRequest, String)],
+    now_ms: i64,
+) -> Result<Vec<Result<PostOutcome, Error>>, Error> {
+    // Accounts first, outside the transaction: creating one may race with another writer, and
+    // on PostgreSQL a failed insert would abort the whole batch.
+    for (request, _) in requests {
+        for (key, _, _) in request.totals_by_account().values() {
+            ensure_account(conn, key, now_ms)?;
+        }
+    }
+    conn.transaction::<_, TxError, _>(|conn| {
+        Ok(requests
+            .iter()
+            .map(|(request, posting_id)| post(conn, request, posting_id, now_ms))
+            .collect())
+    })
+    .map_err(|e| match e {
+        TxError::Rule(e) => e,
+        TxError::Diesel(e) => db_err(e),
+    })
+}
+
 /// An account's totals; an account never posted to has zero totals.
 pub fn balance(conn: &mut AnyConnection, key: &AccountKey) -> Result<Balance, Error> {
     let row = accounts::table

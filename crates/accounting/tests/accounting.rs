@@ -506,6 +506,69 @@ async fn merchant_cannot_go_negative_postgres() {
     merchant_cannot_go_negative(db.url()).await;
 }
 
+/// PostBatch posts many requests in one transaction; a refused one takes its slot alone.
+async fn batch_posts_each_request_on_its_own(url: &str) {
+    let (handle, mut client) = start(url).await;
+    // Debits 1.00, credits 0.90.
+    let mut bad = settle("b-bad", "m1", "1.00", "0.90", "0.01");
+    bad.entries.pop();
+    let batch = pb::PostBatchRequest {
+        requests: vec![
+            settle("b-settle", "m1", "100.00", "99.40", "0.60"),
+            debit("b-debit-1", "m1", "60.00"),
+            debit("b-debit-2", "m1", "60.00"), // only 39.40 left
+            bad,
+            debit("b-debit-3", "m1", "39.40"),
+        ],
+    };
+    let results = client
+        .post_batch(batch.clone())
+        .await
+        .expect("batch answers")
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 5);
+    let codes: Vec<&str> = results.iter().map(|r| r.error_code.as_str()).collect();
+    assert_eq!(
+        codes,
+        ["", "", "INSUFFICIENT_BALANCE", "UNBALANCED_POSTING", ""]
+    );
+    assert!(results[0].response.as_ref().is_some_and(|r| !r.replayed));
+    let bal = balance(&mut client, pb::AccountType::MerchantSettlement, "m1").await;
+    assert_eq!(bal.balance, "0.00");
+    // The same batch again: the posted ones replay, nothing moves.
+    let again = client.post_batch(batch).await.unwrap().into_inner().results;
+    assert!(again[0].response.as_ref().is_some_and(|r| r.replayed));
+    assert!(again[4].response.as_ref().is_some_and(|r| r.replayed));
+    assert_eq!(again[2].error_code, "INSUFFICIENT_BALANCE");
+    let bal = balance(&mut client, pb::AccountType::MerchantSettlement, "m1").await;
+    assert_eq!(bal.balance, "0.00");
+    assert_trial_balanced(&mut client).await;
+    // Too many requests in one call is a clear error.
+    let too_many = pb::PostBatchRequest {
+        requests: (0..1001)
+            .map(|i| debit(&format!("x-{i}"), "m1", "0.01"))
+            .collect(),
+    };
+    let status = client.post_batch(too_many).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    handle.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_posts_each_request_on_its_own_sqlite() {
+    let db = TestDb::sqlite("accounting");
+    batch_posts_each_request_on_its_own(db.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_posts_each_request_on_its_own_postgres() {
+    let Some(db) = TestDb::postgres("accounting") else {
+        return;
+    };
+    batch_posts_each_request_on_its_own(db.url()).await;
+}
+
 /// The domain module is pure: no storage, no RPC framework (CI greps for the same).
 #[test]
 fn domain_is_pure() {

@@ -10,6 +10,7 @@ use std::future::Future;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
+use tuikuan_kernel::card::{mask_card, CardNumber};
 use tuikuan_kernel::clock::{business_tz, from_ms};
 use tuikuan_kernel::id::validate_external_id;
 use tuikuan_kernel::{Error, ErrorCode, Money, Result};
@@ -35,6 +36,12 @@ pub trait BankConnector: Send + Sync {
         &self,
         submission: PayoutSubmission,
     ) -> impl Future<Output = Result<SubmitOutcome>> + Send;
+
+    /// Takes a refund spreadsheet (file-upload or offline). Idempotent by batch id.
+    fn submit_file_batch(
+        &self,
+        batch: FileBatchSubmission,
+    ) -> impl Future<Output = Result<FileBatchOutcome>> + Send;
 
     /// The bank's view of one transaction.
     fn query(&self, kind: TxKind, id: &str) -> impl Future<Output = Result<BankTx>> + Send;
@@ -78,6 +85,9 @@ pub struct ClearingFile {
 pub enum TxKind {
     Refund,
     Payout,
+    /// A row of a refund spreadsheet staff uploaded (file-upload) or sent (offline). The bank
+    /// sends no callbacks for these: its answer is its clearing file (and result file).
+    File,
 }
 
 impl TxKind {
@@ -85,6 +95,7 @@ impl TxKind {
         match self {
             TxKind::Refund => "REFUND",
             TxKind::Payout => "PAYOUT",
+            TxKind::File => "FILE",
         }
     }
 
@@ -92,6 +103,7 @@ impl TxKind {
         match s {
             "REFUND" => Some(TxKind::Refund),
             "PAYOUT" => Some(TxKind::Payout),
+            "FILE" => Some(TxKind::File),
             _ => None,
         }
     }
@@ -169,8 +181,10 @@ pub struct BankTx {
     pub kind: TxKind,
     pub channel: String,
     pub bank_ref: String,
-    /// The original trade for refunds; empty for payouts.
+    /// The original trade for refunds; the refund the row pays for FILE rows; empty for payouts.
     pub original_trade_id: String,
+    /// FILE rows: the batch (spreadsheet) the row came in; empty otherwise.
+    pub batch_id: String,
     pub amount: Money,
     pub status: TxStatus,
     pub reason: String,
@@ -394,12 +408,7 @@ impl PayoutSubmission {
 
     /// The bank's own checks of the card and name: `Some(reason)` refuses the payout at once.
     pub fn bank_check(&self) -> Option<String> {
-        let digits: String = self.card_no.chars().filter(|c| *c != ' ').collect();
-        if digits.is_empty()
-            || !digits.chars().all(|c| c.is_ascii_digit())
-            || !(12..=19).contains(&digits.len())
-            || !luhn_ok(&digits)
-        {
+        if !CardNumber::is_valid(&self.card_no) {
             return Some(format!("{REASON_INVALID_CARD}: card number is not valid"));
         }
         if self.holder_name.trim().is_empty() {
@@ -407,6 +416,196 @@ impl PayoutSubmission {
         }
         None
     }
+}
+
+/// How a refund spreadsheet reached the bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileMethod {
+    /// 上传文件退款: staff uploaded it to the bank's site.
+    FileUpload,
+    /// 线下退款: sent by fax, e-mail or paper.
+    Offline,
+}
+
+impl FileMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileMethod::FileUpload => "FILE_UPLOAD",
+            FileMethod::Offline => "OFFLINE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FileMethod> {
+        match s {
+            "FILE_UPLOAD" => Some(FileMethod::FileUpload),
+            "OFFLINE" => Some(FileMethod::Offline),
+            _ => None,
+        }
+    }
+}
+
+/// The most rows one file batch may have.
+pub const MAX_FILE_ROWS: usize = 10_000;
+
+/// One row of a refund spreadsheet. The card number is checked and fingerprinted, never stored or
+/// printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileRowSubmission {
+    pub row_id: String,
+    pub refund_id: String,
+    pub amount: Money,
+    /// Empty when the template has no card column.
+    pub card_no: String,
+    pub holder_name: String,
+}
+
+impl std::fmt::Debug for FileRowSubmission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileRowSubmission")
+            .field("row_id", &self.row_id)
+            .field("refund_id", &self.refund_id)
+            .field("amount", &self.amount)
+            .field("card_no", &mask_card(&self.card_no))
+            .field("holder_name", &self.holder_name)
+            .finish()
+    }
+}
+
+impl FileRowSubmission {
+    /// Validates one row; errors name the row (`rows[i].field`).
+    pub fn new(
+        index: usize,
+        row_id: &str,
+        refund_id: &str,
+        amount: Money,
+        card_no: &str,
+        holder_name: &str,
+    ) -> Result<FileRowSubmission> {
+        let field = |name: &str| format!("rows[{index}].{name}");
+        validate_external_id(row_id, &field("row_id"))?;
+        validate_external_id(refund_id, &field("refund_id"))?;
+        if !amount.is_positive() {
+            return Err(Error::new(
+                ErrorCode::InvalidAmount,
+                format!("{}: must be greater than zero", field("amount")),
+            ));
+        }
+        if card_no.len() > 64 {
+            return Err(Error::field(&field("card_no"), "longer than 64 characters"));
+        }
+        if holder_name.chars().count() > 256 {
+            return Err(Error::field(
+                &field("holder_name"),
+                "longer than 256 characters",
+            ));
+        }
+        Ok(FileRowSubmission {
+            row_id: row_id.to_string(),
+            refund_id: refund_id.to_string(),
+            amount,
+            card_no: card_no.to_string(),
+            holder_name: holder_name.to_string(),
+        })
+    }
+
+    /// What makes two submissions of this row "the same" (the card enters only as a hash).
+    pub fn fingerprint(&self, channel: &str) -> String {
+        fingerprint(&[
+            "FILE",
+            channel,
+            &self.row_id,
+            &self.refund_id,
+            &self.amount.to_minor().to_string(),
+            self.amount.currency().code(),
+            &sha256_hex(self.card_no.replace(' ', "").as_bytes()),
+            &self.holder_name,
+        ])
+    }
+
+    /// The bank's check of the row when it processes the file: a card number that is given but
+    /// not valid fails the row (reported in the clearing file, like any other failure).
+    pub fn bank_check(&self) -> Option<String> {
+        if !self.card_no.is_empty() && !CardNumber::is_valid(&self.card_no) {
+            return Some(format!("{REASON_INVALID_CARD}: card number is not valid"));
+        }
+        None
+    }
+}
+
+/// A refund spreadsheet (file-upload or offline) as the bank receives it. Idempotent by
+/// `batch_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileBatchSubmission {
+    pub channel: String,
+    pub batch_id: String,
+    pub method: FileMethod,
+    pub rows: Vec<FileRowSubmission>,
+}
+
+impl FileBatchSubmission {
+    /// Validates the batch: 1 to [`MAX_FILE_ROWS`] rows with distinct row ids.
+    pub fn new(
+        channel: &str,
+        batch_id: &str,
+        method: &str,
+        rows: Vec<FileRowSubmission>,
+    ) -> Result<FileBatchSubmission> {
+        validate_channel(channel)?;
+        validate_external_id(batch_id, "batch_id")?;
+        let method = FileMethod::parse(method).ok_or_else(|| {
+            Error::field(
+                "method",
+                format!("{method:?} is not FILE_UPLOAD or OFFLINE"),
+            )
+        })?;
+        if rows.is_empty() {
+            return Err(Error::field("rows", "at least one row is required"));
+        }
+        if rows.len() > MAX_FILE_ROWS {
+            return Err(Error::field(
+                "rows",
+                format!("at most {MAX_FILE_ROWS} rows per batch"),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in rows.iter().enumerate() {
+            if !seen.insert(r.row_id.as_str()) {
+                return Err(Error::field(
+                    &format!("rows[{i}].row_id"),
+                    format!("{} appears twice in the batch", r.row_id),
+                ));
+            }
+        }
+        Ok(FileBatchSubmission {
+            channel: channel.to_string(),
+            batch_id: batch_id.to_string(),
+            method,
+            rows,
+        })
+    }
+
+    /// What makes two submissions of the batch "the same request" (row order included).
+    pub fn fingerprint(&self) -> String {
+        let rows: Vec<String> = self
+            .rows
+            .iter()
+            .map(|r| r.fingerprint(&self.channel))
+            .collect();
+        let mut parts: Vec<&str> =
+            vec!["BATCH", &self.channel, &self.batch_id, self.method.as_str()];
+        parts.extend(rows.iter().map(String::as_str));
+        fingerprint(&parts)
+    }
+}
+
+/// The bank's answer to a file batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileBatchOutcome {
+    /// Rows the bank took (each becomes a FILE transaction).
+    pub accepted: u32,
+    /// Rows refused at submission. The simulator takes every row of a well-formed batch: a row's
+    /// problems show up as a FAILED row in the clearing file when the bank processes it.
+    pub rejected: u32,
 }
 
 fn check_positive(amount: &Money) -> Result<()> {
@@ -417,31 +616,6 @@ fn check_positive(amount: &Money) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// "**** 1234" (the last four digits at most).
-pub fn mask_card(card_no: &str) -> String {
-    let digits: Vec<char> = card_no.chars().filter(|c| c.is_ascii_digit()).collect();
-    let last: String = digits[digits.len().saturating_sub(4)..].iter().collect();
-    format!("**** {last}")
-}
-
-/// The Luhn check digit test over ASCII digits.
-pub fn luhn_ok(digits: &str) -> bool {
-    let mut sum = 0u32;
-    for (i, c) in digits.chars().rev().enumerate() {
-        let Some(mut d) = c.to_digit(10) else {
-            return false;
-        };
-        if i % 2 == 1 {
-            d *= 2;
-            if d > 9 {
-                d -= 9;
-            }
-        }
-        sum += d;
-    }
-    sum.is_multiple_of(10)
 }
 
 fn fingerprint(parts: &[&str]) -> String {
@@ -471,6 +645,9 @@ pub const REFUND_FAIL_REASONS: &[&str] = &[
     REASON_BEYOND_WINDOW,
     REASON_ACCOUNT_CLOSED,
 ];
+/// File-upload and offline refund failure reasons (the refund goes to the customer's card or
+/// account, which may be gone).
+pub const FILE_FAIL_REASONS: &[&str] = &[REASON_CARD_CANCELLED, REASON_ACCOUNT_CLOSED];
 pub const REASON_INVALID_CARD: &str = "INVALID_CARD";
 pub const REASON_NAME_MISMATCH: &str = "NAME_MISMATCH";
 /// Payout failure reasons.
@@ -542,7 +719,37 @@ impl SimParams {
     }
 }
 
-/// Everything the simulator decides about one transaction, from `sha256(seed, kind, id)` alone.
+/// Amounts whose outcome is scripted, as payment sandboxes do with test card numbers, so that
+/// demos and tests can ask the simulated bank for a particular behaviour whatever the seed:
+/// - cents `.13`: an interface refund is accepted, then fails `CARD_CANCELLED`;
+/// - cents `.23`: a payout is accepted, then fails `NAME_MISMATCH`;
+/// - cents `.33`: a file-upload or offline row fails `ACCOUNT_CLOSED`;
+/// - cents `.44`: a payout is paid, then returned (退票) `return_delay_secs` later;
+/// - cents `.88`: it succeeds.
+///
+/// A scripted amount of another kind (a payout of `.13`, say) succeeds; every other amount is
+/// decided by the seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    Fail(&'static str),
+    Return,
+    Succeed,
+}
+
+/// The scripted behaviour of a transaction of `kind` and `amount`, if any.
+pub fn scripted(kind: TxKind, amount: &Money) -> Option<Script> {
+    match (amount.to_minor().rem_euclid(100), kind) {
+        (13, TxKind::Refund) => Some(Script::Fail(REASON_CARD_CANCELLED)),
+        (23, TxKind::Payout) => Some(Script::Fail(REASON_NAME_MISMATCH)),
+        (33, TxKind::File) => Some(Script::Fail(REASON_ACCOUNT_CLOSED)),
+        (44, TxKind::Payout) => Some(Script::Return),
+        (13 | 23 | 33 | 44 | 88, _) => Some(Script::Succeed),
+        _ => None,
+    }
+}
+
+/// Everything the simulator decides about one transaction, from `sha256(seed, kind, id)` and, for
+/// the scripted amounts, the amount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub bank_ref: String,
@@ -558,7 +765,24 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub fn decide(params: &SimParams, kind: TxKind, id: &str) -> Decision {
+    /// What the simulator does with transaction `id` of `amount`. Seeded by `(seed, kind, id)`,
+    /// except for the scripted amounts of [`scripted`], which behave the same for every seed.
+    pub fn decide(params: &SimParams, kind: TxKind, id: &str, amount: &Money) -> Decision {
+        let mut d = Decision::seeded(params, kind, id);
+        if let Some(script) = scripted(kind, amount) {
+            d.sync_reject = None;
+            d.fail_reason = None;
+            d.return_after_secs = None;
+            match script {
+                Script::Fail(reason) => d.fail_reason = Some(reason.to_string()),
+                Script::Return => d.return_after_secs = Some(params.return_delay_secs),
+                Script::Succeed => {}
+            }
+        }
+        d
+    }
+
+    fn seeded(params: &SimParams, kind: TxKind, id: &str) -> Decision {
         let mut h = Sha256::new();
         h.update(b"tuikuan-bank-sim-v1");
         h.update(params.seed.to_be_bytes());
@@ -578,11 +802,13 @@ impl Decision {
         let bank_ref = format!("BK{}", hex::encode_upper(&d[0..8]));
         let span = params.delay_max_secs.saturating_sub(params.delay_min_secs);
         let delay_secs = params.delay_min_secs + word(8) % (span + 1);
-        let sync_reject =
-            per_mille(16, params.sync_reject_per_mille).then(|| REASON_SYNC_REJECT.to_string());
+        // A bank takes an uploaded file as a whole: its rows are never refused at submission.
+        let sync_reject = (kind != TxKind::File && per_mille(16, params.sync_reject_per_mille))
+            .then(|| REASON_SYNC_REJECT.to_string());
         let reasons = match kind {
             TxKind::Refund => REFUND_FAIL_REASONS,
             TxKind::Payout => PAYOUT_FAIL_REASONS,
+            TxKind::File => FILE_FAIL_REASONS,
         };
         let fail_reason = per_mille(18, params.fail_per_mille)
             .then(|| reasons[usize::from(d[20]) % reasons.len()].to_string());
@@ -635,22 +861,24 @@ pub const CLEARING_FILE_FORMAT_DOC: &str = include_str!("../../../docs/clearing-
 pub enum RecordType {
     Refund,
     Payout,
+    /// A file-upload or offline refund row (reported by its row id).
+    File,
 }
 
 impl RecordType {
+    pub const ALL: &'static [RecordType] =
+        &[RecordType::Refund, RecordType::Payout, RecordType::File];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RecordType::Refund => "REFUND",
             RecordType::Payout => "PAYOUT",
+            RecordType::File => "FILE",
         }
     }
 
     pub fn parse(s: &str) -> Option<RecordType> {
-        match s {
-            "REFUND" => Some(RecordType::Refund),
-            "PAYOUT" => Some(RecordType::Payout),
-            _ => None,
-        }
+        RecordType::ALL.iter().copied().find(|r| r.as_str() == s)
     }
 }
 
@@ -659,6 +887,7 @@ impl From<TxKind> for RecordType {
         match k {
             TxKind::Refund => RecordType::Refund,
             TxKind::Payout => RecordType::Payout,
+            TxKind::File => RecordType::File,
         }
     }
 }
@@ -832,7 +1061,7 @@ fn parse_row(line: u64, f: &[&str]) -> Result<ClearingRow> {
         bad_line(
             line,
             "record_type",
-            format!("{:?} is not REFUND or PAYOUT", f[0]),
+            format!("{:?} is not REFUND, PAYOUT or FILE", f[0]),
         )
     })?;
     let id_ok = |value: &str, field: &str| {
@@ -968,8 +1197,21 @@ mod tests {
             seed: 7,
             ..SimParams::default()
         };
-        let a = Decision::decide(&p, TxKind::Refund, "rf-1");
-        assert_eq!(a, Decision::decide(&p, TxKind::Refund, "rf-1"));
+        let a = Decision::decide(
+            &p,
+            TxKind::Refund,
+            "rf-1",
+            &Money::from_minor(100, Currency::Cny),
+        );
+        assert_eq!(
+            a,
+            Decision::decide(
+                &p,
+                TxKind::Refund,
+                "rf-1",
+                &Money::from_minor(100, Currency::Cny)
+            )
+        );
         assert!(a.bank_ref.starts_with("BK") && a.bank_ref.len() == 18);
         assert!((60..=7200).contains(&a.delay_secs));
         let other = SimParams {
@@ -978,7 +1220,13 @@ mod tests {
         };
         assert_ne!(
             a.bank_ref,
-            Decision::decide(&other, TxKind::Refund, "rf-1").bank_ref
+            Decision::decide(
+                &other,
+                TxKind::Refund,
+                "rf-1",
+                &Money::from_minor(100, Currency::Cny)
+            )
+            .bank_ref
         );
         // Rates: 0 never, 1000 always; the share in between is roughly the rate.
         let never = SimParams {
@@ -997,17 +1245,34 @@ mod tests {
         let mut failed = 0;
         for i in 0..1000 {
             let id = format!("rf-{i}");
-            let n = Decision::decide(&never, TxKind::Refund, &id);
+            let n = Decision::decide(
+                &never,
+                TxKind::Refund,
+                &id,
+                &Money::from_minor(100, Currency::Cny),
+            );
             assert!(
                 n.fail_reason.is_none()
                     && !n.duplicate_callback
                     && !n.out_of_order
                     && n.sync_reject.is_none()
             );
-            let a = Decision::decide(&always, TxKind::Payout, &id);
+            let a = Decision::decide(
+                &always,
+                TxKind::Payout,
+                &id,
+                &Money::from_minor(100, Currency::Cny),
+            );
             assert!(a.duplicate_callback && a.out_of_order && a.sync_reject.is_some());
             assert!(PAYOUT_FAIL_REASONS.contains(&a.fail_reason.as_deref().unwrap_or("")));
-            if let Some(r) = Decision::decide(&p, TxKind::Refund, &id).fail_reason {
+            if let Some(r) = Decision::decide(
+                &p,
+                TxKind::Refund,
+                &id,
+                &Money::from_minor(100, Currency::Cny),
+            )
+            .fail_reason
+            {
                 assert!(REFUND_FAIL_REASONS.contains(&r.as_str()));
                 failed += 1;
             }
@@ -1021,7 +1286,16 @@ mod tests {
             delay_max_secs: 30,
             ..p
         };
-        assert_eq!(Decision::decide(&fixed, TxKind::Refund, "x").delay_secs, 30);
+        assert_eq!(
+            Decision::decide(
+                &fixed,
+                TxKind::Refund,
+                "x",
+                &Money::from_minor(100, Currency::Cny)
+            )
+            .delay_secs,
+            30
+        );
     }
 
     #[test]
@@ -1219,11 +1493,90 @@ mod tests {
     }
 
     #[test]
-    fn masks_and_luhn() {
-        assert_eq!(mask_card("6222 0212 3456 7890 12"), "**** 9012");
-        assert_eq!(mask_card("12"), "**** 12");
-        assert!(luhn_ok("4111111111111111"));
-        assert!(!luhn_ok("4111111111111112"));
+    fn file_batches_validate_and_fingerprint() {
+        let row = |i: usize, id: &str, amount: &str, card: &str| {
+            FileRowSubmission::new(i, id, &format!("rf-{id}"), cny(amount), card, "Han Meimei")
+        };
+        let a = row(0, "r1", "12.5", "4111 1111 1111 1111").unwrap();
+        let shown = format!("{a:?}");
+        assert!(!shown.contains("4111 1111 1111 1111") && shown.contains("**** 1111"));
+        assert_eq!(a.bank_check(), None);
+        assert_eq!(row(1, "r2", "1", "").unwrap().bank_check(), None);
+        assert!(row(1, "r2", "1", "4111111111111112")
+            .unwrap()
+            .bank_check()
+            .unwrap()
+            .starts_with("INVALID_CARD"));
+        let e = row(3, "r 3", "1", "").unwrap_err();
+        assert!(e.message.starts_with("rows[3].row_id"), "{}", e.message);
+        // The card enters the fingerprint only hashed, spaces ignored.
+        let same = row(0, "r1", "12.50", "4111111111111111").unwrap();
+        assert_eq!(a.fingerprint("unionpay"), same.fingerprint("unionpay"));
+        assert!(!a.fingerprint("unionpay").contains("4111"));
+
+        let b = row(1, "r2", "3", "").unwrap();
+        let batch =
+            FileBatchSubmission::new("unionpay", "fb-1", "OFFLINE", vec![a.clone(), b.clone()])
+                .unwrap();
+        assert_eq!(batch.method, FileMethod::Offline);
+        let upload = FileBatchSubmission::new(
+            "unionpay",
+            "fb-1",
+            "FILE_UPLOAD",
+            vec![a.clone(), b.clone()],
+        )
+        .unwrap();
+        assert_ne!(batch.fingerprint(), upload.fingerprint());
+        let reordered =
+            FileBatchSubmission::new("unionpay", "fb-1", "OFFLINE", vec![b, a.clone()]).unwrap();
+        assert_ne!(batch.fingerprint(), reordered.fingerprint());
+        for (method, rows, want) in [
+            ("FAX", vec![a.clone()], "method"),
+            ("OFFLINE", vec![], "rows"),
+            ("OFFLINE", vec![a.clone(), a.clone()], "rows[1].row_id"),
+        ] {
+            let e = FileBatchSubmission::new("unionpay", "fb-1", method, rows).unwrap_err();
+            assert!(e.message.starts_with(want), "{}", e.message);
+        }
+        // File rows are never refused synchronously, and fail with file reasons.
+        let p = SimParams {
+            sync_reject_per_mille: 1000,
+            fail_per_mille: 1000,
+            ..SimParams::default()
+        };
+        for i in 0..50 {
+            let d = Decision::decide(
+                &p,
+                TxKind::File,
+                &format!("r{i}"),
+                &Money::from_minor(100, Currency::Cny),
+            );
+            assert_eq!(d.sync_reject, None);
+            assert!(FILE_FAIL_REASONS.contains(&d.fail_reason.as_deref().unwrap()));
+            assert_eq!(d.return_after_secs, None);
+        }
+    }
+
+    #[test]
+    fn file_rows_in_the_clearing_file() {
+        let text = format!(
+            "{}\nFILE,fb1-03,BK1,unionpay,3.50,CNY,FAILED,2026-11-27T16:00:00.000+08:00,ACCOUNT_CLOSED: account closed\n",
+            CLEARING_HEADER.join(",")
+        );
+        let rows = parse_clearing_csv(text.as_bytes()).unwrap();
+        assert_eq!(rows[0].record_type, RecordType::File);
+        assert_eq!(write_clearing_csv(&rows).unwrap(), text.as_bytes());
+        let bad = text.replace("FILE,", "SHEET,");
+        let e = parse_clearing_csv(bad.as_bytes()).unwrap_err();
+        assert!(
+            e.message.contains("is not REFUND, PAYOUT or FILE"),
+            "{}",
+            e.message
+        );
+        for r in RecordType::ALL {
+            assert_eq!(RecordType::parse(r.as_str()), Some(*r));
+        }
+        assert_eq!(RecordType::from(TxKind::File), RecordType::File);
     }
 
     #[test]
@@ -1233,7 +1586,12 @@ mod tests {
             out_of_order_per_mille: 1000,
             ..SimParams::default()
         };
-        let d = Decision::decide(&p, TxKind::Refund, "rf-1");
+        let d = Decision::decide(
+            &p,
+            TxKind::Refund,
+            "rf-1",
+            &Money::from_minor(100, Currency::Cny),
+        );
         let cbs = completion_callbacks(true, "", &d);
         assert_eq!(
             cbs.iter().map(|(s, st, _)| (*s, *st)).collect::<Vec<_>>(),
@@ -1248,10 +1606,40 @@ mod tests {
             out_of_order_per_mille: 0,
             ..SimParams::default()
         };
-        let d = Decision::decide(&p, TxKind::Refund, "rf-1");
+        let d = Decision::decide(
+            &p,
+            TxKind::Refund,
+            "rf-1",
+            &Money::from_minor(100, Currency::Cny),
+        );
         assert_eq!(
             completion_callbacks(false, "x", &d),
             vec![(2, CallbackStatus::Failed, "x".to_string())]
         );
+    }
+
+    #[test]
+    fn scripted_amounts_override_the_seed() {
+        let always_fail = SimParams {
+            fail_per_mille: 1000,
+            sync_reject_per_mille: 1000,
+            ..SimParams::default()
+        };
+        let m = |minor| Money::from_minor(minor, Currency::Cny);
+        let refund = Decision::decide(&always_fail, TxKind::Refund, "rf-x", &m(1013));
+        assert_eq!(refund.fail_reason.as_deref(), Some(REASON_CARD_CANCELLED));
+        assert_eq!(refund.sync_reject, None);
+        // The same amount paid out is not scripted to fail.
+        let payout = Decision::decide(&always_fail, TxKind::Payout, "po-x", &m(1013));
+        assert_eq!((payout.fail_reason, payout.sync_reject), (None, None));
+        let payout = Decision::decide(&always_fail, TxKind::Payout, "po-y", &m(1023));
+        assert_eq!(payout.fail_reason.as_deref(), Some(REASON_NAME_MISMATCH));
+        let row = Decision::decide(&always_fail, TxKind::File, "row-1", &m(1033));
+        assert_eq!(row.fail_reason.as_deref(), Some(REASON_ACCOUNT_CLOSED));
+        let returned = Decision::decide(&SimParams::default(), TxKind::Payout, "po-z", &m(1044));
+        assert!(returned.return_after_secs.is_some() && returned.fail_reason.is_none());
+        let ok = Decision::decide(&always_fail, TxKind::Refund, "rf-z", &m(1088));
+        assert_eq!((ok.fail_reason, ok.sync_reject), (None, None));
+        assert_eq!(scripted(TxKind::Refund, &m(1000)), None);
     }
 }

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
-use tuikuan_kernel::{Money, SharedClock};
+use tuikuan_kernel::{Error, Money, SharedClock};
 use tuikuan_proto::bank::v1 as pb;
 use tuikuan_proto::bank::v1::bank_service_server::{BankService, BankServiceServer};
 use tuikuan_proto::status::grpc_err;
 
 use crate::domain::{
-    parse_date, BankConnector, BankTx, PayoutSubmission, RefundSubmission, SimParams,
-    SubmitOutcome, TxKind, TxStatus,
+    parse_date, BankConnector, BankTx, FileBatchSubmission, FileRowSubmission, PayoutSubmission,
+    RefundSubmission, SimParams, SubmitOutcome, TxKind, TxStatus, MAX_FILE_ROWS,
 };
 use crate::simulator::Simulator;
 
@@ -174,8 +174,9 @@ fn tx_to_wire(t: BankTx) -> pb::BankTransaction {
     let status = match t.status {
         TxStatus::Accepted => pb::TxStatus::TxAccepted,
         TxStatus::Succeeded => pb::TxStatus::TxSucceeded,
-        // A synchronous refusal is a failure that never reached the bank's books; its reason says so.
-        TxStatus::Failed | TxStatus::Rejected => pb::TxStatus::TxFailed,
+        TxStatus::Failed => pb::TxStatus::TxFailed,
+        // Refused synchronously: nothing happened at the bank.
+        TxStatus::Rejected => pb::TxStatus::TxRejected,
         TxStatus::Returned => pb::TxStatus::TxReturned,
     };
     pb::BankTransaction {
@@ -191,13 +192,46 @@ fn tx_to_wire(t: BankTx) -> pb::BankTransaction {
     }
 }
 
+fn file_batch_from_wire(r: pb::SubmitFileBatchRequest) -> Result<FileBatchSubmission, Error> {
+    if r.rows.len() > MAX_FILE_ROWS {
+        return Err(Error::field(
+            "rows",
+            format!("at most {MAX_FILE_ROWS} rows per batch"),
+        ));
+    }
+    let rows = r
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let amount = Money::parse(&row.amount, &row.currency, &format!("rows[{i}].amount"))?;
+            FileRowSubmission::new(
+                i,
+                &row.row_id,
+                &row.refund_id,
+                amount,
+                &row.card_no,
+                &row.holder_name,
+            )
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    FileBatchSubmission::new(&r.channel, &r.batch_id, &r.method, rows)
+}
+
 #[tonic::async_trait]
 impl BankService for BankSvc {
+    #[tracing::instrument(skip_all, fields(batch_id = %request.get_ref().batch_id, rows = request.get_ref().rows.len()))]
     async fn submit_file_batch(
         &self,
-        _request: tonic::Request<pb::SubmitFileBatchRequest>,
-    ) -> Result<tonic::Response<pb::SubmitFileBatchResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("file batches are not built yet"))
+        request: Request<pb::SubmitFileBatchRequest>,
+    ) -> Result<Response<pb::SubmitFileBatchResponse>, Status> {
+        let r = request.into_inner();
+        let batch = file_batch_from_wire(r).map_err(grpc_err)?;
+        let out = self.sim.submit_file_batch(batch).await.map_err(grpc_err)?;
+        Ok(Response::new(pb::SubmitFileBatchResponse {
+            accepted: out.accepted,
+            rejected: out.rejected,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]

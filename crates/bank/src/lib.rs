@@ -14,13 +14,19 @@
 //! - [`grpc`]: [`Config`], [`serve`] and the tonic service.
 //!
 //! # Invariants
-//! - One transaction per id (refund_id or payout_id): a repeat submission returns the first
-//!   answer; other content under the same id is `IDEMPOTENCY_CONFLICT`. The bank never pays an id
+//! - One transaction per id (refund_id, payout_id, or the row id of a file-upload / offline
+//!   spreadsheet row, kind FILE): a repeat submission returns the first answer; other content under
+//!   the same id is `IDEMPOTENCY_CONFLICT`. A file batch is idempotent by its batch_id as a whole. The bank never pays an id
 //!   twice (primary key plus a conditional `ACCEPTED -> final` update).
 //! - Outcomes depend only on `sha256(seed, kind, id)`; instants only on the submission time and
 //!   that hash. A transaction completes at its due time, not at the tick's time, so clearing files
 //!   are byte-for-byte reproducible.
-//! - The bank never stores or logs a card number: only a fingerprint and the masked form.
+//! - The bank never stores or logs a card number: only a fingerprint and the masked form (card
+//!   validation and masking are the kernel's `tuikuan_kernel::card`).
+//! - FILE rows get no callbacks: the bank's answer to a spreadsheet is its clearing file, where
+//!   every row appears (record type `FILE`) on the day it completed.
+//! - A synchronous refusal is `TX_REJECTED` on the wire (nothing happened at the bank), distinct
+//!   from `TX_FAILED` (accepted, then failed).
 
 pub mod domain;
 pub mod grpc;

@@ -10,6 +10,13 @@
 //! [`Simulator::tick`] is the bank's work loop: complete what is due, return paid payouts whose
 //! return is due, then deliver undelivered callbacks in creation order to the refund center
 //! (`RefundService.BankCallback`) or the payout center (`PayoutService.BankCallback`).
+//!
+//! File batches (file-upload and offline refunds): every row becomes a transaction of kind FILE
+//! (id = the row id), decided like a refund (seeded outcome, failure reasons such as
+//! `CARD_CANCELLED: card cancelled` or `ACCOUNT_CLOSED: account closed`) and completed after the
+//! configured delay (`delay_min_secs..=delay_max_secs`). A real bank answers a file by the next
+//! working day; set the delay range to about a day to simulate that. FILE rows get no callbacks:
+//! the bank's answer is its clearing file.
 
 use std::path::PathBuf;
 
@@ -24,13 +31,15 @@ use tuikuan_proto::refund::v1 as refund_pb;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 use tuikuan_proto::status::peer_err;
 
+use tuikuan_kernel::card::mask_card;
+
 use crate::domain::{
-    completion_callbacks, mask_card, sha256_hex, validate_channel, write_clearing_csv,
-    BankConnector, BankTx, Callback, CallbackStatus, ClearingFile, ClearingRow, Decision,
-    PayoutSubmission, RefundSubmission, SimParams, SubmitOutcome, TxKind, TxStatus,
-    CLEARING_FILE_FORMAT, REASON_RETURNED, SEQ_PROCESSING, SEQ_RETURNED,
+    completion_callbacks, sha256_hex, validate_channel, write_clearing_csv, BankConnector, BankTx,
+    Callback, CallbackStatus, ClearingFile, ClearingRow, Decision, FileBatchOutcome,
+    FileBatchSubmission, PayoutSubmission, RefundSubmission, SimParams, SubmitOutcome, TxKind,
+    TxStatus, CLEARING_FILE_FORMAT, REASON_RETURNED, SEQ_PROCESSING, SEQ_RETURNED,
 };
-use crate::store::{self, Inserted};
+use crate::store::{self, BatchInserted, Inserted};
 
 /// Transactions completed per batch in a tick.
 const BATCH: i64 = 500;
@@ -130,7 +139,7 @@ impl Simulator {
         if let Some(existing) = self.get(&id).await? {
             return same_request(existing, kind, &fingerprint);
         }
-        let decision = Decision::decide(&self.params, kind, &id);
+        let decision = Decision::decide(&self.params, kind, &id, &amount);
         let now = self.clock.now_ms();
         let reject = check.or(decision.sync_reject.clone());
         let (status, reason, due_at_ms) = match reject {
@@ -156,6 +165,7 @@ impl Simulator {
             completed_at_ms: None,
             return_due_at_ms: None,
             returned_at_ms: None,
+            batch_id: String::new(),
         };
         let first = if kind == TxKind::Refund && status == TxStatus::Accepted {
             vec![store::new_callback(
@@ -243,10 +253,12 @@ impl Simulator {
     }
 
     async fn complete_one(&self, mut tx: BankTx) -> Result<bool> {
-        let decision = Decision::decide(&self.params, tx.kind, &tx.id);
-        let (to, reason) = match &decision.fail_reason {
-            Some(r) => (TxStatus::Failed, r.clone()),
-            None => (TxStatus::Succeeded, String::new()),
+        let decision = Decision::decide(&self.params, tx.kind, &tx.id, &tx.amount);
+        // A FILE row that failed the bank's own check at submission carries its reason already.
+        let (to, reason) = match (&decision.fail_reason, tx.reason.is_empty()) {
+            (_, false) => (TxStatus::Failed, tx.reason.clone()),
+            (Some(r), true) => (TxStatus::Failed, r.clone()),
+            (None, true) => (TxStatus::Succeeded, String::new()),
         };
         tx.status = tx.status.transition(to, tx.kind)?;
         tx.reason = reason.clone();
@@ -256,7 +268,10 @@ impl Simulator {
             (TxStatus::Succeeded, Some(s)) => Some(tx.due_at_ms.saturating_add(secs_to_ms(s))),
             _ => None,
         };
-        let cbs: Vec<Callback> =
+        // No callbacks for FILE rows: the bank's answer is its clearing file.
+        let cbs: Vec<Callback> = if tx.kind == TxKind::File {
+            Vec::new()
+        } else {
             completion_callbacks(to == TxStatus::Succeeded, &reason, &decision)
                 .into_iter()
                 .enumerate()
@@ -270,7 +285,8 @@ impl Simulator {
                         tx.due_at_ms,
                     )
                 })
-                .collect();
+                .collect()
+        };
         let stored = tx.clone();
         let won = self
             .db
@@ -352,6 +368,8 @@ impl Simulator {
                     };
                     deliver_payout(client, &cb).await
                 }
+                // FILE rows have no callbacks.
+                TxKind::File => continue,
             };
             let id = cb.id.clone();
             match result {
@@ -373,6 +391,7 @@ impl Simulator {
                     match cb.kind {
                         TxKind::Refund => refund_down = true,
                         TxKind::Payout => payout_down = true,
+                        TxKind::File => {}
                     }
                 }
             }
@@ -449,6 +468,7 @@ fn same_request(existing: BankTx, kind: TxKind, fingerprint: &str) -> Result<Sub
         let field = match kind {
             TxKind::Refund => "refund_id",
             TxKind::Payout => "payout_id",
+            TxKind::File => "row_id",
         };
         return Err(Error::new(
             ErrorCode::IdempotencyConflict,
@@ -544,11 +564,108 @@ impl BankConnector for Simulator {
                 ErrorCode::PayoutNotFound,
                 format!("payout {id} is unknown to the bank"),
             ),
+            TxKind::File => Error::new(
+                ErrorCode::NotFound,
+                format!("file row {id} is unknown to the bank"),
+            ),
         };
         match self.get(id).await? {
             Some(tx) if tx.kind == kind => Ok(tx),
             _ => Err(not_found()),
         }
+    }
+
+    async fn submit_file_batch(&self, batch: FileBatchSubmission) -> Result<FileBatchOutcome> {
+        let fingerprint = batch.fingerprint();
+        let conflict = || {
+            Error::new(
+                ErrorCode::IdempotencyConflict,
+                format!(
+                    "batch_id: {} was submitted before with other rows",
+                    batch.batch_id
+                ),
+            )
+        };
+        // A lost race (another submission took the id, or one of the row ids) re-reads.
+        for _ in 0..3 {
+            let id = batch.batch_id.clone();
+            if let Some(stored) = self.db.run(move |c| store::get_batch(c, &id)).await? {
+                if stored.fingerprint != fingerprint {
+                    return Err(conflict());
+                }
+                return Ok(stored.outcome);
+            }
+            let now = self.clock.now_ms();
+            let txs: Vec<BankTx> = batch
+                .rows
+                .iter()
+                .map(|row| {
+                    let decision =
+                        Decision::decide(&self.params, TxKind::File, &row.row_id, &row.amount);
+                    BankTx {
+                        id: row.row_id.clone(),
+                        kind: TxKind::File,
+                        channel: batch.channel.clone(),
+                        bank_ref: decision.bank_ref,
+                        original_trade_id: row.refund_id.clone(),
+                        batch_id: batch.batch_id.clone(),
+                        amount: row.amount,
+                        status: TxStatus::Accepted,
+                        // Decided now, reported when the row completes.
+                        reason: row.bank_check().unwrap_or_default(),
+                        fingerprint: row.fingerprint(&batch.channel),
+                        submitted_at_ms: now,
+                        due_at_ms: now.saturating_add(secs_to_ms(decision.delay_secs)),
+                        completed_at_ms: None,
+                        return_due_at_ms: None,
+                        returned_at_ms: None,
+                    }
+                })
+                .collect();
+            let outcome = FileBatchOutcome {
+                accepted: u32::try_from(txs.len()).unwrap_or(u32::MAX),
+                rejected: 0,
+            };
+            let (b, fp) = (batch.clone(), fingerprint.clone());
+            let inserted = self
+                .db
+                .run(move |c| {
+                    store::insert_batch(
+                        c,
+                        &b.batch_id,
+                        &b.channel,
+                        b.method.as_str(),
+                        &fp,
+                        outcome,
+                        &txs,
+                        now,
+                    )
+                })
+                .await?;
+            match inserted {
+                BatchInserted::New => {
+                    tracing::info!(
+                        batch_id = %batch.batch_id,
+                        channel = %batch.channel,
+                        method = batch.method.as_str(),
+                        rows = batch.rows.len(),
+                        "bank took a file batch"
+                    );
+                    return Ok(outcome);
+                }
+                BatchInserted::RowConflict(row_id) => {
+                    return Err(Error::new(
+                        ErrorCode::IdempotencyConflict,
+                        format!("row_id: {row_id} was submitted before with other content"),
+                    ))
+                }
+                BatchInserted::Exists => continue,
+            }
+        }
+        Err(Error::unavailable(format!(
+            "batch {} is being submitted concurrently; retry",
+            batch.batch_id
+        )))
     }
 
     async fn clearing_file(&self, channel: &str, date: NaiveDate) -> Result<ClearingFile> {

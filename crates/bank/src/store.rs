@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use tuikuan_db::{db_err, is_unique_violation, AnyConnection};
 use tuikuan_kernel::{Currency, Error, Money, Result};
 
-use crate::domain::{BankTx, Callback, CallbackStatus, TxKind, TxStatus};
+use crate::domain::{BankTx, Callback, CallbackStatus, FileBatchOutcome, TxKind, TxStatus};
 
 diesel::table! {
     transactions (id) {
@@ -27,6 +27,20 @@ diesel::table! {
         completed_at_ms -> Nullable<BigInt>,
         return_due_at_ms -> Nullable<BigInt>,
         returned_at_ms -> Nullable<BigInt>,
+        batch_id -> Text,
+    }
+}
+
+diesel::table! {
+    file_batches (batch_id) {
+        batch_id -> Text,
+        channel -> Text,
+        method -> Text,
+        fingerprint -> Text,
+        row_count -> Integer,
+        accepted -> Integer,
+        rejected -> Integer,
+        submitted_at_ms -> BigInt,
     }
 }
 
@@ -64,6 +78,7 @@ struct TxRow {
     completed_at_ms: Option<i64>,
     return_due_at_ms: Option<i64>,
     returned_at_ms: Option<i64>,
+    batch_id: String,
 }
 
 #[derive(Debug, Clone, Queryable, Insertable)]
@@ -106,6 +121,7 @@ impl TryFrom<TxRow> for BankTx {
             completed_at_ms: r.completed_at_ms,
             return_due_at_ms: r.return_due_at_ms,
             returned_at_ms: r.returned_at_ms,
+            batch_id: r.batch_id,
         })
     }
 }
@@ -128,6 +144,7 @@ impl From<&BankTx> for TxRow {
             completed_at_ms: t.completed_at_ms,
             return_due_at_ms: t.return_due_at_ms,
             returned_at_ms: t.returned_at_ms,
+            batch_id: t.batch_id.clone(),
         }
     }
 }
@@ -389,6 +406,128 @@ pub fn completed_between(
             TxStatus::Returned.as_str(),
         ]))
         .order((transactions::completed_at_ms.asc(), transactions::id.asc()))
+        .load::<TxRow>(conn)
+        .map_err(db_err)?
+        .into_iter()
+        .map(BankTx::try_from)
+        .collect()
+}
+
+// ---------- file batches ----------
+
+/// A stored file batch: its fingerprint and the answer given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    pub batch_id: String,
+    pub fingerprint: String,
+    pub outcome: FileBatchOutcome,
+}
+
+pub fn get_batch(conn: &mut AnyConnection, batch_id: &str) -> Result<Option<StoredBatch>> {
+    let row: Option<(String, String, i32, i32)> = file_batches::table
+        .find(batch_id)
+        .select((
+            file_batches::batch_id,
+            file_batches::fingerprint,
+            file_batches::accepted,
+            file_batches::rejected,
+        ))
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    row.map(|(batch_id, fingerprint, accepted, rejected)| {
+        Ok(StoredBatch {
+            outcome: FileBatchOutcome {
+                accepted: u32::try_from(accepted).map_err(|_| corrupt("accepted", &batch_id))?,
+                rejected: u32::try_from(rejected).map_err(|_| corrupt("rejected", &batch_id))?,
+            },
+            batch_id,
+            fingerprint,
+        })
+    })
+    .transpose()
+}
+
+/// What [`insert_batch`] did.
+#[derive(Debug)]
+pub enum BatchInserted {
+    New,
+    /// The batch id was taken first (read it back and compare).
+    Exists,
+    /// A row id is already a transaction with other content (nothing was stored).
+    RowConflict(String),
+}
+
+/// Stores a batch and its rows (FILE transactions) in one transaction of its own: the batch row
+/// first (so a concurrent submission of the same batch waits, then sees a unique violation), then
+/// each row; a row id already stored with the same fingerprint is kept as it is, one stored with
+/// other content rolls everything back.
+#[allow(clippy::too_many_arguments)]
+pub fn insert_batch(
+    conn: &mut AnyConnection,
+    batch_id: &str,
+    channel: &str,
+    method: &str,
+    fingerprint: &str,
+    outcome: FileBatchOutcome,
+    txs: &[BankTx],
+    now_ms: i64,
+) -> Result<BatchInserted> {
+    enum Abort {
+        Diesel(diesel::result::Error),
+        Row(String),
+    }
+    impl From<diesel::result::Error> for Abort {
+        fn from(e: diesel::result::Error) -> Self {
+            Abort::Diesel(e)
+        }
+    }
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let result = conn.transaction::<_, Abort, _>(|c| {
+        diesel::insert_into(file_batches::table)
+            .values((
+                file_batches::batch_id.eq(batch_id),
+                file_batches::channel.eq(channel),
+                file_batches::method.eq(method),
+                file_batches::fingerprint.eq(fingerprint),
+                file_batches::row_count.eq(count(txs.len())),
+                file_batches::accepted.eq(i32::try_from(outcome.accepted).unwrap_or(i32::MAX)),
+                file_batches::rejected.eq(i32::try_from(outcome.rejected).unwrap_or(i32::MAX)),
+                file_batches::submitted_at_ms.eq(now_ms),
+            ))
+            .execute(c)?;
+        for tx in txs {
+            let existing: Option<(String, String)> = transactions::table
+                .find(&tx.id)
+                .select((transactions::kind, transactions::fingerprint))
+                .first(c)
+                .optional()?;
+            match existing {
+                Some((kind, fp)) if kind == TxKind::File.as_str() && fp == tx.fingerprint => {}
+                Some(_) => return Err(Abort::Row(tx.id.clone())),
+                None => {
+                    diesel::insert_into(transactions::table)
+                        .values(TxRow::from(tx))
+                        .execute(c)?;
+                }
+            }
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => Ok(BatchInserted::New),
+        Err(Abort::Row(id)) => Ok(BatchInserted::RowConflict(id)),
+        Err(Abort::Diesel(e)) if is_unique_violation(&e) => Ok(BatchInserted::Exists),
+        Err(Abort::Diesel(e)) => Err(db_err(e)),
+    }
+}
+
+/// The FILE transactions of a batch, by row id.
+pub fn batch_rows(conn: &mut AnyConnection, batch_id: &str) -> Result<Vec<BankTx>> {
+    transactions::table
+        .filter(transactions::batch_id.eq(batch_id))
+        .filter(transactions::kind.eq(TxKind::File.as_str()))
+        .order(transactions::id.asc())
         .load::<TxRow>(conn)
         .map_err(db_err)?
         .into_iter()

@@ -371,7 +371,8 @@ async fn idempotency(backend: Backend) {
         .into_inner();
     assert_eq!(
         (q.status, q.completed_at_ms),
-        (pb::TxStatus::TxFailed as i32, 0)
+        (pb::TxStatus::TxRejected as i32, 0),
+        "refused synchronously: REJECTED, not FAILED"
     );
     assert_eq!(q.reason, bad.reason);
     let again = c
@@ -536,6 +537,7 @@ async fn clearing_file(backend: Backend) {
         let t = match row.record_type {
             RecordType::Refund => c.query_refund(q).await,
             RecordType::Payout => c.query_payout(q).await,
+            RecordType::File => panic!("no file rows in this scenario"),
         }
         .expect("query")
         .into_inner();
@@ -699,6 +701,18 @@ impl RefundService for Recorder {
         &self,
         _: Request<refund_pb::RunOutboxRequest>,
     ) -> Result<Response<refund_pb::OutboxReport>, Status> {
+        unimplemented()
+    }
+    async fn run_payout_dispatch(
+        &self,
+        _: Request<refund_pb::RunInterfaceCycleRequest>,
+    ) -> Result<Response<refund_pb::CycleReport>, Status> {
+        unimplemented()
+    }
+    async fn payout_update(
+        &self,
+        _: Request<refund_pb::PayoutUpdateRequest>,
+    ) -> Result<Response<refund_pb::PayoutUpdateResponse>, Status> {
         unimplemented()
     }
 }
@@ -908,3 +922,242 @@ async fn no_receiver(backend: Backend) {
 }
 
 both_backends!(no_receiver, no_receiver_sqlite, no_receiver_postgres);
+
+// ------------------------------------------------------------------------------------------------
+// File batches (file-upload and offline refunds)
+// ------------------------------------------------------------------------------------------------
+
+fn file_row(row_id: &str, amount: &str, card: &str) -> pb::FileRow {
+    pb::FileRow {
+        row_id: row_id.into(),
+        refund_id: format!("rf-{row_id}"),
+        amount: amount.into(),
+        currency: "CNY".into(),
+        card_no: card.into(),
+        holder_name: "Han Meimei".into(),
+    }
+}
+
+fn batch(batch_id: &str, method: &str, rows: Vec<pb::FileRow>) -> pb::SubmitFileBatchRequest {
+    pb::SubmitFileBatchRequest {
+        channel: "unionpay".into(),
+        batch_id: batch_id.into(),
+        method: method.into(),
+        rows,
+    }
+}
+
+/// A spreadsheet's rows become FILE transactions: idempotent by batch id, completed a day later
+/// (the configured delay), outcomes seeded like refunds, no callbacks, and every row in the
+/// clearing file of the day it completed.
+async fn file_batches(backend: Backend) {
+    let Some(db) = test_db(backend, "bank_files") else {
+        return;
+    };
+    let Some(payout_db) = test_db(backend, "bank_files_payout") else {
+        return;
+    };
+    let (clock, shared) = clock_at(16);
+    // Receivers for both kinds of callback are configured: FILE rows must not use either.
+    let (refund_l, refund_url) = bind().await;
+    let recorder = Recorder::default();
+    let rec = recorder.clone();
+    let refund = run(refund_l, |l, s| {
+        tuikuan_proto::server::serve(
+            l,
+            tonic::service::Routes::new(RefundServiceServer::new(rec)),
+            &[],
+            s,
+        )
+    });
+    let (payout_l, payout_url) = bind().await;
+    let payout_center = run(payout_l, |l, s| {
+        tuikuan_payout::serve(
+            tuikuan_payout::Config::new(payout_db.url(), shared.clone(), "http://127.0.0.1:9"),
+            l,
+            s,
+        )
+    });
+    let mut config = Config::default_for(db.url(), shared.clone());
+    config.seed = 7;
+    config.fail_per_mille = 400;
+    config.sync_reject_per_mille = 1000; // never applies to file rows
+    config.delay_min_secs = 24 * 3600;
+    config.delay_max_secs = 24 * 3600;
+    config.refund_callback_addr = Some(refund_url);
+    config.payout_callback_addr = Some(payout_url);
+    let (bank, mut c) = start_bank(config).await;
+
+    let mut rows: Vec<pb::FileRow> = (1..=20)
+        .map(|i| {
+            file_row(
+                &format!("fb1-{i:02}"),
+                &format!("{i}.50"),
+                if i % 2 == 0 { VISA } else { "" },
+            )
+        })
+        .collect();
+    rows.push(file_row("fb1-bad-card", "7.00", "4111111111111112"));
+    let answer = c
+        .submit_file_batch(batch("fb-1", "FILE_UPLOAD", rows.clone()))
+        .await
+        .expect("batch")
+        .into_inner();
+    assert_eq!((answer.accepted, answer.rejected), (21, 0));
+    // The same batch again: the same answer. Other rows under the same id: a conflict.
+    let again = c
+        .submit_file_batch(batch("fb-1", "FILE_UPLOAD", rows.clone()))
+        .await
+        .expect("repeat")
+        .into_inner();
+    assert_eq!(again, answer);
+    let mut other = rows.clone();
+    other[0].amount = "1.51".into();
+    for conflicting in [
+        batch("fb-1", "FILE_UPLOAD", other),
+        batch("fb-1", "OFFLINE", rows.clone()),
+        batch("fb-1", "FILE_UPLOAD", rows[..20].to_vec()),
+    ] {
+        let err = c.submit_file_batch(conflicting).await.unwrap_err();
+        assert_eq!(
+            (err.code(), code_of(&err).as_str()),
+            (tonic::Code::AlreadyExists, "IDEMPOTENCY_CONFLICT")
+        );
+    }
+    // Another batch reusing a row id with other content: a conflict, and nothing of it stored.
+    let err = c
+        .submit_file_batch(batch(
+            "fb-2",
+            "OFFLINE",
+            vec![
+                file_row("fb2-01", "3.00", ""),
+                file_row("fb1-01", "9.99", ""),
+            ],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), "IDEMPOTENCY_CONFLICT");
+    assert!(err.message().contains("fb1-01"), "{}", err.message());
+    let offline = c
+        .submit_file_batch(batch(
+            "fb-2",
+            "OFFLINE",
+            vec![file_row("fb2-01", "3.00", "")],
+        ))
+        .await
+        .expect("fixed batch")
+        .into_inner();
+    assert_eq!((offline.accepted, offline.rejected), (1, 0));
+
+    // Bad batches name the problem.
+    for (bad, field) in [
+        (
+            batch("fb-3", "EMAIL", vec![file_row("fb3-01", "1", "")]),
+            "method",
+        ),
+        (batch("fb-3", "OFFLINE", vec![]), "rows"),
+        (
+            batch(
+                "fb-3",
+                "OFFLINE",
+                vec![file_row("fb3-01", "1", ""), file_row("fb3-01", "2", "")],
+            ),
+            "rows[1].row_id",
+        ),
+        (
+            batch(
+                "fb-3",
+                "OFFLINE",
+                vec![file_row("fb3-01", "1", ""), file_row("fb3-02", "-1", "")],
+            ),
+            "rows[1].amount",
+        ),
+        (
+            batch("fb 3", "OFFLINE", vec![file_row("fb3-01", "1", "")]),
+            "batch_id",
+        ),
+    ] {
+        let err = c.submit_file_batch(bad).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            tonic::Code::InvalidArgument,
+            "{field}: {}",
+            err.message()
+        );
+        assert!(
+            err.message().starts_with(field),
+            "{field}: {}",
+            err.message()
+        );
+    }
+
+    // Not due before the next day; no callbacks at any time.
+    clock.advance(Duration::hours(23));
+    let t = tick(&mut c).await;
+    assert_eq!((t.completed, t.callbacks_sent), (0, 0));
+    clock.advance(Duration::hours(1));
+    let t = tick(&mut c).await;
+    assert_eq!(
+        (t.completed, t.callbacks_sent, t.callbacks_failed),
+        (22, 0, 0)
+    );
+    assert!(recorder.calls.lock().expect("lock").is_empty());
+
+    // The next day's clearing file lists every row as FILE, with its outcome.
+    let f = clearing(&mut c, "unionpay", "2026-11-27").await;
+    let file_rows = parse_clearing_csv(&f.content).expect("parses");
+    assert_eq!(file_rows.len(), 22);
+    assert!(file_rows.iter().all(|r| r.record_type == RecordType::File));
+    let text = String::from_utf8(f.content.clone()).expect("utf-8");
+    assert!(text.contains("\nFILE,fb1-01,"), "{text}");
+    let bad_card = file_rows
+        .iter()
+        .find(|r| r.id == "fb1-bad-card")
+        .expect("row");
+    assert_eq!(
+        (bad_card.status, bad_card.reason.as_str()),
+        (
+            ClearingStatus::Failed,
+            "INVALID_CARD: card number is not valid"
+        )
+    );
+    let failed: Vec<_> = file_rows
+        .iter()
+        .filter(|r| r.status == ClearingStatus::Failed && r.id != "fb1-bad-card")
+        .collect();
+    assert!(
+        !failed.is_empty() && failed.len() < 21,
+        "seeded: some fail, some succeed"
+    );
+    for r in &failed {
+        assert!(
+            r.reason == "CARD_CANCELLED: card cancelled"
+                || r.reason == "ACCOUNT_CLOSED: account closed",
+            "{}",
+            r.reason
+        );
+    }
+    let row = file_rows.iter().find(|r| r.id == "fb1-03").expect("row");
+    assert_eq!(
+        (row.amount.amount_string(), row.channel.as_str()),
+        ("3.50".to_string(), "unionpay")
+    );
+    assert!(row.bank_ref.starts_with("BK"));
+    // Nothing on the submission day.
+    let day1 = clearing(&mut c, "unionpay", "2026-11-26").await;
+    assert!(parse_clearing_csv(&day1.content)
+        .expect("parses")
+        .is_empty());
+    // A repeat after completion still answers as the first time.
+    let late = c
+        .submit_file_batch(batch("fb-1", "FILE_UPLOAD", rows))
+        .await
+        .expect("repeat")
+        .into_inner();
+    assert_eq!(late, answer);
+    bank.stop().await;
+    payout_center.stop().await;
+    refund.stop().await;
+}
+
+both_backends!(file_batches, file_batches_sqlite, file_batches_postgres);

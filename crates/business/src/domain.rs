@@ -14,6 +14,12 @@
 //! The merchant sees RESERVED, DEBITED and REVERSING as RECEIVED (the chain is still running),
 //! ACCEPTED as PROCESSING (promised, 承诺成功), and the final states as they are.
 //!
+//! The one exception to "final states never change": a returned payout (退票, 退单不付). The bank
+//! may return a payout after reporting it paid; the refund center then reports FAILED with
+//! `returned = true`, and a SUCCEEDED refund moves to FAILED (code `PAYOUT_RETURNED`, the bank's
+//! reason as message), releasing its reservation. That edge is [`ChainState::return_transition`],
+//! kept apart from [`ChainState::can_move_to`] so that no ordinary outcome can take it.
+//!
 //! Architecture invariant: a refund *holds a reservation* on its trade (`trade.refunded` includes
 //! its amount) in every state but REJECTED and FAILED, and the sum of reservations never exceeds the
 //! trade's amount. The transition into REJECTED or FAILED releases the reservation in the same
@@ -153,6 +159,19 @@ impl ChainState {
         )
     }
 
+    /// The returned-payout edge (退票): SUCCEEDED -> FAILED, the only way out of a final state.
+    /// `Ok(FAILED)` from SUCCEEDED, else `INVALID_STATE_TRANSITION`.
+    pub fn return_transition(self) -> Result<ChainState> {
+        if self == ChainState::Succeeded {
+            Ok(ChainState::Failed)
+        } else {
+            Err(Error::new(
+                ErrorCode::InvalidStateTransition,
+                format!("refund cannot be returned from {self}"),
+            ))
+        }
+    }
+
     /// The checked transition: `Ok(to)` for an edge of the state machine, else
     /// `INVALID_STATE_TRANSITION`.
     pub fn transition(self, to: ChainState) -> Result<ChainState> {
@@ -200,18 +219,21 @@ impl RefundStatus {
     }
 }
 
-/// A final outcome reported by the refund center.
+/// An outcome reported by the refund center.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded,
     Failed,
+    /// FAILED after SUCCEEDED: the bank returned the payout (退票); the money is back with the
+    /// merchant.
+    Returned,
 }
 
 impl Outcome {
     pub fn chain_state(self) -> ChainState {
         match self {
             Outcome::Succeeded => ChainState::Succeeded,
-            Outcome::Failed => ChainState::Failed,
+            Outcome::Failed | Outcome::Returned => ChainState::Failed,
         }
     }
 }
@@ -219,19 +241,50 @@ impl Outcome {
 /// What applying a reported outcome to a refund in `current` means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutcomeAction {
-    /// Move to this state (releasing the reservation when it is FAILED).
+    /// Move to this state along the state machine (releasing the reservation when it is FAILED).
     Apply(ChainState),
+    /// Move SUCCEEDED -> FAILED: a returned payout (releases the reservation).
+    Return,
     /// The same outcome was applied before: nothing to do.
     AlreadyApplied,
 }
 
-/// Decides how a reported outcome applies: monotone and idempotent.
+/// Decides how a reported outcome applies: monotone and idempotent, with the returned payout as
+/// the one exception (SUCCEEDED -> FAILED, only for [`Outcome::Returned`]).
 pub fn apply_outcome(current: ChainState, outcome: Outcome) -> Result<OutcomeAction> {
     let target = outcome.chain_state();
     if current == target {
         return Ok(OutcomeAction::AlreadyApplied);
     }
+    if outcome == Outcome::Returned && current == ChainState::Succeeded {
+        return current.return_transition().map(|_| OutcomeAction::Return);
+    }
     current.transition(target).map(OutcomeAction::Apply)
+}
+
+/// What a progress report (status PROCESSING with a new expected completion) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressAction {
+    /// DEBITED: the report proves the refund center accepted it (its answer was lost): accept.
+    Accept,
+    /// ACCEPTED: only the expected completion changes.
+    Update,
+    /// Final: a late progress report changes nothing.
+    Ignore,
+}
+
+/// Decides how a progress report applies; a refund the refund center never accepted cannot have
+/// progress.
+pub fn apply_progress(current: ChainState) -> Result<ProgressAction> {
+    match current {
+        ChainState::Debited => Ok(ProgressAction::Accept),
+        ChainState::Accepted => Ok(ProgressAction::Update),
+        ChainState::Succeeded | ChainState::Failed => Ok(ProgressAction::Ignore),
+        ChainState::Reserved | ChainState::Reversing | ChainState::Rejected => Err(Error::new(
+            ErrorCode::InvalidStateTransition,
+            format!("refund in {current} has no progress to report"),
+        )),
+    }
 }
 
 /// How the chain treats a peer's error.
@@ -267,7 +320,9 @@ impl PeerVerdict {
             | InvalidStateTransition
             | UnbalancedPosting
             | DebitNotActive
-            | NoRefundMethod => PeerVerdict::Refused,
+            | NoRefundMethod
+            | RefundFailed
+            | PayoutReturned => PeerVerdict::Refused,
             // IDEMPOTENCY_CONFLICT means the peer holds other content under our refund id: a bug
             // or tampering that a human must look at; never guess, keep the refund where it is.
             IdempotencyConflict | Unauthenticated | PermissionDenied | Unavailable | InProgress
@@ -665,6 +720,9 @@ pub struct MerchantRefund {
     /// For REVERSING, REJECTED and FAILED: the stable code of why.
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+    /// When the refund center expects the refund to complete (0 = unknown): stored at acceptance
+    /// and updated by its reports.
+    pub expected_completion_ms: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -690,6 +748,7 @@ impl MerchantRefund {
             chain_state: ChainState::Reserved,
             error_code: None,
             error_message: None,
+            expected_completion_ms: 0,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         }
@@ -715,17 +774,24 @@ impl MerchantRefund {
     }
 }
 
-/// The reason recorded for a final state reached by a reported outcome.
+/// The code and message recorded for a final state reached by a reported outcome.
 pub fn outcome_error(outcome: Outcome, reason: &str) -> (Option<String>, Option<String>) {
+    let message = |default: &str| {
+        if reason.trim().is_empty() {
+            default.to_string()
+        } else {
+            reason.chars().take(MAX_REASON_CHARS).collect()
+        }
+    };
     match outcome {
         Outcome::Succeeded => (None, None),
         Outcome::Failed => (
-            Some("REFUND_FAILED".to_string()),
-            Some(if reason.is_empty() {
-                "the refund finally failed".to_string()
-            } else {
-                reason.chars().take(MAX_REASON_CHARS).collect()
-            }),
+            Some(ErrorCode::RefundFailed.as_str().to_string()),
+            Some(message("the refund finally failed")),
+        ),
+        Outcome::Returned => (
+            Some(ErrorCode::PayoutReturned.as_str().to_string()),
+            Some(message("the bank returned the payout")),
         ),
     }
 }
@@ -844,7 +910,31 @@ mod tests {
             apply_outcome(Failed, Outcome::Failed).unwrap(),
             OutcomeAction::AlreadyApplied
         );
+        // The returned payout: the one way out of SUCCEEDED, and only for a return.
+        assert_eq!(
+            apply_outcome(Succeeded, Outcome::Returned).unwrap(),
+            OutcomeAction::Return
+        );
+        assert_eq!(
+            apply_outcome(Accepted, Outcome::Returned).unwrap(),
+            OutcomeAction::Apply(Failed)
+        );
+        assert_eq!(
+            apply_outcome(Failed, Outcome::Returned).unwrap(),
+            OutcomeAction::AlreadyApplied
+        );
+        assert_eq!(Succeeded.return_transition().unwrap(), Failed);
+        for &state in ChainState::ALL {
+            if state != Succeeded {
+                assert_eq!(
+                    state.return_transition().unwrap_err().code,
+                    ErrorCode::InvalidStateTransition
+                );
+            }
+        }
         for (from, outcome) in [
+            (Rejected, Outcome::Returned),
+            (Reversing, Outcome::Returned),
             (Succeeded, Outcome::Failed),
             (Failed, Outcome::Succeeded),
             (Rejected, Outcome::Succeeded),
@@ -856,6 +946,40 @@ mod tests {
                 ErrorCode::InvalidStateTransition
             );
         }
+    }
+
+    #[test]
+    fn progress_reports() {
+        use ChainState::*;
+        assert_eq!(apply_progress(Debited).unwrap(), ProgressAction::Accept);
+        assert_eq!(apply_progress(Accepted).unwrap(), ProgressAction::Update);
+        assert_eq!(apply_progress(Succeeded).unwrap(), ProgressAction::Ignore);
+        assert_eq!(apply_progress(Failed).unwrap(), ProgressAction::Ignore);
+        for state in [Reserved, Reversing, Rejected] {
+            assert_eq!(
+                apply_progress(state).unwrap_err().code,
+                ErrorCode::InvalidStateTransition
+            );
+        }
+    }
+
+    #[test]
+    fn outcome_errors() {
+        assert_eq!(outcome_error(Outcome::Succeeded, "x"), (None, None));
+        assert_eq!(
+            outcome_error(Outcome::Failed, ""),
+            (
+                Some("REFUND_FAILED".into()),
+                Some("the refund finally failed".into())
+            )
+        );
+        assert_eq!(
+            outcome_error(Outcome::Returned, "ACCOUNT_CLOSED: account closed"),
+            (
+                Some("PAYOUT_RETURNED".into()),
+                Some("ACCOUNT_CLOSED: account closed".into())
+            )
+        );
     }
 
     #[test]

@@ -39,9 +39,10 @@ use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 use tuikuan_proto::status::{grpc_err, peer_err};
 
 use crate::domain::{
-    apply_outcome, check_refundable, hash_api_key, outcome_error, ChainState, ChannelConfig,
-    Merchant, MerchantRefund, NewPayment, Outcome, OutcomeAction, PaymentFields, PeerVerdict,
-    RefundRequest, RefundStatus, SettleStatus, Trade, MAX_REASON_CHARS,
+    apply_outcome, apply_progress, check_refundable, hash_api_key, outcome_error, ChainState,
+    ChannelConfig, Merchant, MerchantRefund, NewPayment, Outcome, OutcomeAction, PaymentFields,
+    PeerVerdict, ProgressAction, RefundRequest, RefundStatus, SettleStatus, Trade,
+    MAX_REASON_CHARS,
 };
 use crate::store::{self, Inserted, RefundFilter, ReserveError};
 
@@ -342,10 +343,10 @@ impl Business {
             payer_name: trade.payer_name.clone().unwrap_or_default(),
         };
         match self.refund.clone().create_refund(request).await {
-            Ok(_) => {
-                tracing::info!("refund center accepted the refund");
-                self.advance(refund, ChainState::Accepted, (None, None))
-                    .await
+            Ok(order) => {
+                let expected_ms = order.into_inner().expected_completion_ms;
+                tracing::info!(expected_ms, "refund center accepted the refund");
+                self.accept(refund, expected_ms).await
             }
             Err(status) => {
                 let e = peer_err(status);
@@ -408,6 +409,22 @@ impl Business {
                 if !store::advance_refund(c, &refund, to, error, now_ms)? {
                     tracing::debug!(to = %to, "another driver moved the refund first");
                 }
+                store::get_refund(c, &refund.refund_id)?
+                    .ok_or_else(|| Error::internal(format!("refund {} vanished", refund.refund_id)))
+            })
+            .await
+    }
+
+    /// Persists `refund -> ACCEPTED` with the refund center's expected completion, in one
+    /// transaction, and returns the refund as stored.
+    async fn accept(&self, refund: MerchantRefund, expected_ms: i64) -> Result<MerchantRefund> {
+        let now_ms = self.clock.now_ms();
+        self.db
+            .transaction(move |c| {
+                if !store::advance_refund(c, &refund, ChainState::Accepted, (None, None), now_ms)? {
+                    tracing::debug!("another driver moved the refund first");
+                }
+                store::set_expected_completion(c, &refund.refund_id, expected_ms, now_ms)?;
                 store::get_refund(c, &refund.refund_id)?
                     .ok_or_else(|| Error::internal(format!("refund {} vanished", refund.refund_id)))
             })
@@ -485,11 +502,15 @@ impl Business {
         }
     }
 
+    /// Applies an outcome the refund center reported (and its expected completion when positive)
+    /// in one transaction: monotone and idempotent; a FAILED outcome and a returned payout release
+    /// the reservation in the same transaction.
     async fn report_outcome(
         &self,
         refund_id: String,
         outcome: Outcome,
         reason: String,
+        expected_ms: i64,
     ) -> Result<MerchantRefund> {
         let now_ms = self.clock.now_ms();
         self.db
@@ -499,19 +520,59 @@ impl Business {
                     let refund = store::get_refund(c, &refund_id)?.ok_or_else(|| {
                         Error::new(ErrorCode::RefundNotFound, format!("no refund {refund_id}"))
                     })?;
-                    match apply_outcome(refund.chain_state, outcome)? {
-                        OutcomeAction::AlreadyApplied => return Ok(refund),
+                    let moved = match apply_outcome(refund.chain_state, outcome)? {
+                        OutcomeAction::AlreadyApplied => true,
                         OutcomeAction::Apply(to) => {
                             let error = outcome_error(outcome, &reason);
-                            if store::advance_refund(c, &refund, to, error, now_ms)? {
-                                return store::get_refund(c, &refund_id)?.ok_or_else(|| {
-                                    Error::internal(format!("refund {refund_id} vanished"))
-                                });
-                            }
+                            store::advance_refund(c, &refund, to, error, now_ms)?
                         }
+                        OutcomeAction::Return => {
+                            let error = outcome_error(outcome, &reason);
+                            let moved = store::return_refund(c, &refund, error, now_ms)?;
+                            if moved {
+                                tracing::warn!(refund_id = %refund_id, reason = %reason, "payout returned: SUCCEEDED refund now FAILED");
+                            }
+                            moved
+                        }
+                    };
+                    if moved {
+                        store::set_expected_completion(c, &refund_id, expected_ms, now_ms)?;
+                        return store::get_refund(c, &refund_id)?.ok_or_else(|| {
+                            Error::internal(format!("refund {refund_id} vanished"))
+                        });
                     }
                 }
                 Err(Error::internal(format!("refund {refund_id} kept changing")))
+            })
+            .await
+    }
+
+    /// Applies a progress report (PROCESSING with a new expected completion, e.g. after a
+    /// fallback to another method): accepts a DEBITED refund, updates an ACCEPTED one, ignores a
+    /// final one.
+    async fn report_progress(&self, refund_id: String, expected_ms: i64) -> Result<MerchantRefund> {
+        let now_ms = self.clock.now_ms();
+        self.db
+            .transaction(move |c| {
+                let refund = store::get_refund(c, &refund_id)?.ok_or_else(|| {
+                    Error::new(ErrorCode::RefundNotFound, format!("no refund {refund_id}"))
+                })?;
+                match apply_progress(refund.chain_state)? {
+                    ProgressAction::Ignore => return Ok(refund),
+                    ProgressAction::Accept => {
+                        store::advance_refund(
+                            c,
+                            &refund,
+                            ChainState::Accepted,
+                            (None, None),
+                            now_ms,
+                        )?;
+                    }
+                    ProgressAction::Update => {}
+                }
+                store::set_expected_completion(c, &refund_id, expected_ms, now_ms)?;
+                store::get_refund(c, &refund_id)?
+                    .ok_or_else(|| Error::internal(format!("refund {refund_id} vanished")))
             })
             .await
     }
@@ -617,7 +678,7 @@ fn refund_to_wire(r: &MerchantRefund) -> pb::Refund {
         reason: r.reason.clone(),
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
-        expected_completion_ms: 0,
+        expected_completion_ms: r.expected_completion_ms,
     }
 }
 
@@ -803,24 +864,47 @@ impl BusinessAdminService for Business {
     ) -> Result<Response<pb::Refund>, Status> {
         let r = request.into_inner();
         validate_external_id(&r.refund_id, "refund_id").map_err(grpc_err)?;
-        let outcome = match status_from_wire(r.status, "status").map_err(grpc_err)? {
-            Some(RefundStatus::Succeeded) => Outcome::Succeeded,
-            Some(RefundStatus::Failed) => Outcome::Failed,
-            _ => {
-                return Err(grpc_err(Error::field(
-                    "status",
-                    "must be SUCCEEDED or FAILED",
-                )))
-            }
-        };
         if r.reason.chars().count() > MAX_REASON_CHARS {
             return Err(grpc_err(Error::field(
                 "reason",
                 format!("longer than {MAX_REASON_CHARS} characters"),
             )));
         }
+        if r.expected_completion_ms < 0 {
+            return Err(grpc_err(Error::field(
+                "expected_completion_ms",
+                "must not be negative",
+            )));
+        }
+        let status = status_from_wire(r.status, "status").map_err(grpc_err)?;
+        let outcome = match (status, r.returned) {
+            (Some(RefundStatus::Succeeded), false) => Outcome::Succeeded,
+            (Some(RefundStatus::Failed), false) => Outcome::Failed,
+            (Some(RefundStatus::Failed), true) => Outcome::Returned,
+            (_, true) => {
+                return Err(grpc_err(Error::field(
+                    "returned",
+                    "a returned payout is reported with status FAILED",
+                )))
+            }
+            // Progress: only the expected completion changes.
+            (Some(RefundStatus::Processing), false) if r.expected_completion_ms > 0 => {
+                let refund = self
+                    .report_progress(r.refund_id, r.expected_completion_ms)
+                    .await
+                    .map_err(grpc_err)?;
+                tracing::info!(state = %refund.chain_state, expected_ms = r.expected_completion_ms, "refund progress reported");
+                return Ok(Response::new(refund_to_wire(&refund)));
+            }
+            _ => {
+                return Err(grpc_err(Error::field(
+                    "status",
+                    "must be SUCCEEDED or FAILED (or PROCESSING with expected_completion_ms)",
+                )))
+            }
+        };
         let refund = self
-            .report_outcome(r.refund_id, outcome, r.reason)
+            .report_outcome(r.refund_id, outcome, r.reason, r.expected_completion_ms)
             .await
             .map_err(grpc_err)?;
         tracing::info!(state = %refund.chain_state, "refund outcome reported");

@@ -3,7 +3,8 @@
 //! Repository functions take `&mut AnyConnection` and speak domain types; rows and conversions stay
 //! here. The guards that keep money right are conditional updates whose affected-row count decides:
 //! - [`reserve_refund`]: `refunded_minor + amount <= amount_minor` (never over-refund);
-//! - [`advance_refund`]: `chain_state = <from>` (one writer wins each transition);
+//! - [`advance_refund`] and [`return_refund`]: `chain_state = <from>` (one writer wins each
+//!   transition);
 //! - [`release_reservation`]: `refunded_minor >= amount` (never below zero).
 
 use diesel::prelude::*;
@@ -66,6 +67,7 @@ diesel::table! {
         error_message -> Nullable<Text>,
         created_at_ms -> BigInt,
         updated_at_ms -> BigInt,
+        expected_completion_ms -> BigInt,
     }
 }
 
@@ -183,6 +185,7 @@ struct RefundRow {
     error_message: Option<String>,
     created_at_ms: i64,
     updated_at_ms: i64,
+    expected_completion_ms: i64,
 }
 
 impl RefundRow {
@@ -202,6 +205,7 @@ impl RefundRow {
             error_message: r.error_message.clone(),
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
+            expected_completion_ms: r.expected_completion_ms,
         }
     }
 
@@ -218,6 +222,7 @@ impl RefundRow {
             fingerprint: self.fingerprint,
             error_code: self.error_code,
             error_message: self.error_message,
+            expected_completion_ms: self.expected_completion_ms,
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
         })
@@ -501,8 +506,32 @@ pub fn advance_refund(
     error: (Option<String>, Option<String>),
     now_ms: i64,
 ) -> Result<bool> {
+    refund.chain_state.transition(to)?;
+    move_refund(conn, refund, to, error, now_ms)
+}
+
+/// Moves a SUCCEEDED refund to FAILED because the bank returned its payout (退票), if it is still
+/// SUCCEEDED, and releases its reservation in the same statement group: call inside a
+/// transaction. Returns whether this call made the move.
+pub fn return_refund(
+    conn: &mut AnyConnection,
+    refund: &MerchantRefund,
+    error: (Option<String>, Option<String>),
+    now_ms: i64,
+) -> Result<bool> {
+    let to = refund.chain_state.return_transition()?;
+    move_refund(conn, refund, to, error, now_ms)
+}
+
+/// The conditional move behind [`advance_refund`] and [`return_refund`] (already checked).
+fn move_refund(
+    conn: &mut AnyConnection,
+    refund: &MerchantRefund,
+    to: ChainState,
+    error: (Option<String>, Option<String>),
+    now_ms: i64,
+) -> Result<bool> {
     let from = refund.chain_state;
-    from.transition(to)?;
     let (code, message) = error;
     let moved = diesel::update(
         refunds::table
@@ -521,6 +550,26 @@ pub fn advance_refund(
         release_reservation(conn, &refund.trade_id, refund.amount.to_minor())?;
     }
     Ok(moved == 1)
+}
+
+/// Records the refund center's expected completion (epoch ms; ignored unless positive).
+pub fn set_expected_completion(
+    conn: &mut AnyConnection,
+    refund_id: &str,
+    expected_completion_ms: i64,
+    now_ms: i64,
+) -> Result<()> {
+    if expected_completion_ms <= 0 {
+        return Ok(());
+    }
+    diesel::update(refunds::table.find(refund_id))
+        .set((
+            refunds::expected_completion_ms.eq(expected_completion_ms),
+            refunds::updated_at_ms.eq(now_ms),
+        ))
+        .execute(conn)
+        .map(|_| ())
+        .map_err(db_err)
 }
 
 /// Gives a refund's amount back to its trade.

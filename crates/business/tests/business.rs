@@ -47,6 +47,8 @@ struct PeerState {
     channels: HashSet<String>,
     /// refund_id -> accepted order.
     orders: HashMap<String, rpb::RefundOrder>,
+    /// The expected completion the refund center answers at acceptance.
+    expected_completion_ms: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -169,6 +171,20 @@ impl ClearingService for Peers {
         Err(Status::unimplemented("not scripted"))
     }
 
+    async fn return_debit(
+        &self,
+        _r: Request<cpb::ReturnDebitRequest>,
+    ) -> Result<Response<cpb::Debit>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn post_adjustment(
+        &self,
+        _r: Request<cpb::AdjustmentRequest>,
+    ) -> Result<Response<cpb::Adjustment>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     async fn run_recovery(
         &self,
         _r: Request<cpb::RunRecoveryRequest>,
@@ -217,6 +233,7 @@ impl RefundService for Peers {
             channel: r.channel,
             amount: r.amount,
             currency: r.currency,
+            expected_completion_ms: s.expected_completion_ms,
             ..Default::default()
         };
         s.orders.entry(r.refund_id).or_insert(order.clone());
@@ -275,6 +292,18 @@ impl RefundService for Peers {
         &self,
         _r: Request<rpb::RunOutboxRequest>,
     ) -> Result<Response<rpb::OutboxReport>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn run_payout_dispatch(
+        &self,
+        _r: Request<rpb::RunInterfaceCycleRequest>,
+    ) -> Result<Response<rpb::CycleReport>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn payout_update(
+        &self,
+        _r: Request<rpb::PayoutUpdateRequest>,
+    ) -> Result<Response<rpb::PayoutUpdateResponse>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
 }
@@ -850,6 +879,7 @@ async fn bad_inputs_have_stable_codes(url: &str) {
             refund_id: "rf_unknown".into(),
             status: pb::RefundStatus::Succeeded as i32,
             reason: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1007,7 +1037,7 @@ async fn crash_between_debit_and_refund_center(url: &str) {
         env.refund.url(),
     ))
     .await;
-    env.connect(fixed).kill();
+    env.connect(fixed).kill().await;
 
     let report = env.recover().await;
     assert_eq!(
@@ -1074,6 +1104,7 @@ async fn outcome_failed_releases_the_amount(url: &str) {
         refund_id: r.refund_id.clone(),
         status: status as i32,
         reason: "card cancelled".into(),
+        ..Default::default()
     };
     let failed = env
         .admin
@@ -1082,7 +1113,8 @@ async fn outcome_failed_releases_the_amount(url: &str) {
         .unwrap()
         .into_inner();
     assert_eq!(status(&failed), pb::RefundStatus::Failed);
-    assert_eq!(failed.error_code, "REFUND_FAILED");
+    assert_eq!(failed.error_code, ErrorCode::RefundFailed.as_str());
+    assert_eq!(failed.error_message, "card cancelled");
     assert_eq!(env.trade("mA", "order-1").await.refunded, "0.00");
     // Idempotent and monotone.
     let again = env
@@ -1119,12 +1151,161 @@ async fn outcome_failed_releases_the_amount(url: &str) {
             refund_id: second.refund_id.clone(),
             status: pb::RefundStatus::Succeeded as i32,
             reason: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(status(&ok), pb::RefundStatus::Succeeded);
     assert_eq!(env.trade("mA", "order-1").await.refunded, "60.00");
+    env.stop().await;
+}
+
+both_databases!(returned_payout_and_expected_completion);
+async fn returned_payout_and_expected_completion(url: &str) {
+    let mut env = Env::start(url).await;
+    let accepted_eta = env.clock_ms() + 30 * 60 * 1000;
+    env.peers.state().expected_completion_ms = accepted_eta;
+    env.pay("mA", "order-1", "80").await;
+    let r = env.refund(KEY_A, "rn-1", "order-1", "50").await.unwrap();
+    assert_eq!(status(&r), pb::RefundStatus::Processing);
+    // The refund center's estimate at acceptance is stored and shown.
+    assert_eq!(r.expected_completion_ms, accepted_eta);
+    assert_eq!(
+        env.get(KEY_A, "rn-1").await.unwrap().expected_completion_ms,
+        accepted_eta
+    );
+    assert_eq!((r.error_code.as_str(), r.error_message.as_str()), ("", ""));
+    let report = |status: pb::RefundStatus, returned: bool, reason: &str, eta: i64| {
+        pb::ReportRefundOutcomeRequest {
+            refund_id: r.refund_id.clone(),
+            status: status as i32,
+            reason: reason.into(),
+            returned,
+            expected_completion_ms: eta,
+        }
+    };
+
+    // A fallback moves the estimate (PROCESSING with a new estimate); PROCESSING without one is
+    // still a bad request.
+    let later = accepted_eta + 24 * 60 * 60 * 1000;
+    let moved = env
+        .admin
+        .report_refund_outcome(report(pb::RefundStatus::Processing, false, "", later))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&moved), pb::RefundStatus::Processing);
+    assert_eq!(moved.expected_completion_ms, later);
+
+    // Bad combinations.
+    for (bad, field) in [
+        (report(pb::RefundStatus::Succeeded, true, "", 0), "returned"),
+        (
+            report(pb::RefundStatus::Failed, false, "", -1),
+            "expected_completion_ms",
+        ),
+    ] {
+        let e = from_status(&env.admin.report_refund_outcome(bad).await.unwrap_err());
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(e.message.starts_with(field), "{}", e.message);
+    }
+    // The refund succeeds, with a final estimate.
+    let done = env
+        .admin
+        .report_refund_outcome(report(pb::RefundStatus::Succeeded, false, "", later + 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&done), pb::RefundStatus::Succeeded);
+    assert_eq!(done.expected_completion_ms, later + 1);
+    assert_eq!(env.trade("mA", "order-1").await.refunded, "50.00");
+    // An ordinary FAILED never moves a SUCCEEDED refund.
+    let flip = env
+        .admin
+        .report_refund_outcome(report(pb::RefundStatus::Failed, false, "late", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(from_status(&flip).code, ErrorCode::InvalidStateTransition);
+    // A late progress report after the final outcome changes nothing.
+    let late = env
+        .admin
+        .report_refund_outcome(report(pb::RefundStatus::Processing, false, "", 7))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&late), pb::RefundStatus::Succeeded);
+    assert_eq!(late.expected_completion_ms, later + 1);
+
+    // The bank returns the payout (退票): SUCCEEDED -> FAILED with the bank's reason, the
+    // reservation released in the same transaction.
+    let bank_reason = "ACCOUNT_CLOSED: account closed";
+    let returned = env
+        .admin
+        .report_refund_outcome(report(pb::RefundStatus::Failed, true, bank_reason, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&returned), pb::RefundStatus::Failed);
+    assert_eq!(returned.error_code, ErrorCode::PayoutReturned.as_str());
+    assert_eq!(returned.error_message, bank_reason);
+    assert_eq!(env.trade("mA", "order-1").await.refunded, "0.00");
+    let seen = env.get(KEY_A, "rn-1").await.unwrap();
+    assert_eq!(
+        (
+            status(&seen),
+            seen.error_code.as_str(),
+            seen.error_message.as_str()
+        ),
+        (pb::RefundStatus::Failed, "PAYOUT_RETURNED", bank_reason)
+    );
+    // Idempotent: a repeated return (or a later plain FAILED) changes nothing, releases nothing.
+    for again in [
+        report(pb::RefundStatus::Failed, true, bank_reason, 0),
+        report(pb::RefundStatus::Failed, false, "other", 0),
+    ] {
+        let a = env
+            .admin
+            .report_refund_outcome(again)
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (status(&a), a.error_code.as_str()),
+            (pb::RefundStatus::Failed, "PAYOUT_RETURNED")
+        );
+    }
+    assert_eq!(env.trade("mA", "order-1").await.refunded, "0.00");
+    // And nothing moves it back.
+    let back = env
+        .admin
+        .report_refund_outcome(report(pb::RefundStatus::Succeeded, false, "", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(from_status(&back).code, ErrorCode::InvalidStateTransition);
+
+    // The released amount is refundable again (the whole 80).
+    let again = env.refund(KEY_A, "rn-2", "order-1", "80").await.unwrap();
+    assert_eq!(status(&again), pb::RefundStatus::Processing);
+    assert_eq!(env.trade("mA", "order-1").await.refunded, "80.00");
+
+    // A return reported while the refund is still PROCESSING fails it the same way.
+    let early = env
+        .admin
+        .report_refund_outcome(pb::ReportRefundOutcomeRequest {
+            refund_id: again.refund_id.clone(),
+            status: pb::RefundStatus::Failed as i32,
+            reason: String::new(),
+            returned: true,
+            expected_completion_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&early), pb::RefundStatus::Failed);
+    assert_eq!(early.error_code, "PAYOUT_RETURNED");
+    assert_eq!(early.error_message, "the bank returned the payout");
+    assert_eq!(env.trade("mA", "order-1").await.refunded, "0.00");
     env.stop().await;
 }
 
@@ -1338,7 +1519,7 @@ mod real_chain {
         /// refund-center address (after a crash of the old one).
         pub async fn restart_business(&mut self, dbs: &Dbs, refund_url: String) {
             if let Some(old) = self.business.take() {
-                old.kill();
+                old.kill().await;
             }
             let cfg = config(
                 dbs.business.url(),
@@ -1473,6 +1654,7 @@ mod real_chain {
             .refund_client
             .get_refund(rpb::GetRefundRequest {
                 refund_id: r.refund_id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

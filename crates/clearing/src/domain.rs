@@ -300,12 +300,17 @@ pub enum DebitStatus {
     Reversed,
     /// Completion under way.
     Completing,
-    /// Final: the refund succeeded and the money left through the channel reserve.
+    /// The refund succeeded and the money left through the channel reserve. Final, except that
+    /// the bank may return a payout afterwards (退票): COMPLETED → RETURNING → RETURNED.
     Completed,
+    /// Return under way (a retry or recovery finishes it).
+    Returning,
+    /// Final: the bank returned the payout; the money went back where it was debited from.
+    Returned,
 }
 
 impl DebitStatus {
-    pub const ALL: [DebitStatus; 7] = [
+    pub const ALL: [DebitStatus; 9] = [
         DebitStatus::Pending,
         DebitStatus::Debited,
         DebitStatus::Rejected,
@@ -313,6 +318,8 @@ impl DebitStatus {
         DebitStatus::Reversed,
         DebitStatus::Completing,
         DebitStatus::Completed,
+        DebitStatus::Returning,
+        DebitStatus::Returned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -324,6 +331,8 @@ impl DebitStatus {
             DebitStatus::Reversed => "REVERSED",
             DebitStatus::Completing => "COMPLETING",
             DebitStatus::Completed => "COMPLETED",
+            DebitStatus::Returning => "RETURNING",
+            DebitStatus::Returned => "RETURNED",
         }
     }
 
@@ -331,10 +340,20 @@ impl DebitStatus {
         DebitStatus::ALL.into_iter().find(|d| d.as_str() == s)
     }
 
+    /// No move leaves these. COMPLETED is not among them: a returned payout still moves it.
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            DebitStatus::Rejected | DebitStatus::Reversed | DebitStatus::Completed
+            DebitStatus::Rejected | DebitStatus::Reversed | DebitStatus::Returned
+        )
+    }
+
+    /// Whether the money is back with the merchant (the trade's counters are given back on
+    /// entering these states, so the amount can be refunded again).
+    pub fn gives_back(self) -> bool {
+        matches!(
+            self,
+            DebitStatus::Rejected | DebitStatus::Reversed | DebitStatus::Returned
         )
     }
 
@@ -349,6 +368,8 @@ impl DebitStatus {
                 | (Debited, Completing)
                 | (Reversing, Reversed)
                 | (Completing, Completed)
+                | (Completed, Returning)
+                | (Returning, Returned)
         )
     }
 
@@ -452,6 +473,10 @@ impl Debit {
         format!("refund-reverse:{}", self.refund_id)
     }
 
+    pub fn return_request_id(&self) -> String {
+        format!("refund-return:{}", self.refund_id)
+    }
+
     /// Dr MERCHANT_SETTLEMENT merchant part; Dr FEE_INCOME fee part; Cr REFUND_IN_TRANSIT amount.
     pub fn debit_postings(&self) -> Vec<(AccountKey, Side, Money)> {
         let c = self.currency();
@@ -514,6 +539,31 @@ impl Debit {
     }
 }
 
+impl Debit {
+    /// The returned payout (退票): Dr CHANNEL_RESERVE(channel) amount (the money came back to
+    /// the reserve); Cr MERCHANT_SETTLEMENT merchant part; Cr FEE_INCOME fee part.
+    pub fn return_postings(&self) -> Vec<(AccountKey, Side, Money)> {
+        let c = self.currency();
+        non_zero(vec![
+            (
+                AccountKey::channel_reserve(&self.channel, c),
+                Side::Debit,
+                self.amount,
+            ),
+            (
+                AccountKey::merchant_settlement(&self.merchant_id, c),
+                Side::Credit,
+                self.merchant_amount,
+            ),
+            (
+                AccountKey::platform(AccountType::FeeIncome, c),
+                Side::Credit,
+                self.fee_amount,
+            ),
+        ])
+    }
+}
+
 /// The accounting idempotency key of a payment's settlement posting.
 pub fn settle_request_id(trade_id: &str) -> String {
     format!("settle:{trade_id}")
@@ -521,6 +571,121 @@ pub fn settle_request_id(trade_id: &str) -> String {
 
 fn non_zero(entries: Vec<(AccountKey, Side, Money)>) -> Vec<(AccountKey, Side, Money)> {
     entries.into_iter().filter(|e| !e.2.is_zero()).collect()
+}
+
+// ---------- adjustments ----------
+
+/// The longest memo kept with an adjustment.
+pub const MAX_MEMO_LEN: usize = 512;
+
+/// Which way an adjustment moves money between a channel's reserve and its suspense account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdjustmentKind {
+    /// The bank paid out what the platform has no refund for: Dr SUSPENSE(channel), Cr
+    /// CHANNEL_RESERVE(channel).
+    BankToSuspense,
+    /// The reverse: Dr CHANNEL_RESERVE(channel), Cr SUSPENSE(channel).
+    SuspenseToBank,
+}
+
+impl AdjustmentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdjustmentKind::BankToSuspense => "BANK_TO_SUSPENSE",
+            AdjustmentKind::SuspenseToBank => "SUSPENSE_TO_BANK",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AdjustmentKind> {
+        match s {
+            "BANK_TO_SUSPENSE" => Some(AdjustmentKind::BankToSuspense),
+            "SUSPENSE_TO_BANK" => Some(AdjustmentKind::SuspenseToBank),
+            _ => None,
+        }
+    }
+}
+
+/// A reconciliation correction (差错处理, "bank wins"), validated. Idempotent by
+/// `adjustment_id`: the same id with other content is a conflict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adjustment {
+    pub adjustment_id: String,
+    pub kind: AdjustmentKind,
+    pub channel: String,
+    pub amount: Money,
+    pub memo: String,
+    /// Set once accounting confirmed the posting; `None` while it is pending (a retry or the
+    /// recovery job posts it under the same key).
+    pub posting_id: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl Adjustment {
+    /// Validates the parts that are not ids (those are checked on receipt).
+    pub fn new(
+        adjustment_id: &str,
+        kind: AdjustmentKind,
+        channel: &str,
+        amount: Money,
+        memo: &str,
+        now_ms: i64,
+    ) -> Result<Adjustment, Error> {
+        if !amount.is_positive() {
+            return Err(Error::new(
+                ErrorCode::InvalidAmount,
+                "amount: must be greater than zero",
+            ));
+        }
+        if memo.chars().count() > MAX_MEMO_LEN {
+            return Err(Error::field(
+                "memo",
+                format!("longer than {MAX_MEMO_LEN} characters"),
+            ));
+        }
+        Ok(Adjustment {
+            adjustment_id: adjustment_id.to_string(),
+            kind,
+            channel: channel.to_string(),
+            amount,
+            memo: memo.to_string(),
+            posting_id: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        })
+    }
+
+    /// Whether a repeat carries the same content (ids, kind, channel, amount, memo).
+    pub fn same_content(&self, other: &Adjustment) -> bool {
+        self.adjustment_id == other.adjustment_id
+            && self.kind == other.kind
+            && self.channel == other.channel
+            && self.amount == other.amount
+            && self.memo == other.memo
+    }
+
+    /// The accounting idempotency key: `adjust:{adjustment_id}`.
+    pub fn request_id(&self) -> String {
+        format!("adjust:{}", self.adjustment_id)
+    }
+
+    pub fn postings(&self) -> Vec<(AccountKey, Side, Money)> {
+        let c = self.amount.currency();
+        let suspense = AccountKey {
+            account_type: AccountType::Suspense,
+            owner: self.channel.clone(),
+            currency: c,
+        };
+        let reserve = AccountKey::channel_reserve(&self.channel, c);
+        let (debit, credit) = match self.kind {
+            AdjustmentKind::BankToSuspense => (suspense, reserve),
+            AdjustmentKind::SuspenseToBank => (reserve, suspense),
+        };
+        non_zero(vec![
+            (debit, Side::Debit, self.amount),
+            (credit, Side::Credit, self.amount),
+        ])
+    }
 }
 
 /// What a caller wants from a debit.
@@ -532,6 +697,8 @@ pub enum Goal {
     Reverse,
     /// CompleteDebit: the money out through the channel reserve.
     Complete,
+    /// ReturnDebit: a completed refund's payout came back; the money back to the merchant.
+    Return,
 }
 
 /// The next step towards a goal from a status.
@@ -551,6 +718,10 @@ pub enum Step {
     BeginComplete,
     /// Post (or re-post) `refund-complete:` and finish the completion.
     PostComplete,
+    /// Move COMPLETED → RETURNING.
+    BeginReturn,
+    /// Post (or re-post) `refund-return:` and finish the return.
+    PostReturn,
 }
 
 /// Decides the next step for `debit` towards `goal`. Pure; the service loops on it.
@@ -563,6 +734,8 @@ pub fn next_step(debit: &Debit, goal: Goal) -> Step {
         ))
     };
     match (goal, debit.status) {
+        // Only a completed refund can be returned; a pending debit is not posted for a return.
+        (Goal::Return, Pending) => not_active(),
         (_, Pending) => Step::PostDebit,
         (Goal::Debit, Rejected) => Step::Fail(Error::new(
             ErrorCode::InsufficientBalance,
@@ -579,11 +752,16 @@ pub fn next_step(debit: &Debit, goal: Goal) -> Step {
         (Goal::Reverse, Debited) => Step::BeginReverse,
         (Goal::Reverse, Reversing) => Step::PostReverse,
         (Goal::Reverse, Reversed | Rejected) => Step::Done,
-        (Goal::Reverse, Completing | Completed) => not_active(),
+        (Goal::Reverse, Completing | Completed | Returning | Returned) => not_active(),
         (Goal::Complete, Debited) => Step::BeginComplete,
         (Goal::Complete, Completing) => Step::PostComplete,
-        (Goal::Complete, Completed) => Step::Done,
+        // The completion happened; a later return does not undo that answer.
+        (Goal::Complete, Completed | Returning | Returned) => Step::Done,
         (Goal::Complete, Reversing | Reversed | Rejected) => not_active(),
+        (Goal::Return, Completed) => Step::BeginReturn,
+        (Goal::Return, Returning) => Step::PostReturn,
+        (Goal::Return, Returned) => Step::Done,
+        (Goal::Return, Debited | Rejected | Reversing | Reversed | Completing) => not_active(),
     }
 }
 
@@ -712,6 +890,7 @@ mod tests {
             d.debit_postings(),
             d.reverse_postings(),
             d.complete_postings(),
+            d.return_postings(),
         ] {
             let (mut dr, mut cr) = (0, 0);
             for (_, side, m) in entries {
@@ -734,6 +913,8 @@ mod tests {
             (Debited, Completing),
             (Reversing, Reversed),
             (Completing, Completed),
+            (Completed, Returning),
+            (Returning, Returned),
         ];
         for from in DebitStatus::ALL {
             assert_eq!(DebitStatus::parse(from.as_str()), Some(from));
@@ -781,5 +962,130 @@ mod tests {
         d.status = DebitStatus::Reversing;
         assert_eq!(step(&d, Goal::Reverse), "PostReverse");
         assert_eq!(step(&d, Goal::Complete), "fail DEBIT_NOT_ACTIVE");
+        // Returns: only from COMPLETED.
+        for status in [
+            DebitStatus::Pending,
+            DebitStatus::Debited,
+            DebitStatus::Rejected,
+            DebitStatus::Reversing,
+            DebitStatus::Reversed,
+            DebitStatus::Completing,
+        ] {
+            d.status = status;
+            assert_eq!(step(&d, Goal::Return), "fail DEBIT_NOT_ACTIVE", "{status}");
+        }
+        d.status = DebitStatus::Completed;
+        assert_eq!(step(&d, Goal::Return), "BeginReturn");
+        d.status = DebitStatus::Returning;
+        assert_eq!(step(&d, Goal::Return), "PostReturn");
+        assert_eq!(step(&d, Goal::Complete), "Done");
+        assert_eq!(step(&d, Goal::Reverse), "fail DEBIT_NOT_ACTIVE");
+        d.status = DebitStatus::Returned;
+        assert_eq!(step(&d, Goal::Return), "Done");
+        assert_eq!(step(&d, Goal::Complete), "Done");
+        assert_eq!(step(&d, Goal::Debit), "Done");
+        assert!(d.status.is_final() && d.status.gives_back());
+        assert!(!DebitStatus::Completed.is_final() && !DebitStatus::Completed.gives_back());
+    }
+
+    #[test]
+    fn return_postings_undo_the_completion() {
+        let s = settlement("100", "0.006", FeeRefundPolicy::Proportional);
+        let req = DebitRequest {
+            refund_id: "rf1".into(),
+            trade_id: "t1".into(),
+            merchant_id: "m1".into(),
+            amount: cny("50"),
+        };
+        let d = Debit::new(&req, &s, 30, 0);
+        assert_eq!(d.return_request_id(), "refund-return:rf1");
+        let p = d.return_postings();
+        assert_eq!(
+            p,
+            vec![
+                (
+                    AccountKey::channel_reserve("netbank", Currency::Cny),
+                    Side::Debit,
+                    cny("50")
+                ),
+                (
+                    AccountKey::merchant_settlement("m1", Currency::Cny),
+                    Side::Credit,
+                    cny("49.70")
+                ),
+                (
+                    AccountKey::platform(AccountType::FeeIncome, Currency::Cny),
+                    Side::Credit,
+                    cny("0.30")
+                ),
+            ]
+        );
+        // No fee share: the zero fee entry is omitted.
+        let no_fee = Debit::new(&req, &s, 0, 0);
+        assert_eq!(no_fee.return_postings().len(), 2);
+    }
+
+    #[test]
+    fn adjustments() {
+        let a = Adjustment::new(
+            "adj1",
+            AdjustmentKind::BankToSuspense,
+            "netbank",
+            cny("5"),
+            "bank wins",
+            1,
+        )
+        .unwrap();
+        assert_eq!(a.request_id(), "adjust:adj1");
+        let suspense = AccountKey {
+            account_type: AccountType::Suspense,
+            owner: "netbank".into(),
+            currency: Currency::Cny,
+        };
+        let reserve = AccountKey::channel_reserve("netbank", Currency::Cny);
+        assert_eq!(
+            a.postings(),
+            vec![
+                (suspense.clone(), Side::Debit, cny("5")),
+                (reserve.clone(), Side::Credit, cny("5"))
+            ]
+        );
+        let b = Adjustment {
+            kind: AdjustmentKind::SuspenseToBank,
+            ..a.clone()
+        };
+        assert_eq!(
+            b.postings(),
+            vec![
+                (reserve, Side::Debit, cny("5")),
+                (suspense, Side::Credit, cny("5"))
+            ]
+        );
+        assert!(!a.same_content(&b));
+        let later = Adjustment {
+            created_at_ms: 9,
+            posting_id: Some("pst_1".into()),
+            ..a.clone()
+        };
+        assert!(a.same_content(&later));
+        for kind in [
+            AdjustmentKind::BankToSuspense,
+            AdjustmentKind::SuspenseToBank,
+        ] {
+            assert_eq!(AdjustmentKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(
+            Adjustment::new(
+                "a",
+                AdjustmentKind::BankToSuspense,
+                "c",
+                cny("1"),
+                &"m".repeat(513),
+                0
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::InvalidArgument
+        );
     }
 }

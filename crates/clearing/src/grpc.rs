@@ -2,7 +2,8 @@
 //!
 //! Every step that asks accounting to post is recorded first (a PENDING settlement, a PENDING /
 //! REVERSING / COMPLETING debit) and posted under a key derived from the trade or refund
-//! (`settle:`, `refund-debit:`, `refund-reverse:`, `refund-complete:`), so a retry after an
+//! (`settle:`, `refund-debit:`, `refund-reverse:`, `refund-complete:`, `refund-return:`,
+//! `adjust:`), so a retry after an
 //! unknown outcome (UNAVAILABLE) posts at most once: accounting replays the first posting.
 
 use std::future::Future;
@@ -21,8 +22,9 @@ use tuikuan_proto::clearing::v1::clearing_service_server::{
 use tuikuan_proto::status::grpc_err;
 
 use crate::domain::{
-    next_step, parse_fee_rate, Debit, DebitRequest, DebitStatus, FeeRefundPolicy, Goal,
-    MerchantPolicy, SettleRequest, Settlement, SettlementStatus, Step, MAX_REASON_LEN,
+    next_step, parse_fee_rate, Adjustment, AdjustmentKind, Debit, DebitRequest, DebitStatus,
+    FeeRefundPolicy, Goal, MerchantPolicy, SettleRequest, Settlement, SettlementStatus, Step,
+    MAX_REASON_LEN,
 };
 use crate::store::{self, Reserved};
 
@@ -85,15 +87,20 @@ pub async fn serve(
 pub struct RecoveryReport {
     /// Pending settlements now posted.
     pub settlements_posted: usize,
-    /// Debits brought to a resting state (DEBITED, REJECTED, REVERSED, COMPLETED).
+    /// Debits brought to a resting state (DEBITED, REJECTED, REVERSED, COMPLETED, RETURNED).
     pub debits_finished: usize,
+    /// Adjustments whose posting is now confirmed.
+    pub adjustments_posted: usize,
     /// Records still unfinished (accounting unavailable, ...); the next pass retries them.
     pub still_pending: usize,
 }
 
 impl RecoveryReport {
     pub fn is_empty(&self) -> bool {
-        self.settlements_posted == 0 && self.debits_finished == 0 && self.still_pending == 0
+        self.settlements_posted == 0
+            && self.debits_finished == 0
+            && self.adjustments_posted == 0
+            && self.still_pending == 0
     }
 }
 
@@ -237,6 +244,81 @@ impl Clearing {
         self.drive(debit, Goal::Complete, "").await
     }
 
+    /// A completed refund's payout was returned by the bank (退票): posts the money back from the
+    /// channel reserve to where it was debited from and gives the trade's counters back, so the
+    /// amount is refundable again. Only from COMPLETED (else DEBIT_NOT_ACTIVE); idempotent by
+    /// refund id (a RETURNED debit is answered as it is).
+    pub async fn return_debit(&self, refund_id: &str, reason: &str) -> Result<Debit, Error> {
+        let debit = self.debit(refund_id).await?;
+        self.drive(debit, Goal::Return, reason).await
+    }
+
+    /// Posts a reconciliation correction between a channel's reserve and its suspense account
+    /// (idempotent by adjustment id; other content under the same id is IDEMPOTENCY_CONFLICT).
+    /// The adjustment is stored before it is posted under `adjust:{adjustment_id}`, so an
+    /// unanswered post (UNAVAILABLE) is finished by a retry or the recovery job.
+    pub async fn post_adjustment(&self, adjustment: Adjustment) -> Result<Adjustment, Error> {
+        let wanted = adjustment.clone();
+        let stored = self
+            .db
+            .run(move |conn| store::insert_adjustment(conn, &wanted))
+            .await?;
+        if !stored.same_content(&adjustment) {
+            return Err(Error::new(
+                ErrorCode::IdempotencyConflict,
+                format!(
+                    "adjustment {} was posted before with different content",
+                    adjustment.adjustment_id
+                ),
+            ));
+        }
+        if stored.posting_id.is_some() {
+            return Ok(stored);
+        }
+        self.post_stored_adjustment(stored).await
+    }
+
+    async fn post_stored_adjustment(
+        &self,
+        mut adjustment: Adjustment,
+    ) -> Result<Adjustment, Error> {
+        let outcome = self
+            .accounting
+            .post(
+                &adjustment.request_id(),
+                &format!(
+                    "adjustment {} {}: {}",
+                    adjustment.adjustment_id,
+                    adjustment.kind.as_str(),
+                    adjustment.memo
+                ),
+                adjustment.postings(),
+            )
+            .await?;
+        let now_ms = self.clock.now_ms();
+        let (id, posting_id) = (adjustment.adjustment_id.clone(), outcome.posting_id.clone());
+        self.db
+            .run(move |conn| store::mark_adjustment_posted(conn, &id, &posting_id, now_ms))
+            .await?;
+        tracing::info!(
+            adjustment_id = %adjustment.adjustment_id,
+            kind = adjustment.kind.as_str(),
+            channel = %adjustment.channel,
+            amount = %adjustment.amount,
+            "adjustment posted"
+        );
+        adjustment.posting_id = Some(outcome.posting_id);
+        adjustment.updated_at_ms = now_ms;
+        Ok(adjustment)
+    }
+
+    pub async fn adjustment(&self, adjustment_id: &str) -> Result<Option<Adjustment>, Error> {
+        let id = adjustment_id.to_string();
+        self.db
+            .run(move |conn| store::get_adjustment(conn, &id))
+            .await
+    }
+
     pub async fn debit(&self, refund_id: &str) -> Result<Debit, Error> {
         let id = refund_id.to_string();
         self.db
@@ -292,6 +374,34 @@ impl Clearing {
                         DebitStatus::Debited,
                         DebitStatus::Completing,
                         None,
+                        None,
+                    )
+                    .await?
+                }
+                Step::BeginReturn => {
+                    self.move_debit(
+                        &debit,
+                        DebitStatus::Completed,
+                        DebitStatus::Returning,
+                        None,
+                        Some(reason),
+                    )
+                    .await?
+                }
+                Step::PostReturn => {
+                    let outcome = self
+                        .accounting
+                        .post(
+                            &debit.return_request_id(),
+                            &format!("refund {} payout returned by the bank", debit.refund_id),
+                            debit.return_postings(),
+                        )
+                        .await?;
+                    self.move_debit(
+                        &debit,
+                        DebitStatus::Returning,
+                        DebitStatus::Returned,
+                        Some(outcome.posting_id),
                         None,
                     )
                     .await?
@@ -444,10 +554,30 @@ impl Clearing {
                 }
             }
         }
+        let unposted = self
+            .db
+            .run(|conn| store::unposted_adjustments(conn, RECOVERY_BATCH))
+            .await?;
+        for adjustment_id in unposted {
+            let Some(adjustment) = self.adjustment(&adjustment_id).await? else {
+                continue;
+            };
+            if adjustment.posting_id.is_some() {
+                continue;
+            }
+            match self.post_stored_adjustment(adjustment).await {
+                Ok(_) => report.adjustments_posted += 1,
+                Err(e) => {
+                    tracing::warn!(%adjustment_id, error = %e, "adjustment still unposted");
+                    report.still_pending += 1;
+                }
+            }
+        }
         for (status, goal) in [
             (DebitStatus::Pending, Goal::Debit),
             (DebitStatus::Reversing, Goal::Reverse),
             (DebitStatus::Completing, Goal::Complete),
+            (DebitStatus::Returning, Goal::Return),
         ] {
             let ids = self
                 .db
@@ -558,6 +688,8 @@ fn status_to_wire(s: DebitStatus) -> pb::DebitStatus {
         DebitStatus::Reversed => pb::DebitStatus::Reversed,
         DebitStatus::Completing => pb::DebitStatus::Completing,
         DebitStatus::Completed => pb::DebitStatus::Completed,
+        DebitStatus::Returning => pb::DebitStatus::Returning,
+        DebitStatus::Returned => pb::DebitStatus::Returned,
     }
 }
 
@@ -581,20 +713,70 @@ fn refund_id_from_wire(refund_id: &str) -> Result<(), Error> {
     validate_external_id(refund_id, "refund_id")
 }
 
+fn adjustment_kind_from_wire(value: i32) -> Result<AdjustmentKind, Error> {
+    match pb::AdjustmentKind::try_from(value) {
+        Ok(pb::AdjustmentKind::BankToSuspense) => Ok(AdjustmentKind::BankToSuspense),
+        Ok(pb::AdjustmentKind::SuspenseToBank) => Ok(AdjustmentKind::SuspenseToBank),
+        Ok(pb::AdjustmentKind::Unspecified) => Err(Error::field("kind", "is required")),
+        Err(_) => Err(Error::field("kind", format!("unknown kind {value}"))),
+    }
+}
+
+fn adjustment_from_wire(r: &pb::AdjustmentRequest, now_ms: i64) -> Result<Adjustment, Error> {
+    validate_external_id(&r.adjustment_id, "adjustment_id")?;
+    let kind = adjustment_kind_from_wire(r.kind)?;
+    validate_external_id(&r.channel, "channel")?;
+    let amount = Money::parse(&r.amount, &r.currency, "amount")?;
+    Adjustment::new(&r.adjustment_id, kind, &r.channel, amount, &r.memo, now_ms)
+}
+
+fn adjustment_to_wire(a: &Adjustment) -> pb::Adjustment {
+    pb::Adjustment {
+        adjustment_id: a.adjustment_id.clone(),
+        kind: match a.kind {
+            AdjustmentKind::BankToSuspense => pb::AdjustmentKind::BankToSuspense,
+            AdjustmentKind::SuspenseToBank => pb::AdjustmentKind::SuspenseToBank,
+        } as i32,
+        channel: a.channel.clone(),
+        amount: a.amount.amount_string(),
+        currency: a.amount.currency().code().to_string(),
+        memo: a.memo.clone(),
+        posting_id: a.posting_id.clone().unwrap_or_default(),
+    }
+}
+
 #[tonic::async_trait]
 impl ClearingService for Clearing {
+    #[tracing::instrument(skip_all, fields(adjustment_id = %request.get_ref().adjustment_id))]
     async fn post_adjustment(
         &self,
-        _request: Request<pb::AdjustmentRequest>,
+        request: Request<pb::AdjustmentRequest>,
     ) -> Result<Response<pb::Adjustment>, Status> {
-        Err(Status::unimplemented("adjustments are not built yet"))
+        let adjustment =
+            adjustment_from_wire(request.get_ref(), self.clock.now_ms()).map_err(grpc_err)?;
+        let adjustment = Clearing::post_adjustment(self, adjustment)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(adjustment_to_wire(&adjustment)))
     }
 
+    #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
     async fn return_debit(
         &self,
-        _request: Request<pb::ReturnDebitRequest>,
+        request: Request<pb::ReturnDebitRequest>,
     ) -> Result<Response<pb::Debit>, Status> {
-        Err(Status::unimplemented("returned payouts are not built yet"))
+        let r = request.get_ref();
+        refund_id_from_wire(&r.refund_id).map_err(grpc_err)?;
+        if r.reason.chars().count() > MAX_REASON_LEN {
+            return Err(grpc_err(Error::field(
+                "reason",
+                format!("longer than {MAX_REASON_LEN} characters"),
+            )));
+        }
+        let debit = Clearing::return_debit(self, &r.refund_id, &r.reason)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(debit_to_wire(&debit)))
     }
 
     #[tracing::instrument(skip_all, fields(merchant_id = %request.get_ref().merchant_id))]

@@ -10,7 +10,9 @@
 //! Layout:
 //! - [`domain`]: merchant policies, settlements and the fee, the fee share, the debit state machine
 //!   (`PENDING → DEBITED | REJECTED`, `DEBITED → REVERSING → REVERSED`,
-//!   `DEBITED → COMPLETING → COMPLETED`) and the postings of each step (pure);
+//!   `DEBITED → COMPLETING → COMPLETED`, and for a returned payout (退票)
+//!   `COMPLETED → RETURNING → RETURNED`), reconciliation's suspense adjustments, and the postings
+//!   of each step (pure);
 //! - [`store`]: diesel tables and the reservation transaction (SQLite and PostgreSQL);
 //! - [`grpc`]: the `ClearingService` server, wire conversions, and the recovery job
 //!   ([`grpc::Clearing::run_recovery`]).

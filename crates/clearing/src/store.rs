@@ -11,8 +11,8 @@ use tuikuan_db::{db_err, is_unique_violation, AnyConnection};
 use tuikuan_kernel::{Currency, Error, ErrorCode, Money};
 
 use crate::domain::{
-    parse_fee_rate, Debit, DebitRequest, DebitStatus, FeeRefundPolicy, MerchantPolicy, Settlement,
-    SettlementStatus,
+    parse_fee_rate, Adjustment, AdjustmentKind, Debit, DebitRequest, DebitStatus, FeeRefundPolicy,
+    MerchantPolicy, Settlement, SettlementStatus,
 };
 
 diesel::table! {
@@ -61,7 +61,21 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(policies, settlements, debits);
+diesel::table! {
+    adjustments (adjustment_id) {
+        adjustment_id -> Text,
+        kind -> Text,
+        channel -> Text,
+        amount_minor -> BigInt,
+        currency -> Text,
+        memo -> Text,
+        posting_id -> Nullable<Text>,
+        created_at_ms -> BigInt,
+        updated_at_ms -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(policies, settlements, debits, adjustments);
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = policies)]
@@ -476,7 +490,7 @@ pub fn mark_debited(
 
 /// Moves `refund_id` from `from` to `to` (checked against the state machine), setting the final
 /// posting id and reason when given. When the move lands on a state in which the money is back
-/// with the merchant (REJECTED, REVERSED), the trade's counters are given back in the same
+/// with the merchant (REJECTED, REVERSED, RETURNED), the trade's counters are given back in the same
 /// transaction, so the amount can be refunded again. `false` when the debit was not in `from`.
 pub fn move_debit(
     conn: &mut AnyConnection,
@@ -488,7 +502,7 @@ pub fn move_debit(
     now_ms: i64,
 ) -> Result<bool, Error> {
     from.transition(to)?;
-    let give_back = matches!(to, DebitStatus::Rejected | DebitStatus::Reversed);
+    let give_back = to.gives_back();
     let refund_id = debit.refund_id.clone();
     let result = conn.transaction::<bool, TxError, _>(|conn| {
         let target = debits::table
@@ -598,4 +612,123 @@ pub fn record_compensation(
     .execute(conn)
     .map_err(db_err)?;
     Ok(())
+}
+
+// ---------- adjustments ----------
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = adjustments)]
+struct AdjustmentRow {
+    adjustment_id: String,
+    kind: String,
+    channel: String,
+    amount_minor: i64,
+    currency: String,
+    memo: String,
+    posting_id: Option<String>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl AdjustmentRow {
+    fn from_domain(a: &Adjustment) -> AdjustmentRow {
+        AdjustmentRow {
+            adjustment_id: a.adjustment_id.clone(),
+            kind: a.kind.as_str().to_string(),
+            channel: a.channel.clone(),
+            amount_minor: a.amount.to_minor(),
+            currency: a.amount.currency().code().to_string(),
+            memo: a.memo.clone(),
+            posting_id: a.posting_id.clone(),
+            created_at_ms: a.created_at_ms,
+            updated_at_ms: a.updated_at_ms,
+        }
+    }
+
+    fn into_domain(self) -> Result<Adjustment, Error> {
+        let currency = currency_of(&self.currency)?;
+        Ok(Adjustment {
+            kind: AdjustmentKind::parse(&self.kind)
+                .ok_or_else(|| corrupt("adjustment kind", &self.kind))?,
+            amount: Money::from_minor(self.amount_minor, currency),
+            adjustment_id: self.adjustment_id,
+            channel: self.channel,
+            memo: self.memo,
+            posting_id: self.posting_id,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+        })
+    }
+}
+
+pub fn get_adjustment(
+    conn: &mut AnyConnection,
+    adjustment_id: &str,
+) -> Result<Option<Adjustment>, Error> {
+    adjustments::table
+        .filter(adjustments::adjustment_id.eq(adjustment_id))
+        .select(AdjustmentRow::as_select())
+        .first(conn)
+        .optional()
+        .map_err(db_err)?
+        .map(AdjustmentRow::into_domain)
+        .transpose()
+}
+
+/// Inserts a new (unposted) adjustment, or returns the one stored under its id (maybe inserted
+/// concurrently: the insert runs in a savepoint so that a unique violation does not abort an
+/// enclosing PostgreSQL transaction).
+pub fn insert_adjustment(
+    conn: &mut AnyConnection,
+    adjustment: &Adjustment,
+) -> Result<Adjustment, Error> {
+    if let Some(existing) = get_adjustment(conn, &adjustment.adjustment_id)? {
+        return Ok(existing);
+    }
+    let row = AdjustmentRow::from_domain(adjustment);
+    let inserted = conn.transaction(|c| {
+        diesel::insert_into(adjustments::table)
+            .values(&row)
+            .execute(c)
+    });
+    match inserted {
+        Ok(_) => Ok(adjustment.clone()),
+        Err(e) if is_unique_violation(&e) => get_adjustment(conn, &adjustment.adjustment_id)?
+            .ok_or_else(|| {
+                Error::internal(format!("adjustment {} vanished", adjustment.adjustment_id))
+            }),
+        Err(e) => Err(db_err(e)),
+    }
+}
+
+/// Records the confirmed posting of an adjustment (no-op when it was recorded before).
+pub fn mark_adjustment_posted(
+    conn: &mut AnyConnection,
+    adjustment_id: &str,
+    posting_id: &str,
+    now_ms: i64,
+) -> Result<(), Error> {
+    diesel::update(
+        adjustments::table
+            .filter(adjustments::adjustment_id.eq(adjustment_id))
+            .filter(adjustments::posting_id.is_null()),
+    )
+    .set((
+        adjustments::posting_id.eq(Some(posting_id)),
+        adjustments::updated_at_ms.eq(now_ms),
+    ))
+    .execute(conn)
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Ids of adjustments whose posting is not confirmed, oldest first.
+pub fn unposted_adjustments(conn: &mut AnyConnection, limit: i64) -> Result<Vec<String>, Error> {
+    adjustments::table
+        .filter(adjustments::posting_id.is_null())
+        .order(adjustments::created_at_ms.asc())
+        .select(adjustments::adjustment_id)
+        .limit(limit)
+        .load(conn)
+        .map_err(db_err)
 }

@@ -241,7 +241,30 @@ fn status(d: &pb::Debit) -> pb::DebitStatus {
     pb::DebitStatus::try_from(d.status).expect("known status")
 }
 
-use apb::AccountType::{ChannelReserve, FeeIncome, MerchantSettlement, RefundInTransit};
+use apb::AccountType::{ChannelReserve, FeeIncome, MerchantSettlement, RefundInTransit, Suspense};
+
+fn adjustment_req(
+    id: &str,
+    kind: pb::AdjustmentKind,
+    amount: &str,
+    memo: &str,
+) -> pb::AdjustmentRequest {
+    pb::AdjustmentRequest {
+        adjustment_id: id.to_string(),
+        kind: kind as i32,
+        channel: "netbank".to_string(),
+        amount: amount.to_string(),
+        currency: "CNY".to_string(),
+        memo: memo.to_string(),
+    }
+}
+
+fn return_req(refund: &str, reason: &str) -> pb::ReturnDebitRequest {
+    pb::ReturnDebitRequest {
+        refund_id: refund.to_string(),
+        reason: reason.to_string(),
+    }
+}
 
 // ---------- scenarios ----------
 
@@ -665,6 +688,378 @@ async fn recovery_after_outage(acc: &str, clr: &str) {
     accounting.stop().await.expect("stop accounting");
 }
 
+/// A completed refund's payout comes back (退票): the money goes from the channel reserve back to
+/// the merchant and the fee income, once, and the amount is refundable again.
+async fn returned_payout(acc: &str, clr: &str) {
+    let mut env = Env::start(acc, clr).await;
+    env.policy("m1", "0.006", pb::FeeRefundPolicy::Proportional)
+        .await;
+    env.settle("t1", "m1", "100.00").await.expect("settle");
+    let d = env.debit("rf1", "t1", "m1", "50.00").await.expect("debit");
+    assert_eq!(
+        (d.merchant_amount.as_str(), d.fee_amount.as_str()),
+        ("49.70", "0.30")
+    );
+
+    // Only a COMPLETED debit can be returned.
+    let err = env
+        .client
+        .return_debit(return_req("rf1", "x"))
+        .await
+        .expect_err("debited");
+    assert_eq!(code_of(&err), "DEBIT_NOT_ACTIVE");
+    let err = env
+        .client
+        .return_debit(return_req("nope", "x"))
+        .await
+        .expect_err("unknown");
+    assert_eq!(code_of(&err), "DEBIT_NOT_FOUND");
+    let err = env
+        .client
+        .return_debit(return_req("rf 1", "x"))
+        .await
+        .expect_err("bad id");
+    assert_eq!(code_of(&err), "MALFORMED_ID");
+    let err = env
+        .client
+        .return_debit(return_req("rf1", &"r".repeat(513)))
+        .await
+        .expect_err("long reason");
+    assert_eq!(code_of(&err), "INVALID_ARGUMENT");
+
+    let completed = env.complete("rf1").await.expect("complete");
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "50.00");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "49.70");
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.30");
+
+    let reason = "ACCOUNT_CLOSED: account closed";
+    let r = env
+        .client
+        .return_debit(return_req("rf1", reason))
+        .await
+        .expect("return")
+        .into_inner();
+    assert_eq!(status(&r), pb::DebitStatus::Returned);
+    assert!(r.final_posting_id.starts_with("pst_"));
+    assert_ne!(r.final_posting_id, completed.final_posting_id);
+    assert_eq!(r.debit_posting_id, completed.debit_posting_id);
+    // Idempotent: the same answer, one posting.
+    let again = env
+        .client
+        .return_debit(return_req("rf1", "another reason"))
+        .await
+        .expect("repeat")
+        .into_inner();
+    assert_eq!(again, r);
+    assert!(env.posting_exists("refund-return:rf1").await);
+    let reserve = env.postings_of(ChannelReserve, "netbank").await;
+    let ids: Vec<&str> = reserve.iter().map(|p| p.request_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["settle:t1", "refund-complete:rf1", "refund-return:rf1"]
+    );
+
+    // Dr CHANNEL_RESERVE 50; Cr MERCHANT_SETTLEMENT 49.70; Cr FEE_INCOME 0.30: back as settled.
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "100.00");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "99.40");
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.60");
+    assert_eq!(env.balance(RefundInTransit, "platform").await, "0.00");
+
+    // A returned debit is neither reversed nor completed again (a late CompleteDebit retry
+    // answers with the debit as it is).
+    let err = env.reverse("rf1").await.expect_err("returned");
+    assert_eq!(code_of(&err), "DEBIT_NOT_ACTIVE");
+    let late = env.complete("rf1").await.expect("late complete");
+    assert_eq!(status(&late), pb::DebitStatus::Returned);
+
+    // The trade's counters were given back: the whole payment is refundable again, fee included.
+    let full = env
+        .debit("rf2", "t1", "m1", "100.00")
+        .await
+        .expect("full refund");
+    assert_eq!(
+        (full.merchant_amount.as_str(), full.fee_amount.as_str()),
+        ("99.40", "0.60")
+    );
+    let err = env
+        .debit("rf3", "t1", "m1", "0.01")
+        .await
+        .expect_err("exhausted");
+    assert_eq!(code_of(&err), "REFUND_EXCEEDS_PAID");
+    env.assert_trial_balanced().await;
+    env.stop().await;
+}
+
+/// Reconciliation's corrections move money between a channel's reserve and its suspense account,
+/// idempotently.
+async fn adjustments(acc: &str, clr: &str) {
+    let mut env = Env::start(acc, clr).await;
+    env.policy("m1", "0", pb::FeeRefundPolicy::None).await;
+    env.settle("t1", "m1", "100.00").await.expect("settle");
+
+    let a = env
+        .client
+        .post_adjustment(adjustment_req(
+            "adj1",
+            pb::AdjustmentKind::BankToSuspense,
+            "5",
+            "bank-only row BK9; ops: li",
+        ))
+        .await
+        .expect("adjust")
+        .into_inner();
+    assert_eq!(a.adjustment_id, "adj1");
+    assert_eq!(a.kind, pb::AdjustmentKind::BankToSuspense as i32);
+    assert_eq!(
+        (a.amount.as_str(), a.currency.as_str(), a.channel.as_str()),
+        ("5.00", "CNY", "netbank")
+    );
+    assert!(a.posting_id.starts_with("pst_"));
+    // Suspense is credit-normal: the debit shows as -5.00; the reserve lost 5.
+    assert_eq!(env.balance(Suspense, "netbank").await, "-5.00");
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "95.00");
+
+    // The same request again (5 and 5.00 are the same amount): the first answer, one posting.
+    let again = env
+        .client
+        .post_adjustment(adjustment_req(
+            "adj1",
+            pb::AdjustmentKind::BankToSuspense,
+            "5.00",
+            "bank-only row BK9; ops: li",
+        ))
+        .await
+        .expect("repeat")
+        .into_inner();
+    assert_eq!(again, a);
+    assert_eq!(env.postings_of(Suspense, "netbank").await.len(), 1);
+    assert!(env.posting_exists("adjust:adj1").await);
+    // Other content under the same id.
+    for other in [
+        adjustment_req(
+            "adj1",
+            pb::AdjustmentKind::BankToSuspense,
+            "6",
+            "bank-only row BK9; ops: li",
+        ),
+        adjustment_req(
+            "adj1",
+            pb::AdjustmentKind::SuspenseToBank,
+            "5",
+            "bank-only row BK9; ops: li",
+        ),
+        adjustment_req(
+            "adj1",
+            pb::AdjustmentKind::BankToSuspense,
+            "5",
+            "another memo",
+        ),
+    ] {
+        let err = env
+            .client
+            .post_adjustment(other)
+            .await
+            .expect_err("conflict");
+        assert_eq!(err.code(), Code::AlreadyExists);
+        assert_eq!(code_of(&err), "IDEMPOTENCY_CONFLICT");
+    }
+
+    // The reverse direction.
+    let b = env
+        .client
+        .post_adjustment(adjustment_req(
+            "adj2",
+            pb::AdjustmentKind::SuspenseToBank,
+            "5",
+            "resolved",
+        ))
+        .await
+        .expect("adjust back")
+        .into_inner();
+    assert_ne!(b.posting_id, a.posting_id);
+    assert_eq!(env.balance(Suspense, "netbank").await, "0.00");
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "100.00");
+
+    // Bad input.
+    let mut bad = adjustment_req("adj3", pb::AdjustmentKind::Unspecified, "1", "");
+    let err = env
+        .client
+        .post_adjustment(bad.clone())
+        .await
+        .expect_err("no kind");
+    assert_eq!(code_of(&err), "INVALID_ARGUMENT");
+    bad.kind = 99;
+    let err = env
+        .client
+        .post_adjustment(bad.clone())
+        .await
+        .expect_err("bad kind");
+    assert_eq!(code_of(&err), "INVALID_ARGUMENT");
+    bad.kind = pb::AdjustmentKind::BankToSuspense as i32;
+    bad.amount = "0".into();
+    let err = env
+        .client
+        .post_adjustment(bad.clone())
+        .await
+        .expect_err("zero");
+    assert_eq!(code_of(&err), "INVALID_AMOUNT");
+    bad.amount = "1".into();
+    bad.channel = "net bank".into();
+    let err = env
+        .client
+        .post_adjustment(bad.clone())
+        .await
+        .expect_err("bad channel");
+    assert_eq!(code_of(&err), "MALFORMED_ID");
+    bad.channel = "netbank".into();
+    bad.memo = "m".repeat(513);
+    let err = env
+        .client
+        .post_adjustment(bad)
+        .await
+        .expect_err("long memo");
+    assert_eq!(code_of(&err), "INVALID_ARGUMENT");
+    assert!(!env.posting_exists("adjust:adj3").await);
+    env.assert_trial_balanced().await;
+    env.stop().await;
+}
+
+/// Accounting is down while a payout is returned and an adjustment is posted: both are stored
+/// (RETURNING, unposted) and answer UNAVAILABLE; the recovery job finishes them with the same
+/// keys once accounting is back.
+async fn returns_and_adjustments_recover(acc: &str, clr: &str) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let accounting_addr = format!("http://{port}");
+    let accounting = start_accounting(&port.to_string(), acc).await;
+    let clearing = start_clearing(clr, &accounting_addr).await;
+    let mut client = ClearingServiceClient::new(
+        tuikuan_proto::client::channel(&clearing.url()).expect("channel"),
+    );
+    client
+        .upsert_merchant_policy(pb::MerchantPolicy {
+            merchant_id: "m1".into(),
+            fee_rate: "0.006".into(),
+            fee_refund: pb::FeeRefundPolicy::Proportional as i32,
+        })
+        .await
+        .expect("policy");
+    client
+        .settle_payment(settle_req("t1", "m1", "100.00"))
+        .await
+        .expect("settle");
+    client
+        .refund_debit(debit_req("rf1", "t1", "m1", "100.00"))
+        .await
+        .expect("debit");
+    client
+        .complete_debit(pb::CompleteDebitRequest {
+            refund_id: "rf1".into(),
+        })
+        .await
+        .expect("complete");
+
+    accounting.stop().await.expect("stop accounting");
+    let err = client
+        .return_debit(return_req("rf1", "returned"))
+        .await
+        .expect_err("down");
+    assert_eq!(code_of(&err), "UNAVAILABLE");
+    let d = client
+        .get_debit(pb::GetDebitRequest {
+            refund_id: "rf1".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(status(&d), pb::DebitStatus::Returning);
+    // RETURNING holds the counters: nothing more can be debited yet.
+    let err = client
+        .refund_debit(debit_req("rf2", "t1", "m1", "1.00"))
+        .await
+        .expect_err("still held");
+    assert_eq!(code_of(&err), "REFUND_EXCEEDS_PAID");
+    let err = client
+        .post_adjustment(adjustment_req(
+            "adj1",
+            pb::AdjustmentKind::BankToSuspense,
+            "3",
+            "m",
+        ))
+        .await
+        .expect_err("down");
+    assert_eq!(code_of(&err), "UNAVAILABLE");
+
+    let accounting = start_accounting(&port.to_string(), acc).await;
+    let recovery = Clearing::open(&clearing_config(clr, &accounting_addr)).expect("open");
+    let report = recovery.run_recovery().await.expect("recovery");
+    assert_eq!(
+        (
+            report.debits_finished,
+            report.adjustments_posted,
+            report.still_pending
+        ),
+        (1, 1, 0)
+    );
+    let d = client
+        .get_debit(pb::GetDebitRequest {
+            refund_id: "rf1".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(status(&d), pb::DebitStatus::Returned);
+    let a = client
+        .post_adjustment(adjustment_req(
+            "adj1",
+            pb::AdjustmentKind::BankToSuspense,
+            "3",
+            "m",
+        ))
+        .await
+        .expect("replay")
+        .into_inner();
+    assert!(a.posting_id.starts_with("pst_"));
+    assert!(recovery
+        .run_recovery()
+        .await
+        .expect("nothing left")
+        .is_empty());
+
+    let mut ledger = AccountingServiceClient::new(
+        tuikuan_proto::client::channel(&accounting_addr).expect("channel"),
+    );
+    let balance = |t: apb::AccountType, owner: &str| apb::GetBalanceRequest {
+        account: Some(account(t, owner)),
+    };
+    let reserve = ledger
+        .get_balance(balance(ChannelReserve, "netbank"))
+        .await
+        .expect("b")
+        .into_inner();
+    assert_eq!(reserve.balance, "97.00");
+    let merchant = ledger
+        .get_balance(balance(MerchantSettlement, "m1"))
+        .await
+        .expect("b")
+        .into_inner();
+    assert_eq!(merchant.balance, "99.40");
+    let tb = ledger
+        .trial_balance(apb::TrialBalanceRequest {})
+        .await
+        .expect("tb")
+        .into_inner();
+    assert!(tb.balanced, "{tb:?}");
+    // The counters are back: the whole payment is refundable again.
+    client
+        .refund_debit(debit_req("rf2", "t1", "m1", "100.00"))
+        .await
+        .expect("again");
+    clearing.stop().await.expect("stop clearing");
+    accounting.stop().await.expect("stop accounting");
+}
+
 // ---------- both databases ----------
 
 macro_rules! on_both_databases {
@@ -693,6 +1088,9 @@ on_both_databases! {
     insufficient_balance => insufficient_balance_sqlite, insufficient_balance_postgres;
     concurrent_partial_debits => concurrent_partial_debits_sqlite, concurrent_partial_debits_postgres;
     recovery_after_outage => recovery_after_outage_sqlite, recovery_after_outage_postgres;
+    returned_payout => returned_payout_sqlite, returned_payout_postgres;
+    adjustments => adjustments_sqlite, adjustments_postgres;
+    returns_and_adjustments_recover => returns_and_adjustments_recover_sqlite, returns_and_adjustments_recover_postgres;
 }
 
 /// The domain module is pure: no storage, no RPC framework (CI greps for the same).

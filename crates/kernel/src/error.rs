@@ -62,6 +62,10 @@ pub enum ErrorCode {
     DebitNotActive,
     /// No refund method of the channel can take this refund now.
     NoRefundMethod,
+    /// The refund failed: every method was exhausted or finance confirmed the failure.
+    RefundFailed,
+    /// The bank returned a payout after reporting it paid (退票); the money is back with the merchant.
+    PayoutReturned,
     // unavailable
     /// A downstream service did not answer; the request may be retried with the same key.
     Unavailable,
@@ -113,6 +117,8 @@ impl ErrorCode {
         ErrorCode::UnbalancedPosting,
         ErrorCode::DebitNotActive,
         ErrorCode::NoRefundMethod,
+        ErrorCode::RefundFailed,
+        ErrorCode::PayoutReturned,
         ErrorCode::Unavailable,
         ErrorCode::InProgress,
         ErrorCode::Storage,
@@ -146,6 +152,8 @@ impl ErrorCode {
             ErrorCode::UnbalancedPosting => "UNBALANCED_POSTING",
             ErrorCode::DebitNotActive => "DEBIT_NOT_ACTIVE",
             ErrorCode::NoRefundMethod => "NO_REFUND_METHOD",
+            ErrorCode::RefundFailed => "REFUND_FAILED",
+            ErrorCode::PayoutReturned => "PAYOUT_RETURNED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::InProgress => "IN_PROGRESS",
             ErrorCode::Storage => "STORAGE",
@@ -178,7 +186,9 @@ impl ErrorCode {
             | InvalidStateTransition
             | UnbalancedPosting
             | DebitNotActive
-            | NoRefundMethod => grpc::FAILED_PRECONDITION,
+            | NoRefundMethod
+            | RefundFailed
+            | PayoutReturned => grpc::FAILED_PRECONDITION,
             Unavailable | InProgress => grpc::UNAVAILABLE,
             Storage | Internal => grpc::INTERNAL,
         }

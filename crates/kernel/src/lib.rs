@@ -4,18 +4,21 @@
 //! - [`money`]: [`Money`] and [`Currency`], decimal amounts validated on receipt, minor units for storage;
 //! - [`id`]: validated identifiers supplied by merchants and generated ids;
 //! - [`clock`]: the injectable [`Clock`] (system or manual) so days can pass in seconds;
-//! - [`calendar`]: the working-day calendar (工作日);
+//! - [`calendar`]: the working-day calendar (工作日), loaded from a TOML file;
+//! - [`card`]: payment-card numbers ([`CardNumber`]: digits, 12–19 long, Luhn; shown only masked);
 //! - [`error`]: [`Error`] with its stable [`ErrorCode`], the only error type that crosses a service boundary.
 //!
 //! The kernel depends on no database and no RPC framework.
 
 pub mod calendar;
+pub mod card;
 pub mod clock;
 pub mod error;
 pub mod id;
 pub mod money;
 
 pub use calendar::WorkingCalendar;
+pub use card::CardNumber;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{Error, ErrorCode, Result};
 pub use money::{Currency, Money};

@@ -1,87 +1,14 @@
-//! The payout center's pure part: card numbers (validated, masked, never printed in full), holder
-//! names, the payout state machine, and how bank callbacks apply (monotone by sequence).
-
-use std::fmt;
+//! The payout center's pure part: holder names, the payout state machine, how bank callbacks apply
+//! (monotone by sequence), and the status updates reported to the refund center. Card numbers are
+//! the kernel's [`CardNumber`] (validated, masked, never printed in full).
 
 use sha2::{Digest, Sha256};
+pub use tuikuan_kernel::card::CardNumber;
 use tuikuan_kernel::id::validate_external_id;
 use tuikuan_kernel::{Error, ErrorCode, Money, Result};
 
 /// The longest holder name accepted, in characters.
 pub const MAX_HOLDER_NAME_CHARS: usize = 64;
-
-/// A validated card number: 12 to 19 digits (spaces removed) passing the Luhn check.
-///
-/// Its `Debug` and `Display` show only the masked form (`**** 1234`); the full number is reached
-/// only through [`CardNumber::expose`], for the bank.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CardNumber(String);
-
-impl CardNumber {
-    pub fn parse(raw: &str) -> Result<CardNumber> {
-        if raw.len() > 64 {
-            return Err(Error::field("card_no", "longer than 64 characters"));
-        }
-        let digits: String = raw.chars().filter(|c| *c != ' ').collect();
-        if digits.is_empty() {
-            return Err(Error::field("card_no", "is required"));
-        }
-        if !digits.chars().all(|c| c.is_ascii_digit()) {
-            return Err(Error::field(
-                "card_no",
-                "must contain only digits and spaces",
-            ));
-        }
-        if !(12..=19).contains(&digits.len()) {
-            return Err(Error::field("card_no", "must have 12 to 19 digits"));
-        }
-        if !luhn_ok(&digits) {
-            return Err(Error::field("card_no", "fails the check digit (Luhn)"));
-        }
-        Ok(CardNumber(digits))
-    }
-
-    /// `**** 1234`.
-    pub fn masked(&self) -> String {
-        let last = &self.0[self.0.len().saturating_sub(4)..];
-        format!("**** {last}")
-    }
-
-    /// The full number, for the bank only. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for CardNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CardNumber({})", self.masked())
-    }
-}
-
-impl fmt::Display for CardNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.masked())
-    }
-}
-
-/// The Luhn check over ASCII digits.
-pub fn luhn_ok(digits: &str) -> bool {
-    let mut sum = 0u32;
-    for (i, c) in digits.chars().rev().enumerate() {
-        let Some(mut d) = c.to_digit(10) else {
-            return false;
-        };
-        if i % 2 == 1 {
-            d *= 2;
-            if d > 9 {
-                d -= 9;
-            }
-        }
-        sum += d;
-    }
-    sum.is_multiple_of(10)
-}
 
 /// Checks a cardholder's name: required, at most 64 characters, no control characters. Returns
 /// it trimmed.
@@ -309,6 +236,33 @@ pub fn callback_effect(current: &Payout, cb: &BankCallback) -> Result<CallbackEf
     Ok(CallbackEffect::Apply { status: cb.status })
 }
 
+/// A status change of a payout, to be reported to the refund center (`RefundService.PayoutUpdate`)
+/// through the transactional outbox: written in the same transaction as the change, delivered
+/// after commit, in `sequence` order per payout, retried until the refund center answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutUpdate {
+    pub payout_id: String,
+    pub refund_id: String,
+    /// From 1, increasing by one per status change of the payout.
+    pub sequence: i64,
+    /// SENT, PAID, FAILED or RETURNED.
+    pub status: PayoutStatus,
+    pub reason: String,
+    pub bank_ref: String,
+    pub created_at_ms: i64,
+    /// `None` until the refund center answered.
+    pub delivered_at_ms: Option<i64>,
+    /// Failed delivery attempts so far.
+    pub attempts: i32,
+    pub last_error: String,
+}
+
+/// Whether a change to `status` is reported to the refund center (every change is: CREATED is
+/// where payouts start, not a change).
+pub fn is_reported(status: PayoutStatus) -> bool {
+    status != PayoutStatus::Created
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,34 +271,6 @@ mod tests {
 
     fn cny(s: &str) -> Money {
         Money::parse(s, "CNY", "amount").unwrap()
-    }
-
-    #[test]
-    fn card_numbers() {
-        let c = CardNumber::parse(VISA).unwrap();
-        assert_eq!(c.expose(), "4111111111111111");
-        assert_eq!(c.masked(), "**** 1111");
-        assert_eq!(format!("{c:?}"), "CardNumber(**** 1111)");
-        assert_eq!(c.to_string(), "**** 1111");
-        assert_eq!(
-            CardNumber::parse("5500 0055 5555 5559").unwrap().masked(),
-            "**** 5559"
-        );
-        for (bad, why) in [
-            ("", "is required"),
-            ("4111-1111-1111-1111", "only digits"),
-            ("41111111111", "12 to 19"),
-            ("41111111111111111111", "12 to 19"),
-            ("4111111111111112", "Luhn"),
-        ] {
-            let e = CardNumber::parse(bad).unwrap_err();
-            assert_eq!(e.code, ErrorCode::InvalidArgument);
-            assert!(
-                e.message.starts_with("card_no: ") && e.message.contains(why),
-                "{}",
-                e.message
-            );
-        }
     }
 
     #[test]

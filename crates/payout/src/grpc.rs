@@ -1,5 +1,15 @@
 //! The payout center as a gRPC service (`tuikuan.payout.v1.PayoutService`): configuration,
-//! `serve`, the payout cycle (CREATED payouts to the bank) and bank callbacks.
+//! `serve`, the payout cycle (CREATED payouts to the bank), bank callbacks, and the delivery of
+//! status updates to the refund center (`RefundService.PayoutUpdate`) from the outbox.
+//!
+//! # Reporting to the refund center
+//! Every status change (SENT, PAID, FAILED — a synchronous refusal included — and RETURNED)
+//! writes a row to the `payout_updates` outbox in the transaction that makes the change. Right
+//! after the commit the payout's pending rows are delivered, in sequence order; a row the refund
+//! center did not answer stays pending (and holds back the payout's later rows) until the job
+//! loop or `RunPayoutCycle` delivers it. A deliverer claims a row with a short lease first, so two
+//! deliverers never send the same row at once; the refund center applies updates idempotently
+//! and monotonically by sequence, so a redelivery after a lost answer changes nothing there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +24,12 @@ use tuikuan_proto::bank::v1 as bank_pb;
 use tuikuan_proto::bank::v1::bank_service_client::BankServiceClient;
 use tuikuan_proto::payout::v1 as pb;
 use tuikuan_proto::payout::v1::payout_service_server::{PayoutService, PayoutServiceServer};
+use tuikuan_proto::refund::v1 as refund_pb;
+use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 use tuikuan_proto::status::{grpc_err, peer_err};
 
 use crate::domain::{
-    callback_effect, BankCallback, CallbackEffect, NewPayout, Payout, PayoutStatus,
+    callback_effect, BankCallback, CallbackEffect, NewPayout, Payout, PayoutStatus, PayoutUpdate,
 };
 use crate::store;
 
@@ -29,6 +41,13 @@ pub const DEFAULT_CYCLE_LIMIT: u32 = 100;
 pub const MAX_CYCLE_LIMIT: u32 = 1000;
 /// Optimistic retries of a callback that lost a race with another update.
 const CALLBACK_RETRIES: usize = 5;
+/// Payouts whose pending updates one outbox run delivers at most.
+pub const OUTBOX_BATCH: i64 = 500;
+/// How long a deliverer holds its claim on an outbox row (clock milliseconds); a deliverer that
+/// died mid-delivery is replaced after this.
+const DELIVERY_LEASE_MS: i64 = 60_000;
+/// The most updates of one payout delivered in one go (a payout has at most three changes).
+const MAX_UPDATES_PER_PAYOUT: usize = 8;
 
 /// The payout center's configuration.
 #[derive(Clone, Debug)]
@@ -37,7 +56,11 @@ pub struct Config {
     pub clock: SharedClock,
     /// The bank subsystem (`BankService`), e.g. `http://127.0.0.1:50070`.
     pub bank_addr: String,
-    /// Period of the payout cycle; `None` runs it only through `RunPayoutCycle`.
+    /// The refund center (`RefundService`) that status updates are reported to. `None`: updates
+    /// are recorded in the outbox but not delivered (until an address is configured).
+    pub refund_addr: Option<String>,
+    /// Period of the payout cycle (which also retries undelivered updates); `None` runs it only
+    /// through `RunPayoutCycle`.
     pub job_interval: Option<Duration>,
 }
 
@@ -51,8 +74,15 @@ impl Config {
             database_url: database_url.into(),
             clock,
             bank_addr: bank_addr.into(),
+            refund_addr: None,
             job_interval: None,
         }
+    }
+
+    /// The same configuration, reporting to the refund center at `refund_addr`.
+    pub fn with_refund_addr(mut self, refund_addr: impl Into<String>) -> Config {
+        self.refund_addr = Some(refund_addr.into());
+        self
     }
 }
 
@@ -65,10 +95,17 @@ pub async fn serve(
     let db = Db::connect(&config.database_url, 8)?;
     db.migrate(MIGRATIONS)?;
     let bank = BankServiceClient::new(tuikuan_proto::client::channel(&config.bank_addr)?);
+    let refund = match config.refund_addr.as_deref() {
+        Some(addr) if !addr.is_empty() => Some(RefundServiceClient::new(
+            tuikuan_proto::client::channel(addr)?,
+        )),
+        _ => None,
+    };
     let center = Arc::new(PayoutCenter {
         db,
         clock: config.clock.clone(),
         bank,
+        refund,
     });
     let job = config.job_interval.map(|every| {
         let center = center.clone();
@@ -78,11 +115,13 @@ pub async fn serve(
             loop {
                 interval.tick().await;
                 match center.run_cycle(DEFAULT_CYCLE_LIMIT).await {
-                    Ok(r) if r.sent + r.rejected + r.errors > 0 => {
+                    Ok(r) if r.sent + r.rejected + r.errors + r.updates_delivered > 0 => {
                         tracing::info!(
                             sent = r.sent,
                             rejected = r.rejected,
                             errors = r.errors,
+                            updates_delivered = r.updates_delivered,
+                            updates_pending = r.updates_pending,
                             "payout cycle"
                         )
                     }
@@ -117,6 +156,18 @@ pub struct CycleReport {
     pub rejected: u32,
     /// No answer (or an error) from the bank: still CREATED, retried next cycle with the same id.
     pub errors: u32,
+    /// Status updates delivered to the refund center (this cycle's and earlier ones retried).
+    pub updates_delivered: u32,
+    /// Payouts whose updates are still undelivered after the cycle.
+    pub updates_pending: u32,
+}
+
+/// What one outbox run delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxReport {
+    pub delivered: u32,
+    /// Payouts left with undelivered updates (refund center down, or another deliverer busy).
+    pub pending: u32,
 }
 
 /// The payout center's logic over its database and the bank.
@@ -125,6 +176,7 @@ pub struct PayoutCenter {
     db: Db,
     clock: SharedClock,
     bank: BankServiceClient<Channel>,
+    refund: Option<RefundServiceClient<Channel>>,
 }
 
 impl PayoutCenter {
@@ -215,7 +267,7 @@ impl PayoutCenter {
                     let bank_ref = a.bank_ref.clone();
                     let won = self
                         .db
-                        .run(move |c| {
+                        .transaction(move |c| {
                             store::move_status(
                                 c,
                                 &id,
@@ -243,6 +295,9 @@ impl PayoutCenter {
                     } else {
                         report.rejected += 1;
                     }
+                    if won {
+                        report.updates_delivered += self.deliver_payout(&p.payout_id).await.0;
+                    }
                 }
                 Err(e) => {
                     if e.is_retryable() {
@@ -254,7 +309,130 @@ impl PayoutCenter {
                 }
             }
         }
+        // Retry what earlier changes could not deliver.
+        let outbox = self.deliver_updates(OUTBOX_BATCH).await?;
+        report.updates_delivered += outbox.delivered;
+        report.updates_pending = outbox.pending;
         Ok(report)
+    }
+
+    /// Delivers the undelivered status updates of up to `limit` payouts, in sequence order per
+    /// payout (the job loop and `RunPayoutCycle` run it). Without a refund center configured,
+    /// nothing is delivered.
+    pub async fn deliver_updates(&self, limit: i64) -> Result<OutboxReport> {
+        let mut report = OutboxReport::default();
+        if self.refund.is_none() {
+            return Ok(report);
+        }
+        let payouts = self
+            .db
+            .run(move |c| store::payouts_with_undelivered(c, limit))
+            .await?;
+        for payout_id in payouts {
+            let (delivered, done) = self.deliver_payout(&payout_id).await;
+            report.delivered += delivered;
+            if !done {
+                report.pending += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Delivers one payout's undelivered updates in order, stopping at the first that fails (it
+    /// holds back the later ones) or that another deliverer holds. Returns how many it delivered
+    /// and whether none is left. Errors are logged, not returned: the change itself is committed
+    /// and the next run retries the delivery.
+    async fn deliver_payout(&self, payout_id: &str) -> (u32, bool) {
+        let Some(refund) = self.refund.clone() else {
+            return (0, false);
+        };
+        let mut delivered = 0;
+        for _ in 0..MAX_UPDATES_PER_PAYOUT {
+            match self.deliver_next(&refund, payout_id).await {
+                Ok(Delivery::Delivered) => delivered += 1,
+                Ok(Delivery::NothingLeft) => return (delivered, true),
+                Ok(Delivery::Busy) => return (delivered, false),
+                Err(e) => {
+                    if e.is_retryable() {
+                        tracing::warn!(%payout_id, code = %e.code, error = %e.message, "payout update not delivered; will retry");
+                    } else {
+                        tracing::error!(%payout_id, code = %e.code, error = %e.message, "refund center refused a payout update; will retry");
+                    }
+                    return (delivered, false);
+                }
+            }
+        }
+        (delivered, false)
+    }
+
+    async fn deliver_next(
+        &self,
+        refund: &RefundServiceClient<Channel>,
+        payout_id: &str,
+    ) -> Result<Delivery> {
+        let id = payout_id.to_string();
+        let Some(update) = self
+            .db
+            .run(move |c| store::next_undelivered(c, &id))
+            .await?
+        else {
+            return Ok(Delivery::NothingLeft);
+        };
+        let now = self.clock.now_ms();
+        let (id, seq) = (update.payout_id.clone(), update.sequence);
+        let claimed = self
+            .db
+            .run(move |c| {
+                store::claim_update(c, &id, seq, now, now.saturating_add(DELIVERY_LEASE_MS))
+            })
+            .await?;
+        if !claimed {
+            return Ok(Delivery::Busy);
+        }
+        let request = refund_pb::PayoutUpdateRequest {
+            payout_id: update.payout_id.clone(),
+            refund_id: update.refund_id.clone(),
+            status: update.status.as_str().to_string(),
+            reason: update.reason.clone(),
+            sequence: u64::try_from(update.sequence).unwrap_or(0),
+            bank_ref: update.bank_ref.clone(),
+        };
+        let answer = refund
+            .clone()
+            .payout_update(request)
+            .await
+            .map_err(peer_err);
+        let (id, seq) = (update.payout_id.clone(), update.sequence);
+        match answer {
+            Ok(r) => {
+                let now = self.clock.now_ms();
+                self.db
+                    .run(move |c| store::mark_delivered(c, &id, seq, now))
+                    .await?;
+                tracing::info!(
+                    payout_id = %update.payout_id,
+                    refund_id = %update.refund_id,
+                    status = update.status.as_str(),
+                    sequence = update.sequence,
+                    applied = r.into_inner().applied,
+                    "payout update delivered to the refund center"
+                );
+                Ok(Delivery::Delivered)
+            }
+            Err(e) => {
+                let message = format!("{}: {}", e.code, e.message);
+                self.db
+                    .run(move |c| store::release_update(c, &id, seq, &message))
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The outbox rows of a payout, in sequence order (for operators and tests).
+    pub async fn updates(&self, payout_id: &str) -> Result<Vec<PayoutUpdate>> {
+        let id = payout_id.to_string();
+        self.db.run(move |c| store::updates_of(c, &id)).await
     }
 
     /// Applies a bank callback: monotone by sequence and along the state machine. Returns whether
@@ -288,11 +466,12 @@ impl PayoutCenter {
             let (from, from_seq, seq) = (current.status, current.callback_seq, cb.sequence);
             let won = self
                 .db
-                .run(move |c| {
+                .transaction(move |c| {
                     store::move_status(c, &id, from, from_seq, to, &bank_ref, &reason, seq, now)
                 })
                 .await?;
             if won {
+                self.deliver_payout(&cb.payout_id).await;
                 tracing::info!(
                     payout_id = %cb.payout_id,
                     card = %current.card.masked(),
@@ -309,6 +488,14 @@ impl PayoutCenter {
             cb.payout_id
         )))
     }
+}
+
+/// What one delivery attempt found.
+enum Delivery {
+    Delivered,
+    NothingLeft,
+    /// Another deliverer holds the payout's next update.
+    Busy,
 }
 
 fn same_request(existing: Payout, fingerprint: &str) -> Result<Payout> {

@@ -1,14 +1,15 @@
-//! The payout center's storage: the `payouts` table and repository functions over domain types.
+//! The payout center's storage: the `payouts` table, the `payout_updates` outbox, and repository
+//! functions over domain types.
 //!
 //! Every status change is a conditional update on the status (and, for callbacks, the applied
 //! sequence) the caller read, so concurrent cycles and callbacks never move a payout twice or
-//! backwards.
+//! backwards. The change that wins writes its outbox row in the same transaction.
 
 use diesel::prelude::*;
 use tuikuan_db::{db_err, is_unique_violation, AnyConnection};
 use tuikuan_kernel::{Currency, Error, Money, Result};
 
-use crate::domain::{CardNumber, Payout, PayoutStatus};
+use crate::domain::{is_reported, CardNumber, Payout, PayoutStatus, PayoutUpdate};
 
 diesel::table! {
     payouts (payout_id) {
@@ -29,6 +30,24 @@ diesel::table! {
         updated_at_ms -> BigInt,
     }
 }
+
+diesel::table! {
+    payout_updates (payout_id, sequence) {
+        payout_id -> Text,
+        sequence -> BigInt,
+        refund_id -> Text,
+        status -> Text,
+        reason -> Text,
+        bank_ref -> Text,
+        created_at_ms -> BigInt,
+        delivered_at_ms -> Nullable<BigInt>,
+        lease_until_ms -> BigInt,
+        attempts -> Integer,
+        last_error -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(payouts, payout_updates);
 
 #[derive(Clone, Queryable, Insertable)]
 #[diesel(table_name = payouts)]
@@ -138,7 +157,9 @@ pub fn created_payouts(conn: &mut AnyConnection, limit: i64) -> Result<Vec<Payou
 }
 
 /// Moves a payout from `from` to `to` with the given bank reference, reason and applied callback
-/// sequence, if it is still in `from` with sequence `from_seq`. Returns whether this call won.
+/// sequence, if it is still in `from` with sequence `from_seq`, and writes the change to the
+/// outbox. Returns whether this call won. Call inside a transaction, so that the change and its
+/// outbox row commit together.
 #[allow(clippy::too_many_arguments)]
 pub fn move_status(
     conn: &mut AnyConnection,
@@ -174,5 +195,200 @@ pub fn move_status(
     ))
     .execute(conn)
     .map_err(db_err)?;
+    if n != 1 {
+        return Ok(false);
+    }
+    if is_reported(to) {
+        let refund_id: String = payouts::table
+            .find(payout_id)
+            .select(payouts::refund_id)
+            .first(conn)
+            .map_err(db_err)?;
+        record_update(conn, payout_id, &refund_id, to, reason, bank_ref, now_ms)?;
+    }
+    Ok(true)
+}
+
+#[derive(Clone, Queryable, Insertable)]
+#[diesel(table_name = payout_updates)]
+struct UpdateRow {
+    payout_id: String,
+    sequence: i64,
+    refund_id: String,
+    status: String,
+    reason: String,
+    bank_ref: String,
+    created_at_ms: i64,
+    delivered_at_ms: Option<i64>,
+    lease_until_ms: i64,
+    attempts: i32,
+    last_error: String,
+}
+
+impl TryFrom<UpdateRow> for PayoutUpdate {
+    type Error = Error;
+    fn try_from(r: UpdateRow) -> Result<PayoutUpdate> {
+        Ok(PayoutUpdate {
+            status: PayoutStatus::parse(&r.status)
+                .ok_or_else(|| corrupt("update status", &r.payout_id))?,
+            payout_id: r.payout_id,
+            refund_id: r.refund_id,
+            sequence: r.sequence,
+            reason: r.reason,
+            bank_ref: r.bank_ref,
+            created_at_ms: r.created_at_ms,
+            delivered_at_ms: r.delivered_at_ms,
+            attempts: r.attempts,
+            last_error: r.last_error,
+        })
+    }
+}
+
+/// Appends a status change to the outbox with the payout's next sequence. Call in the transaction
+/// of the change (whose conditional update serializes the writers of one payout).
+pub fn record_update(
+    conn: &mut AnyConnection,
+    payout_id: &str,
+    refund_id: &str,
+    status: PayoutStatus,
+    reason: &str,
+    bank_ref: &str,
+    now_ms: i64,
+) -> Result<i64> {
+    let last: Option<i64> = payout_updates::table
+        .filter(payout_updates::payout_id.eq(payout_id))
+        .select(diesel::dsl::max(payout_updates::sequence))
+        .first(conn)
+        .map_err(db_err)?;
+    let sequence = last.unwrap_or(0) + 1;
+    diesel::insert_into(payout_updates::table)
+        .values(UpdateRow {
+            payout_id: payout_id.to_string(),
+            sequence,
+            refund_id: refund_id.to_string(),
+            status: status.as_str().to_string(),
+            reason: reason.to_string(),
+            bank_ref: bank_ref.to_string(),
+            created_at_ms: now_ms,
+            delivered_at_ms: None,
+            lease_until_ms: 0,
+            attempts: 0,
+            last_error: String::new(),
+        })
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(sequence)
+}
+
+/// Every outbox row of a payout, in sequence order (delivered or not).
+pub fn updates_of(conn: &mut AnyConnection, payout_id: &str) -> Result<Vec<PayoutUpdate>> {
+    payout_updates::table
+        .filter(payout_updates::payout_id.eq(payout_id))
+        .order(payout_updates::sequence.asc())
+        .load::<UpdateRow>(conn)
+        .map_err(db_err)?
+        .into_iter()
+        .map(PayoutUpdate::try_from)
+        .collect()
+}
+
+/// The first undelivered outbox row of a payout: the only one that may be delivered next.
+pub fn next_undelivered(conn: &mut AnyConnection, payout_id: &str) -> Result<Option<PayoutUpdate>> {
+    payout_updates::table
+        .filter(payout_updates::payout_id.eq(payout_id))
+        .filter(payout_updates::delivered_at_ms.is_null())
+        .order(payout_updates::sequence.asc())
+        .first::<UpdateRow>(conn)
+        .optional()
+        .map_err(db_err)?
+        .map(PayoutUpdate::try_from)
+        .transpose()
+}
+
+/// Payouts with undelivered outbox rows, those waiting longest first (at most `limit`).
+pub fn payouts_with_undelivered(conn: &mut AnyConnection, limit: i64) -> Result<Vec<String>> {
+    let rows: Vec<String> = payout_updates::table
+        .filter(payout_updates::delivered_at_ms.is_null())
+        .order((
+            payout_updates::created_at_ms.asc(),
+            payout_updates::payout_id.asc(),
+        ))
+        .select(payout_updates::payout_id)
+        .limit(limit.saturating_mul(4))
+        .load(conn)
+        .map_err(db_err)?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(rows
+        .into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .take(usize::try_from(limit).unwrap_or(0))
+        .collect())
+}
+
+/// Claims an undelivered row for delivery until `lease_until_ms`, if no other deliverer holds an
+/// unexpired lease on it. Returns whether this call claimed it.
+pub fn claim_update(
+    conn: &mut AnyConnection,
+    payout_id: &str,
+    sequence: i64,
+    now_ms: i64,
+    lease_until_ms: i64,
+) -> Result<bool> {
+    let n = diesel::update(
+        payout_updates::table
+            .filter(payout_updates::payout_id.eq(payout_id))
+            .filter(payout_updates::sequence.eq(sequence))
+            .filter(payout_updates::delivered_at_ms.is_null())
+            .filter(payout_updates::lease_until_ms.le(now_ms)),
+    )
+    .set(payout_updates::lease_until_ms.eq(lease_until_ms))
+    .execute(conn)
+    .map_err(db_err)?;
     Ok(n == 1)
+}
+
+/// Records that the refund center answered.
+pub fn mark_delivered(
+    conn: &mut AnyConnection,
+    payout_id: &str,
+    sequence: i64,
+    now_ms: i64,
+) -> Result<()> {
+    diesel::update(
+        payout_updates::table
+            .filter(payout_updates::payout_id.eq(payout_id))
+            .filter(payout_updates::sequence.eq(sequence))
+            .filter(payout_updates::delivered_at_ms.is_null()),
+    )
+    .set((
+        payout_updates::delivered_at_ms.eq(Some(now_ms)),
+        payout_updates::lease_until_ms.eq(0),
+    ))
+    .execute(conn)
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Gives up a claim after a failed delivery (retried by the next run).
+pub fn release_update(
+    conn: &mut AnyConnection,
+    payout_id: &str,
+    sequence: i64,
+    error: &str,
+) -> Result<()> {
+    let error: String = error.chars().take(1024).collect();
+    diesel::update(
+        payout_updates::table
+            .filter(payout_updates::payout_id.eq(payout_id))
+            .filter(payout_updates::sequence.eq(sequence))
+            .filter(payout_updates::delivered_at_ms.is_null()),
+    )
+    .set((
+        payout_updates::lease_until_ms.eq(0),
+        payout_updates::attempts.eq(payout_updates::attempts + 1),
+        payout_updates::last_error.eq(error),
+    ))
+    .execute(conn)
+    .map_err(db_err)?;
+    Ok(())
 }

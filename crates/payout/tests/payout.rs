@@ -13,6 +13,8 @@ use tuikuan_proto::bank::v1 as bank_pb;
 use tuikuan_proto::bank::v1::bank_service_client::BankServiceClient;
 use tuikuan_proto::payout::v1 as pb;
 use tuikuan_proto::payout::v1::payout_service_client::PayoutServiceClient;
+use tuikuan_proto::refund::v1 as refund_pb;
+use tuikuan_proto::refund::v1::refund_service_server::{RefundService, RefundServiceServer};
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -73,6 +75,166 @@ impl std::future::Future for Shutdown {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// A recording refund center: real gRPC, records every PayoutUpdate, can be "down".
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct Recorder {
+    updates: Arc<std::sync::Mutex<Vec<refund_pb::PayoutUpdateRequest>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    /// Calls refused while down.
+    refused: Arc<std::sync::atomic::AtomicU32>,
+    /// Rings on every recorded or refused update.
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Recorder {
+    fn updates(&self) -> Vec<refund_pb::PayoutUpdateRequest> {
+        self.updates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// (payout_id, sequence, status) of every update received, in arrival order.
+    fn seen(&self) -> Vec<(String, u64, String)> {
+        self.updates()
+            .into_iter()
+            .map(|u| (u.payout_id, u.sequence, u.status))
+            .collect()
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits (bounded) until `done` holds for the recorded updates and the refused count.
+    async fn wait_for(&self, done: impl Fn(&[refund_pb::PayoutUpdateRequest], u32) -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let notified = self.notify.notified();
+            let refused = self.refused.load(std::sync::atomic::Ordering::SeqCst);
+            if done(&self.updates(), refused) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("updates never arrived: {:?}", self.seen());
+            }
+        }
+    }
+}
+
+fn not_here<T>() -> Result<tonic::Response<T>, Status> {
+    Err(Status::unimplemented("not part of this recorder"))
+}
+
+#[tonic::async_trait]
+impl RefundService for Recorder {
+    async fn payout_update(
+        &self,
+        r: tonic::Request<refund_pb::PayoutUpdateRequest>,
+    ) -> Result<tonic::Response<refund_pb::PayoutUpdateResponse>, Status> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.notify.notify_waiters();
+            return Err(Status::unavailable("refund center is down"));
+        }
+        self.updates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(r.into_inner());
+        self.notify.notify_waiters();
+        Ok(tonic::Response::new(refund_pb::PayoutUpdateResponse {
+            applied: true,
+        }))
+    }
+    async fn create_refund(
+        &self,
+        _: tonic::Request<refund_pb::CreateRefundRequest>,
+    ) -> Result<tonic::Response<refund_pb::RefundOrder>, Status> {
+        not_here()
+    }
+    async fn get_refund(
+        &self,
+        _: tonic::Request<refund_pb::GetRefundRequest>,
+    ) -> Result<tonic::Response<refund_pb::RefundOrder>, Status> {
+        not_here()
+    }
+    async fn list_refunds(
+        &self,
+        _: tonic::Request<refund_pb::ListRefundsRequest>,
+    ) -> Result<tonic::Response<refund_pb::ListRefundsResponse>, Status> {
+        not_here()
+    }
+    async fn upsert_channel(
+        &self,
+        _: tonic::Request<refund_pb::Channel>,
+    ) -> Result<tonic::Response<refund_pb::Channel>, Status> {
+        not_here()
+    }
+    async fn list_channels(
+        &self,
+        _: tonic::Request<refund_pb::ListChannelsRequest>,
+    ) -> Result<tonic::Response<refund_pb::ListChannelsResponse>, Status> {
+        not_here()
+    }
+    async fn run_interface_cycle(
+        &self,
+        _: tonic::Request<refund_pb::RunInterfaceCycleRequest>,
+    ) -> Result<tonic::Response<refund_pb::CycleReport>, Status> {
+        not_here()
+    }
+    async fn bank_callback(
+        &self,
+        _: tonic::Request<refund_pb::BankCallbackRequest>,
+    ) -> Result<tonic::Response<refund_pb::BankCallbackResponse>, Status> {
+        not_here()
+    }
+    async fn list_submitted(
+        &self,
+        _: tonic::Request<refund_pb::ListSubmittedRequest>,
+    ) -> Result<tonic::Response<refund_pb::ListSubmittedResponse>, Status> {
+        not_here()
+    }
+    async fn apply_reconciliation(
+        &self,
+        _: tonic::Request<refund_pb::ApplyReconciliationRequest>,
+    ) -> Result<tonic::Response<refund_pb::RefundOrder>, Status> {
+        not_here()
+    }
+    async fn run_outbox(
+        &self,
+        _: tonic::Request<refund_pb::RunOutboxRequest>,
+    ) -> Result<tonic::Response<refund_pb::OutboxReport>, Status> {
+        not_here()
+    }
+    async fn run_payout_dispatch(
+        &self,
+        _: tonic::Request<refund_pb::RunInterfaceCycleRequest>,
+    ) -> Result<tonic::Response<refund_pb::CycleReport>, Status> {
+        not_here()
+    }
+}
+
+/// Serves a recorder on port 0.
+async fn start_recorder() -> (Recorder, tuikuan_proto::server::ServiceHandle) {
+    let recorder = Recorder::default();
+    let svc = recorder.clone();
+    let handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
+        tuikuan_proto::server::serve(
+            l,
+            tonic::service::Routes::new(RefundServiceServer::new(svc)),
+            &[],
+            s,
+        )
+    })
+    .await
+    .expect("spawn recorder");
+    (recorder, handle)
+}
+
 /// A payout center and a bank simulator that call each other.
 struct Pair {
     clock: ManualClock,
@@ -87,6 +249,15 @@ impl Pair {
         backend: Backend,
         name: &str,
         tune: impl FnOnce(&mut tuikuan_bank::Config),
+    ) -> Option<Pair> {
+        Pair::start_with(backend, name, tune, |_| {}).await
+    }
+
+    async fn start_with(
+        backend: Backend,
+        name: &str,
+        tune: impl FnOnce(&mut tuikuan_bank::Config),
+        tune_payout: impl FnOnce(&mut tuikuan_payout::Config),
     ) -> Option<Pair> {
         let payout_db = test_db(backend, name)?;
         let bank_db = test_db(backend, &format!("{name}_bank"))?;
@@ -103,7 +274,9 @@ impl Pair {
         bank_config.out_of_order_per_mille = 1000;
         bank_config.payout_callback_addr = Some(payout_url.clone());
         tune(&mut bank_config);
-        let payout_config = tuikuan_payout::Config::new(payout_db.url(), shared, bank_url.clone());
+        let mut payout_config =
+            tuikuan_payout::Config::new(payout_db.url(), shared, bank_url.clone());
+        tune_payout(&mut payout_config);
         let running = vec![
             run(bank_l, |l, s| tuikuan_bank::serve(bank_config, l, s)),
             run(payout_l, |l, s| tuikuan_payout::serve(payout_config, l, s)),
@@ -551,3 +724,185 @@ both_backends!(
     returned_after_paid_sqlite,
     returned_after_paid_postgres
 );
+
+fn seen(list: &[(&str, u64, &str)]) -> Vec<(String, u64, String)> {
+    list.iter()
+        .map(|(p, s, st)| (p.to_string(), *s, st.to_string()))
+        .collect()
+}
+
+/// Every status change reaches the refund center once, in order, with increasing sequences:
+/// SENT and PAID then RETURNED for one payout (despite duplicate and out-of-order bank callbacks),
+/// and a synchronous refusal as FAILED.
+async fn updates_reach_the_refund_center(backend: Backend) {
+    let (recorder, refund) = start_recorder().await;
+    let refund_url = refund.url();
+    let Some(mut t) = Pair::start_with(
+        backend,
+        "payout_updates",
+        |c| {
+            c.return_per_mille = 1000;
+            c.return_delay_secs = 3600;
+        },
+        |p| p.refund_addr = Some(refund_url),
+    )
+    .await
+    else {
+        return;
+    };
+    t.create(request("po-1")).await.expect("create");
+    assert!(recorder.seen().is_empty(), "CREATED is not a change");
+    let report = t.cycle().await;
+    assert_eq!(report.sent, 1);
+    let sent = t.get("po-1").await;
+    assert_eq!(recorder.seen(), seen(&[("po-1", 1, "SENT")]));
+    let first = &recorder.updates()[0];
+    assert_eq!(
+        (first.refund_id.as_str(), first.bank_ref.as_str()),
+        ("rf-po-1", sent.bank_ref.as_str())
+    );
+    // Nothing new: another cycle delivers nothing again.
+    t.cycle().await;
+    assert_eq!(recorder.seen().len(), 1);
+
+    // The bank's callbacks come three times (final, duplicate final, stale): one PAID update.
+    t.clock.advance(Duration::seconds(60));
+    assert_eq!(t.tick().await.callbacks_sent, 3);
+    assert_eq!(
+        recorder.seen(),
+        seen(&[("po-1", 1, "SENT"), ("po-1", 2, "PAID")])
+    );
+    // The return (退票) an hour later, with the bank's reason.
+    t.clock.advance(Duration::seconds(3600));
+    t.tick().await;
+    assert_eq!(
+        recorder.seen(),
+        seen(&[
+            ("po-1", 1, "SENT"),
+            ("po-1", 2, "PAID"),
+            ("po-1", 3, "RETURNED")
+        ])
+    );
+    let returned = recorder.updates()[2].clone();
+    assert!(
+        returned.reason.starts_with("RETURNED"),
+        "{}",
+        returned.reason
+    );
+    assert_eq!(returned.bank_ref, sent.bank_ref);
+    t.cycle().await;
+    assert_eq!(recorder.seen().len(), 3, "duplicate-free");
+    t.stop().await;
+
+    // A synchronous refusal is a change too: CREATED -> FAILED, reported with the reason.
+    let refund_url = refund.url();
+    let Some(mut t) = Pair::start_with(
+        backend,
+        "payout_updates_refused",
+        |c| c.sync_reject_per_mille = 1000,
+        |p| p.refund_addr = Some(refund_url),
+    )
+    .await
+    else {
+        return;
+    };
+    t.create(request("po-2")).await.expect("create");
+    assert_eq!(t.cycle().await.rejected, 1);
+    let failed = recorder
+        .updates()
+        .into_iter()
+        .find(|u| u.payout_id == "po-2")
+        .expect("reported");
+    assert_eq!((failed.sequence, failed.status.as_str()), (1, "FAILED"));
+    assert!(
+        failed.reason.starts_with("BANK_REJECTED"),
+        "{}",
+        failed.reason
+    );
+    t.stop().await;
+    refund.stop().await.expect("stop recorder");
+}
+
+both_backends!(
+    updates_reach_the_refund_center,
+    updates_reach_the_refund_center_sqlite,
+    updates_reach_the_refund_center_postgres
+);
+
+/// The refund center is down while the payout is sent and paid: the changes are kept in the
+/// outbox; RunPayoutCycle delivers them afterwards, in order, once each.
+async fn updates_wait_for_the_refund_center(backend: Backend) {
+    let (recorder, refund) = start_recorder().await;
+    recorder.set_down(true);
+    let refund_url = refund.url();
+    let Some(mut t) = Pair::start_with(
+        backend,
+        "payout_updates_down",
+        |_| {},
+        |p| p.refund_addr = Some(refund_url),
+    )
+    .await
+    else {
+        return;
+    };
+    t.create(request("po-1")).await.expect("create");
+    let report = t.cycle().await;
+    assert_eq!(report.sent, 1);
+    t.clock.advance(Duration::seconds(60));
+    t.tick().await;
+    assert_eq!(t.get("po-1").await.status, pb::PayoutStatus::Paid as i32);
+    assert!(recorder.seen().is_empty());
+    // Still down: a cycle retries and fails again, nothing lost.
+    t.cycle().await;
+    assert!(recorder.seen().is_empty());
+
+    recorder.set_down(false);
+    t.cycle().await;
+    assert_eq!(
+        recorder.seen(),
+        seen(&[("po-1", 1, "SENT"), ("po-1", 2, "PAID")])
+    );
+    t.cycle().await;
+    assert_eq!(recorder.seen().len(), 2, "delivered once");
+    t.stop().await;
+    refund.stop().await.expect("stop recorder");
+}
+
+both_backends!(
+    updates_wait_for_the_refund_center,
+    updates_wait_for_the_refund_center_sqlite,
+    updates_wait_for_the_refund_center_postgres
+);
+
+/// The job loop retries undelivered updates on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_loop_delivers_updates() {
+    let (recorder, refund) = start_recorder().await;
+    recorder.set_down(true);
+    let refund_url = refund.url();
+    let Some(mut t) = Pair::start_with(
+        Backend::Sqlite,
+        "payout_updates_job",
+        |c| c.sync_reject_per_mille = 1000,
+        |p| {
+            p.refund_addr = Some(refund_url);
+            p.job_interval = Some(std::time::Duration::from_millis(20));
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    t.create(request("po-1")).await.expect("create");
+    // The job loop sends the payout (refused at once: FAILED) while the refund center is down,
+    // and fails to report it at least twice (once after the change, once retrying).
+    recorder.wait_for(|_, refused| refused >= 2).await;
+    assert!(recorder.seen().is_empty());
+    recorder.set_down(false);
+    recorder
+        .wait_for(|u, _| u.iter().any(|u| u.payout_id == "po-1"))
+        .await;
+    assert_eq!(recorder.seen(), seen(&[("po-1", 1, "FAILED")]));
+    t.stop().await;
+    refund.stop().await.expect("stop recorder");
+}

@@ -78,9 +78,11 @@ impl ServiceHandle {
             .map_err(|e| Error::internal(format!("service task failed: {e}")))?
     }
 
-    /// Stops the task at once, without a graceful shutdown (a crash, for tests).
-    pub fn kill(self) {
+    /// Stops the task at once, without a graceful shutdown (a crash, for tests), and waits until
+    /// it is gone (its listener closed).
+    pub async fn kill(self) {
         self.join.abort();
+        let _ = self.join.await;
     }
 }
 

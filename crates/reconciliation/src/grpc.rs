@@ -1,32 +1,20 @@
-//! The reconciliation center's gRPC service, its peers (bank subsystem, refund center) and the daily
-//! job.
-//!
-//! `RunReconciliation(channel, date)`:
-//! 1. fetch the bank's clearing file (`bank.GetClearingFile`) and check its SHA-256;
-//! 2. if this exact file was reconciled before, return that run (`replayed = true`) after retrying
-//!    its pending write-backs, and match nothing again;
-//! 3. otherwise parse it strictly (a bad file is `INVALID_ARGUMENT` naming line and field; nothing
-//!    is stored or written back), page through the refund center's submitted refunds
-//!    (`refund.ListSubmitted`), match, and check bank-only rows with `refund.GetRefund` (a refund
-//!    already final the same way is "already final", not bank-only);
-//! 4. store the run and its items in one transaction (a concurrent run of the same file loses on the
-//!    UNIQUE constraint and returns the winner's run, replayed);
-//! 5. write back each MATCHED / BANK_FAILED item with `refund.ApplyReconciliation(source = run_id)`.
-//!    An `INVALID_STATE_TRANSITION` answer (the refund was already final otherwise) turns the item
-//!    into a recorded discrepancy. Transport trouble stops the pass: the rest stay pending
-//!    (`pending_write_backs`) and are retried by the next run of the same file or by the daily job.
+//! The reconciliation center's gRPC service, its gRPC peers (bank subsystem, refund center,
+//! clearing center) and the daily job. The work itself is in [`crate::engine`].
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tuikuan_db::Db;
-use tuikuan_kernel::id::{new_id, validate_external_id};
+use tuikuan_kernel::id::validate_external_id;
 use tuikuan_kernel::{Error, ErrorCode, Money, Result, SharedClock};
 use tuikuan_proto::bank::v1::bank_service_client::BankServiceClient;
 use tuikuan_proto::bank::v1::GetClearingFileRequest;
+use tuikuan_proto::clearing::v1 as clearing_pb;
+use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
 use tuikuan_proto::reconciliation::v1 as pb;
 use tuikuan_proto::reconciliation::v1::reconciliation_service_server::{
     ReconciliationService, ReconciliationServiceServer,
@@ -36,21 +24,26 @@ use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 use tuikuan_proto::status::{grpc_err, peer_err};
 
 use crate::domain::{
-    check_channel, format_date, judge_write_back, match_refunds, number_items, parse_business_date,
-    parser_for, resolve_bank_only, split_refunds, FinalStatus, KnownRefund, MatchItem, Outcome,
-    PlatformRefund, Run, WriteBackVerdict,
+    format_date, parse_business_date, AdjustmentKind, BankRecordStatus, Discrepancy,
+    DiscrepancyKind, DiscrepancyStatus, FileFormat, FinalStatus, KnownRefund, Outcome,
+    PlatformRefund, Resolution, Run, Severity, SuspenseEntry, SuspenseStatus, TextEncoding,
+    WriteBackState,
 };
+use crate::engine::{
+    AdjustmentRequest, ApplyRequest, ChannelSettings, Engine, FetchedFile, FileSource, Peers,
+    RunRequest, SubmittedPage,
+};
+use crate::report::{self, ReportFormat};
 use crate::store;
 
-/// Page size for `ListSubmitted`.
-const LIST_SUBMITTED_PAGE: u32 = 1000;
-/// The most submitted refunds one run takes from the refund center.
-const MAX_PLATFORM_REFUNDS: usize = 1_000_000;
-/// `ListRuns` default and maximum page.
+/// `ListRuns` / `ListDiscrepancies` default and maximum page.
 const DEFAULT_LIST_LIMIT: u32 = 20;
-const MAX_LIST_LIMIT: u32 = 100;
-/// The largest clearing file accepted from the bank subsystem, in bytes.
-const MAX_FILE_BYTES: usize = 256 * 1024 * 1024;
+const MAX_LIST_LIMIT: u32 = 500;
+/// The largest clearing file accepted over gRPC, in bytes.
+pub const MAX_FILE_BYTES: usize = 512 * 1024 * 1024;
+/// Items included in a run on the wire; bigger runs list exceptions first (use ExportReport for
+/// everything).
+pub const MAX_WIRE_ITEMS: usize = 10_000;
 
 /// How the reconciliation center runs.
 #[derive(Clone, Debug)]
@@ -61,10 +54,17 @@ pub struct Config {
     pub bank_addr: String,
     /// The refund center (`http://host:port`).
     pub refund_addr: String,
+    /// The clearing center (`http://host:port`), for suspense adjustments.
+    pub clearing_addr: String,
     /// How often the daily job looks for work; `None` runs no job (admin RPC only).
     pub job_interval: Option<Duration>,
     /// Channels the daily job reconciles: yesterday's business date for each.
     pub channels: Vec<String>,
+    /// channel → file format of its clearing files (`csv`, `wechat`, `unionpay`); channels not
+    /// listed use the format the bank declares, else csv.
+    pub channel_formats: HashMap<String, String>,
+    /// channel → cross-day window in days for platform-only refunds (default 1).
+    pub suspense_days: HashMap<String, u32>,
 }
 
 /// Serves the reconciliation center on `listener` until `shutdown` resolves.
@@ -76,24 +76,33 @@ pub async fn serve(
     for channel in &config.channels {
         validate_external_id(channel, "channels")?;
     }
+    for (channel, format) in &config.channel_formats {
+        validate_external_id(channel, "channel_formats")?;
+        FileFormat::parse(format)?;
+    }
     let db = Db::connect(&config.database_url, 8)?;
     db.migrate(store::MIGRATIONS)?;
-    let bank = BankServiceClient::new(tuikuan_proto::client::channel(&config.bank_addr)?)
-        .max_decoding_message_size(MAX_FILE_BYTES + 64 * 1024);
-    let refund = RefundServiceClient::new(tuikuan_proto::client::channel(&config.refund_addr)?);
-    let reconciler = Reconciler {
+    let peers = GrpcPeers::connect(&config)?;
+    let engine = Engine {
         db,
         clock: config.clock.clone(),
-        bank,
-        refund,
+        peers,
+        settings: Arc::new(ChannelSettings {
+            formats: config.channel_formats.clone(),
+            suspense_days: config.suspense_days.clone(),
+        }),
     };
     let job = config
         .job_interval
-        .map(|every| tokio::spawn(job_loop(reconciler.clone(), config.channels.clone(), every)));
-    let svc = ReconciliationSvc { reconciler };
+        .map(|every| tokio::spawn(job_loop(engine.clone(), config.channels.clone(), every)));
+    let svc = ReconciliationSvc { engine };
     let result = tuikuan_proto::server::serve(
         listener,
-        tonic::service::Routes::new(ReconciliationServiceServer::new(svc)),
+        tonic::service::Routes::new(
+            ReconciliationServiceServer::new(svc)
+                .max_decoding_message_size(MAX_FILE_BYTES + 64 * 1024)
+                .max_encoding_message_size(MAX_FILE_BYTES + 64 * 1024),
+        ),
         &[<ReconciliationServiceServer<ReconciliationSvc> as tonic::server::NamedService>::NAME],
         shutdown,
     )
@@ -106,165 +115,107 @@ pub async fn serve(
 
 /// The daily job: every `every`, reconcile yesterday for each channel not yet reconciled, and
 /// retry pending write-backs of runs already made.
-async fn job_loop(reconciler: Reconciler, channels: Vec<String>, every: Duration) {
+async fn job_loop(engine: Engine<GrpcPeers>, channels: Vec<String>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        reconciler.run_due(&channels).await;
+        engine.run_due(&channels).await;
     }
 }
 
-/// A run and whether it was made by an earlier call.
-#[derive(Debug)]
-struct RunResult {
-    run: Run,
-    replayed: bool,
-}
+// ---------------------------------------------------------------------------------------------
+// gRPC peers
+// ---------------------------------------------------------------------------------------------
 
-/// A clearing file as fetched and checked.
-struct FetchedFile {
-    content: Vec<u8>,
-    sha256: String,
-    format: String,
-}
-
+/// The peers over gRPC.
 #[derive(Clone)]
-struct Reconciler {
-    db: Db,
-    clock: SharedClock,
+pub struct GrpcPeers {
     bank: BankServiceClient<Channel>,
     refund: RefundServiceClient<Channel>,
+    clearing: ClearingServiceClient<Channel>,
 }
 
-impl Reconciler {
-    /// Reconciles one channel's business date. The admin RPC and the daily job both call this.
-    async fn run(&self, channel: &str, date: NaiveDate) -> Result<RunResult> {
-        validate_external_id(channel, "channel")?;
-        let today = self.clock.today();
-        if date > today {
-            return Err(Error::field(
-                "date",
-                format!(
-                    "{} is in the future (today is {})",
-                    format_date(date),
-                    format_date(today)
-                ),
-            ));
-        }
-        let file = self.fetch_file(channel, date).await?;
-
-        let (c, sha) = (channel.to_string(), file.sha256.clone());
-        let existing = self
-            .db
-            .run(move |conn| store::find_run_by_file(conn, &c, date, &sha))
-            .await?;
-        if let Some(run) = existing {
-            tracing::info!(run_id = %run.run_id, "clearing file reconciled before: replaying");
-            let run = self.write_back_pending(run).await?;
-            return Ok(RunResult {
-                run,
-                replayed: true,
-            });
-        }
-
-        let parser = parser_for(&file.format)?;
-        let records = parser.parse(&file.content)?;
-        check_channel(&records, channel)?;
-        let file_rows = u32::try_from(records.len())
-            .map_err(|_| Error::field("clearing file", "too many rows"))?;
-        let (refund_records, payout_rows) = split_refunds(records);
-        let platform = self.list_submitted(channel, date).await?;
-        let matched = match_refunds(&refund_records, &platform)?;
-        let matched = self.resolve_bank_only(matched).await?;
-
-        let run = Run {
-            run_id: new_id("rcn"),
-            channel: channel.to_string(),
-            date,
-            file_sha256: file.sha256.clone(),
-            file_format: parser.format().to_string(),
-            file_rows,
-            payout_rows: u32::try_from(payout_rows).unwrap_or(u32::MAX),
-            created_at_ms: self.clock.now_ms(),
-            items: number_items(matched)?,
-        };
-        let to_store = run.clone();
-        match self
-            .db
-            .transaction(move |conn| store::insert_run(conn, &to_store))
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if e.code == ErrorCode::IdempotencyConflict => {
-                let (c, sha) = (channel.to_string(), file.sha256.clone());
-                let winner = self
-                    .db
-                    .run(move |conn| store::find_run_by_file(conn, &c, date, &sha))
-                    .await?
-                    .ok_or_else(|| Error::internal("concurrent run vanished"))?;
-                tracing::info!(run_id = %winner.run_id, "a concurrent run of the same file won");
-                return Ok(RunResult {
-                    run: winner,
-                    replayed: true,
-                });
-            }
-            Err(e) => return Err(e),
-        }
-        tracing::info!(
-            run_id = %run.run_id,
-            items = run.items.len(),
-            pending = run.pending_write_backs(),
-            "reconciliation run stored"
-        );
-        let run = self.write_back_pending(run).await?;
-        Ok(RunResult {
-            run,
-            replayed: false,
+impl GrpcPeers {
+    pub fn connect(config: &Config) -> Result<GrpcPeers> {
+        Ok(GrpcPeers {
+            bank: BankServiceClient::new(tuikuan_proto::client::channel(&config.bank_addr)?)
+                .max_decoding_message_size(MAX_FILE_BYTES + 64 * 1024),
+            refund: RefundServiceClient::new(tuikuan_proto::client::channel(&config.refund_addr)?),
+            clearing: ClearingServiceClient::new(tuikuan_proto::client::channel(
+                &config.clearing_addr,
+            )?),
         })
     }
+}
 
-    /// The daily job's pass: yesterday's business date for each channel.
-    async fn run_due(&self, channels: &[String]) {
-        let Some(date) = self.clock.today().pred_opt() else {
-            return;
-        };
-        for channel in channels {
-            if let Err(e) = self.run_due_channel(channel, date).await {
-                tracing::warn!(
-                    channel = %channel,
-                    date = %format_date(date),
-                    code = %e.code,
-                    error = %e.message,
-                    "daily reconciliation failed"
-                );
-            }
-        }
+fn final_status_of(order: &refund_pb::RefundOrder) -> Option<FinalStatus> {
+    match refund_pb::RefundStatus::try_from(order.refund_status) {
+        Ok(refund_pb::RefundStatus::Succeeded) => Some(FinalStatus::Succeeded),
+        Ok(refund_pb::RefundStatus::Failed) => Some(FinalStatus::Failed),
+        _ => None,
     }
+}
 
-    async fn run_due_channel(&self, channel: &str, date: NaiveDate) -> Result<()> {
-        let c = channel.to_string();
-        let existing = self
-            .db
-            .run(move |conn| store::runs_for_date(conn, &c, date))
-            .await?;
-        if existing.is_empty() {
-            let result = self.run(channel, date).await?;
-            tracing::info!(
-                run_id = %result.run.run_id,
-                pending = result.run.pending_write_backs(),
-                "daily reconciliation done"
-            );
-            return Ok(());
-        }
-        for run in existing {
-            if run.pending_write_backs() > 0 {
-                self.write_back_pending(run).await?;
-            }
-        }
-        Ok(())
+/// How the attempt the bank knows by `reference` ended, if it did: a refund that fell back to
+/// another method is still processing, but the attempt the bank reported on is over.
+fn attempt_status_of(order: &refund_pb::RefundOrder, reference: &str) -> Option<FinalStatus> {
+    let reference = if reference.is_empty() {
+        order.refund_id.as_str()
+    } else {
+        reference
+    };
+    order
+        .attempts
+        .iter()
+        .find(|a| a.bank_reference_id == reference)
+        .and_then(|a| match a.outcome.as_str() {
+            "FAILED" => Some(FinalStatus::Failed),
+            "SUCCEEDED" => Some(FinalStatus::Succeeded),
+            _ => None,
+        })
+}
+
+/// What reconciliation learns from the refund center about one bank row: the outcome of the
+/// attempt the row belongs to, else the refund's final status.
+fn known_status_of(order: &refund_pb::RefundOrder, reference: &str) -> Option<FinalStatus> {
+    attempt_status_of(order, reference).or_else(|| final_status_of(order))
+}
+
+/// A listed order as a platform refund to match; orders that are not (or no longer) submitted and
+/// processing, or that belong to another channel, are left out.
+fn platform_refund(channel: &str, order: refund_pb::RefundOrder) -> Result<Option<PlatformRefund>> {
+    let submitted = matches!(
+        refund_pb::SubmitStatus::try_from(order.submit_status),
+        Ok(refund_pb::SubmitStatus::Submitted | refund_pb::SubmitStatus::Unspecified)
+    );
+    let processing = final_status_of(&order).is_none();
+    let same_channel = order.channel.is_empty() || order.channel == channel;
+    if !(submitted && processing && same_channel) {
+        tracing::debug!(refund_id = %order.refund_id, "listed refund not reconcilable: skipped");
+        return Ok(None);
     }
+    validate_external_id(&order.refund_id, "refund_id")
+        .map_err(|e| Error::internal(format!("refund center listed a bad refund id: {e}")))?;
+    if !order.bank_reference_id.is_empty() {
+        validate_external_id(&order.bank_reference_id, "bank_reference_id").map_err(|e| {
+            Error::internal(format!("refund center listed a bad bank reference id: {e}"))
+        })?;
+    }
+    let amount = Money::parse(&order.amount, &order.currency, "amount").map_err(|e| {
+        Error::internal(format!(
+            "refund center listed refund {} with a bad amount: {}",
+            order.refund_id, e.message
+        ))
+    })?;
+    Ok(Some(PlatformRefund {
+        refund_id: order.refund_id,
+        bank_reference_id: order.bank_reference_id,
+        amount,
+    }))
+}
 
+impl Peers for GrpcPeers {
     async fn fetch_file(&self, channel: &str, date: NaiveDate) -> Result<FetchedFile> {
         let file = self
             .bank
@@ -288,221 +239,127 @@ impl Reconciler {
                 format!("asked for {}, got {:?}", format_date(date), file.date),
             ));
         }
-        if file.content.len() > MAX_FILE_BYTES {
-            return Err(Error::field(
-                "clearing file",
-                format!("larger than {MAX_FILE_BYTES} bytes"),
-            ));
-        }
-        let computed = hex::encode(Sha256::digest(&file.content));
-        if !file.sha256.eq_ignore_ascii_case(&computed) {
-            return Err(Error::field(
-                "clearing file sha256",
-                format!(
-                    "{:?} does not match the content (sha256 {computed})",
-                    file.sha256
-                ),
-            ));
-        }
         Ok(FetchedFile {
             content: file.content,
-            sha256: computed,
+            sha256: file.sha256,
             format: file.format,
         })
     }
 
-    /// Every refund the refund center has SUBMITTED and PROCESSING for the channel up to the end of
-    /// the date, page by page.
-    async fn list_submitted(&self, channel: &str, date: NaiveDate) -> Result<Vec<PlatformRefund>> {
-        let mut out: Vec<PlatformRefund> = Vec::new();
-        let mut after = String::new();
-        loop {
-            let page = self
-                .refund
-                .clone()
-                .list_submitted(refund_pb::ListSubmittedRequest {
-                    channel: channel.to_string(),
-                    date: format_date(date),
-                    limit: LIST_SUBMITTED_PAGE,
-                    after: after.clone(),
-                })
-                .await
-                .map_err(peer_err)?
-                .into_inner()
-                .refunds;
-            let full_page = page.len() >= LIST_SUBMITTED_PAGE as usize;
-            let last = page.last().map(|o| o.refund_id.clone());
-            for order in page {
-                if let Some(refund) = platform_refund(channel, order)? {
-                    out.push(refund);
-                }
-            }
-            if out.len() > MAX_PLATFORM_REFUNDS {
-                return Err(Error::internal(format!(
-                    "refund center listed more than {MAX_PLATFORM_REFUNDS} submitted refunds"
-                )));
-            }
-            match last {
-                Some(last) if full_page => {
-                    if last <= after {
-                        return Err(Error::internal(format!(
-                            "refund center pagination did not advance past {after:?}"
-                        )));
-                    }
-                    after = last;
-                }
-                _ => break,
+    async fn list_submitted(
+        &self,
+        channel: &str,
+        date: NaiveDate,
+        after: &str,
+        limit: u32,
+    ) -> Result<SubmittedPage> {
+        let page = self
+            .refund
+            .clone()
+            .list_submitted(refund_pb::ListSubmittedRequest {
+                channel: channel.to_string(),
+                date: format_date(date),
+                limit,
+                after: after.to_string(),
+            })
+            .await
+            .map_err(peer_err)?
+            .into_inner()
+            .refunds;
+        let full = page.len() >= limit as usize;
+        let last = page.last().map(|o| o.refund_id.clone());
+        let mut refunds = Vec::with_capacity(page.len());
+        for order in page {
+            if let Some(r) = platform_refund(channel, order)? {
+                refunds.push(r);
             }
         }
-        Ok(out)
+        Ok(SubmittedPage {
+            refunds,
+            next_after: if full { last } else { None },
+        })
     }
 
-    /// Checks bank-only items with the refund center: a refund it already finalised the same way
-    /// becomes an "already final" match (see [`resolve_bank_only`]).
-    async fn resolve_bank_only(&self, items: Vec<MatchItem>) -> Result<Vec<MatchItem>> {
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            if item.outcome != Outcome::BankOnly {
-                out.push(item);
-                continue;
-            }
-            let answer = self
-                .refund
-                .clone()
-                .get_refund(refund_pb::GetRefundRequest {
-                    refund_id: item.refund_id.clone(),
-                })
-                .await
-                .map_err(peer_err);
-            let known = match answer {
-                Ok(order) => known_refund(order.into_inner()),
-                Err(e) if matches!(e.code, ErrorCode::RefundNotFound | ErrorCode::NotFound) => None,
-                Err(e) => return Err(e),
-            };
-            out.push(resolve_bank_only(item, known.as_ref()));
+    async fn get_refund(&self, bank_reference_id: &str) -> Result<Option<KnownRefund>> {
+        if validate_external_id(bank_reference_id, "bank_reference_id").is_err() {
+            return Ok(None);
         }
-        Ok(out)
-    }
-
-    /// Writes back the run's pending items in order, stopping at the first transport failure (the
-    /// rest stay pending). Returns the run as stored afterwards.
-    async fn write_back_pending(&self, run: Run) -> Result<Run> {
-        for item in run.items.iter().filter(|i| i.state.is_pending()) {
-            let Some(write_back) = item.item.write_back.clone() else {
-                continue;
-            };
-            let status = match write_back.status {
-                FinalStatus::Succeeded => refund_pb::RefundStatus::Succeeded,
-                FinalStatus::Failed => refund_pb::RefundStatus::Failed,
-            };
-            let answer = self
-                .refund
-                .clone()
-                .apply_reconciliation(refund_pb::ApplyReconciliationRequest {
-                    refund_id: item.item.refund_id.clone(),
-                    status: status as i32,
-                    reason: write_back.reason.clone(),
-                    source: run.run_id.clone(),
-                    bank_reference_id: String::new(),
-                })
-                .await
-                .map(|r| final_status_of(&r.into_inner()))
-                .map_err(peer_err);
-            let verdict = judge_write_back(write_back.status, answer.as_ref().map(|s| *s));
-            let (id, seq) = (run.run_id.clone(), item.seq);
-            match verdict {
-                WriteBackVerdict::Done => {
-                    item.state.complete()?;
-                    self.db
-                        .run(move |conn| store::mark_written_back(conn, &id, seq))
-                        .await?;
-                }
-                WriteBackVerdict::Refused(why) => {
-                    item.state.refuse()?;
-                    tracing::warn!(
-                        run_id = %run.run_id,
-                        refund_id = %item.item.refund_id,
-                        "{why}"
-                    );
-                    let detail = if item.item.detail.is_empty() {
-                        why
-                    } else {
-                        format!("{}; {why}", item.item.detail)
-                    };
-                    self.db
-                        .run(move |conn| store::mark_refused(conn, &id, seq, &detail))
-                        .await?;
-                }
-                WriteBackVerdict::Retry => {
-                    let why = match &answer {
-                        Err(e) => format!("{}: {}", e.code, e.message),
-                        Ok(_) => "refund center reports it still processing".to_string(),
-                    };
-                    tracing::warn!(
-                        run_id = %run.run_id,
-                        refund_id = %item.item.refund_id,
-                        error = %why,
-                        "write-back not accepted; remaining items stay pending"
-                    );
-                    break;
-                }
+        let answer = self
+            .refund
+            .clone()
+            .get_refund(refund_pb::GetRefundRequest {
+                refund_id: String::new(),
+                bank_reference_id: bank_reference_id.to_string(),
+            })
+            .await
+            .map_err(peer_err);
+        let order = match answer {
+            Ok(o) => o.into_inner(),
+            Err(e) if matches!(e.code, ErrorCode::RefundNotFound | ErrorCode::NotFound) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let final_status = known_status_of(&order, bank_reference_id);
+        match Money::parse(&order.amount, &order.currency, "amount") {
+            Ok(amount) => Ok(Some(KnownRefund {
+                refund_id: order.refund_id,
+                amount,
+                final_status,
+            })),
+            Err(e) => {
+                tracing::warn!(refund_id = %order.refund_id, error = %e, "refund center sent a bad amount");
+                Ok(None)
             }
         }
-        let id = run.run_id.clone();
-        self.db
-            .run(move |conn| store::get_run(conn, &id))
-            .await?
-            .ok_or_else(|| Error::internal(format!("run {} vanished", run.run_id)))
     }
-}
 
-fn final_status_of(order: &refund_pb::RefundOrder) -> Option<FinalStatus> {
-    match refund_pb::RefundStatus::try_from(order.refund_status) {
-        Ok(refund_pb::RefundStatus::Succeeded) => Some(FinalStatus::Succeeded),
-        Ok(refund_pb::RefundStatus::Failed) => Some(FinalStatus::Failed),
-        _ => None,
+    async fn apply(&self, request: ApplyRequest) -> Result<Option<FinalStatus>> {
+        let status = match request.status {
+            FinalStatus::Succeeded => refund_pb::RefundStatus::Succeeded,
+            FinalStatus::Failed => refund_pb::RefundStatus::Failed,
+        };
+        let reference = if request.bank_reference_id == request.refund_id {
+            String::new()
+        } else {
+            request.bank_reference_id
+        };
+        self.refund
+            .clone()
+            .apply_reconciliation(refund_pb::ApplyReconciliationRequest {
+                refund_id: request.refund_id,
+                status: status as i32,
+                reason: request.reason,
+                source: request.source,
+                bank_reference_id: reference.clone(),
+            })
+            .await
+            // A failure another method can fix ends the attempt, not the refund: the answer is
+            // still PROCESSING, with the attempt FAILED — the write-back is done.
+            .map(|r| known_status_of(&r.into_inner(), &reference))
+            .map_err(peer_err)
     }
-}
 
-/// A listed order as a platform refund to match; orders that are not (or no longer) submitted and
-/// processing, or that belong to another channel, are left out.
-fn platform_refund(channel: &str, order: refund_pb::RefundOrder) -> Result<Option<PlatformRefund>> {
-    let submitted = matches!(
-        refund_pb::SubmitStatus::try_from(order.submit_status),
-        Ok(refund_pb::SubmitStatus::Submitted | refund_pb::SubmitStatus::Unspecified)
-    );
-    let processing = final_status_of(&order).is_none();
-    let same_channel = order.channel.is_empty() || order.channel == channel;
-    if !(submitted && processing && same_channel) {
-        tracing::debug!(refund_id = %order.refund_id, "listed refund not reconcilable: skipped");
-        return Ok(None);
-    }
-    validate_external_id(&order.refund_id, "refund_id")
-        .map_err(|e| Error::internal(format!("refund center listed a bad refund id: {e}")))?;
-    let amount = Money::parse(&order.amount, &order.currency, "amount").map_err(|e| {
-        Error::internal(format!(
-            "refund center listed refund {} with a bad amount: {}",
-            order.refund_id, e.message
-        ))
-    })?;
-    Ok(Some(PlatformRefund {
-        refund_id: order.refund_id,
-        amount,
-    }))
-}
-
-fn known_refund(order: refund_pb::RefundOrder) -> Option<KnownRefund> {
-    let final_status = final_status_of(&order);
-    match Money::parse(&order.amount, &order.currency, "amount") {
-        Ok(amount) => Some(KnownRefund {
-            refund_id: order.refund_id,
-            amount,
-            final_status,
-        }),
-        Err(e) => {
-            tracing::warn!(refund_id = %order.refund_id, error = %e, "refund center sent a bad amount");
-            None
-        }
+    async fn post_adjustment(&self, request: AdjustmentRequest) -> Result<String> {
+        let kind = match request.kind {
+            AdjustmentKind::BankToSuspense => clearing_pb::AdjustmentKind::BankToSuspense,
+            AdjustmentKind::SuspenseToBank => clearing_pb::AdjustmentKind::SuspenseToBank,
+        };
+        let answer = self
+            .clearing
+            .clone()
+            .post_adjustment(clearing_pb::AdjustmentRequest {
+                adjustment_id: request.adjustment_id,
+                kind: kind as i32,
+                channel: request.channel,
+                amount: request.amount.amount_string(),
+                currency: request.amount.currency().code().to_string(),
+                memo: request.memo,
+            })
+            .await
+            .map_err(peer_err)?
+            .into_inner();
+        Ok(answer.posting_id)
     }
 }
 
@@ -525,20 +382,44 @@ fn amount_to_wire(m: Option<Money>) -> String {
     m.map(|m| m.amount_string()).unwrap_or_default()
 }
 
-/// A run on the wire. `with_items = false` leaves the items out (counts and pending stay).
-fn run_to_wire(run: &Run, replayed: bool, with_items: bool) -> Result<pb::ReconciliationRun> {
-    let counts = run
+fn counts_to_wire(run: &Run) -> Result<Vec<pb::OutcomeCount>> {
+    Ok(run
         .totals()?
         .into_iter()
         .map(|t| pb::OutcomeCount {
             outcome: outcome_to_wire(t.outcome) as i32,
             count: t.count,
             amount: t.amount.amount_string(),
+            currency: t.amount.currency().code().to_string(),
         })
-        .collect();
+        .collect())
+}
+
+/// A run on the wire. `with_items = false` leaves the items out (counts and pending stay). At
+/// most [`MAX_WIRE_ITEMS`] items, exceptions (anything but MATCHED) first when there are more.
+fn run_to_wire(run: &Run, replayed: bool, with_items: bool) -> Result<pb::ReconciliationRun> {
     let items = if with_items {
-        run.items
-            .iter()
+        let mut chosen: Vec<&crate::domain::RunItem> = if run.items.len() > MAX_WIRE_ITEMS {
+            let mut v: Vec<_> = run
+                .items
+                .iter()
+                .filter(|i| i.item.outcome != Outcome::Matched)
+                .take(MAX_WIRE_ITEMS)
+                .collect();
+            let room = MAX_WIRE_ITEMS - v.len();
+            v.extend(
+                run.items
+                    .iter()
+                    .filter(|i| i.item.outcome == Outcome::Matched)
+                    .take(room),
+            );
+            v
+        } else {
+            run.items.iter().collect()
+        };
+        chosen.sort_by_key(|i| i.seq);
+        chosen
+            .into_iter()
             .map(|i| pb::Item {
                 refund_id: i.item.refund_id.clone(),
                 bank_ref: i.item.bank_ref.clone(),
@@ -546,7 +427,20 @@ fn run_to_wire(run: &Run, replayed: bool, with_items: bool) -> Result<pb::Reconc
                 platform_amount: amount_to_wire(i.item.platform_amount),
                 bank_amount: amount_to_wire(i.item.bank_amount),
                 detail: i.item.detail.clone(),
-                written_back: i.state == crate::domain::WriteBackState::Done,
+                written_back: i.state == WriteBackState::Done,
+                bank_reference_id: i.item.bank_reference_id.clone(),
+                line: i
+                    .item
+                    .line
+                    .map(|l| u32::try_from(l).unwrap_or(u32::MAX))
+                    .unwrap_or(0),
+                discrepancy_id: i.discrepancy_id.clone().unwrap_or_default(),
+                currency: i
+                    .item
+                    .platform_amount
+                    .or(i.item.bank_amount)
+                    .map(|a| a.currency().code().to_string())
+                    .unwrap_or_default(),
             })
             .collect()
     } else {
@@ -558,18 +452,156 @@ fn run_to_wire(run: &Run, replayed: bool, with_items: bool) -> Result<pb::Reconc
         date: format_date(run.date),
         file_sha256: run.file_sha256.clone(),
         file_rows: run.file_rows,
-        counts,
+        counts: counts_to_wire(run)?,
         items,
         replayed,
         created_at_ms: run.created_at_ms,
         pending_write_backs: run.pending_write_backs(),
+        format: run.file_format.clone(),
+        supersedes: run.supersedes.clone().unwrap_or_default(),
+        superseded_by: run.superseded_by.clone().unwrap_or_default(),
+        discrepancies: run.discrepancies,
+        skipped_rows: run.skipped_rows,
+        source: run.source.clone(),
     })
 }
+
+fn kind_to_wire(k: DiscrepancyKind) -> pb::DiscrepancyKind {
+    match k {
+        DiscrepancyKind::BankMissed => pb::DiscrepancyKind::BankMissed,
+        DiscrepancyKind::PlatformMissed => pb::DiscrepancyKind::PlatformMissed,
+        DiscrepancyKind::AmountMismatch => pb::DiscrepancyKind::DiscrepancyAmountMismatch,
+        DiscrepancyKind::Duplicate => pb::DiscrepancyKind::DuplicateRow,
+        DiscrepancyKind::StatusConflict => pb::DiscrepancyKind::StatusConflict,
+    }
+}
+
+fn severity_to_wire(s: Severity) -> pb::Severity {
+    match s {
+        Severity::Low => pb::Severity::Low,
+        Severity::Medium => pb::Severity::Medium,
+        Severity::High => pb::Severity::High,
+    }
+}
+
+fn status_to_wire(s: DiscrepancyStatus) -> pb::DiscrepancyStatus {
+    match s {
+        DiscrepancyStatus::Open => pb::DiscrepancyStatus::Open,
+        DiscrepancyStatus::Resolving => pb::DiscrepancyStatus::Resolving,
+        DiscrepancyStatus::Resolved => pb::DiscrepancyStatus::Resolved,
+    }
+}
+
+fn resolution_to_wire(r: Option<Resolution>) -> pb::Resolution {
+    match r {
+        Some(Resolution::BankWins) => pb::Resolution::BankWins,
+        Some(Resolution::PlatformWins) => pb::Resolution::PlatformWins,
+        None => pb::Resolution::Unspecified,
+    }
+}
+
+fn discrepancy_to_wire(d: &Discrepancy) -> pb::Discrepancy {
+    pb::Discrepancy {
+        discrepancy_id: d.discrepancy_id.clone(),
+        channel: d.channel.clone(),
+        date: format_date(d.date),
+        run_id: d.run_id.clone(),
+        kind: kind_to_wire(d.kind) as i32,
+        severity: severity_to_wire(d.severity) as i32,
+        status: status_to_wire(d.status) as i32,
+        refund_id: d.refund_id.clone(),
+        bank_reference_id: d.bank_reference_id.clone(),
+        bank_ref: d.bank_ref.clone(),
+        platform_amount: amount_to_wire(d.platform_amount),
+        bank_amount: amount_to_wire(d.bank_amount),
+        currency: d
+            .platform_amount
+            .or(d.bank_amount)
+            .map(|a| a.currency().code().to_string())
+            .unwrap_or_default(),
+        bank_status: d
+            .bank_status
+            .map(|s: BankRecordStatus| s.as_str().to_string())
+            .unwrap_or_default(),
+        detail: d.detail.clone(),
+        created_at_ms: d.created_at_ms,
+        resolution: resolution_to_wire(d.resolution) as i32,
+        operator: d.operator.clone(),
+        reason: d.reason.clone(),
+        resolved_at_ms: d.resolved_at_ms.unwrap_or(0),
+        actions: d.actions.clone(),
+        adjustment_id: d.adjustment_id.clone(),
+    }
+}
+
+fn suspense_to_wire(e: &SuspenseEntry) -> pb::SuspenseEntry {
+    pb::SuspenseEntry {
+        channel: e.channel.clone(),
+        refund_id: e.refund_id.clone(),
+        bank_reference_id: e.bank_reference_id.clone(),
+        amount: e.amount.amount_string(),
+        currency: e.amount.currency().code().to_string(),
+        since_date: format_date(e.since),
+        status: e.status.as_str().to_string(),
+        discrepancy_id: e.discrepancy_id.clone().unwrap_or_default(),
+        cleared_by_run: e.cleared_by_run.clone().unwrap_or_default(),
+    }
+}
+
+fn optional_channel(channel: String) -> Result<Option<String>> {
+    if channel.is_empty() {
+        Ok(None)
+    } else {
+        validate_external_id(&channel, "channel")?;
+        Ok(Some(channel))
+    }
+}
+
+fn limit_of(limit: u32) -> u32 {
+    match limit {
+        0 => DEFAULT_LIST_LIMIT,
+        n => n.min(MAX_LIST_LIMIT),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The service
+// ---------------------------------------------------------------------------------------------
 
 /// The tonic service.
 #[derive(Clone)]
 pub struct ReconciliationSvc {
-    reconciler: Reconciler,
+    engine: Engine<GrpcPeers>,
+}
+
+impl ReconciliationSvc {
+    async fn load_run(&self, run_id: &str) -> Result<Run> {
+        validate_external_id(run_id, "run_id")?;
+        let id = run_id.to_string();
+        self.engine
+            .db
+            .run(move |conn| store::get_run(conn, &id))
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::NotFound,
+                    format!("reconciliation run {run_id} not found"),
+                )
+            })
+    }
+
+    async fn current_run(&self, channel: &str, date: NaiveDate) -> Result<Option<Run>> {
+        let c = channel.to_string();
+        let id = self
+            .engine
+            .db
+            .run(move |conn| store::current_run_id(conn, &c, date))
+            .await?;
+        match id {
+            Some(id) => Ok(Some(self.load_run(&id).await?)),
+            None => Ok(None),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -583,8 +615,44 @@ impl ReconciliationService for ReconciliationSvc {
         validate_external_id(&req.channel, "channel").map_err(grpc_err)?;
         let date = parse_business_date(&req.date, "date").map_err(grpc_err)?;
         let result = self
-            .reconciler
-            .run(&req.channel, date)
+            .engine
+            .run(RunRequest {
+                channel: req.channel,
+                date,
+                format: req.format,
+                encoding: req.encoding,
+                source: FileSource::Bank,
+            })
+            .await
+            .map_err(grpc_err)?;
+        let wire = run_to_wire(&result.run, result.replayed, true).map_err(grpc_err)?;
+        Ok(Response::new(wire))
+    }
+
+    #[tracing::instrument(skip_all, fields(channel = %request.get_ref().channel, date = %request.get_ref().date))]
+    async fn run_reconciliation_file(
+        &self,
+        request: Request<pb::RunReconciliationFileRequest>,
+    ) -> Result<Response<pb::ReconciliationRun>, Status> {
+        let req = request.into_inner();
+        validate_external_id(&req.channel, "channel").map_err(grpc_err)?;
+        let date = parse_business_date(&req.date, "date").map_err(grpc_err)?;
+        TextEncoding::parse(&req.encoding).map_err(grpc_err)?;
+        if req.content.is_empty() {
+            return Err(grpc_err(Error::field("content", "is required")));
+        }
+        let result = self
+            .engine
+            .run(RunRequest {
+                channel: req.channel,
+                date,
+                format: req.format,
+                encoding: req.encoding,
+                source: FileSource::Upload {
+                    content: req.content,
+                    sha256: req.sha256,
+                },
+            })
             .await
             .map_err(grpc_err)?;
         let wire = run_to_wire(&result.run, result.replayed, true).map_err(grpc_err)?;
@@ -596,21 +664,10 @@ impl ReconciliationService for ReconciliationSvc {
         &self,
         request: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::ReconciliationRun>, Status> {
-        let run_id = request.into_inner().run_id;
-        validate_external_id(&run_id, "run_id").map_err(grpc_err)?;
-        let id = run_id.clone();
         let run = self
-            .reconciler
-            .db
-            .run(move |conn| store::get_run(conn, &id))
+            .load_run(&request.into_inner().run_id)
             .await
-            .map_err(grpc_err)?
-            .ok_or_else(|| {
-                grpc_err(Error::new(
-                    ErrorCode::NotFound,
-                    format!("reconciliation run {run_id} not found"),
-                ))
-            })?;
+            .map_err(grpc_err)?;
         Ok(Response::new(
             run_to_wire(&run, false, true).map_err(grpc_err)?,
         ))
@@ -623,18 +680,10 @@ impl ReconciliationService for ReconciliationSvc {
         request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
         let req = request.into_inner();
-        let channel = if req.channel.is_empty() {
-            None
-        } else {
-            validate_external_id(&req.channel, "channel").map_err(grpc_err)?;
-            Some(req.channel)
-        };
-        let limit = match req.limit {
-            0 => DEFAULT_LIST_LIMIT,
-            n => n.min(MAX_LIST_LIMIT),
-        };
+        let channel = optional_channel(req.channel).map_err(grpc_err)?;
+        let limit = limit_of(req.limit).min(100);
         let runs = self
-            .reconciler
+            .engine
             .db
             .run(move |conn| store::list_runs(conn, channel.as_deref(), limit))
             .await
@@ -645,5 +694,226 @@ impl ReconciliationService for ReconciliationSvc {
             .collect::<Result<Vec<_>>>()
             .map_err(grpc_err)?;
         Ok(Response::new(pb::ListRunsResponse { runs }))
+    }
+
+    async fn list_discrepancies(
+        &self,
+        request: Request<pb::ListDiscrepanciesRequest>,
+    ) -> Result<Response<pb::ListDiscrepanciesResponse>, Status> {
+        let req = request.into_inner();
+        let status = match pb::DiscrepancyStatus::try_from(req.status) {
+            Ok(pb::DiscrepancyStatus::Unspecified) => None,
+            Ok(pb::DiscrepancyStatus::Open) => Some(DiscrepancyStatus::Open),
+            Ok(pb::DiscrepancyStatus::Resolving) => Some(DiscrepancyStatus::Resolving),
+            Ok(pb::DiscrepancyStatus::Resolved) => Some(DiscrepancyStatus::Resolved),
+            Err(_) => return Err(grpc_err(Error::field("status", "unknown status"))),
+        };
+        let severity = match pb::Severity::try_from(req.severity) {
+            Ok(pb::Severity::Unspecified) => None,
+            Ok(pb::Severity::Low) => Some(Severity::Low),
+            Ok(pb::Severity::Medium) => Some(Severity::Medium),
+            Ok(pb::Severity::High) => Some(Severity::High),
+            Err(_) => return Err(grpc_err(Error::field("severity", "unknown severity"))),
+        };
+        let channel = optional_channel(req.channel).map_err(grpc_err)?;
+        let after = if req.after.is_empty() {
+            None
+        } else {
+            let d = self
+                .engine
+                .get_discrepancy(&req.after)
+                .await
+                .map_err(grpc_err)?;
+            Some((d.created_at_ms, d.discrepancy_id))
+        };
+        let filter = store::DiscrepancyFilter {
+            status,
+            channel,
+            severity,
+            date: None,
+            after,
+        };
+        let limit = limit_of(req.limit);
+        let list = self
+            .engine
+            .db
+            .run(move |conn| store::list_discrepancies(conn, &filter, limit))
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(pb::ListDiscrepanciesResponse {
+            discrepancies: list.iter().map(discrepancy_to_wire).collect(),
+        }))
+    }
+
+    async fn get_discrepancy(
+        &self,
+        request: Request<pb::GetDiscrepancyRequest>,
+    ) -> Result<Response<pb::Discrepancy>, Status> {
+        let d = self
+            .engine
+            .get_discrepancy(&request.into_inner().discrepancy_id)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(discrepancy_to_wire(&d)))
+    }
+
+    #[tracing::instrument(skip_all, fields(discrepancy_id = %request.get_ref().discrepancy_id))]
+    async fn resolve_discrepancy(
+        &self,
+        request: Request<pb::ResolveDiscrepancyRequest>,
+    ) -> Result<Response<pb::Discrepancy>, Status> {
+        let req = request.into_inner();
+        let resolution = match pb::Resolution::try_from(req.resolution) {
+            Ok(pb::Resolution::BankWins) => Resolution::BankWins,
+            Ok(pb::Resolution::PlatformWins) => Resolution::PlatformWins,
+            _ => {
+                return Err(grpc_err(Error::field(
+                    "resolution",
+                    "must be BANK_WINS or PLATFORM_WINS",
+                )))
+            }
+        };
+        let d = self
+            .engine
+            .resolve(&req.discrepancy_id, resolution, &req.operator, &req.reason)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(discrepancy_to_wire(&d)))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let req = request.into_inner();
+        let subject = optional_channel(req.subject_id).map_err(grpc_err)?;
+        let limit = limit_of(req.limit);
+        let entries = self
+            .engine
+            .db
+            .run(move |conn| store::list_audit(conn, subject.as_deref(), limit))
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(pb::ListAuditResponse {
+            entries: entries
+                .into_iter()
+                .map(|e| pb::AuditEntry {
+                    audit_id: e.audit_id,
+                    subject_kind: e.subject_kind,
+                    subject_id: e.subject_id,
+                    action: e.action,
+                    operator: e.operator,
+                    reason: e.reason,
+                    before: e.before_state,
+                    after: e.after_state,
+                    at_ms: e.at_ms,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_suspense(
+        &self,
+        request: Request<pb::ListSuspenseRequest>,
+    ) -> Result<Response<pb::ListSuspenseResponse>, Status> {
+        let req = request.into_inner();
+        let channel = optional_channel(req.channel).map_err(grpc_err)?;
+        let status = if req.status.is_empty() {
+            None
+        } else {
+            Some(SuspenseStatus::parse(&req.status).ok_or_else(|| {
+                grpc_err(Error::field("status", "expected OPEN, CLEARED or EXPIRED"))
+            })?)
+        };
+        let limit = limit_of(req.limit);
+        let entries = self
+            .engine
+            .db
+            .run(move |conn| store::list_suspense(conn, channel.as_deref(), status, limit))
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(pb::ListSuspenseResponse {
+            entries: entries.iter().map(suspense_to_wire).collect(),
+        }))
+    }
+
+    async fn daily_summary(
+        &self,
+        request: Request<pb::DailySummaryRequest>,
+    ) -> Result<Response<pb::DailySummaryResponse>, Status> {
+        let req = request.into_inner();
+        validate_external_id(&req.channel, "channel").map_err(grpc_err)?;
+        let date = parse_business_date(&req.date, "date").map_err(grpc_err)?;
+        let run = self
+            .current_run(&req.channel, date)
+            .await
+            .map_err(grpc_err)?;
+        let c = req.channel.clone();
+        let (run_ids, open, suspense) = self
+            .engine
+            .db
+            .run(move |conn| {
+                Ok((
+                    store::run_ids_for_date(conn, &c, date)?,
+                    store::count_unresolved_discrepancies(conn, &c, date)?,
+                    store::count_open_suspense(conn, &c)?,
+                ))
+            })
+            .await
+            .map_err(grpc_err)?;
+        let mut out = pb::DailySummaryResponse {
+            channel: req.channel,
+            date: req.date,
+            open_discrepancies: u32::try_from(open).unwrap_or(u32::MAX),
+            in_suspense: u32::try_from(suspense).unwrap_or(u32::MAX),
+            run_ids,
+            ..Default::default()
+        };
+        if let Some(run) = run {
+            out.run_id = run.run_id.clone();
+            out.counts = counts_to_wire(&run).map_err(grpc_err)?;
+            out.file_rows = run.file_rows;
+            out.written_back = crate::engine::written_back(&run.items);
+            out.pending_write_backs = run.pending_write_backs();
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn export_report(
+        &self,
+        request: Request<pb::ExportReportRequest>,
+    ) -> Result<Response<pb::ExportReportResponse>, Status> {
+        let req = request.into_inner();
+        let format = ReportFormat::parse(&req.format).map_err(grpc_err)?;
+        let run = if !req.run_id.is_empty() {
+            self.load_run(&req.run_id).await.map_err(grpc_err)?
+        } else {
+            validate_external_id(&req.channel, "channel").map_err(grpc_err)?;
+            let date = parse_business_date(&req.date, "date").map_err(grpc_err)?;
+            self.current_run(&req.channel, date)
+                .await
+                .map_err(grpc_err)?
+                .ok_or_else(|| {
+                    grpc_err(Error::new(
+                        ErrorCode::NotFound,
+                        format!("no reconciliation run for {} {}", req.channel, req.date),
+                    ))
+                })?
+        };
+        let content = tokio::task::spawn_blocking(move || {
+            let bytes = match format {
+                ReportFormat::Csv => report::to_csv(&run),
+                ReportFormat::Xlsx => report::to_xlsx(&run),
+            }?;
+            Ok::<_, Error>((report::file_name(&run, format), bytes))
+        })
+        .await
+        .map_err(|e| grpc_err(Error::internal(format!("report task failed: {e}"))))?
+        .map_err(grpc_err)?;
+        Ok(Response::new(pb::ExportReportResponse {
+            file_name: content.0,
+            content_type: format.content_type().to_string(),
+            content: content.1,
+        }))
     }
 }

@@ -2,25 +2,37 @@
 //!
 //! The next day, it takes the refund center's refunds whose submit status is SUBMITTED and refund
 //! status PROCESSING, matches them against the bank's clearing file for the channel and business
-//! date, and writes back the final status (SUCCEEDED or FAILED) through the refund center's
-//! `ApplyReconciliation`. A run is idempotent per (channel, date, file checksum): running the same
-//! file again returns the first run and only retries its pending write-backs.
+//! date — by the refund's bank reference id (refund id, payout id or batch row id), amount and
+//! status — and writes back the final status (SUCCEEDED or FAILED) through the refund center's
+//! `ApplyReconciliation`, exactly once per refund however often a file is re-run. A run is
+//! idempotent per (channel, date, file checksum); a corrected file for the same channel and date
+//! supersedes the earlier run, with an audit entry.
 //!
-//! Outcomes per item: MATCHED and BANK_FAILED write back; AMOUNT_MISMATCH, DUPLICATE, BANK_ONLY
-//! (长款) and PLATFORM_ONLY (短款, stays PROCESSING) do not. A bank-only row whose refund the refund
-//! center already finalised the same way (same status, same amount: a re-delivered or superseding
-//! file) is recorded as MATCHED / BANK_FAILED "already final", without write-back.
+//! Files come from the bank subsystem (`RunReconciliation`) or are uploaded
+//! (`RunReconciliationFile`), in one of three formats read as streams: the platform's
+//! `tuikuan-csv-v1`, the WeChat Pay trade bill, and the UnionPay ZM-style fixed-width file (GBK or
+//! UTF-8). Platform-only refunds wait in suspense for the channel's cross-day window, then become a
+//! 银行漏单 discrepancy; bank-only rows (平台漏单), amount mismatches, duplicates and status
+//! conflicts are discrepancies too, resolved by people ("bank wins" corrects the platform through
+//! the refund center and clearing adjustments, "platform wins" is recorded), every resolution
+//! audited. Reports per run (CSV, .xlsx) and per channel and day.
 //!
 //! Layout:
-//! - [`domain`]: pure — clearing-file records and the [`domain::ClearingFileParser`] trait with the
-//!   strict `tuikuan-csv-v1` parser, the matcher, outcome totals, the write-back state machine;
-//! - [`store`]: diesel tables `runs` and `items`, repository functions returning domain types;
-//! - [`grpc`]: [`Config`], [`serve`], the `ReconciliationService` implementation, the peers (bank
-//!   subsystem, refund center) and the daily job (yesterday's business date for each configured
-//!   channel; the same function as the `RunReconciliation` admin RPC).
+//! - [`domain`]: pure — records, the parsers ([`domain::csv_v1`], [`domain::wechat`],
+//!   [`domain::unionpay`]), the streaming [`domain::Matcher`], suspense and discrepancy rules, the
+//!   write-back state machine;
+//! - [`store`]: diesel tables `runs`, `items`, `item_refs`, `suspense`, `discrepancies`,
+//!   `resolutions`, `audit_log`; repository functions returning domain types;
+//! - [`engine`]: runs, write-back, resolution, over the [`engine::Peers`] trait;
+//! - [`grpc`]: [`Config`], [`serve`], the `ReconciliationService`, the gRPC peers and the daily job;
+//! - [`report`]: CSV and .xlsx exports;
+//! - [`bench`]: the benchmark behind `tuikuan bench recon`.
 
+pub mod bench;
 pub mod domain;
+pub mod engine;
 pub mod grpc;
+pub mod report;
 pub mod store;
 
 pub use grpc::{serve, Config};

@@ -1,21 +1,23 @@
 //! The reconciliation center end to end, on SQLite and on PostgreSQL.
 //!
-//! The real service runs in-process on port 0. Its peers are small real gRPC servers written here,
-//! at the process edge: a bank that serves a clearing file built by the test (only
-//! `GetClearingFile`), and a refund center over an in-memory map (`ListSubmitted`, `GetRefund`,
-//! `ApplyReconciliation`; the first final status wins, a different one is
-//! `INVALID_STATE_TRANSITION`, and it can be told to answer `UNAVAILABLE` for a number of calls).
-//! The whole real chain is exercised by the workspace's integration tests.
+//! The real service runs in-process on port 0, with the real accounting and clearing services
+//! (suspense adjustments are real ledger postings). The bank and the refund center are small real
+//! gRPC servers written here: a bank that serves clearing files built by the test or read from
+//! `tests/fixtures/` (only `GetClearingFile`), and a refund center over an in-memory map
+//! (`ListSubmitted`, `GetRefund`, `ApplyReconciliation`; the first final status wins, a different
+//! one is `INVALID_STATE_TRANSITION`, and it can be told to answer `UNAVAILABLE`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::NaiveDate;
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
-use tuikuan_kernel::{Clock, Error, ErrorCode, ManualClock, Money, SharedClock};
+use tonic::{Request, Response, Status};
+use tuikuan_db::testing::TestDb;
+use tuikuan_kernel::{Error, ErrorCode, ManualClock, SharedClock};
+use tuikuan_proto::accounting::v1 as acc_pb;
+use tuikuan_proto::accounting::v1::accounting_service_client::AccountingServiceClient;
 use tuikuan_proto::bank::v1 as bank_pb;
 use tuikuan_proto::bank::v1::bank_service_server::{BankService, BankServiceServer};
 use tuikuan_proto::reconciliation::v1 as pb;
@@ -24,7 +26,7 @@ use tuikuan_proto::refund::v1 as refund_pb;
 use tuikuan_proto::refund::v1::refund_service_server::{RefundService, RefundServiceServer};
 use tuikuan_proto::server::ServiceHandle;
 use tuikuan_proto::status::{from_status, to_status};
-use tuikuan_reconciliation::{domain, serve, store, Config};
+use tuikuan_reconciliation::{serve, Config};
 
 const CHANNEL: &str = "netbank";
 const HEADER: &str = "record_type,id,bank_ref,channel,amount,currency,status,completed_at,reason\n";
@@ -33,12 +35,19 @@ fn date(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
 }
 
+fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fake bank: serves clearing files
 // ---------------------------------------------------------------------------------------------
 
 /// (channel, date) → (content, sha256 as announced).
-type Files = HashMap<(String, String), (Vec<u8>, String)>;
+type Files = HashMap<(String, String), (Vec<u8>, String, String)>;
 
 #[derive(Clone, Default)]
 struct FakeBank {
@@ -47,31 +56,23 @@ struct FakeBank {
 }
 
 impl FakeBank {
-    fn put(&self, channel: &str, date: &str, content: Vec<u8>) {
+    fn put(&self, channel: &str, date: &str, content: Vec<u8>, format: &str) {
         let sha = hex::encode(Sha256::digest(&content));
-        self.put_with_sha(channel, date, content, sha);
-    }
-
-    fn put_with_sha(&self, channel: &str, date: &str, content: Vec<u8>, sha: String) {
-        self.files
-            .lock()
-            .unwrap()
-            .insert((channel.to_string(), date.to_string()), (content, sha));
-    }
-
-    fn fetches(&self) -> u32 {
-        *self.fetches.lock().unwrap()
+        self.files.lock().unwrap().insert(
+            (channel.to_string(), date.to_string()),
+            (content, sha, format.to_string()),
+        );
     }
 }
 
 /// One row of a `tuikuan-csv-v1` fixture: (record_type, id, amount, status, reason).
 type Row<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
 
-fn csv(rows: &[Row]) -> Vec<u8> {
+fn csv(channel: &str, rows: &[Row]) -> Vec<u8> {
     let mut out = HEADER.to_string();
     for (i, (kind, id, amount, status, reason)) in rows.iter().enumerate() {
         out.push_str(&format!(
-            "{kind},{id},BK{i:04},{CHANNEL},{amount},CNY,{status},2026-11-25T15:00:00+08:00,{reason}\n"
+            "{kind},{id},BK{i:04},{channel},{amount},CNY,{status},2026-11-25T15:00:00+08:00,{reason}\n"
         ));
     }
     out.into_bytes()
@@ -123,7 +124,8 @@ impl BankService for FakeBank {
         let req = request.into_inner();
         *self.fetches.lock().unwrap() += 1;
         let files = self.files.lock().unwrap();
-        let Some((content, sha)) = files.get(&(req.channel.clone(), req.date.clone())) else {
+        let Some((content, sha, format)) = files.get(&(req.channel.clone(), req.date.clone()))
+        else {
             return Err(to_status(&Error::new(
                 ErrorCode::NotFound,
                 format!("no clearing file for {} {}", req.channel, req.date),
@@ -132,7 +134,7 @@ impl BankService for FakeBank {
         Ok(Response::new(bank_pb::ClearingFile {
             channel: req.channel,
             date: req.date,
-            format: "tuikuan-csv-v1".into(),
+            format: format.clone(),
             content: content.clone(),
             sha256: sha.clone(),
         }))
@@ -146,6 +148,7 @@ impl BankService for FakeBank {
 #[derive(Debug, Clone)]
 struct FakeOrder {
     channel: String,
+    reference: String,
     amount: String,
     submitted_on: NaiveDate,
     status: refund_pb::RefundStatus,
@@ -156,6 +159,7 @@ struct FakeOrder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ApplyCall {
     refund_id: String,
+    bank_reference_id: String,
     status: refund_pb::RefundStatus,
     reason: String,
     source: String,
@@ -182,18 +186,33 @@ struct FakeRefund {
 }
 
 impl FakeRefund {
-    fn add(&self, id: &str, amount: &str, submitted_on: &str) {
-        self.add_with_status(
+    fn add(&self, channel: &str, id: &str, amount: &str, submitted_on: &str) {
+        self.add_full(
+            channel,
             id,
+            "",
             amount,
             submitted_on,
             refund_pb::RefundStatus::Processing,
         );
     }
 
-    fn add_with_status(
+    fn add_ref(&self, channel: &str, id: &str, reference: &str, amount: &str, submitted_on: &str) {
+        self.add_full(
+            channel,
+            id,
+            reference,
+            amount,
+            submitted_on,
+            refund_pb::RefundStatus::Processing,
+        );
+    }
+
+    fn add_full(
         &self,
+        channel: &str,
         id: &str,
+        reference: &str,
         amount: &str,
         submitted_on: &str,
         status: refund_pb::RefundStatus,
@@ -201,7 +220,8 @@ impl FakeRefund {
         self.state.lock().unwrap().orders.insert(
             id.to_string(),
             FakeOrder {
-                channel: CHANNEL.into(),
+                channel: channel.into(),
+                reference: reference.into(),
                 amount: amount.into(),
                 submitted_on: date(submitted_on),
                 status,
@@ -231,14 +251,11 @@ impl FakeRefund {
         self.state.lock().unwrap().finalized.clone()
     }
 
-    fn list_calls(&self) -> u32 {
-        self.state.lock().unwrap().list_calls
-    }
-
     fn wire(id: &str, o: &FakeOrder) -> refund_pb::RefundOrder {
         refund_pb::RefundOrder {
             refund_id: id.to_string(),
             channel: o.channel.clone(),
+            bank_reference_id: o.reference.clone(),
             amount: o.amount.clone(),
             currency: "CNY".into(),
             method: refund_pb::RefundMethod::Interface as i32,
@@ -281,13 +298,21 @@ impl RefundService for FakeRefund {
         &self,
         request: Request<refund_pb::GetRefundRequest>,
     ) -> Result<Response<refund_pb::RefundOrder>, Status> {
-        let id = request.into_inner().refund_id;
+        let req = request.into_inner();
         let state = self.state.lock().unwrap();
-        match state.orders.get(&id) {
-            Some(o) => Ok(Response::new(FakeRefund::wire(&id, o))),
+        let found = if req.refund_id.is_empty() {
+            state.orders.iter().find(|(id, o)| {
+                o.reference == req.bank_reference_id
+                    || (o.reference.is_empty() && **id == req.bank_reference_id)
+            })
+        } else {
+            state.orders.get_key_value(&req.refund_id)
+        };
+        match found {
+            Some((id, o)) => Ok(Response::new(FakeRefund::wire(id, o))),
             None => Err(to_status(&Error::new(
                 ErrorCode::RefundNotFound,
-                format!("refund {id} not found"),
+                format!("refund {} not found", req.bank_reference_id),
             ))),
         }
     }
@@ -381,6 +406,7 @@ impl RefundService for FakeRefund {
         }
         state.applies.push(ApplyCall {
             refund_id: req.refund_id.clone(),
+            bank_reference_id: req.bank_reference_id.clone(),
             status,
             reason: req.reason.clone(),
             source: req.source.clone(),
@@ -427,24 +453,39 @@ impl RefundService for FakeRefund {
 // Harness
 // ---------------------------------------------------------------------------------------------
 
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+fn test_db(backend: Backend, name: &str) -> Option<TestDb> {
+    match backend {
+        Backend::Sqlite => Some(TestDb::sqlite(name)),
+        Backend::Postgres => TestDb::postgres(name),
+    }
+}
+
 struct Harness {
-    clock: ManualClock,
     bank: FakeBank,
     refund: FakeRefund,
-    applied_rx: tokio::sync::mpsc::UnboundedReceiver<String>,
     client: ReconciliationServiceClient<Channel>,
+    accounting: AccountingServiceClient<Channel>,
     handles: Vec<ServiceHandle>,
-    url: String,
-    bank_url: String,
-    refund_url: String,
+    _dbs: Vec<TestDb>,
 }
 
 impl Harness {
-    /// The fakes and the reconciliation center on `db_url`, at 10:00 on 2026-11-26 (business time).
-    async fn start(db_url: &str, job_interval: Option<Duration>) -> Harness {
+    /// Everything at 10:00 on 2026-11-26 (business time). `None` when PostgreSQL is unavailable
+    /// (outside CI).
+    async fn start(backend: Backend, name: &str) -> Option<Harness> {
+        let recon_db = test_db(backend, &format!("{name}_recon"))?;
+        let acc_db = test_db(backend, &format!("{name}_acc"))?;
+        let clr_db = test_db(backend, &format!("{name}_clr"))?;
         let clock = ManualClock::at_business(date("2026-11-26"), 10);
+        let shared: SharedClock = Arc::new(clock.clone());
         let bank = FakeBank::default();
-        let (applied_tx, applied_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (applied_tx, _applied_rx) = tokio::sync::mpsc::unbounded_channel();
         let refund = FakeRefund {
             state: Arc::new(Mutex::new(RefundState::default())),
             applied_tx,
@@ -472,14 +513,40 @@ impl Harness {
             })
             .await
             .unwrap();
-        let shared: SharedClock = Arc::new(clock.clone());
+        let acc_cfg = tuikuan_accounting::Config {
+            database_url: acc_db.url().to_string(),
+            clock: shared.clone(),
+            job_interval: None,
+        };
+        let acc_handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
+            tuikuan_accounting::serve(acc_cfg, l, s)
+        })
+        .await
+        .unwrap();
+        let clr_cfg = tuikuan_clearing::Config {
+            database_url: clr_db.url().to_string(),
+            clock: shared.clone(),
+            accounting_addr: acc_handle.url(),
+            job_interval: None,
+        };
+        let clr_handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
+            tuikuan_clearing::serve(clr_cfg, l, s)
+        })
+        .await
+        .unwrap();
         let config = Config {
-            database_url: db_url.to_string(),
+            database_url: recon_db.url().to_string(),
             clock: shared,
             bank_addr: bank_handle.url(),
             refund_addr: refund_handle.url(),
-            job_interval,
+            clearing_addr: clr_handle.url(),
+            job_interval: None,
             channels: vec![CHANNEL.to_string()],
+            channel_formats: HashMap::from([
+                ("unionpay".to_string(), "unionpay".to_string()),
+                ("wechat".to_string(), "wechat".to_string()),
+            ]),
+            suspense_days: HashMap::from([("slowbank".to_string(), 2)]),
         };
         let handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |listener, shutdown| {
             serve(config, listener, shutdown)
@@ -489,45 +556,103 @@ impl Harness {
         let client = ReconciliationServiceClient::new(
             tuikuan_proto::client::channel(&handle.url()).unwrap(),
         );
-        Harness {
-            clock,
+        let accounting = AccountingServiceClient::new(
+            tuikuan_proto::client::channel(&acc_handle.url()).unwrap(),
+        );
+        Some(Harness {
             bank,
             refund,
-            applied_rx,
             client,
-            url: handle.url(),
-            bank_url: bank_handle.url(),
-            refund_url: refund_handle.url(),
-            handles: vec![handle, bank_handle, refund_handle],
-        }
+            accounting,
+            handles: vec![handle, clr_handle, acc_handle, bank_handle, refund_handle],
+            _dbs: vec![recon_db, acc_db, clr_db],
+        })
     }
 
-    async fn run(&self, date: &str) -> Result<pb::ReconciliationRun, Status> {
-        self.client
-            .clone()
+    fn c(&self) -> ReconciliationServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    async fn run(&self, channel: &str, date: &str) -> Result<pb::ReconciliationRun, Status> {
+        self.c()
             .run_reconciliation(pb::RunReconciliationRequest {
-                channel: CHANNEL.into(),
+                channel: channel.into(),
                 date: date.into(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner())
     }
 
-    async fn list(&self) -> Vec<pb::ReconciliationRun> {
-        self.client
-            .clone()
-            .list_runs(pb::ListRunsRequest {
-                channel: CHANNEL.into(),
-                limit: 0,
+    async fn upload(
+        &self,
+        channel: &str,
+        date: &str,
+        format: &str,
+        content: Vec<u8>,
+    ) -> Result<pb::ReconciliationRun, Status> {
+        self.c()
+            .run_reconciliation_file(pb::RunReconciliationFileRequest {
+                channel: channel.into(),
+                date: date.into(),
+                format: format.into(),
+                content,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn discrepancies(&self, channel: &str) -> Vec<pb::Discrepancy> {
+        self.c()
+            .list_discrepancies(pb::ListDiscrepanciesRequest {
+                channel: channel.into(),
+                limit: 100,
+                ..Default::default()
             })
             .await
             .unwrap()
             .into_inner()
-            .runs
+            .discrepancies
+    }
+
+    async fn resolve(
+        &self,
+        id: &str,
+        resolution: pb::Resolution,
+        operator: &str,
+        reason: &str,
+    ) -> Result<pb::Discrepancy, Status> {
+        self.c()
+            .resolve_discrepancy(pb::ResolveDiscrepancyRequest {
+                discrepancy_id: id.into(),
+                resolution: resolution as i32,
+                operator: operator.into(),
+                reason: reason.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// (debits, credits) of an account.
+    async fn balance(&self, kind: acc_pb::AccountType, owner: &str) -> (String, String) {
+        let b = self
+            .accounting
+            .clone()
+            .get_balance(acc_pb::GetBalanceRequest {
+                account: Some(acc_pb::Account {
+                    r#type: kind as i32,
+                    owner: owner.into(),
+                    currency: "CNY".into(),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (b.debits, b.credits)
     }
 
     async fn stop(self) {
-        assert!(!self.url.is_empty() && !self.bank_url.is_empty() && !self.refund_url.is_empty());
         for h in self.handles {
             h.stop().await.unwrap();
         }
@@ -553,700 +678,719 @@ fn tk_code(status: &Status) -> ErrorCode {
     from_status(status).code
 }
 
+fn find<'a>(
+    list: &'a [pb::Discrepancy],
+    reference: &str,
+    kind: pb::DiscrepancyKind,
+) -> &'a pb::Discrepancy {
+    list.iter()
+        .find(|d| d.bank_reference_id == reference && d.kind == kind as i32)
+        .unwrap_or_else(|| panic!("no {kind:?} discrepancy for {reference} in {list:#?}"))
+}
+
+fn money(s: &str) -> rust_decimal_free::Amount {
+    rust_decimal_free::Amount::parse(s)
+}
+
+/// Decimal strings compared by value without a decimal crate ("0.5" == "0.50").
+mod rust_decimal_free {
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct Amount(i64);
+    impl Amount {
+        pub fn parse(s: &str) -> Amount {
+            let (w, f) = s.split_once('.').unwrap_or((s, ""));
+            let f = format!("{f:0<2}");
+            Amount(w.parse::<i64>().unwrap() * 100 + f[..2].parse::<i64>().unwrap())
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 // ---------------------------------------------------------------------------------------------
 
-/// Every outcome, through write-back; amounts to the cent; a re-run writes nothing new.
-async fn every_outcome_through_write_back(db_url: &str) {
-    let h = Harness::start(db_url, None).await;
+/// Every format (WeChat new and legacy, UnionPay GBK and UTF-8, CSV with payout and file rows),
+/// every outcome through write-back, a re-run that changes nothing, and the reports.
+async fn formats_and_outcomes(backend: Backend) {
+    let Some(h) = Harness::start(backend, "formats").await else {
+        return;
+    };
     let r = &h.refund;
-    r.add("rf_ok", "100.00", "2026-11-25");
-    r.add("rf_fail", "20.05", "2026-11-24");
-    r.add("rf_mis", "10.00", "2026-11-25");
-    r.add("rf_dup", "5.00", "2026-11-25");
-    r.add("rf_plat", "7.77", "2026-11-25");
-    r.add("rf_race", "8.00", "2026-11-25");
-    r.add("rf_later", "1.00", "2026-11-26"); // submitted after the business date: not listed
-    r.add_with_status(
-        "rf_final",
-        "3.00",
-        "2026-11-20",
-        refund_pb::RefundStatus::Succeeded,
-    );
-    r.state
-        .lock()
-        .unwrap()
-        .finalize_after_listing
-        .insert("rf_race".into(), refund_pb::RefundStatus::Failed);
-    let content = csv(&[
-        ("REFUND", "rf_ok", "100.00", "SUCCESS", ""),
-        ("REFUND", "rf_fail", "20.05", "FAILED", "card cancelled"),
-        ("PAYOUT", "po_1", "50.00", "SUCCESS", ""),
-        ("REFUND", "rf_mis", "9.99", "SUCCESS", ""),
-        ("REFUND", "rf_dup", "5.00", "SUCCESS", ""),
-        ("REFUND", "rf_bank", "4.44", "SUCCESS", ""),
-        ("REFUND", "rf_dup", "5.00", "SUCCESS", ""),
-        ("REFUND", "rf_final", "3.00", "SUCCESS", ""),
-        ("REFUND", "rf_race", "8.00", "SUCCESS", ""),
-    ]);
-    let sha = hex::encode(Sha256::digest(&content));
-    h.bank.put(CHANNEL, "2026-11-25", content);
-
-    let run = h.run("2026-11-25").await.unwrap();
+    for (id, amount) in [
+        ("rf_w1", "12.50"),
+        ("rf_w2", "3.00"),
+        ("rf_w3", "5.50"),
+        ("rf_w5", "4.00"),
+        ("rf_w6", "2.00"),
+    ] {
+        r.add("wechat", id, amount, "2026-11-25");
+    }
+    let run = h
+        .upload("wechat", "2026-11-25", "wechat", fixture("wechat_new.csv"))
+        .await
+        .unwrap();
+    assert_eq!(run.format, "wechat-bill");
+    assert_eq!(run.source, "upload");
+    assert_eq!((run.file_rows, run.skipped_rows), (6, 1));
     assert!(!run.replayed);
-    assert!(run.run_id.starts_with("rcn_"), "{}", run.run_id);
-    assert_eq!(run.channel, CHANNEL);
-    assert_eq!(run.date, "2026-11-25");
-    assert_eq!(run.file_sha256, sha);
-    assert_eq!(run.file_rows, 9);
-    assert_eq!(run.created_at_ms, h.clock.now_ms());
-    assert_eq!(run.pending_write_backs, 0);
-
-    // Deterministic order: by refund id, then file line.
-    let order: Vec<(&str, i32)> = run
-        .items
-        .iter()
-        .map(|i| (i.refund_id.as_str(), i.outcome))
-        .collect();
-    use pb::Outcome as O;
-    assert_eq!(
-        order,
-        vec![
-            ("rf_bank", O::BankOnly as i32),
-            ("rf_dup", O::Matched as i32),
-            ("rf_dup", O::Duplicate as i32),
-            ("rf_fail", O::BankFailed as i32),
-            ("rf_final", O::Matched as i32),
-            ("rf_mis", O::AmountMismatch as i32),
-            ("rf_ok", O::Matched as i32),
-            ("rf_plat", O::PlatformOnly as i32),
-            ("rf_race", O::Matched as i32),
-        ]
-    );
-
-    let ok = item(&run, "rf_ok", O::Matched);
-    assert_eq!(
-        (ok.platform_amount.as_str(), ok.bank_amount.as_str()),
-        ("100.00", "100.00")
-    );
-    assert_eq!(ok.bank_ref, "BK0000");
-    assert!(ok.written_back);
-
-    let fail = item(&run, "rf_fail", O::BankFailed);
-    assert_eq!(fail.bank_amount, "20.05");
-    assert!(fail.written_back);
-    assert!(fail.detail.contains("card cancelled"));
-
-    let mis = item(&run, "rf_mis", O::AmountMismatch);
-    assert_eq!(
-        (mis.platform_amount.as_str(), mis.bank_amount.as_str()),
-        ("10.00", "9.99")
-    );
-    assert!(!mis.written_back);
+    let w1 = item(&run, "rf_w1", pb::Outcome::Matched);
+    assert!(w1.written_back);
+    assert_eq!(w1.bank_ref, "50000001");
+    assert_eq!(w1.line, 3);
+    let w2 = item(&run, "rf_w2", pb::Outcome::BankFailed);
     assert!(
-        mis.detail.contains("10.00") && mis.detail.contains("9.99"),
-        "{}",
-        mis.detail
+        w2.written_back && w2.detail.contains("REFUNDCLOSE"),
+        "{w2:?}"
     );
+    let w3 = item(&run, "rf_w3", pb::Outcome::AmountMismatch);
+    assert!(!w3.written_back && !w3.discrepancy_id.is_empty());
+    let w4 = item(&run, "rf_w4", pb::Outcome::BankOnly);
+    assert!(!w4.discrepancy_id.is_empty());
+    assert!(item(&run, "rf_w5", pb::Outcome::PlatformOnly)
+        .detail
+        .contains("in suspense"));
+    assert!(item(&run, "rf_w6", pb::Outcome::PlatformOnly)
+        .detail
+        .contains("processing"));
+    assert_eq!(count(&run, pb::Outcome::Matched), (1, "12.50".into()));
+    assert_eq!(count(&run, pb::Outcome::PlatformOnly), (2, "6.00".into()));
+    assert_eq!(run.discrepancies, 2);
+    assert_eq!(r.status("rf_w1"), refund_pb::RefundStatus::Succeeded);
+    assert_eq!(r.status("rf_w2"), refund_pb::RefundStatus::Failed);
+    assert_eq!(r.status("rf_w3"), refund_pb::RefundStatus::Processing);
+    let list = h.discrepancies("wechat").await;
+    assert_eq!(list.len(), 2);
+    let platform_missed = find(&list, "rf_w4", pb::DiscrepancyKind::PlatformMissed);
+    assert_eq!(platform_missed.severity, pb::Severity::High as i32);
+    assert!(platform_missed.detail.starts_with("平台漏单"));
 
-    let dup = item(&run, "rf_dup", O::Duplicate);
-    assert!(!dup.written_back);
-    assert!(dup.detail.contains("duplicate of line 6"), "{}", dup.detail);
-    assert!(item(&run, "rf_dup", O::Matched).written_back);
-
-    let bank_only = item(&run, "rf_bank", O::BankOnly);
-    assert_eq!(
-        (
-            bank_only.platform_amount.as_str(),
-            bank_only.bank_amount.as_str()
-        ),
-        ("", "4.44")
-    );
-    assert!(!bank_only.written_back);
-
-    let plat = item(&run, "rf_plat", O::PlatformOnly);
-    assert_eq!(
-        (
-            plat.platform_amount.as_str(),
-            plat.bank_amount.as_str(),
-            plat.bank_ref.as_str()
-        ),
-        ("7.77", "", "")
-    );
-    assert!(!plat.written_back);
-
-    let final_ = item(&run, "rf_final", O::Matched);
-    assert!(!final_.written_back);
-    assert!(
-        final_.detail.starts_with("already final"),
-        "{}",
-        final_.detail
-    );
-    assert_eq!(final_.platform_amount, "3.00");
-
-    let race = item(&run, "rf_race", O::Matched);
-    assert!(!race.written_back);
-    assert!(race.detail.contains("discrepancy"), "{}", race.detail);
-    assert!(
-        race.detail.contains("already final as FAILED"),
-        "{}",
-        race.detail
-    );
-
-    // Counts and amounts per outcome, to the cent.
-    assert_eq!(count(&run, O::Matched), (4, "116.00".into()));
-    assert_eq!(count(&run, O::BankFailed), (1, "20.05".into()));
-    assert_eq!(count(&run, O::AmountMismatch), (1, "10.00".into()));
-    assert_eq!(count(&run, O::Duplicate), (1, "5.00".into()));
-    assert_eq!(count(&run, O::BankOnly), (1, "4.44".into()));
-    assert_eq!(count(&run, O::PlatformOnly), (1, "7.77".into()));
-    assert_eq!(run.counts.len(), 6);
-
-    // The refund center saw exactly the write-backs it should, with the run as their source.
-    let applies = h.refund.applies();
-    let mut seen: Vec<(&str, refund_pb::RefundStatus, &str)> = applies
-        .iter()
-        .map(|a| (a.refund_id.as_str(), a.status, a.reason.as_str()))
-        .collect();
-    seen.sort();
-    assert_eq!(
-        seen,
-        vec![
-            ("rf_dup", refund_pb::RefundStatus::Succeeded, ""),
-            ("rf_fail", refund_pb::RefundStatus::Failed, "card cancelled"),
-            ("rf_ok", refund_pb::RefundStatus::Succeeded, ""),
-            ("rf_race", refund_pb::RefundStatus::Succeeded, ""),
-        ]
-    );
-    assert!(applies.iter().all(|a| a.source == run.run_id));
-    assert_eq!(h.refund.status("rf_ok"), refund_pb::RefundStatus::Succeeded);
-    assert_eq!(h.refund.status("rf_fail"), refund_pb::RefundStatus::Failed);
-    assert_eq!(h.refund.order("rf_fail").reason, "card cancelled");
-    assert_eq!(h.refund.order("rf_ok").final_source, run.run_id);
-    assert_eq!(
-        h.refund.status("rf_mis"),
-        refund_pb::RefundStatus::Processing
-    );
-    assert_eq!(
-        h.refund.status("rf_plat"),
-        refund_pb::RefundStatus::Processing
-    );
-    assert_eq!(
-        h.refund.status("rf_later"),
-        refund_pb::RefundStatus::Processing
-    );
-    assert_eq!(h.refund.status("rf_race"), refund_pb::RefundStatus::Failed);
-    assert_eq!(h.refund.order("rf_final").final_source, "rcn_earlier");
-
-    // Re-running the same file returns the first run and writes nothing new.
-    let lists_before = h.refund.list_calls();
-    let again = h.run("2026-11-25").await.unwrap();
+    // The same file again: the first run, nothing written again.
+    let applies = r.applies().len();
+    let again = h
+        .upload("wechat", "2026-11-25", "wechat", fixture("wechat_new.csv"))
+        .await
+        .unwrap();
     assert!(again.replayed);
     assert_eq!(again.run_id, run.run_id);
-    assert_eq!(again.items, run.items);
-    assert_eq!(again.counts, run.counts);
-    assert_eq!(h.refund.applies().len(), 4);
-    assert_eq!(
-        h.refund.list_calls(),
-        lists_before,
-        "a replay matches nothing again"
-    );
-    let mut finalized = h.refund.finalized();
-    finalized.sort();
-    assert_eq!(finalized, vec!["rf_dup", "rf_fail", "rf_ok"]);
+    assert_eq!(r.applies().len(), applies);
+    assert_eq!(h.discrepancies("wechat").await.len(), 2);
 
-    // GetRun and ListRuns.
-    let got = h
-        .client
-        .clone()
-        .get_run(pb::GetRunRequest {
-            run_id: run.run_id.clone(),
+    // The legacy 24-column layout, format from the channel's configuration.
+    r.add("wechat", "rf_l1", "1.00", "2026-11-24");
+    r.add("wechat", "rf_l2", "2.00", "2026-11-24");
+    let legacy = h
+        .upload("wechat", "2026-11-24", "", fixture("wechat_legacy.csv"))
+        .await
+        .unwrap();
+    assert_eq!(legacy.format, "wechat-bill");
+    assert_eq!((legacy.file_rows, legacy.skipped_rows), (4, 1));
+    assert!(item(&legacy, "rf_l1", pb::Outcome::Matched).written_back);
+    assert!(item(&legacy, "rf_l1", pb::Outcome::Duplicate)
+        .detail
+        .starts_with("duplicate of line 2"));
+    assert!(item(&legacy, "rf_l2", pb::Outcome::BankFailed)
+        .detail
+        .contains("CHANGE"));
+    assert_eq!(legacy.discrepancies, 1);
+
+    // UnionPay, GBK, from the bank; a payout refund matched on its payout id.
+    r.add("unionpay", "rf_u1", "8.88", "2026-11-25");
+    r.add("unionpay", "rf_u2", "1.00", "2026-11-25");
+    r.add_ref("unionpay", "rf_u3", "po_u3", "3.33", "2026-11-25");
+    h.bank
+        .put("unionpay", "2026-11-25", fixture("unionpay_gbk.txt"), "");
+    let up = h.run("unionpay", "2026-11-25").await.unwrap();
+    assert_eq!(up.format, "unionpay-zm");
+    assert_eq!((up.file_rows, up.skipped_rows), (4, 1));
+    assert!(item(&up, "rf_u1", pb::Outcome::Matched).written_back);
+    let u2 = item(&up, "rf_u2", pb::Outcome::BankFailed);
+    assert!(u2.detail.contains("卡号已销户"), "{}", u2.detail);
+    let u3 = item(&up, "rf_u3", pb::Outcome::Matched);
+    assert_eq!(u3.bank_reference_id, "po_u3");
+    assert!(r
+        .applies()
+        .iter()
+        .any(|a| a.refund_id == "rf_u3" && a.bank_reference_id == "po_u3"));
+    // UTF-8, declared.
+    r.add("unionpay", "rf_u5", "12.34", "2026-11-24");
+    let utf8 = h
+        .c()
+        .run_reconciliation_file(pb::RunReconciliationFileRequest {
+            channel: "unionpay".into(),
+            date: "2026-11-24".into(),
+            format: "unionpay".into(),
+            encoding: "utf-8".into(),
+            content: fixture("unionpay_utf8.txt"),
+            sha256: hex::encode(Sha256::digest(fixture("unionpay_utf8.txt"))),
         })
         .await
         .unwrap()
         .into_inner();
-    assert!(!got.replayed);
-    assert_eq!(got.items, run.items);
-    let listed = h.list().await;
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].run_id, run.run_id);
-    assert_eq!(listed[0].counts, run.counts);
-    assert!(
-        listed[0].items.is_empty(),
-        "ListRuns leaves items to GetRun"
+    assert!(item(&utf8, "rf_u5", pb::Outcome::Matched).written_back);
+
+    // The platform CSV: REFUND, PAYOUT and FILE rows all take part.
+    r.add("netbank", "rf_c1", "10.00", "2026-11-25");
+    r.add_ref("netbank", "rf_c2", "po_c2", "20.00", "2026-11-25");
+    r.add_ref("netbank", "rf_c3", "row_c3", "30.00", "2026-11-25");
+    h.bank.put(
+        "netbank",
+        "2026-11-25",
+        fixture("clearing_csv_v1.csv"),
+        "tuikuan-csv-v1",
     );
-    let e = h
-        .client
-        .clone()
-        .get_run(pb::GetRunRequest {
-            run_id: "rcn_nope".into(),
+    let c = h.run("netbank", "2026-11-25").await.unwrap();
+    assert_eq!(c.format, "tuikuan-csv-v1");
+    assert!(item(&c, "rf_c1", pb::Outcome::Matched).written_back);
+    assert!(item(&c, "rf_c2", pb::Outcome::Matched).written_back);
+    let c3 = item(&c, "rf_c3", pb::Outcome::BankFailed);
+    assert!(c3.written_back && c3.detail.contains("account closed, returned"));
+    assert_eq!(
+        r.order("rf_c3").reason,
+        "ACCOUNT_CLOSED: account closed, returned"
+    );
+
+    // Reports: the day per channel, CSV and xlsx exports.
+    let day = h
+        .c()
+        .daily_summary(pb::DailySummaryRequest {
+            channel: "wechat".into(),
+            date: "2026-11-25".into(),
         })
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    assert_eq!(tk_code(&e), ErrorCode::NotFound);
+        .unwrap()
+        .into_inner();
+    assert_eq!(day.run_id, run.run_id);
+    assert_eq!(day.written_back, 2);
+    assert_eq!(day.open_discrepancies, 2);
+    assert_eq!(day.in_suspense, 2);
+    assert_eq!(day.run_ids, vec![run.run_id.clone()]);
+    assert_eq!(day.counts.len(), run.counts.len());
+    let csv_report = h
+        .c()
+        .export_report(pb::ExportReportRequest {
+            run_id: run.run_id.clone(),
+            format: "csv".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let text = String::from_utf8(csv_report.content).unwrap();
+    assert!(
+        text.starts_with("seq,refund_id,bank_reference_id,"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), run.items.len() + 1);
+    assert!(
+        text.contains("rf_w3,rf_w3,50000003,AMOUNT_MISMATCH,5.50,5.00,CNY,SUCCESS"),
+        "{text}"
+    );
+    let xlsx = h
+        .c()
+        .export_report(pb::ExportReportRequest {
+            channel: "wechat".into(),
+            date: "2026-11-25".into(),
+            format: "xlsx".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(xlsx.file_name.ends_with(".xlsx"));
+    use calamine::Reader;
+    let mut book: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(xlsx.content)).unwrap();
+    let items = book.worksheet_range("items").unwrap();
+    assert_eq!(items.height(), run.items.len() + 1);
+    let cells: Vec<String> = items.rows().map(|r| r[1].to_string()).collect();
+    assert!(cells.contains(&"rf_w4".to_string()), "{cells:?}");
+    let summary = book.worksheet_range("summary").unwrap();
+    assert!(summary.rows().any(|r| r[0] == "MATCHED" && r[2] == "12.50"));
     h.stop().await;
 }
 
-/// A malformed file is rejected whole, naming line and field; nothing is stored or written.
-async fn malformed_file_is_rejected(db_url: &str) {
-    let h = Harness::start(db_url, None).await;
-    h.refund.add("rf_1", "1.00", "2026-11-25");
-    h.refund.add("rf_2", "2.00", "2026-11-25");
-    let mut content = csv(&[("REFUND", "rf_1", "1.00", "SUCCESS", "")]);
-    content.extend_from_slice(
-        format!("REFUND,rf_2,BK9,{CHANNEL},2.001,CNY,SUCCESS,2026-11-25T15:00:00+08:00,\n")
-            .as_bytes(),
-    );
-    h.bank.put(CHANNEL, "2026-11-25", content);
-    let e = h.run("2026-11-25").await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(tk_code(&e), ErrorCode::InvalidArgument);
-    assert!(
-        e.message().starts_with("clearing file line 3: amount: "),
-        "{}",
-        e.message()
-    );
-    assert!(h.refund.applies().is_empty());
-    assert_eq!(h.refund.list_calls(), 0);
-    assert!(h.list().await.is_empty());
-    assert_eq!(h.refund.status("rf_1"), refund_pb::RefundStatus::Processing);
-
-    // A row of another channel.
-    let content =
-        format!("{HEADER}REFUND,rf_1,BK1,quickpay,1.00,CNY,SUCCESS,2026-11-25T15:00:00+08:00,\n");
-    h.bank.put(CHANNEL, "2026-11-25", content.into_bytes());
-    let e = h.run("2026-11-25").await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(
-        e.message().starts_with("clearing file line 2: channel: "),
-        "{}",
-        e.message()
-    );
-
-    // A checksum that does not match the content.
-    h.bank.put_with_sha(
+/// Discrepancies resolved both ways, with ledger entries through the real clearing and
+/// accounting services, and the audit trail.
+async fn discrepancies_resolved_both_ways(backend: Backend) {
+    let Some(h) = Harness::start(backend, "resolve").await else {
+        return;
+    };
+    let r = &h.refund;
+    r.add(CHANNEL, "rf_mis", "10.00", "2026-11-25");
+    r.add(CHANNEL, "rf_dup", "5.00", "2026-11-25");
+    h.bank.put(
         CHANNEL,
         "2026-11-25",
-        csv(&[("REFUND", "rf_1", "1.00", "SUCCESS", "")]),
-        "00".repeat(32),
+        csv(
+            CHANNEL,
+            &[
+                ("REFUND", "rf_mis", "12.50", "SUCCESS", ""),
+                ("REFUND", "rf_bank", "7.00", "SUCCESS", ""),
+                ("REFUND", "rf_dup", "5.00", "SUCCESS", ""),
+                ("REFUND", "rf_dup", "5.00", "SUCCESS", ""),
+                ("REFUND", "rf_bankf", "4.00", "FAILED", "no such card"),
+            ],
+        ),
+        "",
     );
-    let e = h.run("2026-11-25").await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("sha256"), "{}", e.message());
+    let run = h.run(CHANNEL, "2026-11-25").await.unwrap();
+    assert_eq!(run.discrepancies, 4);
+    let list = h.discrepancies(CHANNEL).await;
+    let mis = find(
+        &list,
+        "rf_mis",
+        pb::DiscrepancyKind::DiscrepancyAmountMismatch,
+    )
+    .clone();
+    let bank_only = find(&list, "rf_bank", pb::DiscrepancyKind::PlatformMissed).clone();
+    let dup = find(&list, "rf_dup", pb::DiscrepancyKind::DuplicateRow).clone();
+    assert_eq!(mis.status, pb::DiscrepancyStatus::Open as i32);
+    assert_eq!(dup.severity, pb::Severity::Medium as i32);
 
-    // Bad requests never reach the bank.
-    let fetches = h.bank.fetches();
-    for (channel, d, field) in [
-        ("", "2026-11-25", "channel"),
-        ("net bank", "2026-11-25", "channel"),
-        (CHANNEL, "", "date"),
-        (CHANNEL, "2026-13-01", "date"),
-        (CHANNEL, "25/11/2026", "date"),
-        (CHANNEL, "2026-11-27", "date"),
-    ] {
+    // Operator and reason are required.
+    let e = h
+        .resolve(&mis.discrepancy_id, pb::Resolution::BankWins, "", "x")
+        .await
+        .unwrap_err();
+    assert_eq!(tk_code(&e), ErrorCode::InvalidArgument);
+    let e = h
+        .resolve(&mis.discrepancy_id, pb::Resolution::BankWins, "alice", "")
+        .await
+        .unwrap_err();
+    assert!(e.message().starts_with("reason"), "{}", e.message());
+
+    // Bank wins on an amount mismatch: the refund succeeds at the bank's word, the extra 2.50
+    // the bank paid goes to suspense.
+    let resolved = h
+        .resolve(
+            &mis.discrepancy_id,
+            pb::Resolution::BankWins,
+            "alice",
+            "bank statement checked",
+        )
+        .await
+        .unwrap();
+    assert_eq!(resolved.status, pb::DiscrepancyStatus::Resolved as i32);
+    assert_eq!(resolved.operator, "alice");
+    assert_eq!(
+        resolved.adjustment_id,
+        format!("adj-{}", mis.discrepancy_id)
+    );
+    assert!(resolved.resolved_at_ms > 0);
+    assert_eq!(r.status("rf_mis"), refund_pb::RefundStatus::Succeeded);
+    let apply = r
+        .applies()
+        .into_iter()
+        .find(|a| a.refund_id == "rf_mis")
+        .unwrap();
+    assert_eq!(apply.source, mis.discrepancy_id);
+    let (debits, _) = h.balance(acc_pb::AccountType::Suspense, CHANNEL).await;
+    assert_eq!(money(&debits), money("2.50"));
+    let (_, credits) = h
+        .balance(acc_pb::AccountType::ChannelReserve, CHANNEL)
+        .await;
+    assert_eq!(money(&credits), money("2.50"));
+
+    // Resolving twice is an error.
+    let e = h
+        .resolve(
+            &mis.discrepancy_id,
+            pb::Resolution::PlatformWins,
+            "bob",
+            "again",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(tk_code(&e), ErrorCode::InvalidStateTransition);
+
+    // Bank wins on a 平台漏单 the bank paid: the 7.00 is booked to suspense.
+    h.resolve(
+        &bank_only.discrepancy_id,
+        pb::Resolution::BankWins,
+        "alice",
+        "bank paid without a refund",
+    )
+    .await
+    .unwrap();
+    let (debits, _) = h.balance(acc_pb::AccountType::Suspense, CHANNEL).await;
+    assert_eq!(money(&debits), money("9.50"));
+
+    // Platform wins: recorded only.
+    let d = h
+        .resolve(
+            &dup.discrepancy_id,
+            pb::Resolution::PlatformWins,
+            "carol",
+            "bank confirmed a display duplicate",
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.resolution, pb::Resolution::PlatformWins as i32);
+    assert_eq!(d.actions, "recorded only");
+    assert!(d.adjustment_id.is_empty());
+    let (debits, _) = h.balance(acc_pb::AccountType::Suspense, CHANNEL).await;
+    assert_eq!(money(&debits), money("9.50"));
+
+    // Filters: what is still open.
+    let open = h
+        .c()
+        .list_discrepancies(pb::ListDiscrepanciesRequest {
+            status: pb::DiscrepancyStatus::Open as i32,
+            severity: pb::Severity::High as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .discrepancies;
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].bank_reference_id, "rf_bankf");
+
+    // The audit trail.
+    let audit = h
+        .c()
+        .list_audit(pb::ListAuditRequest {
+            subject_id: mis.discrepancy_id.clone(),
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, vec!["RESOLVED", "RESOLVE_STARTED"]);
+    assert!(audit
+        .iter()
+        .all(|a| a.operator == "alice" && a.reason == "bank statement checked"));
+    assert!(
+        audit[0].before.starts_with("OPEN AMOUNT_MISMATCH"),
+        "{}",
+        audit[0].before
+    );
+    assert!(audit[0].after.contains("SUSPENSE"), "{}", audit[0].after);
+    h.stop().await;
+}
+
+/// Platform-only refunds wait in suspense for the window, are cleared by a later file, or expire
+/// into a 银行漏单 discrepancy that "bank wins" turns into a failure.
+async fn suspense_window(backend: Backend) {
+    let Some(h) = Harness::start(backend, "suspense").await else {
+        return;
+    };
+    let r = &h.refund;
+    r.add(CHANNEL, "rf_s1", "1.00", "2026-11-24");
+    r.add(CHANNEL, "rf_s2", "2.00", "2026-11-24");
+    r.add(CHANNEL, "rf_x", "3.00", "2026-11-24");
+    r.add("slowbank", "rf_t1", "4.00", "2026-11-24");
+    h.bank.put(
+        CHANNEL,
+        "2026-11-24",
+        csv(CHANNEL, &[("REFUND", "rf_x", "3.00", "SUCCESS", "")]),
+        "",
+    );
+    let day1 = h.run(CHANNEL, "2026-11-24").await.unwrap();
+    assert!(item(&day1, "rf_s1", pb::Outcome::PlatformOnly)
+        .detail
+        .contains("in suspense (1-day window)"));
+    let suspense = |status: &'static str| {
+        let c = h.c();
+        async move {
+            c.clone()
+                .list_suspense(pb::ListSuspenseRequest {
+                    channel: CHANNEL.into(),
+                    status: status.into(),
+                    limit: 10,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .entries
+        }
+    };
+    assert_eq!(suspense("OPEN").await.len(), 2);
+
+    h.bank.put(
+        CHANNEL,
+        "2026-11-25",
+        csv(CHANNEL, &[("REFUND", "rf_s2", "2.00", "SUCCESS", "")]),
+        "",
+    );
+    let day2 = h.run(CHANNEL, "2026-11-25").await.unwrap();
+    assert!(item(&day2, "rf_s2", pb::Outcome::Matched).written_back);
+    let s1 = item(&day2, "rf_s1", pb::Outcome::PlatformOnly);
+    assert!(s1.detail.contains("银行漏单"), "{}", s1.detail);
+    assert_eq!(day2.discrepancies, 1);
+    let cleared = suspense("CLEARED").await;
+    assert_eq!(cleared.len(), 1);
+    assert_eq!(cleared[0].refund_id, "rf_s2");
+    assert_eq!(cleared[0].cleared_by_run, day2.run_id);
+    let expired = suspense("EXPIRED").await;
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].since_date, "2026-11-24");
+    let list = h.discrepancies(CHANNEL).await;
+    let missed = find(&list, "rf_s1", pb::DiscrepancyKind::BankMissed);
+    assert_eq!(missed.discrepancy_id, expired[0].discrepancy_id);
+    assert_eq!(missed.severity, pb::Severity::Medium as i32);
+    assert_eq!(r.status("rf_s1"), refund_pb::RefundStatus::Processing);
+
+    // A channel with a 2-day window still waits.
+    for d in ["2026-11-24", "2026-11-25"] {
+        h.bank.put("slowbank", d, csv("slowbank", &[]), "");
+        let run = h.run("slowbank", d).await.unwrap();
+        assert_eq!(run.discrepancies, 0);
+        assert!(item(&run, "rf_t1", pb::Outcome::PlatformOnly)
+            .detail
+            .contains("in suspense"));
+    }
+
+    // Bank wins: the bank never paid it.
+    let d = h
+        .resolve(
+            &missed.discrepancy_id,
+            pb::Resolution::BankWins,
+            "dave",
+            "bank confirms no such refund",
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.status, pb::DiscrepancyStatus::Resolved as i32);
+    assert_eq!(r.status("rf_s1"), refund_pb::RefundStatus::Failed);
+    let apply = r
+        .applies()
+        .into_iter()
+        .find(|a| a.refund_id == "rf_s1")
+        .unwrap();
+    assert_eq!(apply.status, refund_pb::RefundStatus::Failed);
+    assert_eq!(apply.source, missed.discrepancy_id);
+    assert!(apply.reason.contains("dave"), "{}", apply.reason);
+    h.stop().await;
+}
+
+/// A corrected file supersedes the day's run: what was final stays final (written once), the new
+/// facts are written back, contradictions become discrepancies, all audited.
+async fn corrected_file_supersedes(backend: Backend) {
+    let Some(h) = Harness::start(backend, "corrected").await else {
+        return;
+    };
+    let r = &h.refund;
+    r.add(CHANNEL, "rf_a", "1.00", "2026-11-25");
+    r.add(CHANNEL, "rf_b", "2.00", "2026-11-25");
+    r.add(CHANNEL, "rf_c", "3.00", "2026-11-25");
+    h.bank.put(
+        CHANNEL,
+        "2026-11-25",
+        csv(
+            CHANNEL,
+            &[
+                ("REFUND", "rf_a", "1.00", "SUCCESS", ""),
+                ("REFUND", "rf_c", "3.00", "SUCCESS", ""),
+            ],
+        ),
+        "",
+    );
+    let first = h.run(CHANNEL, "2026-11-25").await.unwrap();
+    assert_eq!(count(&first, pb::Outcome::Matched).0, 2);
+    h.bank.put(
+        CHANNEL,
+        "2026-11-25",
+        csv(
+            CHANNEL,
+            &[
+                ("REFUND", "rf_a", "1.00", "FAILED", "reversed by bank"),
+                ("REFUND", "rf_b", "2.00", "SUCCESS", ""),
+                ("REFUND", "rf_c", "3.00", "SUCCESS", ""),
+            ],
+        ),
+        "",
+    );
+    let second = h.run(CHANNEL, "2026-11-25").await.unwrap();
+    assert!(!second.replayed);
+    assert_eq!(second.supersedes, first.run_id);
+    assert!(item(&second, "rf_b", pb::Outcome::Matched).written_back);
+    let c = item(&second, "rf_c", pb::Outcome::Matched);
+    assert!(
+        !c.written_back && c.detail.starts_with("already final"),
+        "{c:?}"
+    );
+    let a = item(&second, "rf_a", pb::Outcome::BankOnly);
+    assert!(!a.discrepancy_id.is_empty());
+    // Write-backs run concurrently: compare as a set; each refund finalised exactly once.
+    let mut finalized = r.finalized();
+    finalized.sort();
+    assert_eq!(finalized, vec!["rf_a", "rf_b", "rf_c"]);
+    assert_eq!(
+        r.applies().iter().filter(|x| x.refund_id == "rf_a").count(),
+        1
+    );
+    assert_eq!(r.status("rf_a"), refund_pb::RefundStatus::Succeeded);
+
+    let old = h
+        .c()
+        .get_run(pb::GetRunRequest {
+            run_id: first.run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(old.superseded_by, second.run_id);
+    assert_eq!(old.pending_write_backs, 0);
+    let audit = h
+        .c()
+        .list_audit(pb::ListAuditRequest {
+            subject_id: first.run_id.clone(),
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, "SUPERSEDED");
+    assert!(audit[0].after.contains(&second.run_id));
+    let day = h
+        .c()
+        .daily_summary(pb::DailySummaryRequest {
+            channel: CHANNEL.into(),
+            date: "2026-11-25".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(day.run_id, second.run_id);
+    assert_eq!(
+        day.run_ids,
+        vec![first.run_id.clone(), second.run_id.clone()]
+    );
+
+    // The corrected file again changes nothing.
+    let applies = r.applies().len();
+    let again = h.run(CHANNEL, "2026-11-25").await.unwrap();
+    assert!(again.replayed && again.run_id == second.run_id);
+    assert_eq!(r.applies().len(), applies);
+
+    // The conflict: the bank now says it failed, but the refund succeeded. Bank wins: the
+    // reserve was credited for money that never left; suspense gives it back.
+    let list = h.discrepancies(CHANNEL).await;
+    let conflict = find(&list, "rf_a", pb::DiscrepancyKind::StatusConflict);
+    assert_eq!(conflict.severity, pb::Severity::High as i32);
+    h.resolve(
+        &conflict.discrepancy_id,
+        pb::Resolution::BankWins,
+        "erin",
+        "bank reversed the refund",
+    )
+    .await
+    .unwrap();
+    let (_, credits) = h.balance(acc_pb::AccountType::Suspense, CHANNEL).await;
+    assert_eq!(money(&credits), money("1.00"));
+    h.stop().await;
+}
+
+/// Malformed files are rejected with line and field; nothing is stored or written back.
+async fn malformed_files_rejected(backend: Backend) {
+    let Some(h) = Harness::start(backend, "malformed").await else {
+        return;
+    };
+    h.refund.add("wechat", "rf_w1", "12.50", "2026-11-25");
+    h.refund.add("unionpay", "rf_u2", "1.00", "2026-11-25");
+    h.refund.add(CHANNEL, "rf_ok", "1.00", "2026-11-25");
+    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        (
+            "wechat",
+            "wechat",
+            fixture("wechat_bad_summary.csv"),
+            "clearing file line 9: 退款总金额: says 29.51",
+        ),
+        (
+            "unionpay",
+            "",
+            fixture("unionpay_bad_amount.txt"),
+            "clearing file line 2: amount: ",
+        ),
+        (
+            CHANNEL,
+            "csv",
+            format!(
+                "{HEADER}REFUND,rf_ok,BK1,{CHANNEL},1.00,CNY,SUCCESS,2026-11-25T10:00:00Z,\n\
+                 REFUND,rf_x,BK2,{CHANNEL},1.00,CNY,DONE,2026-11-25T10:00:00Z,\n"
+            )
+            .into_bytes(),
+            "clearing file line 3: status: ",
+        ),
+        (
+            "wechat",
+            "wechat",
+            "交易时间,商户号\n`2026-11-25 10:00:00,`1\n"
+                .as_bytes()
+                .to_vec(),
+            "clearing file line 1: header: missing column",
+        ),
+    ];
+    for (channel, format, content, expected) in cases {
         let e = h
-            .client
-            .clone()
-            .run_reconciliation(pb::RunReconciliationRequest {
-                channel: channel.into(),
-                date: d.into(),
-            })
+            .upload(channel, "2026-11-25", format, content)
             .await
             .unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument, "{channel:?} {d:?}: {e:?}");
-        assert!(e.message().starts_with(field), "{}", e.message());
+        assert_eq!(tk_code(&e), ErrorCode::InvalidArgument, "{}", e.message());
+        assert!(e.message().starts_with(expected), "{}", e.message());
     }
-    assert_eq!(h.bank.fetches(), fetches);
-
-    // No file at the bank: its NOT_FOUND comes back.
-    let e = h.run("2026-11-24").await.unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-
-    assert!(h.list().await.is_empty());
-    assert!(h.refund.applies().is_empty());
-    h.stop().await;
-}
-
-/// Write-backs that hit an unavailable refund center stay pending and a re-run of the same file
-/// finishes them, each refund applied exactly once.
-async fn pending_write_backs_are_retried(db_url: &str) {
-    let h = Harness::start(db_url, None).await;
-    h.refund.add("rf_a", "0.01", "2026-11-25");
-    h.refund.add("rf_b", "999999.99", "2026-11-25");
-    h.refund.add("rf_c", "12.34", "2026-11-25");
-    h.bank.put(
-        CHANNEL,
-        "2026-11-25",
-        csv(&[
-            ("REFUND", "rf_a", "0.01", "SUCCESS", ""),
-            ("REFUND", "rf_b", "999999.99", "SUCCESS", ""),
-            ("REFUND", "rf_c", "12.34", "FAILED", "account closed"),
-        ]),
-    );
-    h.refund.state.lock().unwrap().unavailable_applies = 1;
-    let run = h.run("2026-11-25").await.unwrap();
-    assert!(!run.replayed);
-    assert_eq!(run.pending_write_backs, 3);
-    assert!(run.items.iter().all(|i| !i.written_back));
-    assert!(h.refund.applies().is_empty());
-    assert_eq!(count(&run, pb::Outcome::Matched), (2, "1000000.00".into()));
-    assert_eq!(count(&run, pb::Outcome::BankFailed), (1, "12.34".into()));
-
-    // Still down for one more call: the second pass stops again after it.
-    h.refund.state.lock().unwrap().unavailable_applies = 1;
-    let again = h.run("2026-11-25").await.unwrap();
-    assert!(again.replayed);
-    assert_eq!(again.pending_write_backs, 3);
-
-    // Back: the next run of the same file finishes them.
-    let done = h.run("2026-11-25").await.unwrap();
-    assert!(done.replayed);
-    assert_eq!(done.run_id, run.run_id);
-    assert_eq!(done.pending_write_backs, 0);
-    assert!(done.items.iter().all(|i| i.written_back));
-    let again = h.run("2026-11-25").await.unwrap();
-    assert_eq!(again.pending_write_backs, 0);
-
-    let mut applied: Vec<String> = h
-        .refund
-        .applies()
-        .into_iter()
-        .map(|a| a.refund_id)
-        .collect();
-    applied.sort();
-    assert_eq!(
-        applied,
-        vec!["rf_a", "rf_b", "rf_c"],
-        "each applied exactly once"
-    );
-    assert_eq!(h.refund.status("rf_c"), refund_pb::RefundStatus::Failed);
-    assert_eq!(h.refund.order("rf_c").reason, "account closed");
-    assert_eq!(h.list().await.len(), 1);
-    h.stop().await;
-}
-
-/// A superseding file for the same date: refunds finalised by the first run are "already final",
-/// new rows are matched, nothing is written twice.
-async fn superseding_file_does_not_rewrite(db_url: &str) {
-    let h = Harness::start(db_url, None).await;
-    h.refund.add("rf_a", "5.00", "2026-11-25");
-    h.refund.add("rf_b", "6.00", "2026-11-25");
-    h.bank.put(
-        CHANNEL,
-        "2026-11-25",
-        csv(&[("REFUND", "rf_a", "5.00", "SUCCESS", "")]),
-    );
-    let first = h.run("2026-11-25").await.unwrap();
-    assert_eq!(count(&first, pb::Outcome::Matched), (1, "5.00".into()));
-    assert_eq!(count(&first, pb::Outcome::PlatformOnly), (1, "6.00".into()));
-
-    h.bank.put(
-        CHANNEL,
-        "2026-11-25",
-        csv(&[
-            ("REFUND", "rf_a", "5.00", "SUCCESS", ""),
-            ("REFUND", "rf_b", "6.00", "FAILED", "closed"),
-        ]),
-    );
-    let second = h.run("2026-11-25").await.unwrap();
-    assert!(!second.replayed);
-    assert_ne!(second.run_id, first.run_id);
-    let a = item(&second, "rf_a", pb::Outcome::Matched);
-    assert!(!a.written_back);
-    assert!(a.detail.starts_with("already final"), "{}", a.detail);
-    assert!(item(&second, "rf_b", pb::Outcome::BankFailed).written_back);
-    assert_eq!(second.pending_write_backs, 0);
-    let applied: Vec<(String, String)> = h
-        .refund
-        .applies()
-        .into_iter()
-        .map(|a| (a.refund_id, a.source))
-        .collect();
-    assert_eq!(
-        applied,
-        vec![
-            ("rf_a".to_string(), first.run_id.clone()),
-            ("rf_b".to_string(), second.run_id.clone())
-        ]
-    );
-    let listed = h.list().await;
-    assert_eq!(
-        listed
-            .iter()
-            .map(|r| r.run_id.as_str())
-            .collect::<Vec<_>>()
-            .len(),
-        2
-    );
-    h.stop().await;
-}
-
-/// Two runs of the same file at once: one run is stored, each refund is finalised once.
-async fn concurrent_runs_of_the_same_file(db_url: &str) {
-    let h = Harness::start(db_url, None).await;
-    let mut rows = Vec::new();
-    let ids: Vec<String> = (0..20).map(|i| format!("rf_{i:02}")).collect();
-    for id in &ids {
-        h.refund.add(id, "1.50", "2026-11-25");
-        rows.push(("REFUND", id.as_str(), "1.50", "SUCCESS", ""));
-    }
-    h.bank.put(CHANNEL, "2026-11-25", csv(&rows));
-    let (a, b) = tokio::join!(h.run("2026-11-25"), h.run("2026-11-25"));
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.run_id, b.run_id);
-    assert_ne!(a.replayed, b.replayed, "exactly one of them made the run");
-    assert_eq!(h.list().await.len(), 1);
-    let done = h.run("2026-11-25").await.unwrap();
-    assert_eq!(done.pending_write_backs, 0);
-    assert_eq!(count(&done, pb::Outcome::Matched), (20, "30.00".into()));
-    let mut finalized = h.refund.finalized();
-    finalized.sort();
-    assert_eq!(finalized, ids, "each refund finalised exactly once");
-    h.stop().await;
-}
-
-/// The daily job reconciles yesterday's business date for each configured channel, once.
-async fn daily_job_reconciles_yesterday(db_url: &str) {
-    let mut h = Harness::start_with_job(db_url).await;
-    let applied = tokio::time::timeout(Duration::from_secs(20), h.applied_rx.recv())
-        .await
-        .expect("the job wrote back within 20 s")
-        .expect("fake refund center alive");
-    assert_eq!(applied, "rf_job");
-    let runs = h.list().await;
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].date, "2026-11-25");
-    assert_eq!(
-        h.refund.status("rf_job"),
-        refund_pb::RefundStatus::Succeeded
-    );
-    // The admin RPC is the same function: it replays the job's run.
-    let again = h.run("2026-11-25").await.unwrap();
-    assert!(again.replayed);
-    assert_eq!(again.run_id, runs[0].run_id);
-    assert_eq!(h.refund.finalized(), vec!["rf_job"]);
-    h.stop().await;
-}
-
-impl Harness {
-    async fn start_with_job(db_url: &str) -> Harness {
-        // The file and the refund must be there before the job's first tick: start the fakes
-        // through a harness without a job, seed them, then start a second reconciliation center
-        // with the job on the same peers.
-        let mut h = Harness::start(db_url, None).await;
-        h.refund.add("rf_job", "42.00", "2026-11-25");
-        h.bank.put(
-            CHANNEL,
-            "2026-11-25",
-            csv(&[("REFUND", "rf_job", "42.00", "SUCCESS", "")]),
-        );
-        let shared: SharedClock = Arc::new(h.clock.clone());
-        let config = Config {
-            database_url: db_url.to_string(),
-            clock: shared,
-            bank_addr: h.bank_url.clone(),
-            refund_addr: h.refund_url.clone(),
-            job_interval: Some(Duration::from_millis(20)),
-            channels: vec![CHANNEL.to_string()],
-        };
-        let first = h.handles.remove(0);
-        first.stop().await.unwrap();
-        let handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |listener, shutdown| {
-            serve(config, listener, shutdown)
-        })
-        .await
-        .unwrap();
-        h.client = ReconciliationServiceClient::new(
-            tuikuan_proto::client::channel(&handle.url()).unwrap(),
-        );
-        h.url = handle.url();
-        h.handles.insert(0, handle);
-        h
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The store, directly
-// ---------------------------------------------------------------------------------------------
-
-fn sample_run(run_id: &str, created_at_ms: i64, sha: &str) -> domain::Run {
-    let cny = |s: &str| Money::parse(s, "CNY", "amount").unwrap();
-    let record = |line: usize, id: &str, amount: &str, status| domain::BankRecord {
-        kind: domain::RecordKind::Refund,
-        id: id.into(),
-        bank_ref: format!("BK{line}"),
-        channel: CHANNEL.into(),
-        amount: cny(amount),
-        status,
-        completed_at: chrono::DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc),
-        reason: "closed".into(),
-        line,
-    };
-    let items = domain::match_refunds(
-        &[
-            record(2, "rf_a", "1.23", domain::BankRecordStatus::Success),
-            record(3, "rf_b", "4.56", domain::BankRecordStatus::Failed),
-            record(4, "rf_c", "7.89", domain::BankRecordStatus::Success),
-            record(5, "rf_a", "1.23", domain::BankRecordStatus::Success),
-        ],
-        &[
-            domain::PlatformRefund {
-                refund_id: "rf_a".into(),
-                amount: cny("1.23"),
-            },
-            domain::PlatformRefund {
-                refund_id: "rf_b".into(),
-                amount: cny("4.56"),
-            },
-            domain::PlatformRefund {
-                refund_id: "rf_d".into(),
-                amount: cny("0.10"),
-            },
-        ],
-    )
-    .unwrap();
-    domain::Run {
-        run_id: run_id.into(),
-        channel: CHANNEL.into(),
-        date: date("2026-11-25"),
-        file_sha256: sha.into(),
-        file_format: domain::CSV_V1_FORMAT.into(),
-        file_rows: 5,
-        payout_rows: 1,
-        created_at_ms,
-        items: domain::number_items(items).unwrap(),
-    }
-}
-
-/// Runs round-trip through the store; the file key is unique; write-back marks are guarded.
-async fn store_round_trip(db_url: &str) {
-    let db = tuikuan_db::Db::connect(db_url, 4).unwrap();
-    db.migrate(store::MIGRATIONS).unwrap();
-    db.migrate(store::MIGRATIONS).unwrap();
-    let run = sample_run("rcn_1", 1_000, "aa");
-    let r = run.clone();
-    db.transaction(move |c| store::insert_run(c, &r))
-        .await
-        .unwrap();
-
-    let r = run.clone();
-    let e = db
-        .transaction(move |c| {
-            let mut dup = r.clone();
-            dup.run_id = "rcn_dup".into();
-            store::insert_run(c, &dup)
-        })
+    let e = h
+        .upload(CHANNEL, "2026-11-25", "excel", b"x".to_vec())
         .await
         .unwrap_err();
-    assert_eq!(e.code, ErrorCode::IdempotencyConflict);
-    let found = db
-        .run(|c| store::find_run_by_file(c, CHANNEL, date("2026-11-25"), "aa"))
+    assert!(e.message().starts_with("format: "), "{}", e.message());
+    assert!(r_applies_empty(&h.refund));
+    let runs = h
+        .c()
+        .list_runs(pb::ListRunsRequest {
+            channel: String::new(),
+            limit: 0,
+        })
         .await
         .unwrap()
-        .unwrap();
-    assert_eq!(found, run, "a run reads back exactly as written");
-    assert!(db
-        .run(|c| store::get_run(c, "rcn_dup"))
-        .await
-        .unwrap()
-        .is_none());
-    assert_eq!(found.pending_write_backs(), 2);
+        .into_inner()
+        .runs;
+    assert!(runs.is_empty());
+    h.stop().await;
+}
 
-    // rf_a (seq 0) matched, rf_b (seq 2) bank-failed: both pending.
-    let pending: Vec<u32> = found
-        .items
-        .iter()
-        .filter(|i| i.state.is_pending())
-        .map(|i| i.seq)
-        .collect();
-    assert_eq!(pending, vec![0, 2]);
-    assert!(db
-        .run(|c| store::mark_written_back(c, "rcn_1", 0))
-        .await
-        .unwrap());
-    assert!(!db
-        .run(|c| store::mark_written_back(c, "rcn_1", 0))
-        .await
-        .unwrap());
-    assert!(!db
-        .run(|c| store::mark_refused(c, "rcn_1", 0, "x"))
-        .await
-        .unwrap());
-    assert!(
-        !db.run(|c| store::mark_written_back(c, "rcn_1", 1))
-            .await
-            .unwrap(),
-        "a duplicate writes nothing back"
-    );
-    assert!(db
-        .run(|c| store::mark_refused(c, "rcn_1", 2, "discrepancy: x"))
-        .await
-        .unwrap());
-    assert!(!db
-        .run(|c| store::mark_written_back(c, "rcn_1", 2))
-        .await
-        .unwrap());
-    let after = db
-        .run(|c| store::get_run(c, "rcn_1"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(after.pending_write_backs(), 0);
-    assert_eq!(after.items[0].state, domain::WriteBackState::Done);
-    assert_eq!(after.items[2].state, domain::WriteBackState::Refused);
-    assert_eq!(after.items[2].item.detail, "discrepancy: x");
-    assert_eq!(
-        after.items[2].item.write_back.as_ref().unwrap().reason,
-        "closed"
-    );
+fn r_applies_empty(r: &FakeRefund) -> bool {
+    r.applies().is_empty()
+}
 
-    // Newest first, limited, by channel.
-    for (id, at, sha) in [("rcn_2", 3_000, "bb"), ("rcn_3", 2_000, "cc")] {
-        let r = sample_run(id, at, sha);
-        db.transaction(move |c| store::insert_run(c, &r))
-            .await
-            .unwrap();
-    }
-    let listed = db
-        .run(|c| store::list_runs(c, Some(CHANNEL), 2))
-        .await
-        .unwrap();
-    assert_eq!(
-        listed.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(),
-        vec!["rcn_2", "rcn_3"]
+/// Write-backs the refund center could not take stay pending and are finished by a re-run of the
+/// same file.
+async fn pending_write_backs_are_retried(backend: Backend) {
+    let Some(h) = Harness::start(backend, "pending").await else {
+        return;
+    };
+    h.refund.add(CHANNEL, "rf_1", "1.00", "2026-11-25");
+    h.refund.add(CHANNEL, "rf_2", "2.00", "2026-11-25");
+    h.bank.put(
+        CHANNEL,
+        "2026-11-25",
+        csv(
+            CHANNEL,
+            &[
+                ("REFUND", "rf_1", "1.00", "SUCCESS", ""),
+                ("REFUND", "rf_2", "2.00", "FAILED", "closed"),
+            ],
+        ),
+        "",
     );
-    assert!(db
-        .run(|c| store::list_runs(c, Some("other"), 10))
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        db.run(|c| store::list_runs(c, None, 10))
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
-    let for_date = db
-        .run(|c| store::runs_for_date(c, CHANNEL, date("2026-11-25")))
-        .await
-        .unwrap();
-    assert_eq!(
-        for_date
-            .iter()
-            .map(|r| r.run_id.as_str())
-            .collect::<Vec<_>>(),
-        vec!["rcn_1", "rcn_3", "rcn_2"]
-    );
-    assert!(db
-        .run(|c| store::runs_for_date(c, CHANNEL, date("2026-11-24")))
-        .await
-        .unwrap()
-        .is_empty());
+    h.refund.state.lock().unwrap().unavailable_applies = 100;
+    let run = h.run(CHANNEL, "2026-11-25").await.unwrap();
+    assert_eq!(run.pending_write_backs, 2);
+    h.refund.state.lock().unwrap().unavailable_applies = 0;
+    let again = h.run(CHANNEL, "2026-11-25").await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.pending_write_backs, 0);
+    assert!(again.items.iter().all(|i| i.written_back));
+    assert_eq!(h.refund.finalized().len(), 2);
+    let third = h.run(CHANNEL, "2026-11-25").await.unwrap();
+    assert_eq!(third.pending_write_backs, 0);
+    assert_eq!(h.refund.applies().len(), 2);
+    h.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1259,8 +1403,7 @@ macro_rules! on_both_databases {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    let db = tuikuan_db::testing::TestDb::sqlite(stringify!($scenario));
-                    super::$scenario(db.url()).await;
+                    super::$scenario(super::Backend::Sqlite).await;
                 }
             )*
         }
@@ -1268,10 +1411,7 @@ macro_rules! on_both_databases {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    let Some(db) = tuikuan_db::testing::TestDb::postgres(stringify!($scenario)) else {
-                        return;
-                    };
-                    super::$scenario(db.url()).await;
+                    super::$scenario(super::Backend::Postgres).await;
                 }
             )*
         }
@@ -1279,11 +1419,10 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(
-    every_outcome_through_write_back,
-    malformed_file_is_rejected,
+    formats_and_outcomes,
+    discrepancies_resolved_both_ways,
+    suspense_window,
+    corrected_file_supersedes,
+    malformed_files_rejected,
     pending_write_backs_are_retried,
-    superseding_file_does_not_rewrite,
-    concurrent_runs_of_the_same_file,
-    daily_job_reconciles_yesterday,
-    store_round_trip,
 );

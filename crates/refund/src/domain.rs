@@ -14,8 +14,12 @@
 
 use std::fmt;
 
+use chrono::NaiveDate;
+use tuikuan_kernel::clock::{business_date, start_of_business_date};
 use tuikuan_kernel::id::validate_external_id;
-use tuikuan_kernel::{Error, ErrorCode, Money, Result};
+use tuikuan_kernel::{Error, ErrorCode, Money, Result, WorkingCalendar};
+
+pub mod batch;
 
 /// How long after payment the original route (interface) takes refunds, unless the channel says
 /// otherwise.
@@ -106,6 +110,22 @@ string_enum!(
         Processing => "PROCESSING",
         Succeeded => "SUCCEEDED",
         Failed => "FAILED",
+        /// After SUCCEEDED: the bank returned the payout (退票); the money goes back to the merchant.
+        Returned => "RETURNED",
+    }
+);
+
+string_enum!(
+    /// How one attempt of an order ended (or where it stands).
+    AttemptOutcome {
+        /// Started, not handed to its method yet (or the hand-over's answer is unknown).
+        Pending => "PENDING",
+        /// Handed over: the bank, the payout center or a marked batch has it.
+        Submitted => "SUBMITTED",
+        /// Known not to pay: refused up front, refused by the bank, failed or returned.
+        Failed => "FAILED",
+        /// Reconciliation confirmed it.
+        Succeeded => "SUCCEEDED",
     }
 );
 
@@ -128,6 +148,10 @@ string_enum!(
         ClearingReverse => "CLEARING_REVERSE",
         /// business.ReportRefundOutcome: the merchant-facing refund learns the outcome.
         NotifyBusiness => "NOTIFY_BUSINESS",
+        /// clearing.ReturnDebit: a returned payout's money, channel reserve → merchant.
+        ClearingReturn => "CLEARING_RETURN",
+        /// business.ReportRefundOutcome(FAILED, returned): the merchant learns of the return.
+        NotifyReturned => "NOTIFY_RETURNED",
     }
 );
 
@@ -176,7 +200,7 @@ impl FinalStatus {
 
     pub fn from_refund_status(status: RefundStatus) -> Option<FinalStatus> {
         match status {
-            RefundStatus::Processing => None,
+            RefundStatus::Processing | RefundStatus::Returned => None,
             RefundStatus::Succeeded => Some(FinalStatus::Succeeded),
             RefundStatus::Failed => Some(FinalStatus::Failed),
         }
@@ -224,6 +248,25 @@ impl OutboxEntry {
             })
             .collect()
     }
+
+    /// The steps of a payout returned after the order succeeded: the money goes back to the
+    /// merchant, then the business layer hears of it. They follow the success steps (ordinals 3
+    /// and 4), so the merchant hears "succeeded" before "returned".
+    pub fn for_return(refund_id: &str) -> Vec<OutboxEntry> {
+        [OutboxStep::ClearingReturn, OutboxStep::NotifyReturned]
+            .iter()
+            .zip(3..)
+            .map(|(step, ordinal)| OutboxEntry {
+                id: format!("{refund_id}:{step}"),
+                refund_id: refund_id.to_string(),
+                step: *step,
+                ordinal,
+                done: false,
+                attempts: 0,
+                last_error: String::new(),
+            })
+            .collect()
+    }
 }
 
 /// What one run of the interface cycle did.
@@ -239,6 +282,8 @@ pub struct CycleCounts {
     pub errors: u32,
     /// Unfinished orders that wait for people (no automatic method can move them).
     pub waiting: u32,
+    /// Refused orders that fell back to their next method (included in `rejected`).
+    pub fell_back: u32,
 }
 
 /// What one outbox run did.
@@ -385,67 +430,181 @@ pub fn validate_text(value: &str, field: &str) -> Result<()> {
     Ok(())
 }
 
-/// The method chosen for a new order, and why it waits when the refund center cannot run it yet.
+// ---------------------------------------------------------------------------------------------
+// Method choice
+
+/// Reason codes of a failed refund that another method can fix (the bank's reasons read
+/// `"CODE: text"`): the card was cancelled, the account closed, the original route's window passed.
+pub const FALLBACK_REASON_CODES: &[&str] = &["CARD_CANCELLED", "ACCOUNT_CLOSED", "BEYOND_WINDOW"];
+
+/// Whether a failure with this reason can be fixed by the next method (by its leading code).
+pub fn is_fallback_reason(reason: &str) -> bool {
+    let code: String = reason
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+        .collect();
+    FALLBACK_REASON_CODES.contains(&code.as_str())
+}
+
+/// The shortest card number a payout takes.
+pub const MIN_PAYOUT_CARD_LEN: usize = 12;
+/// The longest card number a payout takes.
+pub const MAX_PAYOUT_CARD_LEN: usize = 19;
+
+/// The Luhn check of a string of ASCII digits (false for anything else or an empty string).
+pub fn luhn_valid(digits: &str) -> bool {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 {
+                let doubled = d * 2;
+                if doubled > 9 {
+                    doubled - 9
+                } else {
+                    doubled
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// Why a card number cannot take a payout, or `None` when it can.
+pub fn card_problem(card_no: &str) -> Option<String> {
+    if card_no.is_empty() {
+        return Some("NO_CARD: the trade carries no payer card number".to_string());
+    }
+    if !card_no.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(format!(
+            "INVALID_CARD: the payer card number {} is not all digits",
+            mask_card(card_no)
+        ));
+    }
+    if !(MIN_PAYOUT_CARD_LEN..=MAX_PAYOUT_CARD_LEN).contains(&card_no.len()) {
+        return Some(format!(
+            "INVALID_CARD: the payer card number {} has {} digits, not {MIN_PAYOUT_CARD_LEN} to {MAX_PAYOUT_CARD_LEN}",
+            mask_card(card_no),
+            card_no.len()
+        ));
+    }
+    if !luhn_valid(card_no) {
+        return Some(format!(
+            "INVALID_CARD: the payer card number {} fails the Luhn check",
+            mask_card(card_no)
+        ));
+    }
+    None
+}
+
+/// A card number for logs and responses: the last four digits only (`**** 1234`); empty stays
+/// empty.
+pub fn mask_card(card_no: &str) -> String {
+    if card_no.is_empty() {
+        return String::new();
+    }
+    let chars: Vec<char> = card_no.chars().collect();
+    let tail: String = chars[chars.len().saturating_sub(4)..].iter().collect();
+    format!("**** {tail}")
+}
+
+/// The longest id the bank and the payout center accept.
+const MAX_REFERENCE_LEN: usize = 64;
+
+/// The id the bank (or the payout center) knows an attempt by: the refund id for the first
+/// interface attempt, `{refund_id}-{n}` for later ones, `po_{refund_id}_{n}` for payouts; empty for
+/// file-upload and offline attempts, whose batch row id is assigned when a batch takes them. An id
+/// that would be longer than 64 characters uses a digest of the refund id instead.
+pub fn bank_reference_for(method: RefundMethod, refund_id: &str, attempt: u32) -> String {
+    let shorten = |id: String| -> String {
+        if id.len() <= MAX_REFERENCE_LEN {
+            return id;
+        }
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(refund_id.as_bytes()));
+        let short = &digest[..40];
+        match method {
+            RefundMethod::Payout => format!("po_{short}_{attempt}"),
+            _ => format!("{short}-{attempt}"),
+        }
+    };
+    match method {
+        RefundMethod::Interface if attempt <= 1 => refund_id.to_string(),
+        RefundMethod::Interface => shorten(format!("{refund_id}-{attempt}")),
+        RefundMethod::Payout => shorten(format!("po_{refund_id}_{attempt}")),
+        RefundMethod::FileUpload | RefundMethod::Offline => String::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expected completion
+
+/// A payout is expected to complete this long after the payout center accepted it.
+pub const PAYOUT_EXPECTED_MS: i64 = 30 * 60 * 1000;
+/// An interface refund is expected by the end of this many working days after submission.
+pub const INTERFACE_WORKING_DAYS: u32 = 7;
+/// A file-upload or offline refund is expected by the end of this many working days after its
+/// batch's working day.
+pub const BATCH_WORKING_DAYS: u32 = 1;
+
+/// The last millisecond of a business date.
+pub fn end_of_business_date_ms(date: NaiveDate) -> i64 {
+    start_of_business_date(date).timestamp_millis() + MS_PER_DAY - 1
+}
+
+/// When an attempt of `method` started (or submitted) at `from_ms` is expected to complete:
+/// payout: 30 minutes later; interface: the end of the 7th working day after the business date;
+/// file-upload and offline: the end of the working day after the batch's working day (the batch
+/// is the first working day on or after the business date).
+pub fn expected_completion(method: RefundMethod, from_ms: i64, calendar: &WorkingCalendar) -> i64 {
+    let date = business_date(from_ms_to_utc(from_ms));
+    match method {
+        RefundMethod::Payout => from_ms + PAYOUT_EXPECTED_MS,
+        RefundMethod::Interface => {
+            end_of_business_date_ms(calendar.add_working_days(date, INTERFACE_WORKING_DAYS))
+        }
+        RefundMethod::FileUpload | RefundMethod::Offline => {
+            expected_for_batch(calendar.this_or_next_working_day(date), calendar)
+        }
+    }
+}
+
+/// When the rows of a batch of `batch_date` are expected to complete.
+pub fn expected_for_batch(batch_date: NaiveDate, calendar: &WorkingCalendar) -> i64 {
+    end_of_business_date_ms(calendar.add_working_days(batch_date, BATCH_WORKING_DAYS))
+}
+
+fn from_ms_to_utc(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    tuikuan_kernel::clock::from_ms(ms)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refund orders
+
+/// One attempt of an order: one method, tried once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MethodPlan {
+pub struct Attempt {
+    /// 1, 2, ...
+    pub number: u32,
     pub method: RefundMethod,
-    /// `Some(reason)`: no automatic method can take the order now; it waits for people.
-    pub waiting_reason: Option<String>,
+    /// The id the bank knows this attempt by (empty for an attempt refused up front, and for a
+    /// file-upload or offline attempt until a batch takes it).
+    pub bank_reference_id: String,
+    pub outcome: AttemptOutcome,
+    pub reason: String,
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
 }
 
-/// The method that takes over when the original route is closed (DESIGN §6).
-pub const FALLBACK_METHOD: RefundMethod = RefundMethod::Payout;
-
-/// The methods the refund center can run itself today.
-pub fn method_is_automated(method: RefundMethod) -> bool {
-    matches!(method, RefundMethod::Interface)
-}
-
-fn not_available_yet(method: RefundMethod) -> String {
-    format!("refund method {method} is not available yet; waiting for manual handling")
-}
-
-/// Picks the method of a new order: the channel's first method. An interface refund of a payment
-/// older than the channel's original-route window is not possible; the order then falls back to
-/// [`FALLBACK_METHOD`]. Methods the refund center cannot run yet leave the order waiting for people
-/// with a reason that says so.
-pub fn plan_method(channel: &Channel, trade_paid_at_ms: i64, now_ms: i64) -> Result<MethodPlan> {
-    let methods = channel.effective_methods();
-    let first = *methods.first().ok_or_else(|| {
-        Error::new(
-            ErrorCode::NoRefundMethod,
-            format!("channel {} has no refund method", channel.code),
-        )
-    })?;
-    if first == RefundMethod::Interface
-        && !channel.within_original_route_window(trade_paid_at_ms, now_ms)
-    {
-        let age_days = now_ms.saturating_sub(trade_paid_at_ms) / MS_PER_DAY;
-        return Ok(MethodPlan {
-            method: FALLBACK_METHOD,
-            waiting_reason: Some(format!(
-                "the trade was paid {age_days} days ago, outside channel {}'s original-route window \
-                 of {} days, so an interface refund is not possible; {}",
-                channel.code,
-                channel.original_route_window_days,
-                not_available_yet(FALLBACK_METHOD)
-            )),
-        });
-    }
-    if method_is_automated(first) {
-        Ok(MethodPlan {
-            method: first,
-            waiting_reason: None,
-        })
-    } else {
-        Ok(MethodPlan {
-            method: first,
-            waiting_reason: Some(not_available_yet(first)),
-        })
-    }
-}
-
-/// A refund order.
+/// A refund order. Its method, submit status and bank fields describe the current attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundOrder {
     pub refund_id: String,
@@ -455,17 +614,18 @@ pub struct RefundOrder {
     pub channel: String,
     pub amount: Money,
     pub trade_paid_at_ms: i64,
+    /// Full card number: only in storage, for the payout and the spreadsheets; never logged.
     pub payer_card_no: String,
     pub payer_name: String,
     pub method: RefundMethod,
     pub submit_status: SubmitStatus,
     pub refund_status: RefundStatus,
-    /// What the bank last said; `None` before it said anything.
+    /// What the bank last said about the current attempt; `None` before it said anything.
     pub bank_status: Option<BankStatus>,
-    /// The sequence number of the last applied bank event; `None` before any.
+    /// The sequence number of the last applied bank or payout event of the current attempt.
     pub bank_seq: Option<u64>,
     pub bank_ref: String,
-    /// Why the order waits or failed (human-readable).
+    /// Why the order waits, fell back or failed (human-readable).
     pub reason: String,
     /// No automatic method will move this order: it waits for people.
     pub waiting_manual: bool,
@@ -474,6 +634,14 @@ pub struct RefundOrder {
     pub submitted_at_ms: Option<i64>,
     pub finalized_at_ms: Option<i64>,
     pub final_source: String,
+    /// The current attempt's number.
+    pub attempt: u32,
+    /// The current attempt's bank reference id.
+    pub bank_reference_id: String,
+    /// When the current attempt is expected to complete.
+    pub expected_completion_ms: Option<i64>,
+    /// Every attempt, in order (refused-up-front ones included).
+    pub attempts: Vec<Attempt>,
     /// Finalisation steps not delivered yet (filled by the store).
     pub pending_steps: u32,
 }
@@ -496,6 +664,59 @@ pub enum Outcome {
     Unchanged,
 }
 
+/// How a failed attempt ended the order's current step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptEnd {
+    /// The next method started (a new attempt, PENDING); the order stays PROCESSING.
+    FellBack(RefundMethod),
+    /// No method is left: the order is final FAILED (its debit must be reversed).
+    Exhausted,
+}
+
+/// What the payout center says about a payout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayoutState {
+    Sent,
+    Paid,
+    Failed,
+    Returned,
+}
+
+impl PayoutState {
+    pub fn parse(s: &str) -> Option<PayoutState> {
+        match s {
+            "SENT" => Some(PayoutState::Sent),
+            "PAID" => Some(PayoutState::Paid),
+            "FAILED" => Some(PayoutState::Failed),
+            "RETURNED" => Some(PayoutState::Returned),
+            _ => None,
+        }
+    }
+}
+
+/// A payout center update, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutUpdate {
+    pub payout_id: String,
+    pub state: PayoutState,
+    pub sequence: u64,
+    pub reason: String,
+    pub bank_ref: String,
+}
+
+/// What a payout update did to its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayoutEffect {
+    /// Late, duplicated, out of order, for an earlier attempt, or the order is final: nothing.
+    Ignored,
+    /// The bank status moved (SENT, PAID): not final.
+    Progressed,
+    /// The payout failed (or came back before the order was final): the attempt failed.
+    AttemptFailed(AttemptEnd),
+    /// The payout came back after the order succeeded: RETURNED.
+    Returned,
+}
+
 fn illegal(order: &RefundOrder, what: &str) -> Error {
     Error::new(
         ErrorCode::InvalidStateTransition,
@@ -506,15 +727,31 @@ fn illegal(order: &RefundOrder, what: &str) -> Error {
     )
 }
 
+fn or_no_reason(reason: &str) -> &str {
+    if reason.trim().is_empty() {
+        "no reason given"
+    } else {
+        reason
+    }
+}
+
 impl RefundOrder {
-    /// A new order accepted from `request`, routed by `plan`.
-    pub fn accept(request: NewRefund, plan: MethodPlan, now_ms: i64) -> RefundOrder {
+    /// A new order accepted from `request`: its first attempt is the channel's first method that
+    /// can work (methods that cannot are recorded as attempts refused up front). No method that
+    /// can work: `NO_REFUND_METHOD` (the refund is rejected, nothing was promised).
+    pub fn accept(
+        request: NewRefund,
+        channel: &Channel,
+        calendar: &WorkingCalendar,
+        now_ms: i64,
+    ) -> Result<RefundOrder> {
         let fingerprint = request.fingerprint();
-        let (reason, waiting_manual) = match plan.waiting_reason {
-            Some(reason) => (reason, true),
-            None => (String::new(), false),
-        };
-        RefundOrder {
+        let first = channel
+            .effective_methods()
+            .first()
+            .copied()
+            .unwrap_or(RefundMethod::Interface);
+        let mut order = RefundOrder {
             refund_id: request.refund_id,
             merchant_id: request.merchant_id,
             trade_id: request.trade_id,
@@ -524,74 +761,313 @@ impl RefundOrder {
             trade_paid_at_ms: request.trade_paid_at_ms,
             payer_card_no: request.payer_card_no,
             payer_name: request.payer_name,
-            method: plan.method,
+            method: first,
             submit_status: SubmitStatus::Pending,
             refund_status: RefundStatus::Processing,
             bank_status: None,
             bank_seq: None,
             bank_ref: String::new(),
-            reason,
-            waiting_manual,
+            reason: String::new(),
+            waiting_manual: false,
             fingerprint,
             created_at_ms: now_ms,
             submitted_at_ms: None,
             finalized_at_ms: None,
             final_source: String::new(),
+            attempt: 0,
+            bank_reference_id: String::new(),
+            expected_completion_ms: None,
+            attempts: Vec::new(),
             pending_steps: 0,
+        };
+        if !order.start_next_attempt(channel, calendar, now_ms) {
+            return Err(Error::new(
+                ErrorCode::NoRefundMethod,
+                format!(
+                    "no refund method of channel {} can take refund {}: {}",
+                    channel.code,
+                    order.refund_id,
+                    order.refusals()
+                ),
+            ));
+        }
+        Ok(order)
+    }
+
+    /// The attempts refused up front, as one readable line.
+    fn refusals(&self) -> String {
+        self.attempts
+            .iter()
+            .filter(|a| a.outcome == AttemptOutcome::Failed)
+            .map(|a| format!("{} {}", a.method, a.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Why `method` cannot work for this order on `channel` now, or `None` when it can.
+    pub fn refusal(&self, method: RefundMethod, channel: &Channel, now_ms: i64) -> Option<String> {
+        match method {
+            RefundMethod::Interface => {
+                if channel.within_original_route_window(self.trade_paid_at_ms, now_ms) {
+                    None
+                } else {
+                    let age_days = now_ms.saturating_sub(self.trade_paid_at_ms) / MS_PER_DAY;
+                    Some(format!(
+                        "BEYOND_WINDOW: the trade was paid {age_days} days ago, outside channel {}'s \
+                         original-route window of {} days",
+                        channel.code, channel.original_route_window_days
+                    ))
+                }
+            }
+            RefundMethod::Payout => {
+                if let Some(problem) = card_problem(&self.payer_card_no) {
+                    Some(format!("{problem}; a payout would certainly fail"))
+                } else if self.payer_name.trim().is_empty() {
+                    Some(
+                        "NO_NAME: the trade carries no payer name; a payout would certainly fail"
+                            .to_string(),
+                    )
+                } else {
+                    None
+                }
+            }
+            RefundMethod::FileUpload | RefundMethod::Offline => {
+                if channel.bank_code.is_empty() {
+                    Some(format!(
+                        "NO_BANK_CODE: channel {} has no bank code, so no {method} batch can take \
+                         the refund",
+                        channel.code
+                    ))
+                } else {
+                    None
+                }
+            }
         }
     }
 
-    /// Whether the interface cycle may send this order to the bank.
-    pub fn is_due_for_interface(&self) -> bool {
-        self.method == RefundMethod::Interface
+    /// Starts the next method of the channel not tried yet that can work; methods that cannot are
+    /// recorded as attempts refused up front. `false`: none is left.
+    fn start_next_attempt(
+        &mut self,
+        channel: &Channel,
+        calendar: &WorkingCalendar,
+        now_ms: i64,
+    ) -> bool {
+        for method in channel.effective_methods() {
+            if self.attempts.iter().any(|a| a.method == method) {
+                continue;
+            }
+            let number = u32::try_from(self.attempts.len())
+                .unwrap_or(u32::MAX - 1)
+                .saturating_add(1);
+            if let Some(reason) = self.refusal(method, channel, now_ms) {
+                self.attempts.push(Attempt {
+                    number,
+                    method,
+                    bank_reference_id: String::new(),
+                    outcome: AttemptOutcome::Failed,
+                    reason: format!("refused up front: {reason}"),
+                    started_at_ms: now_ms,
+                    ended_at_ms: Some(now_ms),
+                });
+                continue;
+            }
+            let bank_reference_id = bank_reference_for(method, &self.refund_id, number);
+            self.attempts.push(Attempt {
+                number,
+                method,
+                bank_reference_id: bank_reference_id.clone(),
+                outcome: AttemptOutcome::Pending,
+                reason: String::new(),
+                started_at_ms: now_ms,
+                ended_at_ms: None,
+            });
+            let refused: Vec<String> = self
+                .attempts
+                .iter()
+                .filter(|a| a.number > self.attempt && a.number < number)
+                .map(|a| format!("{} {}", a.method, a.reason))
+                .collect();
+            self.attempt = number;
+            self.method = method;
+            self.bank_reference_id = bank_reference_id;
+            self.submit_status = SubmitStatus::Pending;
+            self.bank_status = None;
+            self.bank_seq = None;
+            self.bank_ref = String::new();
+            self.submitted_at_ms = None;
+            self.waiting_manual = false;
+            self.expected_completion_ms = Some(expected_completion(method, now_ms, calendar));
+            self.reason = refused.join("; ");
+            return true;
+        }
+        false
+    }
+
+    /// A file-upload or offline batch took the current attempt as row `row_id` (its bank
+    /// reference id from now on).
+    pub fn assign_batch_row(&mut self, row_id: &str, expected_ms: i64) -> Result<()> {
+        if !matches!(
+            self.method,
+            RefundMethod::FileUpload | RefundMethod::Offline
+        ) || self.submit_status != SubmitStatus::Pending
+            || self.refund_status != RefundStatus::Processing
+            || !self.bank_reference_id.is_empty()
+        {
+            return Err(illegal(self, "join a batch"));
+        }
+        self.bank_reference_id = row_id.to_string();
+        self.expected_completion_ms = Some(expected_ms);
+        if let Some(a) = self.current_attempt_mut() {
+            a.bank_reference_id = row_id.to_string();
+        }
+        Ok(())
+    }
+
+    /// The current attempt.
+    pub fn current_attempt(&self) -> Option<&Attempt> {
+        self.attempts.iter().find(|a| a.number == self.attempt)
+    }
+
+    fn current_attempt_mut(&mut self) -> Option<&mut Attempt> {
+        let n = self.attempt;
+        self.attempts.iter_mut().find(|a| a.number == n)
+    }
+
+    /// The attempt the bank knows by `bank_reference_id`.
+    pub fn attempt_by_reference(&self, bank_reference_id: &str) -> Option<&Attempt> {
+        if bank_reference_id.is_empty() {
+            return None;
+        }
+        self.attempts
+            .iter()
+            .find(|a| a.bank_reference_id == bank_reference_id)
+    }
+
+    fn is_due_for(&self, method: RefundMethod) -> bool {
+        self.method == method
             && self.submit_status == SubmitStatus::Pending
             && self.refund_status == RefundStatus::Processing
             && !self.waiting_manual
     }
 
-    /// The bank accepted the submission: PENDING → SUBMITTED. A bank status the bank already
+    /// Whether the interface cycle may send this order to the bank.
+    pub fn is_due_for_interface(&self) -> bool {
+        self.is_due_for(RefundMethod::Interface)
+    }
+
+    /// Whether the payout dispatch may (re)create this order's payout.
+    pub fn is_due_for_payout(&self) -> bool {
+        self.is_due_for(RefundMethod::Payout)
+    }
+
+    /// The current attempt was handed over (bank accepted the interface refund, the payout center
+    /// took the payout, a batch was marked): PENDING → SUBMITTED. A bank status the bank already
     /// reported by callback (a callback can overtake the answer) is kept.
-    pub fn submit_accepted(&mut self, bank_ref: &str, at_ms: i64) -> Result<()> {
+    pub fn submit_accepted(&mut self, bank_ref: &str, at_ms: i64, expected_ms: i64) -> Result<()> {
         if self.submit_status != SubmitStatus::Pending
             || self.refund_status != RefundStatus::Processing
         {
             return Err(illegal(self, "be accepted by the bank"));
         }
         self.submit_status = SubmitStatus::Submitted;
-        self.bank_status = Some(match self.bank_status {
-            Some(current) if current.rank() > BankStatus::Accepted.rank() => current,
-            _ => BankStatus::Accepted,
-        });
+        if self.method == RefundMethod::Interface {
+            self.bank_status = Some(match self.bank_status {
+                Some(current) if current.rank() > BankStatus::Accepted.rank() => current,
+                _ => BankStatus::Accepted,
+            });
+        }
         if !bank_ref.is_empty() {
             self.bank_ref = bank_ref.to_string();
         }
         self.submitted_at_ms = Some(at_ms);
+        self.expected_completion_ms = Some(expected_ms);
         self.reason.clear();
         self.waiting_manual = false;
+        if let Some(a) = self.current_attempt_mut() {
+            a.outcome = AttemptOutcome::Submitted;
+        }
         Ok(())
     }
 
-    /// The bank refused the submission synchronously: PENDING → SUBMIT_FAILED. Nothing happens at
-    /// the bank; the order waits for people (a later method fallback picks it up from here).
-    pub fn submit_refused(&mut self, bank_reason: &str) -> Result<()> {
+    /// The bank refused the submission synchronously: nothing happens at the bank, so the attempt
+    /// failed and the next method starts (or, with none left, the order is final FAILED).
+    pub fn submit_refused(
+        &mut self,
+        bank_reason: &str,
+        channel: &Channel,
+        calendar: &WorkingCalendar,
+        now_ms: i64,
+    ) -> Result<AttemptEnd> {
         if self.submit_status != SubmitStatus::Pending
             || self.refund_status != RefundStatus::Processing
         {
             return Err(illegal(self, "be refused by the bank"));
         }
-        let why = if bank_reason.is_empty() {
-            "no reason given"
-        } else {
-            bank_reason
-        };
         self.submit_status = SubmitStatus::SubmitFailed;
-        self.reason = format!(
-            "the bank refused the {} refund: {why}; no fallback method is available yet, \
-             waiting for manual handling",
-            self.method
+        let why = format!(
+            "the bank refused the {} refund: {}",
+            self.method,
+            or_no_reason(bank_reason)
         );
-        self.waiting_manual = true;
-        Ok(())
+        Ok(self.end_attempt_failed(&why, channel, calendar, "bank refusal", now_ms))
+    }
+
+    /// The current attempt is known to have failed (nothing was or will be paid by it): it is
+    /// marked FAILED and the next method starts; with none left the order is final FAILED
+    /// (`source` is recorded as the final source). Only while PROCESSING and not SUBMIT_FAILED.
+    pub fn fail_attempt(
+        &mut self,
+        reason: &str,
+        channel: &Channel,
+        calendar: &WorkingCalendar,
+        source: &str,
+        now_ms: i64,
+    ) -> Result<AttemptEnd> {
+        if self.refund_status != RefundStatus::Processing
+            || self.submit_status == SubmitStatus::SubmitFailed
+        {
+            return Err(illegal(self, "fail its current attempt"));
+        }
+        Ok(self.end_attempt_failed(or_no_reason(reason), channel, calendar, source, now_ms))
+    }
+
+    fn end_attempt_failed(
+        &mut self,
+        why: &str,
+        channel: &Channel,
+        calendar: &WorkingCalendar,
+        source: &str,
+        now_ms: i64,
+    ) -> AttemptEnd {
+        let (number, method) = (self.attempt, self.method);
+        if let Some(a) = self.current_attempt_mut() {
+            a.outcome = AttemptOutcome::Failed;
+            a.reason = why.to_string();
+            a.ended_at_ms = Some(now_ms);
+        }
+        if self.start_next_attempt(channel, calendar, now_ms) {
+            let refused = std::mem::take(&mut self.reason);
+            self.reason = format!(
+                "attempt {number} ({method}) failed: {why}; {}falling back to {}",
+                if refused.is_empty() {
+                    String::new()
+                } else {
+                    format!("{refused}; ")
+                },
+                self.method
+            );
+            AttemptEnd::FellBack(self.method)
+        } else {
+            self.refund_status = RefundStatus::Failed;
+            self.finalized_at_ms = Some(now_ms);
+            self.final_source = source.to_string();
+            self.waiting_manual = false;
+            self.reason = format!(
+                "every refund method is exhausted; attempt {number} ({method}) failed: {why}"
+            );
+            AttemptEnd::Exhausted
+        }
     }
 
     /// Applies a bank answer or callback. Monotone: ignored (returns `false`, nothing changes) when
@@ -621,8 +1097,107 @@ impl RefundOrder {
         true
     }
 
+    /// Applies a payout center update: monotone by sequence per payout; only the current
+    /// attempt's payout counts. SENT and PAID move the bank status (never final); FAILED, and
+    /// RETURNED before the order is final, fail the attempt (fallback); RETURNED after SUCCEEDED
+    /// makes the order RETURNED.
+    pub fn apply_payout_update(
+        &mut self,
+        update: &PayoutUpdate,
+        channel: &Channel,
+        calendar: &WorkingCalendar,
+        now_ms: i64,
+    ) -> Result<PayoutEffect> {
+        if self.method != RefundMethod::Payout || update.payout_id != self.bank_reference_id {
+            return Ok(PayoutEffect::Ignored);
+        }
+        if self.bank_seq.is_some_and(|seq| update.sequence <= seq) {
+            return Ok(PayoutEffect::Ignored);
+        }
+        let source = format!("payout {}", update.payout_id);
+        match update.state {
+            PayoutState::Sent | PayoutState::Paid => {
+                if self.refund_status.is_final() || self.submit_status == SubmitStatus::SubmitFailed
+                {
+                    return Ok(PayoutEffect::Ignored);
+                }
+                if self.submit_status == SubmitStatus::Pending {
+                    // The payout center's answer to the creation was lost; it has the payout.
+                    self.submit_accepted("", now_ms, now_ms + PAYOUT_EXPECTED_MS)?;
+                }
+                let status = if update.state == PayoutState::Paid {
+                    BankStatus::Succeeded
+                } else {
+                    BankStatus::Accepted
+                };
+                let event = BankEvent {
+                    status,
+                    sequence: update.sequence,
+                    bank_ref: update.bank_ref.clone(),
+                    reason: String::new(),
+                };
+                Ok(if self.apply_bank_event(&event) {
+                    PayoutEffect::Progressed
+                } else {
+                    PayoutEffect::Ignored
+                })
+            }
+            PayoutState::Failed => {
+                if self.refund_status.is_final() {
+                    return Ok(PayoutEffect::Ignored);
+                }
+                self.bank_seq = Some(update.sequence);
+                let why = format!("PAYOUT_FAILED: {}", or_no_reason(&update.reason));
+                let end = self.fail_attempt(&why, channel, calendar, &source, now_ms)?;
+                Ok(PayoutEffect::AttemptFailed(end))
+            }
+            PayoutState::Returned => match self.refund_status {
+                RefundStatus::Processing => {
+                    self.bank_seq = Some(update.sequence);
+                    let why = format!(
+                        "RETURNED: the bank returned the payout before it was reconciled: {}",
+                        or_no_reason(&update.reason)
+                    );
+                    let end = self.fail_attempt(&why, channel, calendar, &source, now_ms)?;
+                    Ok(PayoutEffect::AttemptFailed(end))
+                }
+                RefundStatus::Succeeded => {
+                    self.bank_seq = Some(update.sequence);
+                    self.mark_returned(&update.reason, now_ms)?;
+                    Ok(PayoutEffect::Returned)
+                }
+                RefundStatus::Failed | RefundStatus::Returned => Ok(PayoutEffect::Ignored),
+            },
+        }
+    }
+
+    /// A payout the bank returned after the order succeeded: SUCCEEDED → RETURNED (final; the
+    /// money goes back to the merchant).
+    pub fn mark_returned(&mut self, bank_reason: &str, now_ms: i64) -> Result<Outcome> {
+        if self.refund_status == RefundStatus::Returned {
+            return Ok(Outcome::Unchanged);
+        }
+        if self.refund_status != RefundStatus::Succeeded || self.method != RefundMethod::Payout {
+            return Err(illegal(self, "be returned"));
+        }
+        let why = format!(
+            "RETURNED: the bank returned the payout after it was paid: {}",
+            or_no_reason(bank_reason)
+        );
+        self.refund_status = RefundStatus::Returned;
+        self.reason = why.clone();
+        self.finalized_at_ms = Some(now_ms);
+        if let Some(a) = self.current_attempt_mut() {
+            a.outcome = AttemptOutcome::Failed;
+            a.reason = why;
+            a.ended_at_ms = Some(now_ms);
+        }
+        Ok(Outcome::Changed)
+    }
+
     /// Makes the order final (reconciliation). Only from SUBMITTED + PROCESSING. Repeating the same
-    /// final status is [`Outcome::Unchanged`]; a different one is `INVALID_STATE_TRANSITION`.
+    /// final status is [`Outcome::Unchanged`] (SUCCEEDED on a RETURNED order too: it did succeed
+    /// before the return); a different one is `INVALID_STATE_TRANSITION`.
     pub fn finalize(
         &mut self,
         status: FinalStatus,
@@ -631,7 +1206,10 @@ impl RefundOrder {
         at_ms: i64,
     ) -> Result<Outcome> {
         if self.refund_status.is_final() {
-            if self.refund_status == status.refund_status() {
+            if self.refund_status == status.refund_status()
+                || (self.refund_status == RefundStatus::Returned
+                    && status == FinalStatus::Succeeded)
+            {
                 return Ok(Outcome::Unchanged);
             }
             return Err(Error::new(
@@ -654,6 +1232,15 @@ impl RefundOrder {
         self.final_source = source.to_string();
         self.finalized_at_ms = Some(at_ms);
         self.waiting_manual = false;
+        let outcome = match status {
+            FinalStatus::Succeeded => AttemptOutcome::Succeeded,
+            FinalStatus::Failed => AttemptOutcome::Failed,
+        };
+        if let Some(a) = self.current_attempt_mut() {
+            a.outcome = outcome;
+            a.reason = reason.to_string();
+            a.ended_at_ms = Some(at_ms);
+        }
         Ok(Outcome::Changed)
     }
 }
@@ -684,19 +1271,19 @@ mod tests {
             channel: "CH1".into(),
             amount: Money::from_minor(1250, Currency::Cny),
             trade_paid_at_ms: NOW - MS_PER_DAY,
-            payer_card_no: "6222000011112222".into(),
+            payer_card_no: "6222000011112223".into(),
             payer_name: "张三".into(),
         }
     }
 
     fn order(submit: SubmitStatus, refund: RefundStatus) -> RefundOrder {
-        let plan = plan_method(
+        let mut o = RefundOrder::accept(
+            request(),
             &channel(ChannelKind::NetBanking, vec![]),
-            NOW - MS_PER_DAY,
+            &WorkingCalendar::default(),
             NOW,
         )
         .unwrap();
-        let mut o = RefundOrder::accept(request(), plan, NOW);
         o.submit_status = submit;
         o.refund_status = refund;
         if submit == SubmitStatus::Submitted {
@@ -807,54 +1394,394 @@ mod tests {
         assert_ne!(c.fingerprint(), d.fingerprint());
     }
 
+    /// (methods, paid at, card, name, bank code) -> current method, or the refusal codes.
+    type Case = (
+        Vec<RefundMethod>,
+        i64,
+        &'static str,
+        &'static str,
+        &'static str,
+        std::result::Result<RefundMethod, Vec<&'static str>>,
+    );
+
     #[test]
-    fn method_selection() {
+    fn method_choice_table() {
+        use RefundMethod::*;
+        let cal = WorkingCalendar::default();
         let recent = NOW - 10 * MS_PER_DAY;
-        let plan = plan_method(&channel(ChannelKind::NetBanking, vec![]), recent, NOW).unwrap();
-        assert_eq!(plan.method, RefundMethod::Interface);
-        assert_eq!(plan.waiting_reason, None);
-
-        let plan = plan_method(&channel(ChannelKind::QuickPay, vec![]), recent, NOW).unwrap();
-        assert_eq!(plan.method, RefundMethod::Payout);
-        assert_eq!(
-            plan.waiting_reason.as_deref(),
-            Some("refund method PAYOUT is not available yet; waiting for manual handling")
+        let old = NOW - 181 * MS_PER_DAY;
+        let good_card = "6222000011112223";
+        // (methods, paid at, card, name, bank code) -> current method or the refusal codes.
+        let cases: Vec<Case> = vec![
+            (
+                vec![Interface, Payout],
+                recent,
+                good_card,
+                "Zhang",
+                "ICBC",
+                Ok(Interface),
+            ),
+            // Window past: interface refused up front, payout next.
+            (
+                vec![Interface, Payout],
+                old,
+                good_card,
+                "Zhang",
+                "ICBC",
+                Ok(Payout),
+            ),
+            // No card: payout refused up front, offline next.
+            (
+                vec![Payout, Offline],
+                recent,
+                "",
+                "Zhang",
+                "ICBC",
+                Ok(Offline),
+            ),
+            // Bad Luhn, too short, no name.
+            (
+                vec![Payout, FileUpload],
+                recent,
+                "6222000011112222",
+                "Zhang",
+                "ICBC",
+                Ok(FileUpload),
+            ),
+            (
+                vec![Payout, FileUpload],
+                recent,
+                "12345678",
+                "Zhang",
+                "ICBC",
+                Ok(FileUpload),
+            ),
+            (
+                vec![Payout, Interface],
+                recent,
+                good_card,
+                " ",
+                "ICBC",
+                Ok(Interface),
+            ),
+            // Bank code missing: no file or offline batch.
+            (
+                vec![FileUpload, Offline, Payout],
+                recent,
+                good_card,
+                "Zhang",
+                "",
+                Ok(Payout),
+            ),
+            // List exhausted.
+            (
+                vec![Interface, Payout],
+                old,
+                "",
+                "Zhang",
+                "ICBC",
+                Err(vec!["BEYOND_WINDOW", "NO_CARD"]),
+            ),
+            (
+                vec![Payout],
+                recent,
+                "6222000011112222",
+                "Zhang",
+                "ICBC",
+                Err(vec!["INVALID_CARD"]),
+            ),
+            (
+                vec![Offline],
+                recent,
+                good_card,
+                "Zhang",
+                "",
+                Err(vec!["NO_BANK_CODE"]),
+            ),
+        ];
+        for (methods, paid, card, name, bank, expected) in cases {
+            let mut ch = channel(ChannelKind::NetBanking, methods.clone());
+            ch.bank_code = bank.into();
+            let mut r = request();
+            r.trade_paid_at_ms = paid;
+            r.payer_card_no = card.into();
+            r.payer_name = name.into();
+            match (RefundOrder::accept(r, &ch, &cal, NOW), expected) {
+                (Ok(o), Ok(m)) => {
+                    assert_eq!(o.method, m, "{methods:?}");
+                    let cur = o.current_attempt().unwrap();
+                    assert_eq!(cur.outcome, AttemptOutcome::Pending);
+                    assert_eq!(o.attempt, u32::try_from(o.attempts.len()).unwrap());
+                    // Every earlier attempt was refused up front, with its reason.
+                    for a in &o.attempts[..o.attempts.len() - 1] {
+                        assert_eq!(a.outcome, AttemptOutcome::Failed);
+                        assert!(a.reason.starts_with("refused up front: "), "{}", a.reason);
+                        assert!(a.bank_reference_id.is_empty());
+                    }
+                    // The card never appears in full in a reason.
+                    assert!(!o.reason.contains("11112222") && !o.reason.contains("11112223"));
+                }
+                (Err(e), Err(codes)) => {
+                    assert_eq!(e.code, ErrorCode::NoRefundMethod);
+                    for c in codes {
+                        assert!(e.message.contains(c), "{}", e.message);
+                    }
+                }
+                (got, want) => panic!("{methods:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        // The reasons read well.
+        let mut r = request();
+        r.trade_paid_at_ms = old;
+        let o = RefundOrder::accept(r, &channel(ChannelKind::Aggregated, vec![]), &cal, NOW);
+        let e = o.unwrap_err();
+        assert!(e.message.contains("181 days ago"), "{}", e.message);
+        assert!(e.message.contains("window of 180 days"), "{}", e.message);
+        let ch = channel(ChannelKind::Aggregated, vec![Interface, Payout]);
+        let mut r = request();
+        r.trade_paid_at_ms = old;
+        let o = RefundOrder::accept(r, &ch, &cal, NOW).unwrap();
+        assert_eq!(o.bank_reference_id, "po_rf-1_2");
+        assert!(
+            o.reason
+                .starts_with("INTERFACE refused up front: BEYOND_WINDOW"),
+            "{}",
+            o.reason
         );
-
-        let plan = plan_method(&channel(ChannelKind::UnionPay, vec![]), recent, NOW).unwrap();
-        assert_eq!(plan.method, RefundMethod::FileUpload);
-        assert!(plan.waiting_reason.is_some());
-
-        // Exactly at the window's edge the original route still works; one day past, it does not.
-        let ch = channel(ChannelKind::Aggregated, vec![]);
-        let edge = NOW - 180 * MS_PER_DAY;
-        assert_eq!(plan_method(&ch, edge, NOW).unwrap().waiting_reason, None);
-        let plan = plan_method(&ch, edge - MS_PER_DAY, NOW).unwrap();
-        assert_eq!(plan.method, RefundMethod::Payout);
-        let reason = plan.waiting_reason.unwrap();
-        assert!(reason.contains("181 days ago"), "{reason}");
-        assert!(reason.contains("window of 180 days"), "{reason}");
-        assert!(reason.contains("waiting for manual handling"), "{reason}");
-
-        // Only the first method decides.
-        let ch = channel(
-            ChannelKind::NetBanking,
-            vec![RefundMethod::Offline, RefundMethod::Interface],
-        );
+        // Exactly at the window's edge the original route still works.
+        let mut r = request();
+        r.trade_paid_at_ms = NOW - 180 * MS_PER_DAY;
         assert_eq!(
-            plan_method(&ch, recent, NOW).unwrap().method,
-            RefundMethod::Offline
+            RefundOrder::accept(r, &ch, &cal, NOW).unwrap().method,
+            Interface
         );
     }
 
     #[test]
-    fn accepted_orders() {
-        let o = order(SubmitStatus::Pending, RefundStatus::Processing);
-        assert!(o.is_due_for_interface());
-        assert_eq!(o.fingerprint, request().fingerprint());
-        let plan = plan_method(&channel(ChannelKind::QuickPay, vec![]), NOW, NOW).unwrap();
-        let waiting = RefundOrder::accept(request(), plan, NOW);
-        assert!(waiting.waiting_manual && !waiting.is_due_for_interface());
+    fn cards_and_references() {
+        assert!(luhn_valid("6222000011112223"));
+        assert!(!luhn_valid("6222000011112222"));
+        assert!(luhn_valid("4111111111111111"));
+        assert!(!luhn_valid("4111111111111112"));
+        assert!(!luhn_valid(""));
+        assert!(card_problem("4111111111111111").is_none());
+        assert!(card_problem("41111111").unwrap().contains("has 8 digits"));
+        assert_eq!(mask_card("6222000011112223"), "**** 2223");
+        assert_eq!(mask_card("12"), "**** 12");
+        assert_eq!(mask_card(""), "");
+        assert_eq!(bank_reference_for(RefundMethod::Interface, "rf", 1), "rf");
+        assert_eq!(bank_reference_for(RefundMethod::Interface, "rf", 3), "rf-3");
+        assert_eq!(bank_reference_for(RefundMethod::Payout, "rf", 2), "po_rf_2");
+        assert_eq!(bank_reference_for(RefundMethod::Offline, "rf", 2), "");
+        let long = "r".repeat(64);
+        let p = bank_reference_for(RefundMethod::Payout, &long, 2);
+        assert!(
+            p.len() <= 64 && p.starts_with("po_") && p.ends_with("_2"),
+            "{p}"
+        );
+        assert_ne!(
+            p,
+            bank_reference_for(RefundMethod::Payout, &"s".repeat(64), 2)
+        );
+    }
+
+    #[test]
+    fn fallback_reasons() {
+        assert!(is_fallback_reason("CARD_CANCELLED: card was cancelled"));
+        assert!(is_fallback_reason("ACCOUNT_CLOSED: closed"));
+        assert!(is_fallback_reason("BEYOND_WINDOW"));
+        assert!(!is_fallback_reason("INSUFFICIENT_FUNDS: no"));
+        assert!(!is_fallback_reason("card cancelled"));
+        assert!(!is_fallback_reason("CARD_CANCELLEDX: no"));
+        assert!(!is_fallback_reason(""));
+    }
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    fn at(date: NaiveDate, hour: i64) -> i64 {
+        start_of_business_date(date).timestamp_millis() + hour * 3_600_000
+    }
+
+    #[test]
+    fn expected_completion_counts_working_days() {
+        // National Day 2026: Oct 1-7 off (Thu-Wed), Sat Oct 10 worked (调休).
+        let cal = WorkingCalendar {
+            holidays: (1..=7).map(|day| d(2026, 10, day)).collect(),
+            makeup_workdays: [d(2026, 10, 10)].into_iter().collect(),
+        };
+        let sept30 = at(d(2026, 9, 30), 10);
+        // Payout: 30 minutes.
+        assert_eq!(
+            expected_completion(RefundMethod::Payout, sept30, &cal),
+            sept30 + 1_800_000
+        );
+        // Interface on Wed Sep 30: working days Oct 8, 9, 10 (make-up Saturday), 12, 13, 14, 15.
+        assert_eq!(
+            expected_completion(RefundMethod::Interface, sept30, &cal),
+            end_of_business_date_ms(d(2026, 10, 15))
+        );
+        // Without the calendar: 7 weekdays after Sep 30 is Oct 9.
+        assert_eq!(
+            expected_completion(RefundMethod::Interface, sept30, &WorkingCalendar::default()),
+            end_of_business_date_ms(d(2026, 10, 9))
+        );
+        // A file refund accepted on a holiday joins Oct 8's batch and is expected Oct 9.
+        let holiday = at(d(2026, 10, 3), 10);
+        assert_eq!(
+            expected_completion(RefundMethod::FileUpload, holiday, &cal),
+            end_of_business_date_ms(d(2026, 10, 9))
+        );
+        // A batch of Fri Oct 9 is expected on the make-up Saturday; one of a weekend's Friday
+        // otherwise on Monday.
+        assert_eq!(
+            expected_for_batch(d(2026, 10, 9), &cal),
+            end_of_business_date_ms(d(2026, 10, 10))
+        );
+        assert_eq!(
+            expected_for_batch(d(2026, 10, 16), &cal),
+            end_of_business_date_ms(d(2026, 10, 19))
+        );
+        // The last millisecond of the day, in business time.
+        assert_eq!(
+            end_of_business_date_ms(d(2026, 10, 9)) + 1,
+            at(d(2026, 10, 10), 0)
+        );
+    }
+
+    fn payout_update(state: PayoutState, sequence: u64) -> PayoutUpdate {
+        PayoutUpdate {
+            payout_id: "po_rf-1_1".into(),
+            state,
+            sequence,
+            reason: "bank says so".into(),
+            bank_ref: "PB1".into(),
+        }
+    }
+
+    #[test]
+    fn payouts_fall_back_and_return() {
+        use RefundMethod::*;
+        let cal = WorkingCalendar::default();
+        let ch = channel(ChannelKind::QuickPay, vec![Payout, Offline]);
+        let new = || {
+            let mut o = RefundOrder::accept(request(), &ch, &cal, NOW).unwrap();
+            o.submit_accepted("", NOW, NOW + PAYOUT_EXPECTED_MS)
+                .unwrap();
+            o
+        };
+        // PAID is not final; a late SENT changes nothing; reconciliation makes it final.
+        let mut o = new();
+        assert_eq!(o.expected_completion_ms, Some(NOW + PAYOUT_EXPECTED_MS));
+        assert_eq!(
+            o.apply_payout_update(&payout_update(PayoutState::Sent, 1), &ch, &cal, NOW),
+            Ok(PayoutEffect::Progressed)
+        );
+        assert_eq!(
+            o.apply_payout_update(&payout_update(PayoutState::Paid, 2), &ch, &cal, NOW),
+            Ok(PayoutEffect::Progressed)
+        );
+        assert_eq!(
+            o.apply_payout_update(&payout_update(PayoutState::Sent, 1), &ch, &cal, NOW),
+            Ok(PayoutEffect::Ignored)
+        );
+        assert_eq!(o.bank_status, Some(BankStatus::Succeeded));
+        assert_eq!(o.refund_status, RefundStatus::Processing);
+        // Another payout id (an earlier attempt) changes nothing.
+        let mut other = payout_update(PayoutState::Failed, 9);
+        other.payout_id = "po_rf-1_9".into();
+        assert_eq!(
+            o.apply_payout_update(&other, &ch, &cal, NOW),
+            Ok(PayoutEffect::Ignored)
+        );
+        o.finalize(FinalStatus::Succeeded, "matched", "recon", NOW)
+            .unwrap();
+        // Returned after success.
+        assert_eq!(
+            o.apply_payout_update(&payout_update(PayoutState::Returned, 3), &ch, &cal, NOW),
+            Ok(PayoutEffect::Returned)
+        );
+        assert_eq!(o.refund_status, RefundStatus::Returned);
+        assert!(o.reason.starts_with("RETURNED: "), "{}", o.reason);
+        assert_eq!(o.current_attempt().unwrap().outcome, AttemptOutcome::Failed);
+        assert_eq!(
+            o.apply_payout_update(&payout_update(PayoutState::Returned, 4), &ch, &cal, NOW),
+            Ok(PayoutEffect::Ignored)
+        );
+        // Reconciliation repeating SUCCEEDED is no error; FAILED is.
+        assert_eq!(
+            o.finalize(FinalStatus::Succeeded, "", "recon", NOW),
+            Ok(Outcome::Unchanged)
+        );
+        assert!(o.finalize(FinalStatus::Failed, "", "recon", NOW).is_err());
+
+        // FAILED falls back to the next method without touching the money.
+        let mut o = new();
+        assert_eq!(
+            o.apply_payout_update(&payout_update(PayoutState::Failed, 2), &ch, &cal, NOW + 5),
+            Ok(PayoutEffect::AttemptFailed(AttemptEnd::FellBack(Offline)))
+        );
+        assert_eq!(
+            (o.attempt, o.method, o.submit_status, o.refund_status),
+            (2, Offline, SubmitStatus::Pending, RefundStatus::Processing)
+        );
+        assert_eq!(o.bank_reference_id, "");
+        assert_eq!(o.bank_status, None);
+        assert_eq!(o.attempts[0].outcome, AttemptOutcome::Failed);
+        assert!(o.attempts[0]
+            .reason
+            .starts_with("PAYOUT_FAILED: bank says so"));
+        assert!(o.reason.contains("falling back to OFFLINE"), "{}", o.reason);
+        // RETURNED before final on the last method: exhausted, final FAILED.
+        let ch1 = channel(ChannelKind::QuickPay, vec![Payout]);
+        let mut o = RefundOrder::accept(request(), &ch1, &cal, NOW).unwrap();
+        assert_eq!(
+            o.apply_payout_update(&payout_update(PayoutState::Returned, 2), &ch1, &cal, NOW),
+            Ok(PayoutEffect::AttemptFailed(AttemptEnd::Exhausted))
+        );
+        assert_eq!(o.refund_status, RefundStatus::Failed);
+        assert_eq!(o.final_source, "payout po_rf-1_1");
+        assert!(
+            o.reason.starts_with("every refund method is exhausted"),
+            "{}",
+            o.reason
+        );
+    }
+
+    #[test]
+    fn interface_refusal_and_reconciliation_fall_back() {
+        use RefundMethod::*;
+        let cal = WorkingCalendar::default();
+        let ch = channel(ChannelKind::NetBanking, vec![Interface, Payout, Offline]);
+        let mut o = RefundOrder::accept(request(), &ch, &cal, NOW).unwrap();
+        assert_eq!(o.bank_reference_id, "rf-1");
+        assert_eq!(
+            o.submit_refused("CARD_CANCELLED: gone", &ch, &cal, NOW),
+            Ok(AttemptEnd::FellBack(Payout))
+        );
+        assert_eq!(o.attempts[0].outcome, AttemptOutcome::Failed);
+        assert_eq!((o.attempt, o.bank_reference_id.as_str()), (2, "po_rf-1_2"));
+        o.submit_accepted("", NOW, NOW).unwrap();
+        assert_eq!(
+            o.fail_attempt("ACCOUNT_CLOSED: x", &ch, &cal, "recon", NOW),
+            Ok(AttemptEnd::FellBack(Offline))
+        );
+        let rid = "B20261124-ICBC-OFFLINE-01-0001";
+        o.assign_batch_row(rid, NOW + 1).unwrap();
+        assert_eq!(o.attempt_by_reference(rid).unwrap().number, 3);
+        assert!(o.assign_batch_row("again", NOW).is_err());
+        o.submit_accepted("", NOW, NOW + 1).unwrap();
+        assert_eq!(
+            o.fail_attempt("REJECTED: no", &ch, &cal, "staff", NOW),
+            Ok(AttemptEnd::Exhausted)
+        );
+        assert_eq!(o.refund_status, RefundStatus::Failed);
+        assert!(o.fail_attempt("again", &ch, &cal, "staff", NOW).is_err());
+        assert_eq!(
+            o.attempts.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+            vec![AttemptOutcome::Failed; 3]
+        );
     }
 
     fn ev(status: BankStatus, sequence: u64) -> BankEvent {
@@ -884,7 +1811,7 @@ mod tests {
         // A callback that overtook the bank's answer is kept by submit_accepted.
         let mut p = order(SubmitStatus::Pending, RefundStatus::Processing);
         assert!(p.apply_bank_event(&ev(BankStatus::Processing, 1)));
-        p.submit_accepted("B1", NOW).unwrap();
+        p.submit_accepted("B1", NOW, NOW).unwrap();
         assert_eq!(p.bank_status, Some(BankStatus::Processing));
         assert_eq!(p.submit_status, SubmitStatus::Submitted);
     }
@@ -949,12 +1876,13 @@ mod tests {
         type Event = (&'static str, fn(&mut RefundOrder) -> String);
         let events: [Event; 7] = [
             ("submit_accepted", |o| {
-                o.submit_accepted("B1", NOW)
+                o.submit_accepted("B1", NOW, NOW)
                     .map(|_| String::new())
                     .unwrap_or_else(|e| e.code.to_string())
             }),
             ("submit_refused", |o| {
-                o.submit_refused("card closed")
+                let ch = channel(ChannelKind::NetBanking, vec![]);
+                o.submit_refused("card closed", &ch, &WorkingCalendar::default(), NOW)
                     .map(|_| String::new())
                     .unwrap_or_else(|e| e.code.to_string())
             }),
@@ -1016,7 +1944,7 @@ mod tests {
         }
         let expected = "\
 PENDING/PROCESSING/-                       submit_accepted      -> SUBMITTED/PROCESSING/BANK_ACCEPTED
-PENDING/PROCESSING/-                       submit_refused       -> SUBMIT_FAILED/PROCESSING/-
+PENDING/PROCESSING/-                       submit_refused       -> SUBMIT_FAILED/FAILED/-
 PENDING/PROCESSING/-                       bank PROCESSING #5   -> PENDING/PROCESSING/BANK_PROCESSING
 PENDING/PROCESSING/-                       bank SUCCEEDED #1    -> PENDING/PROCESSING/BANK_SUCCEEDED
 PENDING/PROCESSING/-                       bank ACCEPTED #0     -> PENDING/PROCESSING/BANK_ACCEPTED

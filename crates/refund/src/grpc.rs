@@ -1,34 +1,41 @@
-//! The refund center's gRPC face: [`serve`], the `RefundService` implementation, wire ↔ domain
-//! conversions (validated on receipt) and the typed clients of its peers (clearing, bank,
-//! business).
+//! The refund center's gRPC face: [`serve`], the `RefundService` and `BatchService`
+//! implementations, wire ↔ domain conversions (validated on receipt) and the typed clients of its
+//! peers (clearing, bank, business, payout center).
 //!
 //! The work itself lives in [`RefundCenter`]'s methods; the RPC handlers and the periodic job loop
-//! call the same functions.
+//! call the same functions. Batches (file-upload and offline spreadsheets) are in [`batch`].
 
+pub mod batch;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
 use tonic::transport::Channel as Transport;
 use tonic::{Request, Response, Status};
-use tuikuan_db::Db;
+use tuikuan_db::{AnyConnection, Db};
 use tuikuan_kernel::clock::start_of_business_date;
 use tuikuan_kernel::id::validate_external_id;
-use tuikuan_kernel::{Error, ErrorCode, Money, Result, SharedClock};
+use tuikuan_kernel::{Error, ErrorCode, Money, Result, SharedClock, WorkingCalendar};
 use tuikuan_proto::bank::v1 as bank;
 use tuikuan_proto::business::v1 as business;
 use tuikuan_proto::clearing::v1 as clearing;
+use tuikuan_proto::payout::v1 as payout;
 use tuikuan_proto::refund::v1 as pb;
 use tuikuan_proto::status::{grpc_err, peer_err};
 
 use bank::bank_service_client::BankServiceClient;
 use business::business_admin_service_client::BusinessAdminServiceClient;
 use clearing::clearing_service_client::ClearingServiceClient;
+use payout::payout_service_client::PayoutServiceClient;
+use pb::batch_service_server::BatchServiceServer;
 use pb::refund_service_server::{RefundService, RefundServiceServer};
 
 use crate::domain::{
-    self, plan_method, validate_text, BankEvent, BankStatus, Channel, ChannelKind, CycleCounts,
-    FinalStatus, NewRefund, OutboxCounts, OutboxStep, Outcome, RefundMethod, RefundOrder,
-    RefundStatus, SubmitStatus, DEFAULT_ORIGINAL_ROUTE_WINDOW_DAYS,
+    self, expected_completion, is_fallback_reason, validate_text, AttemptOutcome, BankEvent,
+    BankStatus, Channel, ChannelKind, CycleCounts, FinalStatus, NewRefund, OutboxCounts,
+    OutboxStep, Outcome, PayoutState, PayoutUpdate, RefundMethod, RefundOrder, RefundStatus,
+    SubmitStatus, DEFAULT_ORIGINAL_ROUTE_WINDOW_DAYS, PAYOUT_EXPECTED_MS,
 };
 use crate::store::{self, Inserted, RefundFilter};
 
@@ -55,14 +62,22 @@ pub struct Config {
     pub bank_addr: String,
     /// The business layer (BusinessAdminService).
     pub business_addr: String,
-    /// Run the interface cycle and the outbox every this often; `None`: only by admin RPC.
+    /// The payout center (PayoutService). Empty: no payout center; payout attempts stay PENDING
+    /// (with a note) until one is configured.
+    pub payout_addr: String,
+    /// Working days (weekends, holidays, make-up days): batches are generated only on working
+    /// days, and expected completion counts working days. Default: weekends only.
+    pub calendar: WorkingCalendar,
+    /// Run the interface cycle, the payout dispatch, the outbox and the retry of batch deliveries
+    /// every this often; `None`: only by admin RPC.
     pub job_interval: Option<Duration>,
     /// Orders per interface cycle and refunds per outbox run.
     pub batch_size: u32,
 }
 
 impl Config {
-    /// A configuration with no job loop and the default batch size.
+    /// A configuration with no payout center, the weekends-only calendar, no job loop and the
+    /// default batch size.
     pub fn new(
         database_url: impl Into<String>,
         clock: SharedClock,
@@ -76,13 +91,28 @@ impl Config {
             clearing_addr: clearing_addr.into(),
             bank_addr: bank_addr.into(),
             business_addr: business_addr.into(),
+            payout_addr: String::new(),
+            calendar: WorkingCalendar::default(),
             job_interval: None,
             batch_size: DEFAULT_BATCH_SIZE,
         }
     }
+
+    /// The same configuration with a payout center.
+    pub fn with_payout_addr(mut self, payout_addr: impl Into<String>) -> Config {
+        self.payout_addr = payout_addr.into();
+        self
+    }
+
+    /// The same configuration with a working-day calendar.
+    pub fn with_calendar(mut self, calendar: WorkingCalendar) -> Config {
+        self.calendar = calendar;
+        self
+    }
 }
 
-/// Runs the refund center on `listener` until `shutdown` resolves.
+/// Runs the refund center (RefundService and BatchService) on `listener` until `shutdown`
+/// resolves.
 pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
@@ -95,10 +125,15 @@ pub async fn serve(
         let center = center.clone();
         tokio::spawn(async move { center.job_loop(every).await })
     });
+    let routes = tonic::service::Routes::new(RefundServiceServer::new(center.clone()))
+        .add_service(BatchServiceServer::new(center));
     let result = tuikuan_proto::server::serve(
         listener,
-        tonic::service::Routes::new(RefundServiceServer::new(center)),
-        &[<RefundServiceServer<RefundCenter> as tonic::server::NamedService>::NAME],
+        routes,
+        &[
+            <RefundServiceServer<RefundCenter> as tonic::server::NamedService>::NAME,
+            <BatchServiceServer<RefundCenter> as tonic::server::NamedService>::NAME,
+        ],
         shutdown,
     )
     .await;
@@ -108,23 +143,114 @@ pub async fn serve(
     result
 }
 
-/// The refund center: storage, clock and peers. Cheap to clone.
+/// The refund center: storage, clock, calendar and peers. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct RefundCenter {
     db: Db,
     clock: SharedClock,
+    calendar: Arc<WorkingCalendar>,
     clearing: ClearingServiceClient<Transport>,
     bank: BankServiceClient<Transport>,
     business: BusinessAdminServiceClient<Transport>,
+    payout: Option<PayoutServiceClient<Transport>>,
     batch_size: u32,
+}
+
+/// An order before and after a transition.
+#[derive(Debug, Clone)]
+pub(crate) struct Moved {
+    pub before: RefundOrder,
+    pub after: RefundOrder,
+    pub changed: bool,
+}
+
+/// Reads an order and its channel, applies `change` (which says whether it changed anything) and
+/// writes it back guarded by the state it was read in; re-reads and retries when a concurrent
+/// writer moved it first. An order that became final gets its finalisation steps, one that was
+/// returned its return steps, in the same transaction (the caller runs this inside one).
+pub(crate) fn transition_in<F>(
+    conn: &mut AnyConnection,
+    refund_id: &str,
+    now_ms: i64,
+    change: &F,
+) -> Result<Moved>
+where
+    F: Fn(&mut RefundOrder, &Channel) -> Result<bool>,
+{
+    for _ in 0..TRANSITION_ATTEMPTS {
+        let before = store::get_refund(conn, refund_id)?.ok_or_else(|| not_found(refund_id))?;
+        let channel = store::get_channel(conn, &before.channel)?.ok_or_else(|| {
+            Error::new(
+                ErrorCode::ChannelNotFound,
+                format!("channel {} is not configured", before.channel),
+            )
+        })?;
+        let mut after = before.clone();
+        if !change(&mut after, &channel)? {
+            return Ok(Moved {
+                after: before.clone(),
+                before,
+                changed: false,
+            });
+        }
+        if store::save_transition(conn, &before, &after)? {
+            if after.refund_status.is_final() && !before.refund_status.is_final() {
+                let status =
+                    FinalStatus::from_refund_status(after.refund_status).ok_or_else(|| {
+                        Error::internal(format!(
+                            "refund {refund_id} became {}",
+                            after.refund_status
+                        ))
+                    })?;
+                store::insert_outbox(
+                    conn,
+                    &domain::OutboxEntry::for_final(refund_id, status),
+                    now_ms,
+                )?;
+            }
+            if after.refund_status == RefundStatus::Returned
+                && before.refund_status != RefundStatus::Returned
+            {
+                store::insert_outbox(conn, &domain::OutboxEntry::for_return(refund_id), now_ms)?;
+            }
+            let after = store::get_refund(conn, refund_id)?.ok_or_else(|| not_found(refund_id))?;
+            return Ok(Moved {
+                before,
+                after,
+                changed: true,
+            });
+        }
+    }
+    Err(Error::unavailable(format!(
+        "refund {refund_id} keeps changing concurrently; retry"
+    )))
+}
+
+/// Peer errors that mean the payout center refused the payout for good (it was not created).
+fn is_definitive_refusal(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::InvalidArgument
+            | ErrorCode::InvalidAmount
+            | ErrorCode::MalformedId
+            | ErrorCode::UnsupportedCurrency
+    )
 }
 
 impl RefundCenter {
     /// Builds the center on an open, migrated database. Peers are connected lazily.
     pub fn new(db: Db, config: &Config) -> Result<RefundCenter> {
+        let payout = if config.payout_addr.is_empty() {
+            None
+        } else {
+            Some(PayoutServiceClient::new(tuikuan_proto::client::channel(
+                &config.payout_addr,
+            )?))
+        };
         Ok(RefundCenter {
             db,
             clock: config.clock.clone(),
+            calendar: Arc::new(config.calendar.clone()),
             clearing: ClearingServiceClient::new(tuikuan_proto::client::channel(
                 &config.clearing_addr,
             )?),
@@ -132,6 +258,7 @@ impl RefundCenter {
             business: BusinessAdminServiceClient::new(tuikuan_proto::client::channel(
                 &config.business_addr,
             )?),
+            payout,
             batch_size: config.batch_size.clamp(1, MAX_LIST_LIMIT),
         })
     }
@@ -144,16 +271,68 @@ impl RefundCenter {
             if let Err(e) = self.run_interface_cycle(0).await {
                 tracing::warn!(code = %e.code, error = %e.message, "interface cycle failed");
             }
+            if let Err(e) = self.run_payout_dispatch(0).await {
+                tracing::warn!(code = %e.code, error = %e.message, "payout dispatch failed");
+            }
             if let Err(e) = self.run_outbox().await {
                 tracing::warn!(code = %e.code, error = %e.message, "outbox run failed");
             }
+            if let Err(e) = self.retry_batch_deliveries().await {
+                tracing::warn!(code = %e.code, error = %e.message, "batch deliveries failed");
+            }
         }
+    }
+
+    /// Runs a transition in its own transaction.
+    async fn transition<F>(&self, refund_id: &str, change: F) -> Result<Moved>
+    where
+        F: Fn(&mut RefundOrder, &Channel) -> Result<bool> + Send + 'static,
+    {
+        let id = refund_id.to_string();
+        let now_ms = self.clock.now_ms();
+        self.db
+            .transaction(move |conn| transition_in(conn, &id, now_ms, &change))
+            .await
+    }
+
+    /// What follows a committed transition: an order that became final delivers its steps at
+    /// once (best effort; RunOutbox retries), a new payout attempt creates its payout at once
+    /// (best effort; RunPayoutDispatch retries).
+    async fn follow_up(&self, moved: &Moved) {
+        if !moved.changed {
+            return;
+        }
+        self.deliver_if_final(moved).await;
+        if moved.after.is_due_for_payout() && moved.after.attempt != moved.before.attempt {
+            let mut counts = CycleCounts::default();
+            if let Err(e) = self.dispatch_payout(&moved.after, &mut counts).await {
+                tracing::warn!(refund_id = %moved.after.refund_id, code = %e.code, error = %e.message, "payout dispatch failed; retried later");
+            }
+        }
+    }
+
+    async fn deliver_if_final(&self, moved: &Moved) {
+        if moved.changed && moved.after.refund_status != moved.before.refund_status {
+            tracing::info!(refund_id = %moved.after.refund_id, status = %moved.after.refund_status, "refund final");
+            if let Err(e) = self.deliver(&moved.after.refund_id).await {
+                tracing::warn!(refund_id = %moved.after.refund_id, code = %e.code, error = %e.message, "finalisation steps stay queued");
+            }
+        }
+    }
+
+    async fn reread(&self, refund_id: &str) -> Result<RefundOrder> {
+        let id = refund_id.to_string();
+        self.db
+            .run(move |c| store::get_refund(c, &id))
+            .await?
+            .ok_or_else(|| not_found(refund_id))
     }
 
     // -----------------------------------------------------------------------------------------
     // Acceptance
 
-    /// Accepts a refund whose debit succeeded. Idempotent by refund id.
+    /// Accepts a refund whose debit succeeded. Idempotent by refund id. The first method that can
+    /// work starts at once (a payout is created in real time); none: `NO_REFUND_METHOD`.
     pub async fn create_refund(&self, request: NewRefund) -> Result<RefundOrder> {
         request.validate()?;
         let fingerprint = request.fingerprint();
@@ -174,8 +353,7 @@ impl RefundCenter {
             })?;
         self.verify_debit(&request).await?;
         let now_ms = self.clock.now_ms();
-        let plan = plan_method(&channel, request.trade_paid_at_ms, now_ms)?;
-        let order = RefundOrder::accept(request, plan, now_ms);
+        let order = RefundOrder::accept(request, &channel, &self.calendar, now_ms)?;
         let to_insert = order.clone();
         match self
             .db
@@ -186,9 +364,16 @@ impl RefundCenter {
                 tracing::info!(
                     refund_id = %order.refund_id,
                     method = %order.method,
-                    waiting = order.waiting_manual,
+                    attempt = order.attempt,
                     "refund accepted"
                 );
+                if order.is_due_for_payout() {
+                    let mut counts = CycleCounts::default();
+                    if let Err(e) = self.dispatch_payout(&order, &mut counts).await {
+                        tracing::warn!(refund_id = %order.refund_id, code = %e.code, error = %e.message, "payout dispatch failed; retried later");
+                    }
+                    return self.reread(&order.refund_id).await;
+                }
                 Ok(order)
             }
             // A concurrent request with the same refund id won the insert.
@@ -239,45 +424,11 @@ impl RefundCenter {
     }
 
     // -----------------------------------------------------------------------------------------
-    // Transitions
-
-    /// Reads an order, applies `change` (which says whether it changed anything) and writes it
-    /// back with a guard on the state it was read in; re-reads and retries when a concurrent
-    /// writer moved it first. Returns the order as stored afterwards and whether it changed.
-    async fn transition<F>(&self, refund_id: &str, change: F) -> Result<(RefundOrder, bool)>
-    where
-        F: Fn(&mut RefundOrder) -> Result<bool> + Send + 'static,
-    {
-        let id = refund_id.to_string();
-        self.db
-            .run(move |conn| {
-                for _ in 0..TRANSITION_ATTEMPTS {
-                    let before = store::get_refund(conn, &id)?.ok_or_else(|| not_found(&id))?;
-                    let mut after = before.clone();
-                    if !change(&mut after)? {
-                        return Ok((before, false));
-                    }
-                    if store::save_transition(conn, &before, &after)? {
-                        return Ok((after, true));
-                    }
-                }
-                Err(Error::unavailable(format!(
-                    "refund {id} keeps changing concurrently; retry"
-                )))
-            })
-            .await
-    }
-
-    // -----------------------------------------------------------------------------------------
     // Interface cycle
 
     /// Sends due interface orders to the bank (at most `limit`, 0 = the configured batch).
     pub async fn run_interface_cycle(&self, limit: u32) -> Result<CycleCounts> {
-        let limit = if limit == 0 {
-            self.batch_size
-        } else {
-            limit.min(MAX_LIST_LIMIT)
-        };
+        let limit = self.cycle_limit(limit);
         let due = self
             .db
             .run(move |c| store::due_interface(c, i64::from(limit)))
@@ -296,6 +447,7 @@ impl RefundCenter {
             sent = counts.sent,
             accepted = counts.accepted,
             rejected = counts.rejected,
+            fell_back = counts.fell_back,
             errors = counts.errors,
             waiting = counts.waiting,
             "interface cycle"
@@ -303,15 +455,25 @@ impl RefundCenter {
         Ok(counts)
     }
 
-    #[tracing::instrument(skip_all, fields(refund_id = %order.refund_id))]
+    fn cycle_limit(&self, limit: u32) -> u32 {
+        if limit == 0 {
+            self.batch_size
+        } else {
+            limit.min(MAX_LIST_LIMIT)
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(refund_id = %order.refund_id, attempt = order.attempt))]
     async fn submit_one(&self, order: &RefundOrder, counts: &mut CycleCounts) -> Result<()> {
-        // The bank is idempotent by refund id: a repeat after a timeout returns the first answer.
+        // The bank is idempotent by the attempt's reference: a repeat after a timeout returns the
+        // first answer.
+        let reference = order.bank_reference_id.clone();
         let answer = self
             .bank
             .clone()
             .submit_refund(bank::SubmitRefundRequest {
                 channel: order.channel.clone(),
-                refund_id: order.refund_id.clone(),
+                refund_id: reference.clone(),
                 original_trade_id: order.trade_id.clone(),
                 amount: order.amount.amount_string(),
                 currency: order.amount.currency().code().to_string(),
@@ -335,28 +497,46 @@ impl RefundCenter {
             }
         };
         let now_ms = self.clock.now_ms();
+        let calendar = self.calendar.clone();
+        let is_this_attempt = move |o: &RefundOrder| {
+            o.bank_reference_id == reference && o.method == RefundMethod::Interface
+        };
         let result = if answer.accepted {
             counts.accepted += 1;
             let bank_ref = answer.bank_ref.clone();
-            self.transition(&order.refund_id, move |o| {
-                o.submit_accepted(&bank_ref, now_ms).map(|()| true)
+            let expected = expected_completion(RefundMethod::Interface, now_ms, &calendar);
+            self.transition(&order.refund_id, move |o, _| {
+                if !is_this_attempt(o) {
+                    return Ok(false);
+                }
+                o.submit_accepted(&bank_ref, now_ms, expected)
+                    .map(|()| true)
             })
             .await
         } else {
             counts.rejected += 1;
             let reason = answer.reason.clone();
-            self.transition(&order.refund_id, move |o| {
-                o.submit_refused(&reason).map(|()| true)
+            self.transition(&order.refund_id, move |o, channel| {
+                if !is_this_attempt(o) {
+                    return Ok(false);
+                }
+                o.submit_refused(&reason, channel, &calendar, now_ms)
+                    .map(|_| true)
             })
             .await
         };
         match result {
-            Ok((after, _)) => {
+            Ok(moved) => {
+                if moved.after.attempt != moved.before.attempt {
+                    counts.fell_back += 1;
+                }
                 tracing::info!(
-                    submit_status = %after.submit_status,
-                    bank_ref = %after.bank_ref,
+                    submit_status = %moved.after.submit_status,
+                    refund_status = %moved.after.refund_status,
+                    method = %moved.after.method,
                     "bank answered"
                 );
+                self.follow_up(&moved).await;
                 Ok(())
             }
             // Another runner recorded the bank's (idempotent) answer first.
@@ -369,15 +549,182 @@ impl RefundCenter {
     }
 
     // -----------------------------------------------------------------------------------------
+    // Payouts
+
+    /// Creates the payouts of PAYOUT orders whose payout the payout center has not taken yet
+    /// (at most `limit`, 0 = the configured batch).
+    pub async fn run_payout_dispatch(&self, limit: u32) -> Result<CycleCounts> {
+        let limit = self.cycle_limit(limit);
+        let due = self
+            .db
+            .run(move |c| store::due_payout(c, i64::from(limit)))
+            .await?;
+        let mut counts = CycleCounts::default();
+        for order in due {
+            if !order.is_due_for_payout() {
+                continue;
+            }
+            counts.sent += 1;
+            self.dispatch_payout(&order, &mut counts).await?;
+        }
+        let waiting = self.db.run(store::count_waiting).await?;
+        counts.waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
+        tracing::info!(
+            sent = counts.sent,
+            accepted = counts.accepted,
+            rejected = counts.rejected,
+            errors = counts.errors,
+            "payout dispatch"
+        );
+        Ok(counts)
+    }
+
+    /// Creates the payout of the order's current (PAYOUT) attempt at the payout center, with the
+    /// attempt's payout id: a retry after a timeout reuses it, so it can never pay twice.
+    #[tracing::instrument(skip_all, fields(refund_id = %order.refund_id, payout_id = %order.bank_reference_id))]
+    async fn dispatch_payout(&self, order: &RefundOrder, counts: &mut CycleCounts) -> Result<()> {
+        let payout_id = order.bank_reference_id.clone();
+        let Some(client) = &self.payout else {
+            counts.errors += 1;
+            let id = order.refund_id.clone();
+            self.db
+                .run(move |c| {
+                    store::note_submit_error(
+                        c,
+                        &id,
+                        "no payout center is configured; the payout waits for one",
+                    )
+                })
+                .await?;
+            return Ok(());
+        };
+        let answer = client
+            .clone()
+            .create_payout(payout::CreatePayoutRequest {
+                payout_id: payout_id.clone(),
+                refund_id: order.refund_id.clone(),
+                channel: order.channel.clone(),
+                card_no: order.payer_card_no.clone(),
+                holder_name: order.payer_name.clone(),
+                amount: order.amount.amount_string(),
+                currency: order.amount.currency().code().to_string(),
+            })
+            .await
+            .map_err(peer_err);
+        let now_ms = self.clock.now_ms();
+        let this_attempt = payout_id.clone();
+        let result = match answer {
+            Ok(p) => {
+                counts.accepted += 1;
+                let bank_ref = p.into_inner().bank_ref;
+                self.transition(&order.refund_id, move |o, _| {
+                    if o.bank_reference_id != this_attempt || !o.is_due_for_payout() {
+                        return Ok(false);
+                    }
+                    o.submit_accepted(&bank_ref, now_ms, now_ms + PAYOUT_EXPECTED_MS)
+                        .map(|()| true)
+                })
+                .await
+            }
+            Err(e) if is_definitive_refusal(e.code) => {
+                counts.rejected += 1;
+                tracing::warn!(code = %e.code, error = %e.message, "the payout center refused the payout");
+                let why = format!("PAYOUT_REFUSED: {}: {}", e.code, e.message);
+                let calendar = self.calendar.clone();
+                self.transition(&order.refund_id, move |o, channel| {
+                    if o.bank_reference_id != this_attempt || !o.is_due_for_payout() {
+                        return Ok(false);
+                    }
+                    o.fail_attempt(&why, channel, &calendar, "payout center", now_ms)
+                        .map(|_| true)
+                })
+                .await
+            }
+            Err(e) => {
+                counts.errors += 1;
+                tracing::warn!(code = %e.code, error = %e.message, "payout creation failed; retried with the same payout id");
+                let note = format!(
+                    "last payout creation failed ({}: {}); retried with payout id {payout_id}",
+                    e.code, e.message
+                );
+                let id = order.refund_id.clone();
+                self.db
+                    .run(move |c| store::note_submit_error(c, &id, &note))
+                    .await?;
+                return Ok(());
+            }
+        };
+        match result {
+            Ok(moved) => {
+                // A refusal never falls back to another payout (methods are tried once), so only
+                // finalisation can follow here.
+                self.deliver_if_final(&moved).await;
+                Ok(())
+            }
+            Err(e) if e.code == ErrorCode::InvalidStateTransition => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies a payout center update. `false` when it changed nothing.
+    pub async fn payout_update(&self, refund_id: &str, update: PayoutUpdate) -> Result<bool> {
+        let order = self.reread(refund_id).await?;
+        let known = order
+            .attempt_by_reference(&update.payout_id)
+            .is_some_and(|a| a.method == RefundMethod::Payout);
+        if !known {
+            return Err(Error::new(
+                ErrorCode::PayoutNotFound,
+                format!("refund {refund_id} has no payout {}", update.payout_id),
+            ));
+        }
+        let calendar = self.calendar.clone();
+        let now_ms = self.clock.now_ms();
+        let moved = self
+            .transition(refund_id, move |o, channel| {
+                let effect = o.apply_payout_update(&update, channel, &calendar, now_ms)?;
+                Ok(effect != domain::PayoutEffect::Ignored)
+            })
+            .await?;
+        if moved.changed {
+            tracing::info!(
+                refund_id,
+                refund_status = %moved.after.refund_status,
+                bank_status = %moved.after.bank_status.map_or("-", BankStatus::as_str),
+                attempt = moved.after.attempt,
+                "payout update applied"
+            );
+        }
+        self.follow_up(&moved).await;
+        Ok(moved.changed)
+    }
+
+    // -----------------------------------------------------------------------------------------
     // Bank callbacks
 
-    /// Applies a bank callback; `false` when it changed nothing (late, duplicated, out of order,
-    /// or the order is final).
-    pub async fn bank_callback(&self, refund_id: &str, event: BankEvent) -> Result<bool> {
-        let (_, applied) = self
-            .transition(refund_id, move |o| Ok(o.apply_bank_event(&event)))
+    /// Applies a bank callback about the interface attempt the bank knows by `reference` (the
+    /// refund id, or `{refund_id}-{n}` for a later attempt); `false` when it changed nothing
+    /// (late, duplicated, out of order, an earlier attempt, or the order is final).
+    pub async fn bank_callback(&self, reference: &str, event: BankEvent) -> Result<bool> {
+        let r = reference.to_string();
+        let refund_id = self
+            .db
+            .run(move |c| match store::refund_id_by_reference(c, &r)? {
+                Some(id) => Ok(Some(id)),
+                None => Ok(store::get_refund(c, &r)?.map(|o| o.refund_id)),
+            })
+            .await?
+            .ok_or_else(|| not_found(reference))?;
+        let reference = reference.to_string();
+        let moved = self
+            .transition(&refund_id, move |o, _| {
+                if o.bank_reference_id != reference || o.method != RefundMethod::Interface {
+                    return Ok(false);
+                }
+                Ok(o.apply_bank_event(&event))
+            })
             .await?;
-        Ok(applied)
+        Ok(moved.changed)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -404,53 +751,77 @@ impl RefundCenter {
             .await
     }
 
-    /// Makes an order final and queues its finalisation steps in the same transaction; then tries
-    /// to deliver them at once. Idempotent: the same final status again returns the order.
+    /// Reconciliation's result for the attempt the bank knows by `reference` (empty: the current
+    /// one). SUCCEEDED makes the order final. FAILED with a reason another method can fix
+    /// (CARD_CANCELLED, ACCOUNT_CLOSED, BEYOND_WINDOW) fails the attempt and starts the next method
+    /// (the order stays PROCESSING); other failures, or none left, make it final FAILED. A result
+    /// for an earlier attempt never touches the current one: the same outcome it already has
+    /// answers the order unchanged, another is `INVALID_STATE_TRANSITION`. Idempotent.
     pub async fn apply_reconciliation(
         &self,
         refund_id: &str,
         status: FinalStatus,
         reason: &str,
         source: &str,
+        reference: &str,
     ) -> Result<RefundOrder> {
-        let id = refund_id.to_string();
         let reason = reason.to_string();
         let source = source.to_string();
+        let reference = reference.to_string();
         let now_ms = self.clock.now_ms();
-        let (order, changed) = self
-            .db
-            .transaction(move |conn| {
-                for _ in 0..TRANSITION_ATTEMPTS {
-                    let before = store::get_refund(conn, &id)?.ok_or_else(|| not_found(&id))?;
-                    let mut after = before.clone();
-                    if after.finalize(status, &reason, &source, now_ms)? == Outcome::Unchanged {
-                        return Ok((before, false));
+        let calendar = self.calendar.clone();
+        let moved = self
+            .transition(refund_id, move |o, channel| {
+                if !reference.is_empty() && reference != o.bank_reference_id {
+                    let Some(a) = o.attempt_by_reference(&reference) else {
+                        return Err(Error::new(
+                            ErrorCode::NotFound,
+                            format!(
+                                "refund {} has no attempt with bank reference id {reference}",
+                                o.refund_id
+                            ),
+                        ));
+                    };
+                    let same = match status {
+                        FinalStatus::Succeeded => a.outcome == AttemptOutcome::Succeeded,
+                        FinalStatus::Failed => a.outcome == AttemptOutcome::Failed,
+                    };
+                    if same {
+                        return Ok(false);
                     }
-                    // The guard is the state read above: SUBMITTED + PROCESSING.
-                    if store::save_transition(conn, &before, &after)? {
-                        let steps = domain::OutboxEntry::for_final(&id, status);
-                        store::insert_outbox(conn, &steps, now_ms)?;
-                        return Ok((after, true));
-                    }
+                    return Err(Error::new(
+                        ErrorCode::InvalidStateTransition,
+                        format!(
+                            "bank reference id {reference} is attempt {} ({}) of refund {}, which \
+                             ended {}; the current attempt is {} ({} {}); reconciliation's {} for \
+                             the earlier attempt needs finance",
+                            a.number,
+                            a.method,
+                            o.refund_id,
+                            a.outcome,
+                            o.attempt,
+                            o.method,
+                            o.bank_reference_id,
+                            status.refund_status()
+                        ),
+                    ));
                 }
-                Err(Error::unavailable(format!(
-                    "refund {id} keeps changing concurrently; retry"
-                )))
+                if status == FinalStatus::Failed
+                    && is_fallback_reason(&reason)
+                    && o.refund_status == RefundStatus::Processing
+                    && o.submit_status == SubmitStatus::Submitted
+                {
+                    o.fail_attempt(&reason, channel, &calendar, &source, now_ms)?;
+                    return Ok(true);
+                }
+                Ok(o.finalize(status, &reason, &source, now_ms)? == Outcome::Changed)
             })
             .await?;
-        if !changed {
-            return Ok(order);
+        self.follow_up(&moved).await;
+        if !moved.changed {
+            return Ok(moved.after);
         }
-        tracing::info!(refund_id = %order.refund_id, status = %order.refund_status, "refund final");
-        // Best effort: whatever fails now stays queued for RunOutbox.
-        if let Err(e) = self.deliver(refund_id).await {
-            tracing::warn!(refund_id, code = %e.code, error = %e.message, "finalisation steps stay queued");
-        }
-        let id = refund_id.to_string();
-        self.db
-            .run(move |c| store::get_refund(c, &id))
-            .await?
-            .ok_or_else(|| not_found(refund_id))
+        self.reread(refund_id).await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -482,8 +853,7 @@ impl RefundCenter {
         Ok(counts)
     }
 
-    /// Runs one refund's undelivered steps in order, stopping at the first failure. Returns
-    /// (delivered, failed).
+    /// Runs one refund's undelivered steps in order. Returns (delivered, failed).
     #[tracing::instrument(skip(self))]
     async fn deliver(&self, refund_id: &str) -> Result<(u32, u32)> {
         let id = refund_id.to_string();
@@ -495,14 +865,25 @@ impl RefundCenter {
                 Ok((order, steps))
             })
             .await?;
-        let Some(final_status) = FinalStatus::from_refund_status(order.refund_status) else {
+        if !order.refund_status.is_final() {
             return Err(Error::internal(format!(
                 "refund {refund_id} has finalisation steps but is not final"
             )));
-        };
+        }
+        // Money steps run in order and hold back everything after them; a notification that
+        // fails holds back later notifications only (a returned payout's money must not wait for
+        // the business layer to hear of the earlier success).
         let (mut delivered, mut failed) = (0, 0);
+        let (mut money_blocked, mut notify_blocked) = (false, false);
         for step in steps.into_iter().filter(|s| !s.done) {
-            let result = self.run_step(&order, final_status, step.step).await;
+            let is_notify = matches!(
+                step.step,
+                OutboxStep::NotifyBusiness | OutboxStep::NotifyReturned
+            );
+            if money_blocked || (is_notify && notify_blocked) {
+                continue;
+            }
+            let result = self.run_step(&order, step.step).await;
             let now_ms = self.clock.now_ms();
             let error = result
                 .as_ref()
@@ -521,20 +902,24 @@ impl RefundCenter {
                 Some(error) => {
                     failed += 1;
                     tracing::warn!(step = %step.step, %error, "finalisation step failed; retried later");
-                    break;
+                    if is_notify {
+                        notify_blocked = true;
+                    } else {
+                        money_blocked = true;
+                    }
                 }
             }
         }
         Ok((delivered, failed))
     }
 
-    async fn run_step(
-        &self,
-        order: &RefundOrder,
-        status: FinalStatus,
-        step: OutboxStep,
-    ) -> Result<()> {
+    async fn run_step(&self, order: &RefundOrder, step: OutboxStep) -> Result<()> {
         let refund_id = order.refund_id.clone();
+        let reason = if order.reason.is_empty() {
+            "refund failed".to_string()
+        } else {
+            order.reason.clone()
+        };
         match step {
             OutboxStep::ClearingComplete => {
                 self.clearing
@@ -544,21 +929,26 @@ impl RefundCenter {
                     .map_err(peer_err)?;
             }
             OutboxStep::ClearingReverse => {
-                let reason = if order.reason.is_empty() {
-                    "refund failed".to_string()
-                } else {
-                    order.reason.clone()
-                };
                 self.clearing
                     .clone()
                     .reverse_debit(clearing::ReverseDebitRequest { refund_id, reason })
                     .await
                     .map_err(peer_err)?;
             }
+            OutboxStep::ClearingReturn => {
+                self.clearing
+                    .clone()
+                    .return_debit(clearing::ReturnDebitRequest { refund_id, reason })
+                    .await
+                    .map_err(peer_err)?;
+            }
             OutboxStep::NotifyBusiness => {
-                let status = match status {
-                    FinalStatus::Succeeded => business::RefundStatus::Succeeded,
-                    FinalStatus::Failed => business::RefundStatus::Failed,
+                // The outcome this step was queued for: FAILED for a failed order; SUCCEEDED for
+                // a succeeded one, even if it was returned since (its own step follows).
+                let status = if order.refund_status == RefundStatus::Failed {
+                    business::RefundStatus::Failed
+                } else {
+                    business::RefundStatus::Succeeded
                 };
                 self.business
                     .clone()
@@ -566,7 +956,21 @@ impl RefundCenter {
                         refund_id,
                         status: status as i32,
                         reason: order.reason.clone(),
-                        ..Default::default()
+                        returned: false,
+                        expected_completion_ms: 0,
+                    })
+                    .await
+                    .map_err(peer_err)?;
+            }
+            OutboxStep::NotifyReturned => {
+                self.business
+                    .clone()
+                    .report_refund_outcome(business::ReportRefundOutcomeRequest {
+                        refund_id,
+                        status: business::RefundStatus::Failed as i32,
+                        reason,
+                        returned: true,
+                        expected_completion_ms: 0,
                     })
                     .await
                     .map_err(peer_err)?;
@@ -579,11 +983,23 @@ impl RefundCenter {
     // Queries and configuration
 
     pub async fn get_refund(&self, refund_id: &str) -> Result<RefundOrder> {
-        let id = refund_id.to_string();
-        self.db
-            .run(move |c| store::get_refund(c, &id))
+        self.reread(refund_id).await
+    }
+
+    /// The refund one of whose attempts the bank knows by `bank_reference_id`.
+    pub async fn get_refund_by_reference(&self, bank_reference_id: &str) -> Result<RefundOrder> {
+        let reference = bank_reference_id.to_string();
+        let refund_id = self
+            .db
+            .run(move |c| store::refund_id_by_reference(c, &reference))
             .await?
-            .ok_or_else(|| not_found(refund_id))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::RefundNotFound,
+                    format!("no refund attempt with bank reference {bank_reference_id:?}"),
+                )
+            })?;
+        self.reread(&refund_id).await
     }
 
     pub async fn list_refunds(&self, filter: RefundFilter) -> Result<Vec<RefundOrder>> {
@@ -685,6 +1101,7 @@ fn refund_status_to_wire(s: RefundStatus) -> pb::RefundStatus {
         RefundStatus::Processing => pb::RefundStatus::Processing,
         RefundStatus::Succeeded => pb::RefundStatus::Succeeded,
         RefundStatus::Failed => pb::RefundStatus::Failed,
+        RefundStatus::Returned => pb::RefundStatus::Returned,
     }
 }
 
@@ -694,7 +1111,8 @@ fn refund_status_from_wire(v: i32, field: &str) -> Result<Option<RefundStatus>> 
         Ok(pb::RefundStatus::Processing) => Ok(Some(RefundStatus::Processing)),
         Ok(pb::RefundStatus::Succeeded) => Ok(Some(RefundStatus::Succeeded)),
         Ok(pb::RefundStatus::Failed) => Ok(Some(RefundStatus::Failed)),
-        Ok(pb::RefundStatus::Returned) | Err(_) => Err(Error::field(field, format!("unknown value {v}"))),
+        Ok(pb::RefundStatus::Returned) => Ok(Some(RefundStatus::Returned)),
+        Err(_) => Err(Error::field(field, format!("unknown value {v}"))),
     }
 }
 
@@ -791,8 +1209,57 @@ fn order_to_wire(o: &RefundOrder) -> pb::RefundOrder {
         finalized_at_ms: o.finalized_at_ms.unwrap_or(0),
         final_source: o.final_source.clone(),
         pending_steps: o.pending_steps,
-        ..Default::default()
+        bank_reference_id: o.bank_reference_id.clone(),
+        attempt: o.attempt,
+        expected_completion_ms: o.expected_completion_ms.unwrap_or(0),
+        attempts: o
+            .attempts
+            .iter()
+            .map(|a| pb::Attempt {
+                number: a.number,
+                method: method_to_wire(a.method) as i32,
+                bank_reference_id: a.bank_reference_id.clone(),
+                outcome: a.outcome.as_str().to_string(),
+                reason: a.reason.clone(),
+                started_at_ms: a.started_at_ms,
+                ended_at_ms: a.ended_at_ms.unwrap_or(0),
+            })
+            .collect(),
+        waiting_manual: o.waiting_manual,
     }
+}
+
+fn cycle_to_wire(c: CycleCounts) -> pb::CycleReport {
+    pb::CycleReport {
+        sent: c.sent,
+        accepted: c.accepted,
+        rejected: c.rejected,
+        errors: c.errors,
+        waiting: c.waiting,
+    }
+}
+
+fn payout_update_from_wire(r: &pb::PayoutUpdateRequest) -> Result<PayoutUpdate> {
+    validate_external_id(&r.payout_id, "payout_id")?;
+    validate_external_id(&r.refund_id, "refund_id")?;
+    validate_text(&r.reason, "reason")?;
+    validate_text(&r.bank_ref, "bank_ref")?;
+    if i64::try_from(r.sequence).is_err() {
+        return Err(Error::field("sequence", "is too large"));
+    }
+    let state = PayoutState::parse(&r.status).ok_or_else(|| {
+        Error::field(
+            "status",
+            format!("must be SENT, PAID, FAILED or RETURNED, not {:?}", r.status),
+        )
+    })?;
+    Ok(PayoutUpdate {
+        payout_id: r.payout_id.clone(),
+        state,
+        sequence: r.sequence,
+        reason: r.reason.clone(),
+        bank_ref: r.bank_ref.clone(),
+    })
 }
 
 fn list_limit(limit: u32) -> u32 {
@@ -826,16 +1293,25 @@ fn required_text(value: &str, field: &str) -> Result<()> {
 impl RefundService for RefundCenter {
     async fn run_payout_dispatch(
         &self,
-        _request: Request<pb::RunInterfaceCycleRequest>,
+        request: Request<pb::RunInterfaceCycleRequest>,
     ) -> Result<Response<pb::CycleReport>, Status> {
-        Err(Status::unimplemented("payout refunds are not built yet"))
+        let c = RefundCenter::run_payout_dispatch(self, request.into_inner().limit)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(cycle_to_wire(c)))
     }
 
+    #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id, payout_id = %request.get_ref().payout_id))]
     async fn payout_update(
         &self,
-        _request: Request<pb::PayoutUpdateRequest>,
+        request: Request<pb::PayoutUpdateRequest>,
     ) -> Result<Response<pb::PayoutUpdateResponse>, Status> {
-        Err(Status::unimplemented("payout refunds are not built yet"))
+        let r = request.into_inner();
+        let update = payout_update_from_wire(&r).map_err(grpc_err)?;
+        let applied = RefundCenter::payout_update(self, &r.refund_id, update)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(pb::PayoutUpdateResponse { applied }))
     }
 
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
@@ -855,11 +1331,19 @@ impl RefundService for RefundCenter {
         &self,
         request: Request<pb::GetRefundRequest>,
     ) -> Result<Response<pb::RefundOrder>, Status> {
-        let id = request.into_inner().refund_id;
-        validate_external_id(&id, "refund_id").map_err(grpc_err)?;
-        let order = RefundCenter::get_refund(self, &id)
-            .await
-            .map_err(grpc_err)?;
+        let request = request.into_inner();
+        let order = if request.refund_id.is_empty() && !request.bank_reference_id.is_empty() {
+            validate_external_id(&request.bank_reference_id, "bank_reference_id")
+                .map_err(grpc_err)?;
+            RefundCenter::get_refund_by_reference(self, &request.bank_reference_id)
+                .await
+                .map_err(grpc_err)?
+        } else {
+            validate_external_id(&request.refund_id, "refund_id").map_err(grpc_err)?;
+            RefundCenter::get_refund(self, &request.refund_id)
+                .await
+                .map_err(grpc_err)?
+        };
         Ok(Response::new(order_to_wire(&order)))
     }
 
@@ -914,13 +1398,7 @@ impl RefundService for RefundCenter {
         let c = RefundCenter::run_interface_cycle(self, request.into_inner().limit)
             .await
             .map_err(grpc_err)?;
-        Ok(Response::new(pb::CycleReport {
-            sent: c.sent,
-            accepted: c.accepted,
-            rejected: c.rejected,
-            errors: c.errors,
-            waiting: c.waiting,
-        }))
+        Ok(Response::new(cycle_to_wire(c)))
     }
 
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
@@ -979,15 +1457,24 @@ impl RefundService for RefundCenter {
             validate_external_id(&r.refund_id, "refund_id")?;
             validate_text(&r.reason, "reason")?;
             required_text(&r.source, "source")?;
+            if !r.bank_reference_id.is_empty() {
+                validate_external_id(&r.bank_reference_id, "bank_reference_id")?;
+            }
             refund_status_from_wire(r.status, "status")?
                 .and_then(FinalStatus::from_refund_status)
                 .ok_or_else(|| Error::field("status", "must be SUCCEEDED or FAILED"))
         })()
         .map_err(grpc_err)?;
-        let order =
-            RefundCenter::apply_reconciliation(self, &r.refund_id, status, &r.reason, &r.source)
-                .await
-                .map_err(grpc_err)?;
+        let order = RefundCenter::apply_reconciliation(
+            self,
+            &r.refund_id,
+            status,
+            &r.reason,
+            &r.source,
+            &r.bank_reference_id,
+        )
+        .await
+        .map_err(grpc_err)?;
         Ok(Response::new(order_to_wire(&order)))
     }
 

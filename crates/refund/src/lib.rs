@@ -1,21 +1,29 @@
 //! The refund center (退款中心) of tuikuan.
 //!
-//! It accepts refunds whose merchant debit succeeded (checked with the clearing center), picks a
-//! refund method per channel, sends interface refunds to the bank on a schedule, records the
-//! bank's non-final answers monotonically, hands its SUBMITTED refunds to reconciliation and, once
-//! reconciliation makes a refund final, completes or reverses the debit through clearing and tells
-//! the business layer, through a transactional outbox.
+//! It accepts refunds whose merchant debit succeeded (checked with the clearing center) and
+//! delivers each by the channel's refund methods in order — interface (the bank's refund API, on
+//! a schedule), payout (a payout created in real time at the payout center), file-upload and
+//! offline (daily spreadsheets per bank in the bank's template, marked uploaded or sent by staff)
+//! — moving to the next method when one fails for a reason another can fix, with one debit and
+//! never two payments. Reconciliation makes a refund final; the refund center then completes,
+//! reverses or (for a returned payout) returns the debit through clearing and tells the business
+//! layer, through a transactional outbox.
 //!
 //! Layout:
-//! - [`domain`]: pure types and rules: channels and their methods, refund orders with submit and
-//!   refund status, the explicit transitions, method selection, outbox steps;
+//! - [`domain`]: pure types and rules: channels and their methods, method choice and refusals up
+//!   front, refund orders with their attempts, submit and refund status, the explicit
+//!   transitions and fallbacks, expected completion by working days, outbox steps;
+//!   [`domain::batch`]: bank templates, numbered immutable batches, the spreadsheet's cell model;
+//! - [`sheet`]: writes a batch's cell model as .xlsx (and hashes it);
 //! - [`store`]: diesel tables and repository functions (SQLite and PostgreSQL), speaking domain
 //!   types;
 //! - [`grpc`]: [`Config`], [`serve`], the `RefundService` handlers, wire conversions, the job loop
-//!   (interface cycle + outbox) and the peers' clients.
+//!   (interface cycle, payout dispatch, outbox, batch deliveries) and the peers' clients;
+//!   [`grpc::batch`]: batch generation, marking, failed rows and the `BatchService` handlers.
 
 pub mod domain;
 pub mod grpc;
+pub mod sheet;
 pub mod store;
 
 pub use grpc::{serve, Config, RefundCenter};
@@ -25,7 +33,7 @@ mod tests {
     /// The domain stays pure: no storage or RPC crate appears in it (CI greps the same).
     #[test]
     fn domain_has_no_framework_imports() {
-        let src = include_str!("domain.rs");
+        let src = concat!(include_str!("domain.rs"), include_str!("domain/batch.rs"));
         // Spelled in pieces so that this file does not trip the same check.
         for needle in [
             concat!("dies", "el"),

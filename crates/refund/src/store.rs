@@ -8,13 +8,18 @@
 
 use std::collections::HashMap;
 
+use chrono::NaiveDate;
 use diesel::prelude::*;
 use tuikuan_db::{db_err, is_unique_violation, AnyConnection};
 use tuikuan_kernel::{Currency, Error, Money, Result};
 
+use crate::domain::batch::{
+    AmountFormat, BankTemplate, Batch, BatchRow, BatchStatus, RowStatus, TemplateColumn,
+    TemplateField,
+};
 use crate::domain::{
-    BankStatus, Channel, ChannelKind, OutboxEntry, OutboxStep, RefundMethod, RefundOrder,
-    RefundStatus, SubmitStatus,
+    Attempt, AttemptOutcome, BankStatus, Channel, ChannelKind, OutboxEntry, OutboxStep,
+    RefundMethod, RefundOrder, RefundStatus, SubmitStatus,
 };
 
 diesel::table! {
@@ -53,6 +58,22 @@ diesel::table! {
         submitted_at_ms -> Nullable<BigInt>,
         finalized_at_ms -> Nullable<BigInt>,
         final_source -> Text,
+        attempt -> Integer,
+        bank_reference_id -> Text,
+        expected_completion_ms -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    refund_attempts (refund_id, number) {
+        refund_id -> Text,
+        number -> Integer,
+        method -> Text,
+        bank_reference_id -> Text,
+        outcome -> Text,
+        reason -> Text,
+        started_at_ms -> BigInt,
+        ended_at_ms -> Nullable<BigInt>,
     }
 }
 
@@ -107,6 +128,51 @@ struct RefundRow {
     submitted_at_ms: Option<i64>,
     finalized_at_ms: Option<i64>,
     final_source: String,
+    attempt: i32,
+    bank_reference_id: String,
+    expected_completion_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Insertable)]
+#[diesel(table_name = refund_attempts)]
+struct AttemptRow {
+    refund_id: String,
+    number: i32,
+    method: String,
+    bank_reference_id: String,
+    outcome: String,
+    reason: String,
+    started_at_ms: i64,
+    ended_at_ms: Option<i64>,
+}
+
+impl AttemptRow {
+    fn from_domain(refund_id: &str, a: &Attempt) -> Result<AttemptRow> {
+        Ok(AttemptRow {
+            refund_id: refund_id.to_string(),
+            number: i32::try_from(a.number)
+                .map_err(|_| Error::internal("attempt number too large"))?,
+            method: a.method.as_str().to_string(),
+            bank_reference_id: a.bank_reference_id.clone(),
+            outcome: a.outcome.as_str().to_string(),
+            reason: a.reason.clone(),
+            started_at_ms: a.started_at_ms,
+            ended_at_ms: a.ended_at_ms,
+        })
+    }
+
+    fn into_domain(self) -> Result<Attempt> {
+        Ok(Attempt {
+            number: u32::try_from(self.number)
+                .map_err(|_| corrupt("attempt number", &self.number.to_string()))?,
+            method: parse_stored(RefundMethod::parse, "refund method", &self.method)?,
+            outcome: parse_stored(AttemptOutcome::parse, "attempt outcome", &self.outcome)?,
+            bank_reference_id: self.bank_reference_id,
+            reason: self.reason,
+            started_at_ms: self.started_at_ms,
+            ended_at_ms: self.ended_at_ms,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Queryable, Insertable)]
@@ -206,10 +272,14 @@ impl RefundRow {
             submitted_at_ms: o.submitted_at_ms,
             finalized_at_ms: o.finalized_at_ms,
             final_source: o.final_source.clone(),
+            attempt: i32::try_from(o.attempt)
+                .map_err(|_| Error::internal("attempt number too large"))?,
+            bank_reference_id: o.bank_reference_id.clone(),
+            expected_completion_ms: o.expected_completion_ms,
         })
     }
 
-    fn into_domain(self, pending_steps: u32) -> Result<RefundOrder> {
+    fn into_domain(self, pending_steps: u32, attempts: Vec<Attempt>) -> Result<RefundOrder> {
         let currency = parse_stored(
             |c| Currency::parse(c, "currency").ok(),
             "currency",
@@ -256,6 +326,11 @@ impl RefundRow {
             submitted_at_ms: self.submitted_at_ms,
             finalized_at_ms: self.finalized_at_ms,
             final_source: self.final_source,
+            attempt: u32::try_from(self.attempt)
+                .map_err(|_| corrupt("attempt", &self.attempt.to_string()))?,
+            bank_reference_id: self.bank_reference_id,
+            expected_completion_ms: self.expected_completion_ms,
+            attempts,
             pending_steps,
         })
     }
@@ -353,15 +428,51 @@ fn pending_steps_for(conn: &mut AnyConnection, ids: &[String]) -> Result<HashMap
     Ok(counts)
 }
 
+/// The attempts of each of `ids`, in order.
+fn attempts_for(conn: &mut AnyConnection, ids: &[String]) -> Result<HashMap<String, Vec<Attempt>>> {
+    let mut out: HashMap<String, Vec<Attempt>> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<AttemptRow> = refund_attempts::table
+        .filter(refund_attempts::refund_id.eq_any(ids))
+        .order((
+            refund_attempts::refund_id.asc(),
+            refund_attempts::number.asc(),
+        ))
+        .load(conn)
+        .map_err(db_err)?;
+    for row in rows {
+        let id = row.refund_id.clone();
+        out.entry(id).or_default().push(row.into_domain()?);
+    }
+    Ok(out)
+}
+
 fn into_orders(conn: &mut AnyConnection, rows: Vec<RefundRow>) -> Result<Vec<RefundOrder>> {
     let ids: Vec<String> = rows.iter().map(|r| r.refund_id.clone()).collect();
     let counts = pending_steps_for(conn, &ids)?;
+    let mut attempts = attempts_for(conn, &ids)?;
     rows.into_iter()
         .map(|r| {
             let n = counts.get(&r.refund_id).copied().unwrap_or(0);
-            r.into_domain(n)
+            let a = attempts.remove(&r.refund_id).unwrap_or_default();
+            r.into_domain(n, a)
         })
         .collect()
+}
+
+/// The refund whose attempt the bank knows by `bank_reference_id`.
+pub fn refund_id_by_reference(
+    conn: &mut AnyConnection,
+    bank_reference_id: &str,
+) -> Result<Option<String>> {
+    refund_attempts::table
+        .filter(refund_attempts::bank_reference_id.eq(bank_reference_id))
+        .select(refund_attempts::refund_id)
+        .first::<String>(conn)
+        .optional()
+        .map_err(db_err)
 }
 
 pub fn get_refund(conn: &mut AnyConnection, refund_id: &str) -> Result<Option<RefundOrder>> {
@@ -389,11 +500,22 @@ pub enum Inserted {
 /// detected by the insert failing, and the existing order is then read back.
 pub fn insert_refund(conn: &mut AnyConnection, order: &RefundOrder) -> Result<Inserted> {
     let row = RefundRow::from_domain(order)?;
-    match diesel::insert_into(refunds::table)
-        .values(row)
-        .execute(conn)
-    {
-        Ok(_) => Ok(Inserted::New),
+    let attempts = order
+        .attempts
+        .iter()
+        .map(|a| AttemptRow::from_domain(&order.refund_id, a))
+        .collect::<Result<Vec<_>>>()?;
+    let written = conn.transaction::<_, diesel::result::Error, _>(|c| {
+        diesel::insert_into(refunds::table).values(row).execute(c)?;
+        for a in attempts {
+            diesel::insert_into(refund_attempts::table)
+                .values(a)
+                .execute(c)?;
+        }
+        Ok(())
+    });
+    match written {
+        Ok(()) => Ok(Inserted::New),
         Err(e) if is_unique_violation(&e) => {
             let existing = get_refund(conn, &order.refund_id)?.ok_or_else(|| {
                 Error::internal(format!(
@@ -439,9 +561,42 @@ pub fn list_refunds(conn: &mut AnyConnection, filter: &RefundFilter) -> Result<V
 /// Orders the interface cycle should send: PENDING, PROCESSING, method INTERFACE, not waiting for
 /// people. Oldest first.
 pub fn due_interface(conn: &mut AnyConnection, limit: i64) -> Result<Vec<RefundOrder>> {
+    due_for(conn, RefundMethod::Interface, limit)
+}
+
+/// Orders whose payout the dispatch should (re)create: PENDING, PROCESSING, method PAYOUT.
+pub fn due_payout(conn: &mut AnyConnection, limit: i64) -> Result<Vec<RefundOrder>> {
+    due_for(conn, RefundMethod::Payout, limit)
+}
+
+/// Orders waiting for a file-upload or offline batch: PENDING, PROCESSING, no row yet, accepted
+/// (their current attempt started) before `before_ms`. Oldest first.
+pub fn batch_candidates(conn: &mut AnyConnection, before_ms: i64) -> Result<Vec<RefundOrder>> {
     let rows = refunds::table
         .filter(refunds::submit_status.eq(SubmitStatus::Pending.as_str()))
-        .filter(refunds::method.eq(RefundMethod::Interface.as_str()))
+        .filter(refunds::method.eq_any([
+            RefundMethod::FileUpload.as_str(),
+            RefundMethod::Offline.as_str(),
+        ]))
+        .filter(refunds::refund_status.eq(RefundStatus::Processing.as_str()))
+        .filter(refunds::bank_reference_id.eq(""))
+        .order((refunds::created_at_ms.asc(), refunds::refund_id.asc()))
+        .load::<RefundRow>(conn)
+        .map_err(db_err)?;
+    let orders = into_orders(conn, rows)?;
+    Ok(orders
+        .into_iter()
+        .filter(|o| {
+            o.current_attempt()
+                .is_some_and(|a| a.started_at_ms < before_ms)
+        })
+        .collect())
+}
+
+fn due_for(conn: &mut AnyConnection, method: RefundMethod, limit: i64) -> Result<Vec<RefundOrder>> {
+    let rows = refunds::table
+        .filter(refunds::submit_status.eq(SubmitStatus::Pending.as_str()))
+        .filter(refunds::method.eq(method.as_str()))
         .filter(refunds::refund_status.eq(RefundStatus::Processing.as_str()))
         .filter(refunds::waiting_manual.eq(0))
         .order((refunds::created_at_ms.asc(), refunds::refund_id.asc()))
@@ -479,7 +634,9 @@ pub fn save_transition(
             .filter(refunds::submit_status.eq(&b.submit_status))
             .filter(refunds::refund_status.eq(&b.refund_status))
             .filter(refunds::bank_status.eq(&b.bank_status))
-            .filter(refunds::bank_seq.eq(b.bank_seq)),
+            .filter(refunds::bank_seq.eq(b.bank_seq))
+            .filter(refunds::attempt.eq(b.attempt))
+            .filter(refunds::bank_reference_id.eq(&b.bank_reference_id)),
     )
     .set((
         refunds::method.eq(&a.method),
@@ -493,10 +650,44 @@ pub fn save_transition(
         refunds::submitted_at_ms.eq(a.submitted_at_ms),
         refunds::finalized_at_ms.eq(a.finalized_at_ms),
         refunds::final_source.eq(&a.final_source),
+        refunds::attempt.eq(a.attempt),
+        refunds::bank_reference_id.eq(&a.bank_reference_id),
+        refunds::expected_completion_ms.eq(a.expected_completion_ms),
     ))
     .execute(conn)
     .map_err(db_err)?;
-    Ok(n == 1)
+    if n != 1 {
+        return Ok(false);
+    }
+    // The attempts that are new or changed (the guard above makes this writer the only one).
+    for attempt in &after.attempts {
+        let row = AttemptRow::from_domain(&after.refund_id, attempt)?;
+        match before.attempts.iter().find(|x| x.number == attempt.number) {
+            Some(old) if old == attempt => {}
+            Some(_) => {
+                diesel::update(
+                    refund_attempts::table
+                        .filter(refund_attempts::refund_id.eq(&row.refund_id))
+                        .filter(refund_attempts::number.eq(row.number)),
+                )
+                .set((
+                    refund_attempts::bank_reference_id.eq(&row.bank_reference_id),
+                    refund_attempts::outcome.eq(&row.outcome),
+                    refund_attempts::reason.eq(&row.reason),
+                    refund_attempts::ended_at_ms.eq(row.ended_at_ms),
+                ))
+                .execute(conn)
+                .map_err(db_err)?;
+            }
+            None => {
+                diesel::insert_into(refund_attempts::table)
+                    .values(row)
+                    .execute(conn)
+                    .map_err(db_err)?;
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Records why the last submission attempt failed, without changing any status (only while the
@@ -632,4 +823,565 @@ pub fn count_pending_steps(conn: &mut AnyConnection) -> Result<i64> {
         .count()
         .get_result(conn)
         .map_err(db_err)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches and templates
+
+diesel::table! {
+    refund_batches (batch_id) {
+        batch_id -> Text,
+        bank_code -> Text,
+        channel -> Text,
+        method -> Text,
+        batch_date -> Text,
+        sequence -> Integer,
+        status -> Text,
+        currency -> Text,
+        row_count -> Integer,
+        total_minor -> BigInt,
+        file_name -> Text,
+        file_sha256 -> Text,
+        file_hex -> Text,
+        generated_at_ms -> BigInt,
+        marked_at_ms -> Nullable<BigInt>,
+        marked_by -> Text,
+        note -> Text,
+        bank_delivered -> Integer,
+        bank_error -> Text,
+    }
+}
+
+diesel::table! {
+    refund_batch_rows (row_id) {
+        row_id -> Text,
+        batch_id -> Text,
+        refund_id -> Text,
+        attempt -> Integer,
+        line -> Integer,
+        order_no -> Text,
+        amount_minor -> BigInt,
+        currency -> Text,
+        card_no -> Text,
+        holder_name -> Text,
+        status -> Text,
+        reason -> Text,
+    }
+}
+
+diesel::table! {
+    bank_templates (bank_code) {
+        bank_code -> Text,
+        sheet_name -> Text,
+        column_spec -> Text,
+        date_format -> Text,
+        amount_format -> Text,
+        updated_at_ms -> BigInt,
+    }
+}
+
+/// Batch columns without the file (lists and state reads do not need the bytes).
+type BatchColumns = (
+    refund_batches::batch_id,
+    refund_batches::bank_code,
+    refund_batches::channel,
+    refund_batches::method,
+    refund_batches::batch_date,
+    refund_batches::sequence,
+    refund_batches::status,
+    refund_batches::currency,
+    refund_batches::row_count,
+    refund_batches::total_minor,
+    refund_batches::file_name,
+    refund_batches::file_sha256,
+    refund_batches::generated_at_ms,
+    refund_batches::marked_at_ms,
+    refund_batches::marked_by,
+    refund_batches::note,
+    refund_batches::bank_delivered,
+    refund_batches::bank_error,
+);
+
+const BATCH_COLUMNS: BatchColumns = (
+    refund_batches::batch_id,
+    refund_batches::bank_code,
+    refund_batches::channel,
+    refund_batches::method,
+    refund_batches::batch_date,
+    refund_batches::sequence,
+    refund_batches::status,
+    refund_batches::currency,
+    refund_batches::row_count,
+    refund_batches::total_minor,
+    refund_batches::file_name,
+    refund_batches::file_sha256,
+    refund_batches::generated_at_ms,
+    refund_batches::marked_at_ms,
+    refund_batches::marked_by,
+    refund_batches::note,
+    refund_batches::bank_delivered,
+    refund_batches::bank_error,
+);
+
+#[derive(Debug, Clone, Queryable)]
+struct BatchHead {
+    batch_id: String,
+    bank_code: String,
+    channel: String,
+    method: String,
+    batch_date: String,
+    sequence: i32,
+    status: String,
+    currency: String,
+    row_count: i32,
+    total_minor: i64,
+    file_name: String,
+    file_sha256: String,
+    generated_at_ms: i64,
+    marked_at_ms: Option<i64>,
+    marked_by: String,
+    note: String,
+    bank_delivered: i32,
+    bank_error: String,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = refund_batches)]
+struct NewBatchRow {
+    batch_id: String,
+    bank_code: String,
+    channel: String,
+    method: String,
+    batch_date: String,
+    sequence: i32,
+    status: String,
+    currency: String,
+    row_count: i32,
+    total_minor: i64,
+    file_name: String,
+    file_sha256: String,
+    file_hex: String,
+    generated_at_ms: i64,
+    marked_at_ms: Option<i64>,
+    marked_by: String,
+    note: String,
+    bank_delivered: i32,
+    bank_error: String,
+}
+
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = refund_batch_rows)]
+struct BatchRowRow {
+    row_id: String,
+    batch_id: String,
+    refund_id: String,
+    attempt: i32,
+    line: i32,
+    order_no: String,
+    amount_minor: i64,
+    currency: String,
+    card_no: String,
+    holder_name: String,
+    status: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = bank_templates)]
+struct TemplateRow {
+    bank_code: String,
+    sheet_name: String,
+    column_spec: String,
+    date_format: String,
+    amount_format: String,
+    updated_at_ms: i64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredColumn {
+    header: String,
+    field: String,
+}
+
+fn to_i32(v: u32, what: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::internal(format!("{what} is too large")))
+}
+
+fn stored_u32(v: i32, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| corrupt(what, &v.to_string()))
+}
+
+fn currency_of(code: &str) -> Result<Currency> {
+    parse_stored(|c| Currency::parse(c, "currency").ok(), "currency", code)
+}
+
+impl BatchRowRow {
+    fn from_domain(r: &BatchRow) -> Result<BatchRowRow> {
+        Ok(BatchRowRow {
+            row_id: r.row_id.clone(),
+            batch_id: r.batch_id.clone(),
+            refund_id: r.refund_id.clone(),
+            attempt: to_i32(r.attempt, "attempt")?,
+            line: to_i32(r.line, "line")?,
+            order_no: r.order_no.clone(),
+            amount_minor: r.amount.to_minor(),
+            currency: r.amount.currency().code().to_string(),
+            card_no: r.card_no.clone(),
+            holder_name: r.holder_name.clone(),
+            status: r.status.as_str().to_string(),
+            reason: r.reason.clone(),
+        })
+    }
+
+    fn into_domain(self) -> Result<BatchRow> {
+        Ok(BatchRow {
+            amount: Money::from_minor(self.amount_minor, currency_of(&self.currency)?),
+            status: parse_stored(RowStatus::parse, "row status", &self.status)?,
+            attempt: stored_u32(self.attempt, "attempt")?,
+            line: stored_u32(self.line, "line")?,
+            row_id: self.row_id,
+            batch_id: self.batch_id,
+            refund_id: self.refund_id,
+            order_no: self.order_no,
+            card_no: self.card_no,
+            holder_name: self.holder_name,
+            reason: self.reason,
+        })
+    }
+}
+
+impl BatchHead {
+    fn into_domain(self, rows: Vec<BatchRow>) -> Result<Batch> {
+        let total: i64 = rows.iter().map(|r| r.amount.to_minor()).sum();
+        if usize::try_from(self.row_count).ok() != Some(rows.len()) || total != self.total_minor {
+            return Err(corrupt("batch rows", &self.batch_id));
+        }
+        Ok(Batch {
+            method: parse_stored(RefundMethod::parse, "refund method", &self.method)?,
+            date: NaiveDate::parse_from_str(&self.batch_date, "%Y-%m-%d")
+                .map_err(|_| corrupt("batch date", &self.batch_date))?,
+            sequence: stored_u32(self.sequence, "sequence")?,
+            status: parse_stored(BatchStatus::parse, "batch status", &self.status)?,
+            currency: currency_of(&self.currency)?,
+            rows,
+            batch_id: self.batch_id,
+            bank_code: self.bank_code,
+            channel: self.channel,
+            file_name: self.file_name,
+            file_sha256: self.file_sha256,
+            generated_at_ms: self.generated_at_ms,
+            marked_at_ms: self.marked_at_ms,
+            marked_by: self.marked_by,
+            note: self.note,
+            bank_delivered: self.bank_delivered != 0,
+            bank_error: self.bank_error,
+        })
+    }
+}
+
+/// The next free sequence number of a bank's batches of a method on a date.
+pub fn next_batch_sequence(
+    conn: &mut AnyConnection,
+    bank_code: &str,
+    method: RefundMethod,
+    date: NaiveDate,
+) -> Result<u32> {
+    let used: Vec<i32> = refund_batches::table
+        .filter(refund_batches::bank_code.eq(bank_code))
+        .filter(refund_batches::method.eq(method.as_str()))
+        .filter(refund_batches::batch_date.eq(date.format("%Y-%m-%d").to_string()))
+        .select(refund_batches::sequence)
+        .load(conn)
+        .map_err(db_err)?;
+    let max = used.into_iter().max().unwrap_or(0);
+    stored_u32(max, "sequence").map(|m| m + 1)
+}
+
+/// Writes a new batch, its rows and its file (inside the generating transaction).
+pub fn insert_batch(conn: &mut AnyConnection, batch: &Batch, file: &[u8]) -> Result<()> {
+    let row = NewBatchRow {
+        batch_id: batch.batch_id.clone(),
+        bank_code: batch.bank_code.clone(),
+        channel: batch.channel.clone(),
+        method: batch.method.as_str().to_string(),
+        batch_date: batch.date.format("%Y-%m-%d").to_string(),
+        sequence: to_i32(batch.sequence, "sequence")?,
+        status: batch.status.as_str().to_string(),
+        currency: batch.currency.code().to_string(),
+        row_count: i32::try_from(batch.rows.len()).map_err(|_| Error::internal("too many rows"))?,
+        total_minor: batch.total()?.to_minor(),
+        file_name: batch.file_name.clone(),
+        file_sha256: batch.file_sha256.clone(),
+        file_hex: hex::encode(file),
+        generated_at_ms: batch.generated_at_ms,
+        marked_at_ms: batch.marked_at_ms,
+        marked_by: batch.marked_by.clone(),
+        note: batch.note.clone(),
+        bank_delivered: i32::from(batch.bank_delivered),
+        bank_error: batch.bank_error.clone(),
+    };
+    diesel::insert_into(refund_batches::table)
+        .values(row)
+        .execute(conn)
+        .map_err(db_err)?;
+    for r in &batch.rows {
+        diesel::insert_into(refund_batch_rows::table)
+            .values(BatchRowRow::from_domain(r)?)
+            .execute(conn)
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+fn rows_of(conn: &mut AnyConnection, batch_id: &str) -> Result<Vec<BatchRow>> {
+    refund_batch_rows::table
+        .filter(refund_batch_rows::batch_id.eq(batch_id))
+        .order(refund_batch_rows::line.asc())
+        .load::<BatchRowRow>(conn)
+        .map_err(db_err)?
+        .into_iter()
+        .map(BatchRowRow::into_domain)
+        .collect()
+}
+
+pub fn get_batch(conn: &mut AnyConnection, batch_id: &str) -> Result<Option<Batch>> {
+    let head = refund_batches::table
+        .find(batch_id)
+        .select(BATCH_COLUMNS)
+        .first::<BatchHead>(conn)
+        .optional()
+        .map_err(db_err)?;
+    match head {
+        None => Ok(None),
+        Some(h) => {
+            let rows = rows_of(conn, &h.batch_id)?;
+            h.into_domain(rows).map(Some)
+        }
+    }
+}
+
+/// Batches, oldest first, optionally of one date and status, with their rows.
+pub fn list_batches(
+    conn: &mut AnyConnection,
+    date: Option<NaiveDate>,
+    status: Option<BatchStatus>,
+    limit: i64,
+) -> Result<Vec<Batch>> {
+    let mut q = refund_batches::table.select(BATCH_COLUMNS).into_boxed();
+    if let Some(d) = date {
+        q = q.filter(refund_batches::batch_date.eq(d.format("%Y-%m-%d").to_string()));
+    }
+    if let Some(s) = status {
+        q = q.filter(refund_batches::status.eq(s.as_str()));
+    }
+    let heads = q
+        .order((
+            refund_batches::batch_date.asc(),
+            refund_batches::batch_id.asc(),
+        ))
+        .limit(limit)
+        .load::<BatchHead>(conn)
+        .map_err(db_err)?;
+    heads
+        .into_iter()
+        .map(|h| {
+            let rows = rows_of(conn, &h.batch_id)?;
+            h.into_domain(rows)
+        })
+        .collect()
+}
+
+/// A batch's file: (file name, bytes, stored sha256).
+pub fn batch_file(
+    conn: &mut AnyConnection,
+    batch_id: &str,
+) -> Result<Option<(String, Vec<u8>, String)>> {
+    let row = refund_batches::table
+        .find(batch_id)
+        .select((
+            refund_batches::file_name,
+            refund_batches::file_hex,
+            refund_batches::file_sha256,
+        ))
+        .first::<(String, String, String)>(conn)
+        .optional()
+        .map_err(db_err)?;
+    match row {
+        None => Ok(None),
+        Some((name, hex_text, sha)) => {
+            let bytes = hex::decode(&hex_text).map_err(|_| corrupt("batch file", batch_id))?;
+            Ok(Some((name, bytes, sha)))
+        }
+    }
+}
+
+/// Records the marking of a batch, guarded by its status being GENERATED; `false`: someone
+/// marked it first.
+pub fn save_batch_mark(conn: &mut AnyConnection, batch: &Batch) -> Result<bool> {
+    let n = diesel::update(
+        refund_batches::table
+            .filter(refund_batches::batch_id.eq(&batch.batch_id))
+            .filter(refund_batches::status.eq(BatchStatus::Generated.as_str())),
+    )
+    .set((
+        refund_batches::status.eq(batch.status.as_str()),
+        refund_batches::marked_at_ms.eq(batch.marked_at_ms),
+        refund_batches::marked_by.eq(&batch.marked_by),
+        refund_batches::note.eq(&batch.note),
+    ))
+    .execute(conn)
+    .map_err(db_err)?;
+    if n != 1 {
+        return Ok(false);
+    }
+    diesel::update(
+        refund_batch_rows::table
+            .filter(refund_batch_rows::batch_id.eq(&batch.batch_id))
+            .filter(refund_batch_rows::status.eq(RowStatus::Included.as_str())),
+    )
+    .set(refund_batch_rows::status.eq(RowStatus::Submitted.as_str()))
+    .execute(conn)
+    .map_err(db_err)?;
+    Ok(true)
+}
+
+/// Marks a row failed, guarded by its status being ROW_SUBMITTED; `false`: it was not.
+pub fn fail_row(conn: &mut AnyConnection, row_id: &str, reason: &str) -> Result<bool> {
+    let n = diesel::update(
+        refund_batch_rows::table
+            .filter(refund_batch_rows::row_id.eq(row_id))
+            .filter(refund_batch_rows::status.eq(RowStatus::Submitted.as_str())),
+    )
+    .set((
+        refund_batch_rows::status.eq(RowStatus::Failed.as_str()),
+        refund_batch_rows::reason.eq(reason),
+    ))
+    .execute(conn)
+    .map_err(db_err)?;
+    Ok(n == 1)
+}
+
+/// Records whether the bank received a batch's rows.
+pub fn set_bank_delivery(
+    conn: &mut AnyConnection,
+    batch_id: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    diesel::update(refund_batches::table.find(batch_id))
+        .set((
+            refund_batches::bank_delivered.eq(i32::from(error.is_none())),
+            refund_batches::bank_error.eq(error.unwrap_or("")),
+        ))
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Marked batches the bank has not received yet.
+pub fn undelivered_batches(conn: &mut AnyConnection, limit: i64) -> Result<Vec<String>> {
+    refund_batches::table
+        .filter(refund_batches::status.ne(BatchStatus::Generated.as_str()))
+        .filter(refund_batches::bank_delivered.eq(0))
+        .select(refund_batches::batch_id)
+        .order(refund_batches::batch_id.asc())
+        .limit(limit)
+        .load(conn)
+        .map_err(db_err)
+}
+
+impl TemplateRow {
+    fn into_domain(self) -> Result<BankTemplate> {
+        let columns: Vec<StoredColumn> = serde_json::from_str(&self.column_spec)
+            .map_err(|_| corrupt("template columns", &self.bank_code))?;
+        Ok(BankTemplate {
+            columns: columns
+                .into_iter()
+                .map(|c| {
+                    Ok(TemplateColumn {
+                        field: parse_stored(TemplateField::parse, "template field", &c.field)?,
+                        header: c.header,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            amount_format: parse_stored(AmountFormat::parse, "amount format", &self.amount_format)?,
+            bank_code: self.bank_code,
+            sheet_name: self.sheet_name,
+            date_format: self.date_format,
+        })
+    }
+}
+
+/// Inserts or replaces a bank's template (outside a transaction, like channels).
+pub fn upsert_template(
+    conn: &mut AnyConnection,
+    template: &BankTemplate,
+    now_ms: i64,
+) -> Result<BankTemplate> {
+    template.validate()?;
+    let column_spec = serde_json::to_string(
+        &template
+            .columns
+            .iter()
+            .map(|c| StoredColumn {
+                header: c.header.clone(),
+                field: c.field.as_str().to_string(),
+            })
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| Error::internal(format!("cannot encode template columns: {e}")))?;
+    let row = TemplateRow {
+        bank_code: template.bank_code.clone(),
+        sheet_name: template.sheet_name.clone(),
+        column_spec,
+        date_format: template.date_format.clone(),
+        amount_format: template.amount_format.as_str().to_string(),
+        updated_at_ms: now_ms,
+    };
+    let update = |conn: &mut AnyConnection| {
+        diesel::update(bank_templates::table.find(&row.bank_code))
+            .set((
+                bank_templates::sheet_name.eq(&row.sheet_name),
+                bank_templates::column_spec.eq(&row.column_spec),
+                bank_templates::date_format.eq(&row.date_format),
+                bank_templates::amount_format.eq(&row.amount_format),
+                bank_templates::updated_at_ms.eq(row.updated_at_ms),
+            ))
+            .execute(conn)
+            .map_err(db_err)
+    };
+    if update(conn)? == 0 {
+        match diesel::insert_into(bank_templates::table)
+            .values(row.clone())
+            .execute(conn)
+        {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                update(conn)?;
+            }
+            Err(e) => return Err(db_err(e)),
+        }
+    }
+    get_template(conn, &template.bank_code)?
+        .ok_or_else(|| Error::internal("template vanished after upsert"))
+}
+
+/// A bank's configured template (not the built-in default).
+pub fn get_template(conn: &mut AnyConnection, bank_code: &str) -> Result<Option<BankTemplate>> {
+    bank_templates::table
+        .find(bank_code)
+        .first::<TemplateRow>(conn)
+        .optional()
+        .map_err(db_err)?
+        .map(TemplateRow::into_domain)
+        .transpose()
+}
+
+pub fn list_templates(conn: &mut AnyConnection) -> Result<Vec<BankTemplate>> {
+    bank_templates::table
+        .order(bank_templates::bank_code.asc())
+        .load::<TemplateRow>(conn)
+        .map_err(db_err)?
+        .into_iter()
+        .map(TemplateRow::into_domain)
+        .collect()
 }

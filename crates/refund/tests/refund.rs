@@ -248,6 +248,7 @@ impl Env {
         self.refunds
             .get_refund(pb::GetRefundRequest {
                 refund_id: refund_id.into(),
+                ..Default::default()
             })
             .await
             .expect("get refund")
@@ -288,6 +289,7 @@ impl Env {
                 status: status as i32,
                 reason: format!("reconciliation says {}", status.as_str_name()),
                 source: "recon-run-1".into(),
+                bank_reference_id: String::new(),
             })
             .await
             .map(|r| r.into_inner())
@@ -328,7 +330,7 @@ fn request(
         amount: amount.into(),
         currency: "CNY".into(),
         trade_paid_at_ms: env.clock.now_ms() - 3_600_000,
-        payer_card_no: "6222000011112222".into(),
+        payer_card_no: "6222000011112223".into(),
         payer_name: "Zhang San".into(),
     }
 }
@@ -426,13 +428,15 @@ async fn acceptance(url: &str) {
             .refunds
             .get_refund(pb::GetRefundRequest {
                 refund_id: id.into(),
+                ..Default::default()
             })
             .await
             .expect_err("no order");
         assert_eq!(from_status(&e).code, ErrorCode::RefundNotFound);
     }
 
-    // Quick-pay: payout is its method, which is not built yet: the order waits for people.
+    // Quick-pay: payout is its method; with no payout center configured the payout waits
+    // (PENDING, with a note) for RunPayoutDispatch.
     env.debit("rf-5", "t-5", QP, "50.00", "50.00").await;
     let qp = env
         .create(request(&env, "rf-5", "t-5", QP, "50.00"))
@@ -440,23 +444,35 @@ async fn acceptance(url: &str) {
         .expect("qp");
     assert_eq!(qp.method, pb::RefundMethod::Payout as i32);
     assert_eq!(qp.submit_status, pb::SubmitStatus::Pending as i32);
+    assert_eq!(qp.bank_reference_id, "po_rf-5_1");
+    assert_eq!(qp.attempt, 1);
     assert_eq!(
         qp.reason,
-        "refund method PAYOUT is not available yet; waiting for manual handling"
+        "no payout center is configured; the payout waits for one"
     );
+    assert_eq!(qp.expected_completion_ms, env.clock.now_ms() + 30 * 60_000);
+    // The interface order: 7 working days from Thursday 2026-11-26 is Monday 2026-12-07.
+    let end_of_dec_7 = start_of_business_date(NaiveDate::from_ymd_opt(2026, 12, 8).expect("date"))
+        .timestamp_millis()
+        - 1;
+    assert_eq!(first.expected_completion_ms, end_of_dec_7);
+    assert_eq!(first.bank_reference_id, "rf-1");
+    assert_eq!(first.attempts.len(), 1);
+    assert_eq!(first.attempts[0].outcome, "PENDING");
 
-    // A payment older than the original-route window cannot go back by interface.
+    // A payment older than the original-route window cannot go back by interface, and a
+    // net-banking channel has no other method by default: rejected up front, nothing promised.
     env.debit("rf-6", "t-6", NB, "20.00", "20.00").await;
     let mut old = request(&env, "rf-6", "t-6", NB, "20.00");
     old.trade_paid_at_ms = env.clock.now_ms() - 200 * 86_400_000;
-    let old = env.create(old).await.expect("old");
-    assert_eq!(old.method, pb::RefundMethod::Payout as i32);
-    assert!(old.reason.contains("window of 180 days"), "{}", old.reason);
-    assert!(
-        old.reason.contains("waiting for manual handling"),
-        "{}",
-        old.reason
-    );
+    let e = env
+        .refunds
+        .create_refund(old)
+        .await
+        .expect_err("no method left");
+    let e = from_status(&e);
+    assert_eq!(e.code, ErrorCode::NoRefundMethod);
+    assert!(e.message.contains("window of 180 days"), "{}", e.message);
 
     // The cycle sends only the interface order (and the bank is unreachable: it stays PENDING).
     let report = env.cycle().await;
@@ -468,7 +484,7 @@ async fn acceptance(url: &str) {
             report.errors,
             report.waiting
         ),
-        (2, 0, 0, 2, 2)
+        (2, 0, 0, 2, 0)
     );
     let after = env.get("rf-1").await;
     assert_eq!(after.submit_status, pb::SubmitStatus::Pending as i32);
@@ -521,7 +537,7 @@ async fn acceptance(url: &str) {
         .await
         .expect("list")
         .into_inner());
-    assert_eq!(all, vec!["rf-1", "rf-5", "rf-6", "rf-c"]);
+    assert_eq!(all, vec!["rf-1", "rf-5", "rf-c"]);
     let p1 = ids(env
         .refunds
         .list_refunds(page("", 2, ""))
@@ -535,14 +551,14 @@ async fn acceptance(url: &str) {
         .await
         .expect("list")
         .into_inner());
-    assert_eq!(p2, vec!["rf-6", "rf-c"]);
+    assert_eq!(p2, vec!["rf-c"]);
     let nb = ids(env
         .refunds
         .list_refunds(page("", 0, NB))
         .await
         .expect("list")
         .into_inner());
-    assert_eq!(nb, vec!["rf-1", "rf-6", "rf-c"]);
+    assert_eq!(nb, vec!["rf-1", "rf-c"]);
     let done = env
         .refunds
         .list_refunds(pb::ListRefundsRequest {
@@ -719,6 +735,7 @@ async fn lifecycle(url: &str) {
             status: pb::RefundStatus::Processing as i32,
             reason: String::new(),
             source: "run".into(),
+            bank_reference_id: String::new(),
         })
         .await
         .expect_err("processing is not final");
@@ -789,31 +806,34 @@ async fn refused_and_date_bound(url: &str) {
             report.errors,
             report.waiting
         ),
-        (1, 0, 1, 0, 1)
+        (1, 0, 1, 0, 0)
     );
+    // Refused synchronously and no other method: final FAILED, the debit goes back.
     let r = env.get("rf-r").await;
     assert_eq!(r.submit_status, pb::SubmitStatus::SubmitFailed as i32);
-    assert_eq!(r.refund_status, pb::RefundStatus::Processing as i32);
+    assert_eq!(r.refund_status, pb::RefundStatus::Failed as i32);
     assert!(
-        r.reason
-            .starts_with("the bank refused the INTERFACE refund"),
+        r.reason.starts_with("every refund method is exhausted"),
         "{}",
         r.reason
     );
     assert!(
-        r.reason.contains("waiting for manual handling"),
+        r.reason.contains("the bank refused the INTERFACE refund"),
         "{}",
         r.reason
     );
+    assert_eq!(r.attempts.len(), 1);
+    assert_eq!(r.attempts[0].outcome, "FAILED");
+    assert_eq!(r.final_source, "bank refusal");
     // Never sent again, never listed for reconciliation, callbacks ignored.
     assert_eq!(env.cycle().await.sent, 0);
     assert!(env.submitted(today()).await.is_empty());
     assert!(!env.callback("rf-r", pb::BankStatus::BankSucceeded, 5).await);
     assert_eq!(
-        env.reconcile("rf-r", pb::RefundStatus::Failed).await,
+        env.reconcile("rf-r", pb::RefundStatus::Succeeded).await,
         Err(ErrorCode::InvalidStateTransition)
     );
-    assert_eq!(env.debit_status("rf-r").await, clpb::DebitStatus::Debited);
+    assert_eq!(env.debit_status("rf-r").await, clpb::DebitStatus::Reversed);
 
     env.stop().await;
 

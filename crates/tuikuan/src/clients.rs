@@ -12,6 +12,7 @@ use tuikuan_proto::business::v1::merchant_service_client::MerchantServiceClient;
 use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
 use tuikuan_proto::payout::v1::payout_service_client::PayoutServiceClient;
 use tuikuan_proto::reconciliation::v1::reconciliation_service_client::ReconciliationServiceClient;
+use tuikuan_proto::refund::v1::batch_service_client::BatchServiceClient;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 
 use crate::config::Service;
@@ -40,6 +41,8 @@ pub struct Clients {
     pub clearing: ClearingServiceClient<Channel>,
     pub business: BusinessAdminServiceClient<Channel>,
     pub refund: RefundServiceClient<Channel>,
+    /// The refund center's daily spreadsheets.
+    pub batch: BatchServiceClient<Channel>,
     pub payout: PayoutServiceClient<Channel>,
     pub reconciliation: ReconciliationServiceClient<Channel>,
     pub bank: BankServiceClient<Channel>,
@@ -56,6 +59,7 @@ impl Clients {
             clearing: ClearingServiceClient::new(ch(Service::Clearing)?),
             business: BusinessAdminServiceClient::new(business_channel.clone()),
             refund: RefundServiceClient::new(ch(Service::Refund)?),
+            batch: BatchServiceClient::new(ch(Service::Refund)?),
             payout: PayoutServiceClient::new(ch(Service::Payout)?),
             reconciliation: ReconciliationServiceClient::new(ch(Service::Reconciliation)?),
             bank: BankServiceClient::new(ch(Service::Bank)?),

@@ -128,7 +128,7 @@ impl Cluster {
     /// same address and database.
     pub async fn crash_and_restart(&mut self, service: Service) -> anyhow::Result<()> {
         if let Some(handle) = self.handles.remove(&service) {
-            handle.kill();
+            handle.kill().await;
         }
         let addr = self.url(service);
         let bind = addr.trim_start_matches("http://").to_string();
@@ -188,6 +188,8 @@ fn run_service(
 ) -> BoxFuture<'static, Result<(), tuikuan_kernel::Error>> {
     let db = config.database_url(service);
     let jobs = config.job_interval();
+    // Validated when the configuration was loaded; an unreadable calendar falls back to weekends.
+    let calendar = config.calendar().unwrap_or_default();
     let peer = |s: Service| addrs.get(&s).cloned().unwrap_or_default();
     match service {
         Service::Accounting => {
@@ -224,8 +226,10 @@ fn run_service(
                 clearing_addr: peer(Service::Clearing),
                 bank_addr: peer(Service::Bank),
                 business_addr: peer(Service::Business),
+                payout_addr: peer(Service::Payout),
                 job_interval: jobs,
                 batch_size: 200,
+                calendar,
             };
             Box::pin(tuikuan_refund::serve(cfg, listener, shutdown))
         }
@@ -234,6 +238,7 @@ fn run_service(
                 database_url: db,
                 clock,
                 bank_addr: peer(Service::Bank),
+                refund_addr: Some(peer(Service::Refund)),
                 job_interval: jobs,
             };
             Box::pin(tuikuan_payout::serve(cfg, listener, shutdown))
@@ -244,8 +249,19 @@ fn run_service(
                 clock,
                 bank_addr: peer(Service::Bank),
                 refund_addr: peer(Service::Refund),
+                clearing_addr: peer(Service::Clearing),
                 job_interval: jobs,
                 channels: config.reconciliation_channels.clone(),
+                channel_formats: config
+                    .reconciliation_formats
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                suspense_days: config
+                    .suspense_days
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect(),
             };
             Box::pin(tuikuan_reconciliation::serve(cfg, listener, shutdown))
         }
@@ -258,6 +274,8 @@ fn run_service(
             cfg.fail_per_mille = sim.fail_per_mille;
             cfg.duplicate_callback_per_mille = sim.duplicate_callback_per_mille;
             cfg.out_of_order_per_mille = sim.out_of_order_per_mille;
+            cfg.return_per_mille = sim.return_per_mille;
+            cfg.return_delay_secs = sim.return_delay_secs;
             cfg.refund_callback_addr = Some(peer(Service::Refund));
             cfg.payout_callback_addr = Some(peer(Service::Payout));
             cfg.clearing_dir = Some(config.data_dir.join("clearing"));

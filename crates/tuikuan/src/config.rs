@@ -76,6 +76,9 @@ pub struct BankSimulator {
     pub fail_per_mille: u32,
     pub duplicate_callback_per_mille: u32,
     pub out_of_order_per_mille: u32,
+    /// Share of paid payouts the bank later returns (退票), and how long after.
+    pub return_per_mille: u32,
+    pub return_delay_secs: u64,
 }
 
 impl Default for BankSimulator {
@@ -87,6 +90,8 @@ impl Default for BankSimulator {
             fail_per_mille: 100,
             duplicate_callback_per_mille: 100,
             out_of_order_per_mille: 100,
+            return_per_mille: 0,
+            return_delay_secs: 3600,
         }
     }
 }
@@ -110,8 +115,18 @@ pub struct DeploymentConfig {
     pub job_interval_ms: u64,
     /// Channels the reconciliation job reconciles every day.
     pub reconciliation_channels: Vec<String>,
+    /// channel → clearing file format (`csv`, `wechat`, `unionpay`).
+    pub reconciliation_formats: std::collections::BTreeMap<String, String>,
+    /// channel → cross-day window (days) before a platform-only refund becomes a discrepancy.
+    pub suspense_days: std::collections::BTreeMap<String, u32>,
+    /// The working-day calendar (TOML: `holidays`, `makeup_workdays`); the bundled mainland China
+    /// calendar (`config/calendar-2026.toml`) when unset.
+    pub calendar_file: Option<PathBuf>,
     pub bank: BankSimulator,
 }
+
+/// The bundled example calendar: mainland China's 2026 holidays and make-up working days.
+pub const BUNDLED_CALENDAR: &str = include_str!("../../../config/calendar-2026.toml");
 
 impl Default for DeploymentConfig {
     fn default() -> Self {
@@ -123,6 +138,9 @@ impl Default for DeploymentConfig {
             peers: Default::default(),
             job_interval_ms: 1000,
             reconciliation_channels: Vec::new(),
+            reconciliation_formats: Default::default(),
+            suspense_days: Default::default(),
+            calendar_file: None,
             bank: BankSimulator::default(),
         }
     }
@@ -164,6 +182,7 @@ impl DeploymentConfig {
         for key in self.ports.keys().chain(self.peers.keys()) {
             Service::parse(key).with_context(|| format!("config: ports/peers key {key:?}"))?;
         }
+        self.calendar()?;
         if let Some(url) = &self.database_url {
             if !url.contains("{service}") {
                 bail!("database_url: must contain {{service}} so that each service has its own database");
@@ -199,6 +218,16 @@ impl DeploymentConfig {
                 .join(format!("{}.db", service.name()))
                 .display()
                 .to_string(),
+        }
+    }
+
+    /// The working-day calendar: the configured file, else the bundled one.
+    pub fn calendar(&self) -> anyhow::Result<tuikuan_kernel::WorkingCalendar> {
+        match &self.calendar_file {
+            Some(path) => tuikuan_kernel::WorkingCalendar::from_file(path)
+                .map_err(|e| anyhow::anyhow!("calendar_file: {}: {e}", path.display())),
+            None => tuikuan_kernel::WorkingCalendar::from_toml_str(BUNDLED_CALENDAR)
+                .map_err(|e| anyhow::anyhow!("bundled calendar: {e}")),
         }
     }
 

@@ -1,11 +1,16 @@
 //! `tuikuan demo`: the whole chain, end to end, with the bank simulator, on a manual clock.
 //!
 //! It starts all seven services in this process (real gRPC, SQLite under a temporary directory
-//! unless told otherwise), seeds channels, merchants and payments, makes refunds — including ones
-//! the bank fails and one rejected for insufficient balance — then moves the clock through the next
-//! days' bank processing and reconciliation until every refund is final, and checks the books:
-//! every refund final, the trial balance balanced, each merchant's balance equal to its payments
-//! minus fees minus its part of the successful refunds, nothing left in transit.
+//! unless told otherwise), seeds channels of every kind, merchants and payments, and makes
+//! refunds by all four methods: interface refunds (net banking, WeChat), payouts to the card
+//! (quick pay), a file-upload spreadsheet (UnionPay) and an offline spreadsheet. The bank fails
+//! some refunds (the refund center falls back to the next method), returns a payout after
+//! reporting it paid (退票), and one refund is rejected for insufficient balance. The demo starts
+//! the day before the Dragon Boat holiday, so a refund accepted on the holiday waits for the next
+//! working day's spreadsheet. Day by day it runs the jobs, the bank and the next morning's
+//! reconciliation until every refund is final, then checks the books: every refund final, the
+//! trial balance balanced, each merchant's balance equal to its payments minus fees minus its part
+//! of the successful refunds, nothing left in transit.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,11 +19,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use chrono::{Duration, NaiveDate};
 use rust_decimal::Decimal;
-use tuikuan_kernel::{Clock, Currency, ManualClock, Money};
+use tuikuan_kernel::{Clock, Currency, ManualClock, Money, WorkingCalendar};
 use tuikuan_proto::accounting::v1 as acc;
 use tuikuan_proto::bank::v1 as bank;
 use tuikuan_proto::business::v1 as biz;
 use tuikuan_proto::clearing::v1 as clr;
+use tuikuan_proto::payout::v1 as pay;
 use tuikuan_proto::reconciliation::v1 as rec;
 use tuikuan_proto::refund::v1 as rfd;
 
@@ -29,7 +35,7 @@ use crate::config::DeploymentConfig;
 /// Options of a demo run.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// Keep the databases here (a temporary directory when `None`).
+    /// Keep the databases and spreadsheets here (a temporary directory when `None`).
     pub data_dir: Option<PathBuf>,
     /// A PostgreSQL URL template with `{service}` instead of SQLite.
     pub database_url: Option<String>,
@@ -55,6 +61,16 @@ impl Default for DemoOptions {
 pub struct DemoSummary {
     /// Merchant refunds by final status (REJECTED, SUCCEEDED, FAILED, ...).
     pub refunds_by_status: BTreeMap<String, usize>,
+    /// (method of the final attempt, final status) → count.
+    pub by_method: BTreeMap<(String, String), usize>,
+    /// Refunds that fell back to another method at least once.
+    pub fallbacks: usize,
+    /// Refunds whose payout the bank returned after reporting it paid.
+    pub returned: usize,
+    /// Refunds accepted on a non-working day that went into a later working day's spreadsheet.
+    pub holiday_refunds_batched: usize,
+    /// Spreadsheets generated, marked and written under the data directory.
+    pub spreadsheets: Vec<PathBuf>,
     /// Per merchant: (expected, actual) settlement balance.
     pub balances: BTreeMap<String, (Money, Money)>,
     pub trial_balance_balanced: bool,
@@ -66,6 +82,14 @@ pub struct DemoSummary {
 impl DemoSummary {
     pub fn ok(&self) -> bool {
         self.violations.is_empty()
+    }
+
+    /// Successful refunds paid by `method` (INTERFACE, PAYOUT, FILE_UPLOAD, OFFLINE).
+    pub fn succeeded_by(&self, method: &str) -> usize {
+        self.by_method
+            .get(&(method.to_string(), "SUCCEEDED".to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -101,14 +125,72 @@ const MERCHANTS: &[MerchantSeed] = &[
     },
 ];
 
-const CHANNELS: &[(&str, rfd::ChannelKind, &str)] = &[
-    ("ICBC_B2C", rfd::ChannelKind::NetBanking, "ICBC"),
-    ("WECHAT_AGG", rfd::ChannelKind::Aggregated, "WECHAT"),
+struct ChannelSeed {
+    code: &'static str,
+    kind: rfd::ChannelKind,
+    methods: &'static [rfd::RefundMethod],
+    bank: &'static str,
+}
+
+const CHANNELS: &[ChannelSeed] = &[
+    ChannelSeed {
+        code: "ICBC_B2C",
+        kind: rfd::ChannelKind::NetBanking,
+        methods: &[
+            rfd::RefundMethod::Interface,
+            rfd::RefundMethod::Payout,
+            rfd::RefundMethod::Offline,
+        ],
+        bank: "ICBC",
+    },
+    ChannelSeed {
+        code: "WECHAT_AGG",
+        kind: rfd::ChannelKind::Aggregated,
+        methods: &[rfd::RefundMethod::Interface],
+        bank: "WECHAT",
+    },
+    ChannelSeed {
+        code: "CMB_QUICK",
+        kind: rfd::ChannelKind::QuickPay,
+        methods: &[rfd::RefundMethod::Payout, rfd::RefundMethod::Offline],
+        bank: "CMB",
+    },
+    ChannelSeed {
+        code: "UNIONPAY_B2C",
+        kind: rfd::ChannelKind::Unionpay,
+        methods: &[rfd::RefundMethod::FileUpload, rfd::RefundMethod::Offline],
+        bank: "CCB",
+    },
+    ChannelSeed {
+        code: "BOC_COUNTER",
+        kind: rfd::ChannelKind::Unionpay,
+        methods: &[rfd::RefundMethod::Offline],
+        bank: "BOC",
+    },
 ];
 
-/// The first demo day: a Monday.
+/// A payment of the demo: merchant, order, channel, amount, whether the payer's card is known.
+struct PaymentSeed {
+    merchant: &'static MerchantSeed,
+    order_no: String,
+    channel: &'static str,
+    amount: String,
+    card: bool,
+}
+
+/// A refund of the demo: on which day (0 = first), merchant refund number, order, amount.
+struct RefundSeed {
+    day: u32,
+    merchant: &'static MerchantSeed,
+    refund_no: String,
+    order_no: String,
+    amount: String,
+}
+
+/// The first demo day: Thursday 18 June 2026, the day before the Dragon Boat holiday
+/// (Friday 19 June to Sunday 21 June).
 pub fn demo_start_date() -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, 11, 23).unwrap_or_default()
+    NaiveDate::from_ymd_opt(2026, 6, 18).unwrap_or_default()
 }
 
 fn say(verbose: bool, line: impl AsRef<str>) {
@@ -129,6 +211,129 @@ fn wire_money(amount: &str, currency: &str) -> anyhow::Result<Money> {
     Money::new(value, currency).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// A test card number (UnionPay-style 19 digits) with a valid Luhn check digit.
+fn demo_card(n: usize) -> String {
+    let body = format!("622202020{n:09}");
+    let sum: u32 = body
+        .chars()
+        .rev()
+        .enumerate()
+        .map(|(i, c)| {
+            let d = c.to_digit(10).unwrap_or(0);
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
+
+/// The payments. Amounts with the simulator's scripted cents make the bank misbehave on purpose
+/// (see the bank crate's `scripted`): `.13` fails an interface refund (`CARD_CANCELLED`), `.23`
+/// fails a payout, `.33` fails a spreadsheet row, `.44` gets a payout returned after it was paid.
+fn payments() -> Vec<PaymentSeed> {
+    let mut p = Vec::new();
+    let mut add = |m: usize, order: String, channel: &'static str, amount: String, card: bool| {
+        p.push(PaymentSeed {
+            merchant: &MERCHANTS[m],
+            order_no: order,
+            channel,
+            amount,
+            card,
+        })
+    };
+    for i in 0..8 {
+        let amount = match i {
+            // The bank refuses the interface refund: card cancelled → payout to the card.
+            2 => "94.13".to_string(),
+            _ => format!("{}.{:02}", 60 + i * 17, (i * 37) % 100),
+        };
+        add(0, format!("T1001-{i:03}"), "ICBC_B2C", amount, true);
+    }
+    for i in 8..12 {
+        // WeChat refunds have no other method: a failure there goes back to the merchant.
+        let amount = if i == 9 {
+            "121.13".to_string()
+        } else {
+            format!("{}.50", 40 + i * 9)
+        };
+        add(0, format!("T1001-{i:03}"), "WECHAT_AGG", amount, false);
+    }
+    for i in 0..5 {
+        let amount = match i {
+            // Paid, then returned by the receiving bank the next day (退票).
+            1 => "185.44".to_string(),
+            // The payout fails (name mismatch) → offline spreadsheet.
+            2 => "220.23".to_string(),
+            _ => format!("{}.00", 150 + i * 35),
+        };
+        // The last quick-pay payment came without the payer's card: no payout is possible.
+        add(1, format!("T1002-{i:03}"), "CMB_QUICK", amount, i < 4);
+    }
+    for i in 5..10 {
+        // A spreadsheet row the bank fails; the offline fallback fails too → money back.
+        let amount = if i == 7 {
+            "340.33".to_string()
+        } else {
+            format!("{}.00", 300 + i * 20)
+        };
+        add(1, format!("T1002-{i:03}"), "UNIONPAY_B2C", amount, true);
+    }
+    for i in 10..12 {
+        add(
+            1,
+            format!("T1002-{i:03}"),
+            "BOC_COUNTER",
+            format!("{}.80", 90 + i * 3),
+            true,
+        );
+    }
+    add(2, "T1003-000".into(), "ICBC_B2C", "100.00".into(), true);
+    p
+}
+
+fn refunds(payments: &[PaymentSeed]) -> Vec<RefundSeed> {
+    let mut r = Vec::new();
+    for (i, p) in payments.iter().enumerate() {
+        let full = |day| RefundSeed {
+            day,
+            merchant: p.merchant,
+            refund_no: format!("R-{}", p.order_no),
+            order_no: p.order_no.clone(),
+            amount: p.amount.clone(),
+        };
+        match (p.merchant.id, p.channel) {
+            ("M1001", "ICBC_B2C") if i % 2 == 1 => {
+                // Two partial refunds of one payment.
+                for (suffix, amount) in [("a", "10.00"), ("b", "20.50")] {
+                    r.push(RefundSeed {
+                        day: 0,
+                        merchant: p.merchant,
+                        refund_no: format!("R-{}-{suffix}", p.order_no),
+                        order_no: p.order_no.clone(),
+                        amount: amount.into(),
+                    });
+                }
+            }
+            // Two partial UnionPay refunds and a net-banking refund come in on the holiday.
+            ("M1002", "UNIONPAY_B2C") if i % 2 == 0 => r.push(RefundSeed {
+                amount: "100.00".into(),
+                ..full(1)
+            }),
+            ("M1001", "ICBC_B2C") if i == 6 => r.push(full(1)),
+            _ => r.push(full(0)),
+        }
+    }
+    r
+}
+
 /// Runs the demo and returns its summary (the caller decides the exit status from `ok()`).
 pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     let v = options.verbose;
@@ -147,47 +352,56 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         config.ports.insert(s.name().to_string(), 0);
     }
     config.bank.seed = options.seed;
-    config.bank.fail_per_mille = 150;
+    // Outcomes come from the scripted amounts only, so every run tells the same story; the
+    // seed still decides delays and duplicated or reordered callbacks.
+    config.bank.fail_per_mille = 0;
     config.bank.delay_min_secs = 60;
     config.bank.delay_max_secs = 4 * 3600;
+    config.bank.return_per_mille = 0;
+    config.bank.return_delay_secs = 30 * 3600;
+    let calendar = config.calendar()?;
 
     let start = demo_start_date();
     let clock = ManualClock::at_business(start, 10);
     let cluster = Cluster::start(config, Arc::new(clock.clone()), &[]).await?;
     say(
         v,
-        format!(
-            "tuikuan demo — all services up on a manual clock at {} (UTC+8 business date {start})",
-            clock.now()
-        ),
+        format!("tuikuan demo — all services up on a manual clock at {start} 10:00 (UTC+8)"),
     );
     for s in cluster.running() {
         say(v, format!("  {:<15} {}", s.name(), cluster.url(s)));
     }
-    let result = drive(&cluster, &clock, v).await;
+    let result = drive(&cluster, &clock, &calendar, &data_dir, v).await;
     cluster.shutdown().await?;
     drop(temp);
     result
 }
 
-async fn drive(cluster: &Cluster, clock: &ManualClock, v: bool) -> anyhow::Result<DemoSummary> {
+async fn drive(
+    cluster: &Cluster,
+    clock: &ManualClock,
+    calendar: &WorkingCalendar,
+    data_dir: &std::path::Path,
+    v: bool,
+) -> anyhow::Result<DemoSummary> {
     let mut c = Clients::connect(|s| cluster.url(s))?;
+    let mut summary = DemoSummary::default();
 
     // --- seed configuration
-    for (code, kind, bank_code) in CHANNELS {
+    for ch in CHANNELS {
         c.refund
             .upsert_channel(rfd::Channel {
-                code: code.to_string(),
-                kind: *kind as i32,
-                methods: vec![rfd::RefundMethod::Interface as i32],
+                code: ch.code.into(),
+                kind: ch.kind as i32,
+                methods: ch.methods.iter().map(|m| *m as i32).collect(),
                 original_route_window_days: 180,
-                bank_code: bank_code.to_string(),
+                bank_code: ch.bank.into(),
             })
             .await
             .context("refund center: upsert channel")?;
         c.business
             .upsert_channel(biz::Channel {
-                code: code.to_string(),
+                code: ch.code.into(),
                 refund_window_days: 365,
                 enabled: true,
             })
@@ -214,57 +428,43 @@ async fn drive(cluster: &Cluster, clock: &ManualClock, v: bool) -> anyhow::Resul
     }
     say(
         v,
-        "seeded 2 channels (interface refunds) and 3 merchants with fee policies",
+        format!(
+            "seeded {} channels (interface, payout, file-upload, offline and a fallback chain) and {} merchants",
+            CHANNELS.len(),
+            MERCHANTS.len()
+        ),
     );
 
     // --- payments
     let paid_at = clock.now_ms() - 3_600_000;
-    let mut payments: Vec<(&MerchantSeed, String, String, &str)> = Vec::new();
-    for i in 0..12 {
-        let amount = format!("{}.{:02}", 60 + i * 17, (i * 37) % 100);
-        payments.push((
-            &MERCHANTS[0],
-            format!("T1001-{i:03}"),
-            amount,
-            CHANNELS[i % 2].0,
-        ));
-    }
-    for i in 0..8 {
-        let amount = format!("{}.00", 120 + i * 45);
-        payments.push((
-            &MERCHANTS[1],
-            format!("T1002-{i:03}"),
-            amount,
-            CHANNELS[(i + 1) % 2].0,
-        ));
-    }
-    payments.push((
-        &MERCHANTS[2],
-        "T1003-000".to_string(),
-        "100.00".to_string(),
-        CHANNELS[0].0,
-    ));
+    let payments = payments();
     let mut expected: BTreeMap<&str, Money> = BTreeMap::new();
-    for (m, order_no, amount, channel) in &payments {
+    for (n, p) in payments.iter().enumerate() {
         c.business
             .record_payment(biz::RecordPaymentRequest {
-                merchant_id: m.id.into(),
-                order_no: order_no.clone(),
-                channel: channel.to_string(),
-                amount: amount.clone(),
+                merchant_id: p.merchant.id.into(),
+                order_no: p.order_no.clone(),
+                channel: p.channel.into(),
+                amount: p.amount.clone(),
                 currency: "CNY".into(),
                 paid_at_ms: paid_at,
-                payer_card_no: String::new(),
-                payer_name: String::new(),
+                payer_card_no: if p.card { demo_card(n) } else { String::new() },
+                payer_name: if p.card {
+                    format!("Payer {n}")
+                } else {
+                    String::new()
+                },
             })
             .await
-            .with_context(|| format!("business: record payment {order_no}"))?;
-        let gross = money(amount)?;
-        let rate: Decimal = m.fee_rate.parse()?;
+            .with_context(|| format!("business: record payment {}", p.order_no))?;
+        let gross = money(&p.amount)?;
+        let rate: Decimal = p.merchant.fee_rate.parse()?;
         let net = gross
             .checked_sub(&gross.times_rate(rate))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let entry = expected.entry(m.id).or_insert(Money::zero(Currency::Cny));
+        let entry = expected
+            .entry(p.merchant.id)
+            .or_insert(Money::zero(Currency::Cny));
         *entry = entry
             .checked_add(&net)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -274,121 +474,80 @@ async fn drive(cluster: &Cluster, clock: &ManualClock, v: bool) -> anyhow::Resul
         format!("recorded and settled {} payments", payments.len()),
     );
 
-    // --- refunds
-    let mut refund_ids: Vec<(String, String)> = Vec::new(); // (merchant, refund_id)
-    let mut requests: Vec<(&MerchantSeed, String, String, String)> = Vec::new();
-    for (i, (m, order_no, amount, _)) in payments.iter().enumerate() {
-        match m.id {
-            "M1001" if i < 4 => {
-                requests.push((m, format!("R-{order_no}"), order_no.clone(), amount.clone()))
-            }
-            "M1001" if i < 8 => {
-                requests.push((
-                    m,
-                    format!("R-{order_no}-a"),
-                    order_no.clone(),
-                    "10.00".into(),
-                ));
-                requests.push((
-                    m,
-                    format!("R-{order_no}-b"),
-                    order_no.clone(),
-                    "20.50".into(),
-                ));
-            }
-            "M1002" if i < 18 => {
-                requests.push((m, format!("R-{order_no}"), order_no.clone(), amount.clone()))
-            }
-            "M1003" => {
-                requests.push((m, format!("R-{order_no}"), order_no.clone(), amount.clone()))
-            }
-            _ => {}
-        }
-    }
-    let mut rejected_at_request = 0usize;
-    for (m, refund_no, order_no, amount) in &requests {
-        let mut merchant = c.merchant(m.api_key)?;
-        let r = merchant
-            .create_refund(biz::CreateRefundRequest {
-                merchant_refund_no: refund_no.clone(),
-                order_no: order_no.clone(),
-                amount: amount.clone(),
-                currency: "CNY".into(),
-                reason: "customer returned the goods".into(),
-            })
-            .await
-            .with_context(|| format!("merchant {}: create refund {refund_no}", m.id))?
-            .into_inner();
-        let status = biz::RefundStatus::try_from(r.status).unwrap_or_default();
-        if status == biz::RefundStatus::Rejected {
-            rejected_at_request += 1;
-            say(
-                v,
-                format!("  {refund_no}: REJECTED — {} {}", r.error_code, r.reason),
-            );
-        }
-        refund_ids.push((m.id.to_string(), r.refund_id));
-    }
-    // One request that validation refuses outright: more than was paid.
-    let mut m1 = c.merchant(MERCHANTS[0].api_key)?;
-    let over = m1
-        .create_refund(biz::CreateRefundRequest {
-            merchant_refund_no: "R-over".into(),
-            order_no: payments[4].1.clone(),
-            amount: "9999.00".into(),
-            currency: "CNY".into(),
-            reason: "too much".into(),
-        })
-        .await;
-    match over {
-        Err(status) => say(
-            v,
-            format!(
-                "  R-over: refused with {} ({})",
-                status
-                    .metadata()
-                    .get(tuikuan_proto::status::ERROR_CODE_KEY)
-                    .and_then(|x| x.to_str().ok())
-                    .unwrap_or("?"),
-                status.message()
-            ),
-        ),
-        Ok(_) => bail!("a refund above the paid amount was accepted"),
-    }
-    say(
-        v,
-        format!(
-            "requested {} refunds ({} rejected at request)",
-            requests.len(),
-            rejected_at_request
-        ),
-    );
-
-    // --- days pass: the refund center sends, the bank processes, reconciliation decides
+    let plan = refunds(&payments);
+    let mut requested = 0usize;
+    let mut holiday_refund_ids = Vec::new();
     let mut days = 0u32;
     loop {
-        let cycle = c
-            .refund
-            .run_interface_cycle(rfd::RunInterfaceCycleRequest { limit: 0 })
-            .await?
-            .into_inner();
+        let date = clock.today();
+        let working = calendar.is_working_day(date);
+        // --- the day's refund requests
+        for r in plan.iter().filter(|r| r.day == days) {
+            let mut merchant = c.merchant(r.merchant.api_key)?;
+            let answer = merchant
+                .create_refund(biz::CreateRefundRequest {
+                    merchant_refund_no: r.refund_no.clone(),
+                    order_no: r.order_no.clone(),
+                    amount: r.amount.clone(),
+                    currency: "CNY".into(),
+                    reason: "customer returned the goods".into(),
+                })
+                .await
+                .with_context(|| {
+                    format!("merchant {}: create refund {}", r.merchant.id, r.refund_no)
+                })?
+                .into_inner();
+            requested += 1;
+            if answer.status == biz::RefundStatus::Rejected as i32 {
+                say(
+                    v,
+                    format!(
+                        "  {}: REJECTED — {}: {}",
+                        r.refund_no, answer.error_code, answer.error_message
+                    ),
+                );
+            }
+            if !working {
+                holiday_refund_ids.push(answer.refund_id.clone());
+            }
+        }
+        if days == 0 {
+            refuse_over_refund(&c, &payments, v).await?;
+        }
+
+        // --- the refund center sends, the payout center pays, staff handle the spreadsheets
+        dispatch(&mut c).await?;
+        let mut sheets = 0;
+        if working {
+            sheets = spreadsheets(&mut c, date, data_dir, &mut summary).await?;
+        }
         clock.advance(Duration::hours(5));
         let tick = c.bank.tick(bank::TickRequest {}).await?.into_inner();
-        // Next morning: yesterday's clearing files.
-        let date = clock.today();
-        clock.advance(Duration::hours(18));
-        days += 1;
+        // Fallbacks started by the bank's answers go out the same afternoon.
+        dispatch(&mut c).await?;
+        clock.advance(Duration::hours(2));
         c.bank.tick(bank::TickRequest {}).await?;
+        c.payout
+            .run_payout_cycle(pay::RunPayoutCycleRequest { limit: 0 })
+            .await?;
+
+        // --- next morning: yesterday's clearing files
+        clock.advance(Duration::hours(16));
+        c.bank.tick(bank::TickRequest {}).await?;
+        c.payout
+            .run_payout_cycle(pay::RunPayoutCycleRequest { limit: 0 })
+            .await?;
         let mut recon_line = String::new();
-        for (code, _, _) in CHANNELS {
+        for ch in CHANNELS {
             let run = c
                 .reconciliation
                 .run_reconciliation(rec::RunReconciliationRequest {
-                    channel: code.to_string(),
+                    channel: ch.code.into(),
                     date: date.to_string(),
+                    ..Default::default()
                 })
                 .await
-                .with_context(|| format!("reconciliation {code} {date}"))?
+                .with_context(|| format!("reconciliation {} {date}", ch.code))?
                 .into_inner();
             let counts: Vec<String> = run
                 .counts
@@ -404,14 +563,20 @@ async fn drive(cluster: &Cluster, clock: &ManualClock, v: bool) -> anyhow::Resul
                     )
                 })
                 .collect();
-            recon_line.push_str(&format!(" {code}[{}]", counts.join(" ")));
+            if !counts.is_empty() {
+                recon_line.push_str(&format!(" {}[{}]", ch.code, counts.join(" ")));
+            }
         }
         c.refund.run_outbox(rfd::RunOutboxRequest {}).await?;
+        days += 1;
         say(
             v,
             format!(
-                "day {days} ({date}): sent {} to banks, bank completed {} (callbacks {}), reconciled:{recon_line}",
-                cycle.accepted, tick.completed, tick.callbacks_sent
+                "day {days} {date} ({}): bank completed {} ({} callbacks), {sheets} spreadsheet(s); reconciled:{}",
+                if working { "working day" } else { "holiday" },
+                tick.completed,
+                tick.callbacks_sent,
+                if recon_line.is_empty() { " nothing".into() } else { recon_line }
             ),
         );
         let open = list_all(&mut c)
@@ -419,26 +584,61 @@ async fn drive(cluster: &Cluster, clock: &ManualClock, v: bool) -> anyhow::Resul
             .iter()
             .filter(|r| !is_final(r.status))
             .count();
-        if open == 0 || days >= 6 {
+        let all_requested = plan.iter().all(|r| r.day < days);
+        // Keep going a few days so late returns (退票) show up.
+        if (open == 0 && all_requested && days >= 6) || days >= 12 {
             break;
         }
     }
 
     // --- the books
     let refunds = list_all(&mut c).await?;
-    let mut summary = DemoSummary {
-        days_simulated: days,
-        ..Default::default()
-    };
+    summary.days_simulated = days;
     for r in &refunds {
         let status = biz::RefundStatus::try_from(r.status)
             .map(|s| s.as_str_name().to_string())
             .unwrap_or_else(|_| "UNKNOWN".into());
-        *summary.refunds_by_status.entry(status).or_default() += 1;
+        *summary.refunds_by_status.entry(status.clone()).or_default() += 1;
         if !is_final(r.status) {
             summary
                 .violations
                 .push(format!("refund {} is not final", r.refund_id));
+        }
+        if r.error_code == "PAYOUT_RETURNED" {
+            summary.returned += 1;
+        }
+        match c
+            .refund
+            .get_refund(rfd::GetRefundRequest {
+                refund_id: r.refund_id.clone(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(order) => {
+                let order = order.into_inner();
+                let method = rfd::RefundMethod::try_from(order.method)
+                    .map(|m| m.as_str_name().to_string())
+                    .unwrap_or_default();
+                *summary.by_method.entry((method, status)).or_default() += 1;
+                if order.attempts.len() > 1 {
+                    summary.fallbacks += 1;
+                }
+                if holiday_refund_ids.contains(&r.refund_id)
+                    && order.attempts.iter().any(|a| {
+                        a.method == rfd::RefundMethod::FileUpload as i32
+                            || a.method == rfd::RefundMethod::Offline as i32
+                    })
+                {
+                    summary.holiday_refunds_batched += 1;
+                }
+            }
+            Err(_) => {
+                *summary
+                    .by_method
+                    .entry(("(none)".into(), status))
+                    .or_default() += 1;
+            }
         }
         if r.status == biz::RefundStatus::Succeeded as i32 {
             let debit = c
@@ -449,24 +649,20 @@ async fn drive(cluster: &Cluster, clock: &ManualClock, v: bool) -> anyhow::Resul
                 .await?
                 .into_inner();
             let part = wire_money(&debit.merchant_amount, &debit.currency)?;
-            let entry = expected
-                .entry(
-                    MERCHANTS
-                        .iter()
-                        .find(|m| m.id == r.merchant_id)
-                        .map(|m| m.id)
-                        .unwrap_or("?"),
-                )
-                .or_insert(Money::zero(Currency::Cny));
-            *entry = entry
-                .checked_sub(&part)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(entry) = MERCHANTS
+                .iter()
+                .find(|m| m.id == r.merchant_id)
+                .and_then(|m| expected.get_mut(m.id))
+            {
+                *entry = entry
+                    .checked_sub(&part)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
         }
     }
-    if refunds.len() != refund_ids.len() {
+    if refunds.len() != requested {
         summary.violations.push(format!(
-            "{} refunds requested but {} listed",
-            refund_ids.len(),
+            "{requested} refunds requested but {} listed",
             refunds.len()
         ));
     }
@@ -496,56 +692,178 @@ async fn drive(cluster: &Cluster, clock: &ManualClock, v: bool) -> anyhow::Resul
             .violations
             .push("trial balance is not balanced".into());
     }
-
     if v {
-        println!();
-        println!("== Summary after {days} simulated day(s) ==");
-        println!("refunds by final status:");
-        for (status, n) in &summary.refunds_by_status {
-            println!("  {status:<10} {n}");
-        }
-        println!("merchant settlement balances (expected = payments - fees - merchant part of successful refunds):");
-        for (m, (want, got)) in &summary.balances {
-            let mark = if want == got { "ok" } else { "MISMATCH" };
-            println!("  {m}  expected {want:>14}  actual {got:>14}  {mark}");
-        }
-        println!("trial balance:");
-        for t in &tb.totals {
-            println!(
-                "  {}  debits {:>14}  credits {:>14}",
-                t.currency, t.total_debits, t.total_credits
-            );
-        }
-        for b in &tb.accounts {
-            if let Some(a) = &b.account {
-                println!(
-                    "    {:<20} {:<12} {:>14}",
-                    acc::AccountType::try_from(a.r#type)
-                        .map(|t| t.as_str_name())
-                        .unwrap_or("?"),
-                    a.owner,
-                    b.balance
-                );
-            }
-        }
-        println!(
-            "  {}",
-            if tb.balanced {
-                "balanced"
-            } else {
-                "NOT BALANCED"
-            }
-        );
-        if summary.ok() {
-            println!("all invariants hold");
-        } else {
-            println!("INVARIANT VIOLATIONS:");
-            for x in &summary.violations {
-                println!("  - {x}");
-            }
-        }
+        print_summary(&summary, &tb);
     }
     Ok(summary)
+}
+
+/// Sends what is pending: interface refunds to the bank, payouts to the payout center and from
+/// there to the bank.
+async fn dispatch(c: &mut Clients) -> anyhow::Result<()> {
+    c.refund
+        .run_interface_cycle(rfd::RunInterfaceCycleRequest { limit: 0 })
+        .await?;
+    c.refund
+        .run_payout_dispatch(rfd::RunInterfaceCycleRequest { limit: 0 })
+        .await?;
+    c.payout
+        .run_payout_cycle(pay::RunPayoutCycleRequest { limit: 0 })
+        .await?;
+    Ok(())
+}
+
+/// Staff's part on a working day: generate the day's spreadsheets, save them, mark them
+/// uploaded (file-upload) or sent (offline).
+async fn spreadsheets(
+    c: &mut Clients,
+    date: NaiveDate,
+    data_dir: &std::path::Path,
+    summary: &mut DemoSummary,
+) -> anyhow::Result<usize> {
+    let batches = c
+        .batch
+        .generate_batches(rfd::GenerateBatchesRequest {
+            date: date.to_string(),
+        })
+        .await
+        .context("generate batches")?
+        .into_inner()
+        .batches;
+    let dir = data_dir.join("spreadsheets");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let mut n = 0;
+    for b in batches
+        .iter()
+        .filter(|b| b.status == rfd::BatchStatus::Generated as i32)
+    {
+        let file = c
+            .batch
+            .download_batch(rfd::GetBatchRequest {
+                batch_id: b.batch_id.clone(),
+            })
+            .await?
+            .into_inner();
+        let path = dir.join(&file.file_name);
+        std::fs::write(&path, &file.content)
+            .with_context(|| format!("write {}", path.display()))?;
+        summary.spreadsheets.push(path);
+        let status = if b.method == rfd::RefundMethod::FileUpload as i32 {
+            rfd::BatchStatus::Uploaded
+        } else {
+            rfd::BatchStatus::Sent
+        };
+        c.batch
+            .mark_batch(rfd::MarkBatchRequest {
+                batch_id: b.batch_id.clone(),
+                status: status as i32,
+                operator: "ops.li".into(),
+                note: "demo".into(),
+            })
+            .await
+            .with_context(|| format!("mark batch {}", b.batch_id))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// A request above what was paid is refused outright with a stable code.
+async fn refuse_over_refund(c: &Clients, payments: &[PaymentSeed], v: bool) -> anyhow::Result<()> {
+    let p = &payments[4];
+    let mut m = c.merchant(p.merchant.api_key)?;
+    let over = m
+        .create_refund(biz::CreateRefundRequest {
+            merchant_refund_no: "R-over".into(),
+            order_no: p.order_no.clone(),
+            amount: "9999.00".into(),
+            currency: "CNY".into(),
+            reason: "too much".into(),
+        })
+        .await;
+    match over {
+        Err(status) => {
+            say(
+                v,
+                format!(
+                    "  R-over: refused with {} ({})",
+                    status
+                        .metadata()
+                        .get(tuikuan_proto::status::ERROR_CODE_KEY)
+                        .and_then(|x| x.to_str().ok())
+                        .unwrap_or("?"),
+                    status.message()
+                ),
+            );
+            Ok(())
+        }
+        Ok(_) => bail!("a refund above the paid amount was accepted"),
+    }
+}
+
+fn print_summary(summary: &DemoSummary, tb: &acc::TrialBalanceResponse) {
+    println!();
+    println!(
+        "== Summary after {} simulated day(s) ==",
+        summary.days_simulated
+    );
+    println!("refunds by final status:");
+    for (status, n) in &summary.refunds_by_status {
+        println!("  {status:<10} {n}");
+    }
+    println!("refunds by method (of the last attempt) and final status:");
+    for ((method, status), n) in &summary.by_method {
+        println!("  {method:<12} {status:<10} {n}");
+    }
+    println!(
+        "fell back to another method: {}   payouts returned by the bank (退票): {}   holiday refunds batched on the next working day: {}",
+        summary.fallbacks, summary.returned, summary.holiday_refunds_batched
+    );
+    println!("spreadsheets generated and marked:");
+    for p in &summary.spreadsheets {
+        println!("  {}", p.display());
+    }
+    println!(
+        "merchant settlement balances (expected = payments - fees - merchant part of successful refunds):"
+    );
+    for (m, (want, got)) in &summary.balances {
+        let mark = if want == got { "ok" } else { "MISMATCH" };
+        println!("  {m}  expected {want:>14}  actual {got:>14}  {mark}");
+    }
+    println!("trial balance:");
+    for t in &tb.totals {
+        println!(
+            "  {}  debits {:>14}  credits {:>14}",
+            t.currency, t.total_debits, t.total_credits
+        );
+    }
+    for b in &tb.accounts {
+        if let Some(a) = &b.account {
+            println!(
+                "    {:<20} {:<12} {:>14}",
+                acc::AccountType::try_from(a.r#type)
+                    .map(|t| t.as_str_name())
+                    .unwrap_or("?"),
+                a.owner,
+                b.balance
+            );
+        }
+    }
+    println!(
+        "  {}",
+        if tb.balanced {
+            "balanced"
+        } else {
+            "NOT BALANCED"
+        }
+    );
+    if summary.ok() {
+        println!("all invariants hold");
+    } else {
+        println!("INVARIANT VIOLATIONS:");
+        for x in &summary.violations {
+            println!("  - {x}");
+        }
+    }
 }
 
 fn is_final(status: i32) -> bool {
@@ -594,4 +912,20 @@ async fn balance(c: &mut Clients, kind: acc::AccountType, owner: &str) -> anyhow
         .into_inner();
     let value: Decimal = b.balance.parse().context("balance from accounting")?;
     Money::new(value, Currency::Cny).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_cards_pass_luhn() {
+        for n in 0..50 {
+            assert!(
+                tuikuan_kernel::card::CardNumber::is_valid(&demo_card(n)),
+                "{}",
+                demo_card(n)
+            );
+        }
+    }
 }

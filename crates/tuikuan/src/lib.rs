@@ -7,7 +7,10 @@
 //! - [`clients`]: one typed gRPC client per service;
 //! - [`demo`]: `tuikuan demo`, the whole chain with the bank simulator, days in seconds.
 
+pub mod bench;
 pub mod clients;
 pub mod cluster;
 pub mod config;
+pub mod ctl;
 pub mod demo;
+pub mod output;

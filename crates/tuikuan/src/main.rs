@@ -46,6 +46,38 @@ enum Command {
         #[arg(long, default_value_t = 2018)]
         seed: u64,
     },
+    /// Operations command line: refunds, payments, balances, reconciliation, jobs.
+    Ctl(tuikuan::ctl::Ctl),
+    /// Benchmarks: print figures with the hardware they ran on.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Merchant refunds accepted through the whole chain, and bare gRPC round trips.
+    Chain {
+        #[arg(long, default_value_t = 10_000)]
+        refunds: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// PostgreSQL URL template with {service}; SQLite when absent.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Ledger postings per second through the accounting service's batch call.
+    Ledger {
+        #[arg(long, default_value_t = 100_000)]
+        postings: usize,
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long)]
+        database_url: Option<String>,
+    },
 }
 
 fn init_tracing(default: &str) {
@@ -91,7 +123,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             database_url,
             seed,
         } => {
-            init_tracing("warn");
+            // The demo's story is on stdout; RUST_LOG=warn shows the services' warnings too.
+            init_tracing("error");
             let summary = demo::run(DemoOptions {
                 data_dir,
                 database_url,
@@ -105,6 +138,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Ctl(ctl) => {
+            init_tracing("warn");
+            let config = DeploymentConfig::load(cli.config.as_deref())?;
+            tuikuan::ctl::run(&config, ctl).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { what } => {
+            init_tracing("warn");
+            let report = match what {
+                BenchCommand::Chain {
+                    refunds,
+                    concurrency,
+                    database_url,
+                } => {
+                    tuikuan::bench::chain(tuikuan::bench::ChainOptions {
+                        refunds,
+                        concurrency,
+                        database_url,
+                    })
+                    .await?
+                }
+                BenchCommand::Ledger {
+                    postings,
+                    batch,
+                    concurrency,
+                    database_url,
+                } => {
+                    tuikuan::bench::ledger(tuikuan::bench::LedgerOptions {
+                        postings,
+                        batch,
+                        concurrency,
+                        database_url,
+                    })
+                    .await?
+                }
+            };
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

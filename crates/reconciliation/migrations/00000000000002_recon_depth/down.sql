@@ -1,0 +1,12 @@
+DROP TABLE audit_log;
+DROP TABLE resolutions;
+DROP TABLE discrepancies;
+DROP TABLE item_refs;
+DROP TABLE suspense;
+DROP INDEX runs_channel_date;
+CREATE INDEX items_refund ON items (refund_id);
+ALTER TABLE runs DROP COLUMN discrepancies;
+ALTER TABLE runs DROP COLUMN superseded_by;
+ALTER TABLE runs DROP COLUMN supersedes;
+ALTER TABLE runs DROP COLUMN source;
+ALTER TABLE runs DROP COLUMN skipped_rows;
