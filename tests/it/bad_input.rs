@@ -146,6 +146,7 @@ async fn bad_refund_requests_get_stable_codes(store: Store) {
                 amount: amount.into(),
                 currency: currency.into(),
                 reason: String::new(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner());

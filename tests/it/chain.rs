@@ -179,3 +179,73 @@ async fn reconciliation_rerun_changes_nothing(store: Store) {
     sb.shutdown().await;
 }
 both_stores!(reconciliation_rerun_changes_nothing);
+
+/// A platform-subsidised payment: the customer gets back only the cash part, the subsidy share
+/// goes back to the platform's subsidy account, and the bank pays exactly the cash.
+async fn subsidised_refund_pays_back_cash(store: Store) {
+    let Some(mut sb) = Sandbox::start(store, 0).await else {
+        return;
+    };
+    use tuikuan_kernel::Clock;
+    sb.c.business
+        .record_payment(biz::RecordPaymentRequest {
+            merchant_id: "MA".into(),
+            order_no: "O-S".into(),
+            channel: crate::sandbox::CHANNEL.into(),
+            amount: "100.00".into(),
+            currency: "CNY".into(),
+            paid_at_ms: sb.clock.now_ms() - 60_000,
+            platform_subsidy: "20.00".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("payment");
+    let r = sb
+        .refund(KEY_A, "R-S", "O-S", "50.00")
+        .await
+        .expect("accepted");
+    let debit =
+        sb.c.clearing
+            .get_debit(clr::GetDebitRequest {
+                refund_id: r.refund_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(debit.subsidy_amount, "10.00");
+    let order =
+        sb.c.refund
+            .get_refund(tuikuan_proto::refund::v1::GetRefundRequest {
+                refund_id: r.refund_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(order.amount, "40.00", "the bank pays the cash part only");
+    sb.run_day().await;
+    let r = sb.get_refund(KEY_A, "R-S").await.unwrap();
+    assert_eq!(r.status, biz::RefundStatus::Succeeded as i32, "{r:?}");
+    assert_eq!(
+        sb.balance(acc::AccountType::ChannelReserve, crate::sandbox::CHANNEL)
+            .await,
+        "40.00"
+    );
+    assert_eq!(
+        sb.balance(acc::AccountType::Subsidy, "platform").await,
+        "10.00"
+    );
+    // 100.00 - 0.60 fee - (50.00 - 0.30 fee share)
+    assert_eq!(
+        sb.balance(acc::AccountType::MerchantSettlement, "MA").await,
+        "49.70"
+    );
+    assert_eq!(
+        sb.balance(acc::AccountType::RefundInTransit, "platform")
+            .await,
+        "0.00"
+    );
+    sb.assert_books_balanced().await;
+    sb.shutdown().await;
+}
+both_stores!(subsidised_refund_pays_back_cash);

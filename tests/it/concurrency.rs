@@ -24,6 +24,7 @@ async fn fifty_concurrent_partial_refunds(store: Store) {
                 amount: "3.00".into(),
                 currency: "CNY".into(),
                 reason: "partial".into(),
+                ..Default::default()
             })
             .await
         }));

@@ -42,6 +42,7 @@ async fn every_hop_is_idempotent(store: Store) {
                 merchant_id: "MA".into(),
                 amount: "30.00".into(),
                 currency: "CNY".into(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -55,6 +56,7 @@ async fn every_hop_is_idempotent(store: Store) {
                 merchant_id: "MA".into(),
                 amount: "31.00".into(),
                 currency: "CNY".into(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -106,6 +108,7 @@ async fn every_hop_is_idempotent(store: Store) {
                 trade_paid_at_ms: trade.paid_at_ms,
                 payer_card_no: String::new(),
                 payer_name: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()

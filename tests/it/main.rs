@@ -7,6 +7,8 @@ mod bad_input;
 mod chain;
 mod concurrency;
 mod discovery;
+mod faults;
+mod fuzz_smoke;
 mod idempotency;
 mod recovery;
 mod smoke;

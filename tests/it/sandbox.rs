@@ -116,6 +116,7 @@ impl Sandbox {
                     merchant_id: id.into(),
                     fee_rate: "0.006".into(),
                     fee_refund: clr::FeeRefundPolicy::Proportional as i32,
+                    ..Default::default()
                 })
                 .await
                 .expect("policy");
@@ -135,6 +136,7 @@ impl Sandbox {
                 paid_at_ms: self.clock.now_ms() - 60_000,
                 payer_card_no: String::new(),
                 payer_name: String::new(),
+                ..Default::default()
             })
             .await
             .expect("payment recorded")
@@ -155,6 +157,7 @@ impl Sandbox {
             amount: amount.into(),
             currency: "CNY".into(),
             reason: "test".into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())

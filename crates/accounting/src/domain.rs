@@ -84,10 +84,23 @@ impl AccountType {
         }
     }
 
-    /// Whether a debit may not take the balance below zero (a merchant's available balance; the
-    /// advance credit line is a separate account).
+    /// Whether a posting may not take the balance (on the normal side) below zero:
+    /// - a merchant's settlement account (its available balance; money the platform lends it is
+    ///   booked on its ADVANCE account, never as a negative settlement balance);
+    /// - a merchant's ADVANCE account (debit-normal: what the merchant owes the platform). A
+    ///   repayment can never exceed what was advanced. That an advance stays within the merchant's
+    ///   credit line is the clearing center's rule; the ledger only refuses a negative advance.
     pub fn must_not_go_negative(self) -> bool {
-        matches!(self, AccountType::MerchantSettlement)
+        matches!(self, AccountType::MerchantSettlement | AccountType::Advance)
+    }
+
+    /// Whether a posting that moves this account by `debit` and `credit` (minor units) takes it
+    /// towards zero, i.e. against its normal side.
+    pub fn reduces(self, debit: i64, credit: i64) -> bool {
+        match self.normal_side() {
+            Side::Credit => debit > credit,
+            Side::Debit => credit > debit,
+        }
     }
 }
 
@@ -537,6 +550,13 @@ mod tests {
         assert_eq!(AccountType::Suspense.normal_side(), Side::Credit);
         assert_eq!(AccountType::ChannelReserve.normal_side(), Side::Debit);
         assert_eq!(AccountType::Advance.normal_side(), Side::Debit);
+        assert!(AccountType::MerchantSettlement.must_not_go_negative());
+        assert!(AccountType::Advance.must_not_go_negative());
+        assert!(!AccountType::Subsidy.must_not_go_negative());
+        assert!(AccountType::MerchantSettlement.reduces(5, 3));
+        assert!(!AccountType::MerchantSettlement.reduces(3, 5));
+        assert!(AccountType::Advance.reduces(3, 5));
+        assert!(!AccountType::Advance.reduces(5, 3));
     }
 
     #[test]

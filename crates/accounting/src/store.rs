@@ -1,8 +1,9 @@
 //! Ledger storage: accounts with running totals, immutable postings and their entries.
 //!
 //! Posting is one transaction that inserts the posting (its unique `request_id` is the idempotency
-//! guard), its entries, and adds to the account totals. A debit on a merchant settlement account is
-//! a conditional update (`credits >= debits + x`), so concurrent debits can never take a merchant
+//! guard), its entries, and adds to the account totals. A posting that reduces a guarded account
+//! (a merchant settlement account, `credits + c >= debits + d`; an advance account,
+//! `debits + d >= credits + c`) is a conditional update, so concurrent postings can never take it
 //! below zero on either database.
 
 use diesel::prelude::*;
@@ -311,44 +312,61 @@ pub fn post(
         for (id, (key, debit, credit)) in &totals {
             let (debit, credit) = (*debit, *credit);
             let target = accounts::table.filter(accounts::account_id.eq(id));
+            let guarded =
+                key.account_type.must_not_go_negative() && key.account_type.reduces(debit, credit);
+            let set = (
+                accounts::debits_minor.eq(accounts::debits_minor + debit),
+                accounts::credits_minor.eq(accounts::credits_minor + credit),
+            );
+            // When guarded, the balance after this posting must stay >= 0 on the normal side.
             let updated =
-                if key.account_type.must_not_go_negative() && debit > credit {
-                    // The balance after this posting must stay >= 0:
-                    // credits + credit - (debits + debit) >= 0.
-                    diesel::update(target.filter(
+                match (guarded, key.account_type.normal_side()) {
+                    // credits + credit - (debits + debit) >= 0
+                    (true, Side::Credit) => diesel::update(target.filter(
                         (accounts::credits_minor + credit).ge(accounts::debits_minor + debit),
                     ))
-                    .set((
-                        accounts::debits_minor.eq(accounts::debits_minor + debit),
-                        accounts::credits_minor.eq(accounts::credits_minor + credit),
+                    .set(set)
+                    .execute(conn)?,
+                    // debits + debit - (credits + credit) >= 0
+                    (true, Side::Debit) => diesel::update(target.filter(
+                        (accounts::debits_minor + debit).ge(accounts::credits_minor + credit),
                     ))
-                    .execute(conn)?
-                } else {
-                    diesel::update(target)
-                        .set((
-                            accounts::debits_minor.eq(accounts::debits_minor + debit),
-                            accounts::credits_minor.eq(accounts::credits_minor + credit),
-                        ))
-                        .execute(conn)?
+                    .set(set)
+                    .execute(conn)?,
+                    (false, _) => diesel::update(target).set(set).execute(conn)?,
                 };
             if updated != 1 {
-                if key.account_type.must_not_go_negative() {
-                    let available = accounts::table
+                if guarded {
+                    let balance = accounts::table
                         .filter(accounts::account_id.eq(id))
                         .select(AccountRow::as_select())
                         .first(conn)
                         .optional()?
-                        .map(|r| r.credits_minor - r.debits_minor)
+                        .map(|r| match key.account_type.normal_side() {
+                            Side::Credit => r.credits_minor - r.debits_minor,
+                            Side::Debit => r.debits_minor - r.credits_minor,
+                        })
                         .unwrap_or(0);
-                    return Err(TxError::Rule(Error::new(
-                        ErrorCode::InsufficientBalance,
-                        format!(
-                            "merchant {} has {} available, the posting needs {}",
-                            key.owner,
-                            Money::from_minor(available, key.currency),
-                            Money::from_minor(debit - credit, key.currency)
+                    let (have, need) = (
+                        Money::from_minor(balance, key.currency),
+                        Money::from_minor((debit - credit).abs(), key.currency),
+                    );
+                    return Err(TxError::Rule(match key.account_type {
+                        AccountType::Advance => Error::new(
+                            ErrorCode::InsufficientBalance,
+                            format!(
+                                "merchant {} owes {have} of advances, the posting repays {need}",
+                                key.owner
+                            ),
                         ),
-                    )));
+                        _ => Error::new(
+                            ErrorCode::InsufficientBalance,
+                            format!(
+                                "merchant {} has {have} available, the posting needs {need}",
+                                key.owner
+                            ),
+                        ),
+                    }));
                 }
                 return Err(TxError::Rule(Error::internal(format!(
                     "account {id} vanished while posting"

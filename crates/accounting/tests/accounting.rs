@@ -466,6 +466,55 @@ async fn merchant_cannot_go_negative(url: &str) {
     handle.stop().await.expect("stop");
 }
 
+/// An advance (what a merchant owes the platform, debit-normal) can be repaid but never below zero.
+async fn advance_cannot_go_negative(url: &str) {
+    let (handle, mut client) = start(url).await;
+    let lend = pb::PostRequest {
+        request_id: "refund-debit:rf_a".to_string(),
+        description: "refund advanced".to_string(),
+        entries: vec![
+            entry(pb::AccountType::Advance, "m1", pb::Side::Debit, "30.00"),
+            entry(
+                pb::AccountType::RefundInTransit,
+                "platform",
+                pb::Side::Credit,
+                "30.00",
+            ),
+        ],
+    };
+    client.post(lend).await.expect("advance");
+    let repay = |id: &str, amount: &str| pb::PostRequest {
+        request_id: id.to_string(),
+        description: "settlement repays the advance".to_string(),
+        entries: vec![
+            entry(
+                pb::AccountType::ChannelReserve,
+                "netbank",
+                pb::Side::Debit,
+                amount,
+            ),
+            entry(pb::AccountType::Advance, "m1", pb::Side::Credit, amount),
+        ],
+    };
+    let err = client
+        .post(repay("settle:t_big", "30.01"))
+        .await
+        .expect_err("over-repaid");
+    assert_eq!(code_of(&err), "INSUFFICIENT_BALANCE");
+    assert!(err.message().contains("advances"), "{}", err.message());
+    client
+        .post(repay("settle:t_ok", "30.00"))
+        .await
+        .expect("repaid");
+    let adv = balance(&mut client, pb::AccountType::Advance, "m1").await;
+    assert_eq!(
+        (adv.balance.as_str(), adv.debits.as_str()),
+        ("0.00", "30.00")
+    );
+    assert_trial_balanced(&mut client).await;
+    handle.stop().await.expect("stop");
+}
+
 trait WithoutZeroFee {
     fn without_zero_fee(self) -> Self;
 }
@@ -490,6 +539,20 @@ async fn posting_basics_postgres() {
         return;
     };
     posting_basics(db.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn advance_cannot_go_negative_sqlite() {
+    let db = TestDb::sqlite("accounting");
+    advance_cannot_go_negative(db.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn advance_cannot_go_negative_postgres() {
+    let Some(db) = TestDb::postgres("accounting") else {
+        return;
+    };
+    advance_cannot_go_negative(db.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -185,6 +185,9 @@ pub struct BankTx {
     pub original_trade_id: String,
     /// FILE rows: the batch (spreadsheet) the row came in; empty otherwise.
     pub batch_id: String,
+    /// The refund this money movement is for: the id itself for refunds, the submitter's
+    /// reference for payouts (empty when none was given), the row's refund for FILE rows.
+    pub refund_id: String,
     pub amount: Money,
     pub status: TxStatus,
     pub reason: String,
@@ -351,6 +354,8 @@ impl RefundSubmission {
 pub struct PayoutSubmission {
     pub channel: String,
     pub payout_id: String,
+    /// The refund the payout pays for (the payer's reference, 附言); empty when not given.
+    pub refund_id: String,
     pub card_no: String,
     pub holder_name: String,
     pub amount: Money,
@@ -361,6 +366,7 @@ impl std::fmt::Debug for PayoutSubmission {
         f.debug_struct("PayoutSubmission")
             .field("channel", &self.channel)
             .field("payout_id", &self.payout_id)
+            .field("refund_id", &self.refund_id)
             .field("card_no", &mask_card(&self.card_no))
             .field("holder_name", &self.holder_name)
             .field("amount", &self.amount)
@@ -388,22 +394,39 @@ impl PayoutSubmission {
         Ok(PayoutSubmission {
             channel: channel.to_string(),
             payout_id: payout_id.to_string(),
+            refund_id: String::new(),
             card_no: card_no.to_string(),
             holder_name: holder_name.to_string(),
             amount,
         })
     }
 
+    /// The same payout, carrying the refund it pays for (validated as an external id; empty
+    /// leaves it unset).
+    pub fn with_refund_id(mut self, refund_id: &str) -> Result<PayoutSubmission> {
+        if !refund_id.is_empty() {
+            validate_external_id(refund_id, "refund_id")?;
+        }
+        self.refund_id = refund_id.to_string();
+        Ok(self)
+    }
+
     pub fn fingerprint(&self) -> String {
-        fingerprint(&[
+        let amount = self.amount.to_minor().to_string();
+        let mut parts = vec![
             "PAYOUT",
             &self.channel,
             &self.payout_id,
             &self.card_no,
             &self.holder_name,
-            &self.amount.to_minor().to_string(),
+            &amount,
             self.amount.currency().code(),
-        ])
+        ];
+        // Appended only when given, so payouts submitted without one keep their fingerprint.
+        if !self.refund_id.is_empty() {
+            parts.push(&self.refund_id);
+        }
+        fingerprint(&parts)
     }
 
     /// The bank's own checks of the card and name: `Some(reason)` refuses the payout at once.

@@ -189,8 +189,38 @@ fn tx_to_wire(t: BankTx) -> pb::BankTransaction {
         reason: t.reason,
         submitted_at_ms: t.submitted_at_ms,
         completed_at_ms: t.completed_at_ms.unwrap_or(0),
+        kind: kind_to_wire(t.kind) as i32,
+        refund_id: t.refund_id,
+        batch_id: t.batch_id,
+        returned_at_ms: t.returned_at_ms.unwrap_or(0),
     }
 }
+
+fn kind_to_wire(k: TxKind) -> pb::TxKind {
+    match k {
+        TxKind::Refund => pb::TxKind::Refund,
+        TxKind::Payout => pb::TxKind::Payout,
+        TxKind::File => pb::TxKind::File,
+    }
+}
+
+/// Wire kind -> domain; UNSPECIFIED is "any kind".
+fn kind_from_wire(v: i32) -> Result<Option<TxKind>, Error> {
+    match pb::TxKind::try_from(v) {
+        Ok(pb::TxKind::Unspecified) => Ok(None),
+        Ok(pb::TxKind::Refund) => Ok(Some(TxKind::Refund)),
+        Ok(pb::TxKind::Payout) => Ok(Some(TxKind::Payout)),
+        Ok(pb::TxKind::File) => Ok(Some(TxKind::File)),
+        Err(_) => Err(Error::field(
+            "kind",
+            format!("{v} is not a transaction kind"),
+        )),
+    }
+}
+
+/// Default and largest page of `ListTransactions`.
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
 
 fn file_batch_from_wire(r: pb::SubmitFileBatchRequest) -> Result<FileBatchSubmission, Error> {
     if r.rows.len() > MAX_FILE_ROWS {
@@ -270,6 +300,7 @@ impl BankService for BankSvc {
         let r = request.into_inner();
         let amount = Money::parse(&r.amount, &r.currency, "amount").map_err(grpc_err)?;
         let s = PayoutSubmission::new(&r.channel, &r.payout_id, &r.card_no, &r.holder_name, amount)
+            .and_then(|s| s.with_refund_id(&r.refund_id))
             .map_err(grpc_err)?;
         let out = self.sim.submit_payout(s).await.map_err(grpc_err)?;
         Ok(Response::new(submit_response(out)))
@@ -300,6 +331,34 @@ impl BankService for BankSvc {
             completed: r.completed,
             callbacks_sent: r.callbacks_sent,
             callbacks_failed: r.callbacks_failed,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let r = request.into_inner();
+        let kind = kind_from_wire(r.kind).map_err(grpc_err)?;
+        let after = match r.after.as_str() {
+            "" => None,
+            a => {
+                tuikuan_kernel::id::validate_external_id(a, "after").map_err(grpc_err)?;
+                Some(a.to_string())
+            }
+        };
+        let limit = match r.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let txs = self
+            .sim
+            .list(kind, after, i64::from(limit))
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(pb::ListTransactionsResponse {
+            transactions: txs.into_iter().map(tx_to_wire).collect(),
         }))
     }
 

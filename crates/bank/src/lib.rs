@@ -25,6 +25,10 @@
 //!   validation and masking are the kernel's `tuikuan_kernel::card`).
 //! - FILE rows get no callbacks: the bank's answer to a spreadsheet is its clearing file, where
 //!   every row appears (record type `FILE`) on the day it completed.
+//! - Every transaction records the refund it moves money for (`refund_id`: the id itself for
+//!   refunds, the payout center's reference for payouts, the row's refund for FILE rows), and
+//!   `ListTransactions` serves the whole book in id order, so an auditor can count from the bank's
+//!   own record how often each refund was paid (`tuikuan audit`).
 //! - A synchronous refusal is `TX_REJECTED` on the wire (nothing happened at the bank), distinct
 //!   from `TX_FAILED` (accepted, then failed).
 

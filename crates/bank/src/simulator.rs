@@ -61,6 +61,7 @@ struct Submission {
     id: String,
     channel: String,
     original_trade_id: String,
+    refund_id: String,
     amount: tuikuan_kernel::Money,
     fingerprint: String,
     /// The bank's synchronous check: `Some(reason)` refuses.
@@ -132,6 +133,7 @@ impl Simulator {
             id,
             channel,
             original_trade_id,
+            refund_id,
             amount,
             fingerprint,
             check,
@@ -156,6 +158,7 @@ impl Simulator {
             channel,
             bank_ref: decision.bank_ref.clone(),
             original_trade_id,
+            refund_id,
             amount,
             status,
             reason,
@@ -208,6 +211,18 @@ impl Simulator {
     async fn get(&self, id: &str) -> Result<Option<BankTx>> {
         let id = id.to_string();
         self.db.run(move |c| store::get_tx(c, &id)).await
+    }
+
+    /// The bank's books in id order (for auditors): up to `limit` transactions after `after`.
+    pub async fn list(
+        &self,
+        kind: Option<TxKind>,
+        after: Option<String>,
+        limit: i64,
+    ) -> Result<Vec<BankTx>> {
+        self.db
+            .run(move |c| store::list_txs(c, kind, after.as_deref(), limit))
+            .await
     }
 
     /// Every callback of one transaction, in creation order.
@@ -526,6 +541,7 @@ impl BankConnector for Simulator {
         let fp = s.fingerprint();
         self.submit(Submission {
             kind: TxKind::Refund,
+            refund_id: s.refund_id.clone(),
             id: s.refund_id,
             channel: s.channel,
             original_trade_id: s.original_trade_id,
@@ -547,6 +563,7 @@ impl BankConnector for Simulator {
             id: s.payout_id,
             channel: s.channel,
             original_trade_id: String::new(),
+            refund_id: s.refund_id,
             amount: s.amount,
             fingerprint: fp,
             check,
@@ -608,6 +625,7 @@ impl BankConnector for Simulator {
                         channel: batch.channel.clone(),
                         bank_ref: decision.bank_ref,
                         original_trade_id: row.refund_id.clone(),
+                        refund_id: row.refund_id.clone(),
                         batch_id: batch.batch_id.clone(),
                         amount: row.amount,
                         status: TxStatus::Accepted,

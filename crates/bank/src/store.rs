@@ -32,6 +32,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// The `refund_id` column of `transactions` (migration 3). Diesel's `table!` takes at most 16
+    /// columns without a slower-compiling feature, and `transactions` has 16 others; so the column
+    /// is declared here, over the same SQL table.
+    #[sql_name = "transactions"]
+    tx_refund_ids (id) {
+        id -> Text,
+        refund_id -> Text,
+    }
+}
+
+diesel::table! {
     file_batches (batch_id) {
         batch_id -> Text,
         channel -> Text,
@@ -122,6 +133,8 @@ impl TryFrom<TxRow> for BankTx {
             return_due_at_ms: r.return_due_at_ms,
             returned_at_ms: r.returned_at_ms,
             batch_id: r.batch_id,
+            // Filled in by `attach_refund_ids` (the column is outside `transactions!`).
+            refund_id: String::new(),
         })
     }
 }
@@ -211,14 +224,50 @@ pub fn new_callback(
     }
 }
 
+/// Converts loaded rows and fills in their refund ids (one more query for the page).
+fn to_txs(conn: &mut AnyConnection, rows: Vec<TxRow>) -> Result<Vec<BankTx>> {
+    let mut txs = rows
+        .into_iter()
+        .map(BankTx::try_from)
+        .collect::<Result<Vec<_>>>()?;
+    if txs.is_empty() {
+        return Ok(txs);
+    }
+    let ids: Vec<&str> = txs.iter().map(|t| t.id.as_str()).collect();
+    let refs: std::collections::HashMap<String, String> = tx_refund_ids::table
+        .filter(tx_refund_ids::id.eq_any(&ids))
+        .load::<(String, String)>(conn)
+        .map_err(db_err)?
+        .into_iter()
+        .collect();
+    for t in &mut txs {
+        if let Some(r) = refs.get(&t.id) {
+            t.refund_id = r.clone();
+        }
+    }
+    Ok(txs)
+}
+
+/// Records which refund a stored transaction is for (nothing to do when it has none).
+fn set_refund_id(
+    c: &mut AnyConnection,
+    tx: &BankTx,
+) -> std::result::Result<(), diesel::result::Error> {
+    if !tx.refund_id.is_empty() {
+        diesel::update(tx_refund_ids::table.find(&tx.id))
+            .set(tx_refund_ids::refund_id.eq(&tx.refund_id))
+            .execute(c)?;
+    }
+    Ok(())
+}
+
 pub fn get_tx(conn: &mut AnyConnection, id: &str) -> Result<Option<BankTx>> {
-    transactions::table
+    let row = transactions::table
         .find(id)
         .first::<TxRow>(conn)
         .optional()
-        .map_err(db_err)?
-        .map(BankTx::try_from)
-        .transpose()
+        .map_err(db_err)?;
+    Ok(to_txs(conn, row.into_iter().collect())?.pop())
 }
 
 /// What [`insert_tx`] found.
@@ -239,6 +288,7 @@ pub fn insert_tx(conn: &mut AnyConnection, tx: &BankTx, first: &[Callback]) -> R
         diesel::insert_into(transactions::table)
             .values(&row)
             .execute(c)?;
+        set_refund_id(c, tx)?;
         for cb in &cbs {
             diesel::insert_into(callbacks::table)
                 .values(cb)
@@ -261,10 +311,8 @@ pub fn due_accepted(conn: &mut AnyConnection, now_ms: i64, limit: i64) -> Result
         .order((transactions::due_at_ms.asc(), transactions::id.asc()))
         .limit(limit)
         .load::<TxRow>(conn)
-        .map_err(db_err)?
-        .into_iter()
-        .map(BankTx::try_from)
-        .collect()
+        .map_err(db_err)
+        .and_then(|rows| to_txs(conn, rows))
 }
 
 /// Completes `tx` (already moved to its final status in memory) if it is still ACCEPTED, and
@@ -303,10 +351,8 @@ pub fn due_returns(conn: &mut AnyConnection, now_ms: i64, limit: i64) -> Result<
         .order((transactions::return_due_at_ms.asc(), transactions::id.asc()))
         .limit(limit)
         .load::<TxRow>(conn)
-        .map_err(db_err)?
-        .into_iter()
-        .map(BankTx::try_from)
-        .collect()
+        .map_err(db_err)
+        .and_then(|rows| to_txs(conn, rows))
 }
 
 /// Moves a paid payout to RETURNED if it is still SUCCEEDED, with its callback.
@@ -407,10 +453,8 @@ pub fn completed_between(
         ]))
         .order((transactions::completed_at_ms.asc(), transactions::id.asc()))
         .load::<TxRow>(conn)
-        .map_err(db_err)?
-        .into_iter()
-        .map(BankTx::try_from)
-        .collect()
+        .map_err(db_err)
+        .and_then(|rows| to_txs(conn, rows))
 }
 
 // ---------- file batches ----------
@@ -509,6 +553,7 @@ pub fn insert_batch(
                     diesel::insert_into(transactions::table)
                         .values(TxRow::from(tx))
                         .execute(c)?;
+                    set_refund_id(c, tx)?;
                 }
             }
         }
@@ -529,8 +574,28 @@ pub fn batch_rows(conn: &mut AnyConnection, batch_id: &str) -> Result<Vec<BankTx
         .filter(transactions::kind.eq(TxKind::File.as_str()))
         .order(transactions::id.asc())
         .load::<TxRow>(conn)
-        .map_err(db_err)?
-        .into_iter()
-        .map(BankTx::try_from)
-        .collect()
+        .map_err(db_err)
+        .and_then(|rows| to_txs(conn, rows))
+}
+
+/// The bank's books in id order: up to `limit` transactions with an id greater than `after`,
+/// optionally of one kind (for auditors).
+pub fn list_txs(
+    conn: &mut AnyConnection,
+    kind: Option<TxKind>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<BankTx>> {
+    let mut q = transactions::table.into_boxed();
+    if let Some(kind) = kind {
+        q = q.filter(transactions::kind.eq(kind.as_str()));
+    }
+    if let Some(after) = after {
+        q = q.filter(transactions::id.gt(after.to_string()));
+    }
+    q.order(transactions::id.asc())
+        .limit(limit)
+        .load::<TxRow>(conn)
+        .map_err(db_err)
+        .and_then(|rows| to_txs(conn, rows))
 }

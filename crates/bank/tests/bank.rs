@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, NaiveDate};
 use tokio::net::TcpListener;
+use tonic::codegen::{http, BoxFuture, Context, Poll, Service};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tuikuan_bank::domain::{parse_clearing_csv, sha256_hex, ClearingStatus, RecordType};
@@ -19,7 +20,6 @@ use tuikuan_proto::bank::v1::bank_service_client::BankServiceClient;
 use tuikuan_proto::payout::v1 as payout_pb;
 use tuikuan_proto::payout::v1::payout_service_client::PayoutServiceClient;
 use tuikuan_proto::refund::v1 as refund_pb;
-use tuikuan_proto::refund::v1::refund_service_server::{RefundService, RefundServiceServer};
 
 // ------------------------------------------------------------------------------------------------
 // Harness
@@ -129,6 +129,7 @@ fn payout(channel: &str, id: &str, card: &str, amount: &str) -> pb::SubmitPayout
         holder_name: "Li Lei".into(),
         amount: amount.into(),
         currency: "CNY".into(),
+        refund_id: String::new(),
     }
 }
 
@@ -623,97 +624,78 @@ both_backends!(clearing_file, clearing_file_sqlite, clearing_file_postgres);
 // ------------------------------------------------------------------------------------------------
 
 /// A refund center stand-in that records bank callbacks; it refuses the first `fail_first`.
+///
+/// It answers only `RefundService/BankCallback` (routed by hand, like generated servers do), so
+/// it does not depend on the rest of the refund center's API.
 #[derive(Debug, Default, Clone)]
 struct Recorder {
     calls: Arc<Mutex<Vec<refund_pb::BankCallbackRequest>>>,
     fail_first: Arc<AtomicU32>,
 }
 
-fn unimplemented<T>() -> Result<Response<T>, Status> {
-    Err(Status::unimplemented("test recorder"))
-}
-
-#[tonic::async_trait]
-impl RefundService for Recorder {
-    async fn create_refund(
+impl Recorder {
+    fn bank_callback(
         &self,
-        _: Request<refund_pb::CreateRefundRequest>,
-    ) -> Result<Response<refund_pb::RefundOrder>, Status> {
-        unimplemented()
-    }
-    async fn get_refund(
-        &self,
-        _: Request<refund_pb::GetRefundRequest>,
-    ) -> Result<Response<refund_pb::RefundOrder>, Status> {
-        unimplemented()
-    }
-    async fn list_refunds(
-        &self,
-        _: Request<refund_pb::ListRefundsRequest>,
-    ) -> Result<Response<refund_pb::ListRefundsResponse>, Status> {
-        unimplemented()
-    }
-    async fn upsert_channel(
-        &self,
-        _: Request<refund_pb::Channel>,
-    ) -> Result<Response<refund_pb::Channel>, Status> {
-        unimplemented()
-    }
-    async fn list_channels(
-        &self,
-        _: Request<refund_pb::ListChannelsRequest>,
-    ) -> Result<Response<refund_pb::ListChannelsResponse>, Status> {
-        unimplemented()
-    }
-    async fn run_interface_cycle(
-        &self,
-        _: Request<refund_pb::RunInterfaceCycleRequest>,
-    ) -> Result<Response<refund_pb::CycleReport>, Status> {
-        unimplemented()
-    }
-    async fn bank_callback(
-        &self,
-        request: Request<refund_pb::BankCallbackRequest>,
-    ) -> Result<Response<refund_pb::BankCallbackResponse>, Status> {
+        request: refund_pb::BankCallbackRequest,
+    ) -> Result<refund_pb::BankCallbackResponse, Status> {
         let left = self.fail_first.load(Ordering::SeqCst);
         if left > 0 {
             self.fail_first.store(left - 1, Ordering::SeqCst);
             return Err(Status::unavailable("refund center is restarting"));
         }
-        self.calls.lock().expect("lock").push(request.into_inner());
-        Ok(Response::new(refund_pb::BankCallbackResponse {
-            applied: true,
-        }))
+        self.calls.lock().expect("lock").push(request);
+        Ok(refund_pb::BankCallbackResponse { applied: true })
     }
-    async fn list_submitted(
-        &self,
-        _: Request<refund_pb::ListSubmittedRequest>,
-    ) -> Result<Response<refund_pb::ListSubmittedResponse>, Status> {
-        unimplemented()
+
+    /// Routes for serving the recorder as `tuikuan.refund.v1.RefundService`.
+    fn routes(self) -> tonic::service::Routes {
+        tonic::service::Routes::new(RecorderServer(self))
     }
-    async fn apply_reconciliation(
-        &self,
-        _: Request<refund_pb::ApplyReconciliationRequest>,
-    ) -> Result<Response<refund_pb::RefundOrder>, Status> {
-        unimplemented()
+}
+
+#[derive(Clone)]
+struct RecorderServer(Recorder);
+
+impl tonic::server::NamedService for RecorderServer {
+    const NAME: &'static str = "tuikuan.refund.v1.RefundService";
+}
+
+struct BankCallbackSvc(Recorder);
+
+impl tonic::server::UnaryService<refund_pb::BankCallbackRequest> for BankCallbackSvc {
+    type Response = refund_pb::BankCallbackResponse;
+    type Future = BoxFuture<Response<Self::Response>, Status>;
+    fn call(&mut self, request: Request<refund_pb::BankCallbackRequest>) -> Self::Future {
+        let answer = self
+            .0
+            .bank_callback(request.into_inner())
+            .map(Response::new);
+        Box::pin(async move { answer })
     }
-    async fn run_outbox(
-        &self,
-        _: Request<refund_pb::RunOutboxRequest>,
-    ) -> Result<Response<refund_pb::OutboxReport>, Status> {
-        unimplemented()
+}
+
+impl<B> Service<http::Request<B>> for RecorderServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
-    async fn run_payout_dispatch(
-        &self,
-        _: Request<refund_pb::RunInterfaceCycleRequest>,
-    ) -> Result<Response<refund_pb::CycleReport>, Status> {
-        unimplemented()
-    }
-    async fn payout_update(
-        &self,
-        _: Request<refund_pb::PayoutUpdateRequest>,
-    ) -> Result<Response<refund_pb::PayoutUpdateResponse>, Status> {
-        unimplemented()
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() == "/tuikuan.refund.v1.RefundService/BankCallback" {
+            let svc = BankCallbackSvc(self.0.clone());
+            return Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+                Ok(grpc.unary(svc, req).await)
+            });
+        }
+        Box::pin(async move { Ok(Status::unimplemented("test recorder").into_http()) })
     }
 }
 
@@ -733,13 +715,7 @@ async fn callbacks(backend: Backend) {
     recorder.fail_first.store(1, Ordering::SeqCst);
     let rec = recorder.clone();
     let refund_center = run(refund_l, |l, s| async move {
-        tuikuan_proto::server::serve(
-            l,
-            tonic::service::Routes::new(RefundServiceServer::new(rec)),
-            &[],
-            s,
-        )
-        .await
+        tuikuan_proto::server::serve(l, rec.routes(), &[], s).await
     });
 
     let payout_config =
@@ -963,12 +939,7 @@ async fn file_batches(backend: Backend) {
     let recorder = Recorder::default();
     let rec = recorder.clone();
     let refund = run(refund_l, |l, s| {
-        tuikuan_proto::server::serve(
-            l,
-            tonic::service::Routes::new(RefundServiceServer::new(rec)),
-            &[],
-            s,
-        )
+        tuikuan_proto::server::serve(l, rec.routes(), &[], s)
     });
     let (payout_l, payout_url) = bind().await;
     let payout_center = run(payout_l, |l, s| {
@@ -1161,3 +1132,162 @@ async fn file_batches(backend: Backend) {
 }
 
 both_backends!(file_batches, file_batches_sqlite, file_batches_postgres);
+
+// ------------------------------------------------------------------------------------------------
+// The bank's books for auditors
+// ------------------------------------------------------------------------------------------------
+
+async fn list_all(
+    c: &mut BankServiceClient<Channel>,
+    kind: pb::TxKind,
+    page: u32,
+) -> Vec<pb::BankTransaction> {
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let txs = c
+            .list_transactions(pb::ListTransactionsRequest {
+                limit: page,
+                after: after.clone(),
+                kind: kind as i32,
+            })
+            .await
+            .expect("list transactions")
+            .into_inner()
+            .transactions;
+        let Some(last) = txs.last() else { break };
+        after = last.id.clone();
+        out.extend(txs);
+    }
+    out
+}
+
+/// `ListTransactions` pages through every transaction in id order, by kind, each naming the
+/// refund it moves money for (refunds by their id, payouts by the reference the payout center
+/// gave, file rows by their row's refund); a payout's reference is part of its content.
+async fn transactions_name_their_refund(backend: Backend) {
+    let Some(db) = test_db(backend, "bank_ledger") else {
+        return;
+    };
+    let (clock, shared) = clock_at(10);
+    let mut config = Config::default_for(db.url(), shared);
+    config.delay_min_secs = 60;
+    config.delay_max_secs = 60;
+    config.fail_per_mille = 0;
+    config.return_per_mille = 1000;
+    config.return_delay_secs = 60;
+    let (bank, mut c) = start_bank(config).await;
+
+    for i in 0..3 {
+        c.submit_refund(refund("netbank", &format!("rf-{i}"), "10.00"))
+            .await
+            .expect("refund");
+    }
+    let mut p = payout("quick", "po_rf-9_1", VISA, "20.00");
+    p.refund_id = "rf-9".into();
+    c.submit_payout(p.clone()).await.expect("payout");
+    c.submit_payout(p.clone())
+        .await
+        .expect("the same payout again");
+    let mut other = p.clone();
+    other.refund_id = "rf-8".into();
+    let err = c.submit_payout(other).await.unwrap_err();
+    assert_eq!(code_of(&err), "IDEMPOTENCY_CONFLICT");
+    let mut bad = payout("quick", "po-bad", VISA, "20.00");
+    bad.refund_id = "not an id".into();
+    let err = c.submit_payout(bad).await.unwrap_err();
+    assert_eq!(code_of(&err), "MALFORMED_ID", "{err:?}");
+    assert!(err.message().contains("refund_id"), "{}", err.message());
+    // A payout without a reference is still taken.
+    c.submit_payout(payout("quick", "po-anon", VISA, "5.00"))
+        .await
+        .expect("payout without a reference");
+    c.submit_file_batch(batch(
+        "fb-9",
+        "OFFLINE",
+        vec![
+            file_row("fb9-01", "3.00", VISA),
+            file_row("fb9-02", "4.00", VISA),
+        ],
+    ))
+    .await
+    .expect("batch");
+
+    let all = list_all(&mut c, pb::TxKind::Unspecified, 2).await;
+    let ids: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted, "id order");
+    assert_eq!(all.len(), 7, "{ids:?}");
+    let by_id = |id: &str| all.iter().find(|t| t.id == id).expect(id).clone();
+    let r = by_id("rf-1");
+    assert_eq!(
+        (r.kind, r.refund_id.as_str()),
+        (pb::TxKind::Refund as i32, "rf-1")
+    );
+    let po = by_id("po_rf-9_1");
+    assert_eq!(
+        (po.kind, po.refund_id.as_str()),
+        (pb::TxKind::Payout as i32, "rf-9")
+    );
+    assert_eq!(by_id("po-anon").refund_id, "");
+    let row = by_id("fb9-02");
+    assert_eq!(
+        (row.kind, row.refund_id.as_str(), row.batch_id.as_str()),
+        (pb::TxKind::File as i32, "rf-fb9-02", "fb-9")
+    );
+    assert_eq!(list_all(&mut c, pb::TxKind::Refund, 1000).await.len(), 3);
+    assert_eq!(list_all(&mut c, pb::TxKind::Payout, 1).await.len(), 2);
+    assert_eq!(list_all(&mut c, pb::TxKind::File, 0).await.len(), 2);
+
+    // Paid, then returned: the listing shows it, with when.
+    clock.advance(Duration::seconds(61));
+    tick(&mut c).await;
+    assert_eq!(
+        by_id_now(&mut c, "po_rf-9_1").await.status,
+        pb::TxStatus::TxSucceeded as i32
+    );
+    clock.advance(Duration::seconds(61));
+    tick(&mut c).await;
+    let returned = by_id_now(&mut c, "po_rf-9_1").await;
+    assert_eq!(returned.status, pb::TxStatus::TxReturned as i32);
+    assert!(
+        returned.returned_at_ms > returned.completed_at_ms,
+        "{returned:?}"
+    );
+    assert_eq!(returned.refund_id, "rf-9");
+
+    let err = c
+        .list_transactions(pb::ListTransactionsRequest {
+            limit: 10,
+            after: "bad id!".into(),
+            kind: 0,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("after"), "{}", err.message());
+    let err = c
+        .list_transactions(pb::ListTransactionsRequest {
+            limit: 10,
+            after: String::new(),
+            kind: 42,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("kind"), "{}", err.message());
+    bank.stop().await;
+}
+
+async fn by_id_now(c: &mut BankServiceClient<Channel>, id: &str) -> pb::BankTransaction {
+    list_all(c, pb::TxKind::Unspecified, 1000)
+        .await
+        .into_iter()
+        .find(|t| t.id == id)
+        .expect("transaction listed")
+}
+
+both_backends!(
+    transactions_name_their_refund,
+    transactions_name_their_refund_sqlite,
+    transactions_name_their_refund_postgres
+);

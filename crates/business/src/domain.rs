@@ -24,6 +24,33 @@
 //! its amount) in every state but REJECTED and FAILED, and the sum of reservations never exceeds the
 //! trade's amount. The transition into REJECTED or FAILED releases the reservation in the same
 //! database transaction.
+//!
+//! # Error refunds (差错退款)
+//!
+//! A refund of a duplicate payment ([`RefundKind::DuplicatePayment`]) or of a payment that arrived
+//! after its order expired ([`RefundKind::ExpiredOrder`]), raised by an operator (ops or finance,
+//! see [`operator`]) rather than the merchant. Rules ([`check_error_refundable`]): full amount only
+//! (a partial one is INVALID_ARGUMENT naming `amount`), the trade settled and without other live
+//! refunds, one per trade (its refund number is [`error_refund_no`], `ERR-<trade_id>`; the prefix
+//! `ERR-` is reserved), no refund window (the money was never the merchant's to keep). The chain
+//! is the same state machine; the debit is flagged `error_refund` and the refund center is asked
+//! through its error-refund interface.
+//!
+//! # Splits and subsidies (分账, 补贴)
+//!
+//! A trade may record its split receivers and their shares ([`Split`], summing exactly to the
+//! amount) and a platform-funded subsidy part; both go to the clearing center with the settlement,
+//! which does the share arithmetic (its rounding rule: by share, largest remainder). A merchant
+//! refund may give the amount to take back from each receiver (`split_amounts`, summing exactly to
+//! the refund amount, each receiver one of the trade's and at most its share); otherwise the
+//! clearing center takes back by share. Only the trade's own merchant refunds it.
+//!
+//! Submodules: [`crypto`] (card numbers and secrets at rest), [`notify`] (merchant notifications,
+//! signatures, retries), [`operator`] (staff identity and roles).
+
+pub mod crypto;
+pub mod notify;
+pub mod operator;
 
 use std::fmt;
 
@@ -207,6 +234,29 @@ pub enum RefundStatus {
 }
 
 impl RefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Received => "RECEIVED",
+            RefundStatus::Rejected => "REJECTED",
+            RefundStatus::Processing => "PROCESSING",
+            RefundStatus::Succeeded => "SUCCEEDED",
+            RefundStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<RefundStatus> {
+        [
+            RefundStatus::Received,
+            RefundStatus::Rejected,
+            RefundStatus::Processing,
+            RefundStatus::Succeeded,
+            RefundStatus::Failed,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| Error::internal(format!("unknown refund status {s:?}")))
+    }
+
     /// The chain states a merchant-facing status covers (for filters).
     pub fn chain_states(self) -> &'static [ChainState] {
         match self {
@@ -421,6 +471,110 @@ impl ChannelConfig {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Refund kinds, splits and subsidies
+// ---------------------------------------------------------------------------------------------
+
+/// A merchant's refund, or an error refund (差错退款) and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefundKind {
+    Normal,
+    /// The payer paid the same order twice.
+    DuplicatePayment,
+    /// The payment arrived after its order expired.
+    ExpiredOrder,
+}
+
+impl RefundKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundKind::Normal => "NORMAL",
+            RefundKind::DuplicatePayment => "DUPLICATE_PAYMENT",
+            RefundKind::ExpiredOrder => "EXPIRED_ORDER",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<RefundKind> {
+        match s {
+            "NORMAL" => Ok(RefundKind::Normal),
+            "DUPLICATE_PAYMENT" => Ok(RefundKind::DuplicatePayment),
+            "EXPIRED_ORDER" => Ok(RefundKind::ExpiredOrder),
+            other => Err(Error::internal(format!("unknown refund kind {other:?}"))),
+        }
+    }
+
+    pub fn is_error_refund(self) -> bool {
+        self != RefundKind::Normal
+    }
+}
+
+/// The most split receivers a trade may have.
+pub const MAX_SPLIT_RECEIVERS: usize = 50;
+
+/// A split receiver (a merchant of the platform) and an amount: its share of a trade, or what a
+/// refund takes back from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub receiver_id: String,
+    pub amount: Money,
+}
+
+/// Validates split entries `(receiver_id, amount)` in `total`'s currency: each receiver at most
+/// once, each amount positive, the amounts summing exactly to `total`. Errors name
+/// `field[i].receiver_id`, `field[i].amount` or `field`. Returns them ordered by receiver id.
+pub fn validate_splits(raw: &[(&str, &str)], total: &Money, field: &str) -> Result<Vec<Split>> {
+    if raw.len() > MAX_SPLIT_RECEIVERS {
+        return Err(Error::field(
+            field,
+            format!("more than {MAX_SPLIT_RECEIVERS} receivers"),
+        ));
+    }
+    let currency = total.currency().code();
+    let mut out: Vec<Split> = Vec::with_capacity(raw.len());
+    let mut sum = Money::zero(total.currency());
+    for (i, (receiver_id, amount)) in raw.iter().enumerate() {
+        validate_external_id(receiver_id, &format!("{field}[{i}].receiver_id"))?;
+        if out.iter().any(|s| s.receiver_id == *receiver_id) {
+            return Err(Error::field(
+                &format!("{field}[{i}].receiver_id"),
+                format!("{receiver_id} appears more than once"),
+            ));
+        }
+        let amount = Money::parse(amount, currency, &format!("{field}[{i}].amount"))?;
+        sum = sum.checked_add(&amount)?;
+        out.push(Split {
+            receiver_id: receiver_id.to_string(),
+            amount,
+        });
+    }
+    if !out.is_empty() && sum != *total {
+        return Err(Error::field(
+            field,
+            format!("the amounts sum to {sum}, not to the amount {total}"),
+        ));
+    }
+    out.sort_by(|a, b| a.receiver_id.cmp(&b.receiver_id));
+    Ok(out)
+}
+
+/// The platform-funded subsidy part of a payment: empty or zero = none; else positive, at most the
+/// currency's decimals, and below the amount (the payer paid something).
+pub fn parse_subsidy(raw: &str, amount: &Money) -> Result<Money> {
+    let raw = raw.trim();
+    let zero = Money::zero(amount.currency());
+    if raw.is_empty() || (raw.chars().all(|c| c == '0' || c == '.') && raw.contains('0')) {
+        return Ok(zero);
+    }
+    let subsidy = Money::parse(raw, amount.currency().code(), "platform_subsidy")?;
+    if subsidy.to_minor() >= amount.to_minor() {
+        return Err(Error::new(
+            ErrorCode::InvalidAmount,
+            format!("platform_subsidy: {subsidy} must be less than the amount {amount}"),
+        ));
+    }
+    Ok(subsidy)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Trades
 // ---------------------------------------------------------------------------------------------
 
@@ -448,8 +602,9 @@ impl SettleStatus {
     }
 }
 
-/// A succeeded payment as recorded by the forward payment system, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A succeeded payment as recorded by the forward payment system, validated. `Debug` masks the
+/// card.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewPayment {
     pub merchant_id: String,
     pub order_no: String,
@@ -458,6 +613,28 @@ pub struct NewPayment {
     pub paid_at_ms: i64,
     pub payer_card_no: Option<String>,
     pub payer_name: Option<String>,
+    /// Split receivers and shares, by receiver id (empty = not split).
+    pub receivers: Vec<Split>,
+    /// The platform-funded part of amount (zero = none).
+    pub platform_subsidy: Money,
+}
+
+impl fmt::Debug for NewPayment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewPayment")
+            .field("merchant_id", &self.merchant_id)
+            .field("order_no", &self.order_no)
+            .field("channel", &self.channel)
+            .field("amount", &self.amount)
+            .field("paid_at_ms", &self.paid_at_ms)
+            .field(
+                "payer_card_no",
+                &mask_card(self.payer_card_no.as_deref().unwrap_or("")),
+            )
+            .field("receivers", &self.receivers)
+            .field("platform_subsidy", &self.platform_subsidy)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The raw fields of a payment record, before validation.
@@ -471,6 +648,10 @@ pub struct PaymentFields<'a> {
     pub paid_at_ms: i64,
     pub payer_card_no: &'a str,
     pub payer_name: &'a str,
+    /// `(receiver_id, amount)` pairs (empty = not split).
+    pub receivers: &'a [(&'a str, &'a str)],
+    /// Empty = no subsidy.
+    pub platform_subsidy: &'a str,
 }
 
 impl NewPayment {
@@ -512,6 +693,8 @@ impl NewPayment {
                 Some(name.to_string())
             }
         };
+        let receivers = validate_splits(f.receivers, &amount, "receivers")?;
+        let platform_subsidy = parse_subsidy(f.platform_subsidy, &amount)?;
         Ok(NewPayment {
             merchant_id: f.merchant_id.to_string(),
             order_no: f.order_no.to_string(),
@@ -520,6 +703,8 @@ impl NewPayment {
             paid_at_ms: f.paid_at_ms,
             payer_card_no,
             payer_name,
+            receivers,
+            platform_subsidy,
         })
     }
 
@@ -536,6 +721,8 @@ impl NewPayment {
             settle_status: SettleStatus::Unsettled,
             payer_card_no: self.payer_card_no,
             payer_name: self.payer_name,
+            receivers: self.receivers,
+            platform_subsidy: self.platform_subsidy,
             created_at_ms: now_ms,
         }
     }
@@ -549,11 +736,13 @@ impl NewPayment {
             && self.paid_at_ms == trade.paid_at_ms
             && self.payer_card_no == trade.payer_card_no
             && self.payer_name == trade.payer_name
+            && self.receivers == trade.receivers
+            && self.platform_subsidy == trade.platform_subsidy
     }
 }
 
-/// An original payment (the trade a refund refers to).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An original payment (the trade a refund refers to). `Debug` masks the card.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Trade {
     pub trade_id: String,
     pub merchant_id: String,
@@ -564,9 +753,32 @@ pub struct Trade {
     pub refunded: Money,
     pub paid_at_ms: i64,
     pub settle_status: SettleStatus,
+    /// In memory only; stored sealed (see [`crypto`]), shown masked.
     pub payer_card_no: Option<String>,
     pub payer_name: Option<String>,
+    /// Split receivers and shares, by receiver id (empty = not split).
+    pub receivers: Vec<Split>,
+    /// The platform-funded part of amount (zero = none).
+    pub platform_subsidy: Money,
     pub created_at_ms: i64,
+}
+
+impl fmt::Debug for Trade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trade")
+            .field("trade_id", &self.trade_id)
+            .field("merchant_id", &self.merchant_id)
+            .field("order_no", &self.order_no)
+            .field("channel", &self.channel)
+            .field("amount", &self.amount)
+            .field("refunded", &self.refunded)
+            .field("paid_at_ms", &self.paid_at_ms)
+            .field("settle_status", &self.settle_status)
+            .field("payer_card_no", &self.masked_card())
+            .field("receivers", &self.receivers)
+            .field("platform_subsidy", &self.platform_subsidy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Trade {
@@ -591,6 +803,14 @@ pub fn mask_card(card: &str) -> String {
 // Refund requests and refunds
 // ---------------------------------------------------------------------------------------------
 
+/// Merchant refund numbers starting with this (any case) are reserved for error refunds.
+pub const ERROR_REFUND_NO_PREFIX: &str = "ERR-";
+
+/// The refund number of a trade's error refund (one per trade).
+pub fn error_refund_no(trade_id: &str) -> String {
+    format!("{ERROR_REFUND_NO_PREFIX}{trade_id}")
+}
+
 /// A merchant's refund request, validated on receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRequest {
@@ -598,6 +818,8 @@ pub struct RefundRequest {
     pub order_no: String,
     pub amount: Money,
     pub reason: String,
+    /// What to take back from each split receiver (empty = by share), by receiver id.
+    pub split_amounts: Vec<Split>,
 }
 
 impl RefundRequest {
@@ -609,44 +831,78 @@ impl RefundRequest {
         reason: &str,
     ) -> Result<RefundRequest> {
         validate_external_id(merchant_refund_no, "merchant_refund_no")?;
+        if merchant_refund_no
+            .get(..ERROR_REFUND_NO_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(ERROR_REFUND_NO_PREFIX))
+        {
+            return Err(Error::field(
+                "merchant_refund_no",
+                format!("the prefix {ERROR_REFUND_NO_PREFIX} is reserved for error refunds"),
+            ));
+        }
         validate_external_id(order_no, "order_no")?;
         let amount = Money::parse(amount, currency, "amount")?;
-        if reason.chars().count() > MAX_REASON_CHARS {
-            return Err(Error::field(
-                "reason",
-                format!("longer than {MAX_REASON_CHARS} characters"),
-            ));
-        }
-        if reason.chars().any(char::is_control) {
-            return Err(Error::field(
-                "reason",
-                "must not contain control characters",
-            ));
-        }
+        validate_reason(reason)?;
         Ok(RefundRequest {
             merchant_refund_no: merchant_refund_no.to_string(),
             order_no: order_no.to_string(),
             amount,
             reason: reason.to_string(),
+            split_amounts: Vec::new(),
         })
     }
 
-    /// The idempotency fingerprint: hex SHA-256 over (order_no, amount, currency, reason), each
-    /// length-prefixed so that no two different requests share a fingerprint. The amount enters in
-    /// minor units, so "10" and "10.00" are the same request.
-    pub fn fingerprint(&self) -> String {
-        let mut h = Sha256::new();
-        for part in [
-            self.order_no.as_str(),
-            &self.amount.to_minor().to_string(),
-            self.amount.currency().code(),
-            self.reason.as_str(),
-        ] {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
-        }
-        hex::encode(h.finalize())
+    /// Adds the merchant's per-receiver amounts `(receiver_id, amount)`: they must sum exactly to
+    /// the refund amount (errors name `split_amounts`).
+    pub fn with_split_amounts(mut self, raw: &[(&str, &str)]) -> Result<RefundRequest> {
+        self.split_amounts = validate_splits(raw, &self.amount, "split_amounts")?;
+        Ok(self)
     }
+
+    /// The idempotency fingerprint: hex SHA-256 over (order_no, amount, currency, reason), each
+    /// length-prefixed so that no two different requests share a fingerprint, then the split
+    /// amounts when there are any (so fingerprints of requests without splits never changed). The
+    /// amount enters in minor units, so "10" and "10.00" are the same request.
+    pub fn fingerprint(&self) -> String {
+        let mut parts = vec![
+            self.order_no.clone(),
+            self.amount.to_minor().to_string(),
+            self.amount.currency().code().to_string(),
+            self.reason.clone(),
+        ];
+        for s in &self.split_amounts {
+            parts.push(s.receiver_id.clone());
+            parts.push(s.amount.to_minor().to_string());
+        }
+        fingerprint_of(&parts)
+    }
+}
+
+/// A reason: at most [`MAX_REASON_CHARS`] characters, no control characters.
+fn validate_reason(reason: &str) -> Result<()> {
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(Error::field(
+            "reason",
+            format!("longer than {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(Error::field(
+            "reason",
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Hex SHA-256 over length-prefixed parts.
+fn fingerprint_of(parts: &[String]) -> String {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
 }
 
 /// Checks that `trade` may take `request` now (the request is the merchant's own; the amount
@@ -702,6 +958,148 @@ pub fn check_refundable(
             ),
         ));
     }
+    check_split_amounts(trade, &request.split_amounts)
+}
+
+/// The merchant's per-receiver amounts fit the trade: it is split, each receiver is one of its
+/// receivers, and no amount is above that receiver's share (what remains of the share is the
+/// clearing center's check).
+pub fn check_split_amounts(trade: &Trade, split_amounts: &[Split]) -> Result<()> {
+    if split_amounts.is_empty() {
+        return Ok(());
+    }
+    if trade.receivers.is_empty() {
+        return Err(Error::field(
+            "split_amounts",
+            format!("trade {} is not a split payment", trade.order_no),
+        ));
+    }
+    for (i, s) in split_amounts.iter().enumerate() {
+        let Some(share) = trade
+            .receivers
+            .iter()
+            .find(|r| r.receiver_id == s.receiver_id)
+        else {
+            return Err(Error::field(
+                &format!("split_amounts[{i}].receiver_id"),
+                format!(
+                    "{} is not a receiver of trade {}",
+                    s.receiver_id, trade.order_no
+                ),
+            ));
+        };
+        if s.amount.to_minor() > share.amount.to_minor() {
+            return Err(Error::field(
+                &format!("split_amounts[{i}].amount"),
+                format!(
+                    "{} exceeds the share {} of {}",
+                    s.amount, share.amount, s.receiver_id
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An operator's error refund request (差错退款), validated on receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorRefundRequest {
+    pub merchant_id: String,
+    pub order_no: String,
+    pub kind: RefundKind,
+    pub amount: Money,
+    pub reason: String,
+}
+
+impl ErrorRefundRequest {
+    /// `kind` must be an error kind (`None` = not given).
+    pub fn validate(
+        merchant_id: &str,
+        order_no: &str,
+        kind: Option<RefundKind>,
+        amount: &str,
+        currency: &str,
+        reason: &str,
+    ) -> Result<ErrorRefundRequest> {
+        validate_external_id(merchant_id, "merchant_id")?;
+        validate_external_id(order_no, "order_no")?;
+        let kind = match kind {
+            Some(k) if k.is_error_refund() => k,
+            _ => {
+                return Err(Error::field(
+                    "kind",
+                    "must be DUPLICATE_PAYMENT or EXPIRED_ORDER",
+                ))
+            }
+        };
+        let amount = Money::parse(amount, currency, "amount")?;
+        validate_reason(reason)?;
+        if reason.trim().is_empty() {
+            return Err(Error::field("reason", "is required for an error refund"));
+        }
+        Ok(ErrorRefundRequest {
+            merchant_id: merchant_id.to_string(),
+            order_no: order_no.to_string(),
+            kind,
+            amount,
+            reason: reason.to_string(),
+        })
+    }
+
+    /// The idempotency fingerprint: (order_no, amount, currency, reason, kind), length-prefixed,
+    /// with a marker no merchant fingerprint has.
+    pub fn fingerprint(&self) -> String {
+        fingerprint_of(&[
+            "error-refund".to_string(),
+            self.order_no.clone(),
+            self.amount.to_minor().to_string(),
+            self.amount.currency().code().to_string(),
+            self.reason.clone(),
+            self.kind.as_str().to_string(),
+        ])
+    }
+}
+
+/// Checks that `trade` may take an error refund: settled (the money was credited somewhere to
+/// take it back from), same currency, the full amount (partial error refunds are INVALID_ARGUMENT
+/// naming `amount`), and no other live refunds. No refund window and no channel switch apply: the
+/// payment was an error and is owed back whatever the merchant's terms. The store's conditional
+/// update re-checks "no other live refund" atomically.
+pub fn check_error_refundable(trade: &Trade, request: &ErrorRefundRequest) -> Result<()> {
+    if trade.settle_status != SettleStatus::Settled {
+        return Err(Error::new(
+            ErrorCode::TradeNotRefundable,
+            format!("trade {} is not settled yet", trade.order_no),
+        ));
+    }
+    if request.amount.currency() != trade.amount.currency() {
+        return Err(Error::new(
+            ErrorCode::CurrencyMismatch,
+            format!(
+                "refund currency {} differs from the payment's {}",
+                request.amount.currency(),
+                trade.amount.currency()
+            ),
+        ));
+    }
+    if request.amount != trade.amount {
+        return Err(Error::field(
+            "amount",
+            format!(
+                "an error refund is for the full amount {} of trade {}; {} would be a partial error refund, which is not allowed",
+                trade.amount, trade.order_no, request.amount
+            ),
+        ));
+    }
+    if !trade.refunded.is_zero() {
+        return Err(Error::new(
+            ErrorCode::TradeNotRefundable,
+            format!(
+                "trade {} already has refunds of {} accepted or in progress; an error refund needs a trade without other live refunds",
+                trade.order_no, trade.refunded
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -725,6 +1123,12 @@ pub struct MerchantRefund {
     pub expected_completion_ms: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// NORMAL, or the kind of an error refund.
+    pub kind: RefundKind,
+    /// Who raised an error refund.
+    pub operator: Option<String>,
+    /// What the merchant asked to take back from each split receiver (empty = by share).
+    pub split_amounts: Vec<Split>,
 }
 
 impl MerchantRefund {
@@ -751,6 +1155,53 @@ impl MerchantRefund {
             expected_completion_ms: 0,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
+            kind: RefundKind::Normal,
+            operator: None,
+            split_amounts: request.split_amounts.clone(),
+        }
+    }
+
+    /// A new error refund in RESERVED for `request` on `trade`, raised by `operator`.
+    pub fn reserve_error(
+        refund_id: String,
+        trade: &Trade,
+        request: &ErrorRefundRequest,
+        operator: &str,
+        now_ms: i64,
+    ) -> MerchantRefund {
+        MerchantRefund {
+            refund_id,
+            merchant_id: trade.merchant_id.clone(),
+            merchant_refund_no: error_refund_no(&trade.trade_id),
+            trade_id: trade.trade_id.clone(),
+            order_no: trade.order_no.clone(),
+            amount: request.amount,
+            reason: request.reason.clone(),
+            fingerprint: request.fingerprint(),
+            chain_state: ChainState::Reserved,
+            error_code: None,
+            error_message: None,
+            expected_completion_ms: 0,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            kind: request.kind,
+            operator: Some(operator.to_string()),
+            split_amounts: Vec::new(),
+        }
+    }
+
+    /// A repeat of a trade's error refund: the same request, or a conflict.
+    pub fn check_error_repeat(&self, request: &ErrorRefundRequest) -> Result<()> {
+        if self.kind.is_error_refund() && self.fingerprint == request.fingerprint() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorCode::IdempotencyConflict,
+                format!(
+                    "trade {} already has an error refund {} with different content (one per trade)",
+                    self.order_no, self.refund_id
+                ),
+            ))
         }
     }
 
@@ -823,6 +1274,8 @@ mod tests {
             settle_status: SettleStatus::Settled,
             payer_card_no: Some("6222020200112233".into()),
             payer_name: None,
+            receivers: vec![],
+            platform_subsidy: Money::zero(Currency::Cny),
             created_at_ms: 1_000,
         }
     }
@@ -1142,6 +1595,8 @@ mod tests {
             paid_at_ms: 5,
             payer_card_no: "6222020200112233",
             payer_name: "Li Lei",
+            receivers: &[],
+            platform_subsidy: "",
         };
         let p = NewPayment::validate(fields).unwrap();
         let t = p.clone().into_trade("tr_1".into(), 9);
@@ -1190,5 +1645,189 @@ mod tests {
         assert!(!no_card.matches(&t));
         assert_eq!(mask_card(""), "");
         assert_eq!(mask_card("123"), "123");
+        // Debug never shows the card.
+        assert!(!format!("{t:?}").contains("6222020200112233"));
+        assert!(!format!("{p:?}").contains("6222020200112233"));
+        assert!(format!("{t:?}").contains("2233"));
+    }
+
+    #[test]
+    fn splits_and_subsidies() {
+        let total = cny("100");
+        let s = validate_splits(&[("m2", "40"), ("m1", "60.00")], &total, "receivers").unwrap();
+        assert_eq!(s[0].receiver_id, "m1");
+        assert_eq!(s[0].amount, cny("60"));
+        assert!(validate_splits(&[], &total, "receivers")
+            .unwrap()
+            .is_empty());
+        let err = |raw: &[(&str, &str)]| validate_splits(raw, &total, "receivers").unwrap_err();
+        let e = err(&[("m1", "60"), ("m2", "39.99")]);
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(e.message.starts_with("receivers: "), "{}", e.message);
+        let e = err(&[("m1", "50"), ("m1", "50")]);
+        assert!(
+            e.message.starts_with("receivers[1].receiver_id"),
+            "{}",
+            e.message
+        );
+        let e = err(&[("m1", "0"), ("m2", "100")]);
+        assert_eq!(e.code, ErrorCode::InvalidAmount);
+        assert!(
+            e.message.starts_with("receivers[0].amount"),
+            "{}",
+            e.message
+        );
+        assert_eq!(err(&[("m 1", "100")]).code, ErrorCode::MalformedId);
+        assert_eq!(
+            err(&[("m1", "1.001"), ("m2", "98.999")]).code,
+            ErrorCode::InvalidAmount
+        );
+        let many: Vec<(String, &str)> = (0..51).map(|i| (format!("m{i}"), "1")).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), *b)).collect();
+        assert!(err(&many).message.contains("more than 50"));
+
+        assert!(parse_subsidy("", &total).unwrap().is_zero());
+        assert!(parse_subsidy("0.00", &total).unwrap().is_zero());
+        assert_eq!(parse_subsidy("5.5", &total).unwrap(), cny("5.50"));
+        for bad in ["100", "101", "-1", "1.001", "x"] {
+            let e = parse_subsidy(bad, &total).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidAmount, "{bad}");
+            assert!(e.message.starts_with("platform_subsidy"), "{}", e.message);
+        }
+
+        // Refund split amounts against a split trade.
+        let split_trade = Trade {
+            receivers: s.clone(),
+            ..trade()
+        };
+        let req = request("10", "CNY")
+            .with_split_amounts(&[("m1", "6"), ("m2", "4")])
+            .unwrap();
+        assert_ne!(req.fingerprint(), request("10", "CNY").fingerprint());
+        let ch = ChannelConfig::new("NB", 30, true).unwrap();
+        assert!(check_refundable(&split_trade, Some(&ch), &req, 1_000).is_ok());
+        // Not split, an unknown receiver, above a share, not summing to the amount.
+        let e = check_refundable(&trade(), Some(&ch), &req, 1_000).unwrap_err();
+        assert!(e.message.starts_with("split_amounts: "), "{}", e.message);
+        let other = request("10", "CNY")
+            .with_split_amounts(&[("m1", "6"), ("m9", "4")])
+            .unwrap();
+        let e = check_refundable(&split_trade, Some(&ch), &other, 1_000).unwrap_err();
+        assert!(
+            e.message.starts_with("split_amounts[1].receiver_id"),
+            "{}",
+            e.message
+        );
+        let big = Trade {
+            receivers: validate_splits(&[("m1", "99"), ("m2", "1")], &total, "r").unwrap(),
+            ..trade()
+        };
+        let e = check_refundable(&big, Some(&ch), &req, 1_000).unwrap_err();
+        assert!(
+            e.message.starts_with("split_amounts[1].amount"),
+            "{}",
+            e.message
+        );
+        let e = request("10", "CNY")
+            .with_split_amounts(&[("m1", "6")])
+            .unwrap_err();
+        assert!(e.message.starts_with("split_amounts: "), "{}", e.message);
+        // The error-refund prefix is reserved.
+        for no in ["ERR-tr_1", "err-x"] {
+            let e = RefundRequest::validate(no, "o1", "1", "CNY", "").unwrap_err();
+            assert!(e.message.contains("reserved"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn error_refund_rules() {
+        let t = trade();
+        let t = Trade {
+            refunded: Money::zero(Currency::Cny),
+            ..t
+        };
+        let req = |kind, amount: &str| {
+            ErrorRefundRequest::validate("m1", "o1", Some(kind), amount, "CNY", "paid twice")
+        };
+        let full = req(RefundKind::DuplicatePayment, "100").unwrap();
+        assert!(check_error_refundable(&t, &full).is_ok());
+        let partial = req(RefundKind::DuplicatePayment, "99.99").unwrap();
+        let e = check_error_refundable(&t, &partial).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(e.message.starts_with("amount: "), "{}", e.message);
+        assert!(e.message.contains("partial"), "{}", e.message);
+        let busy = Trade {
+            refunded: cny("0.01"),
+            ..t.clone()
+        };
+        assert_eq!(
+            check_error_refundable(&busy, &full).unwrap_err().code,
+            ErrorCode::TradeNotRefundable
+        );
+        let unsettled = Trade {
+            settle_status: SettleStatus::Unsettled,
+            ..t.clone()
+        };
+        assert_eq!(
+            check_error_refundable(&unsettled, &full).unwrap_err().code,
+            ErrorCode::TradeNotRefundable
+        );
+        let hkd = ErrorRefundRequest::validate(
+            "m1",
+            "o1",
+            Some(RefundKind::ExpiredOrder),
+            "100",
+            "HKD",
+            "late",
+        )
+        .unwrap();
+        assert_eq!(
+            check_error_refundable(&t, &hkd).unwrap_err().code,
+            ErrorCode::CurrencyMismatch
+        );
+        // Kind and reason are required.
+        for kind in [None, Some(RefundKind::Normal)] {
+            let e = ErrorRefundRequest::validate("m1", "o1", kind, "1", "CNY", "x").unwrap_err();
+            assert!(e.message.starts_with("kind: "), "{}", e.message);
+        }
+        let e = ErrorRefundRequest::validate(
+            "m1",
+            "o1",
+            Some(RefundKind::ExpiredOrder),
+            "1",
+            "CNY",
+            " ",
+        )
+        .unwrap_err();
+        assert!(e.message.starts_with("reason: "), "{}", e.message);
+
+        // One per trade: its number, and repeats.
+        let r = MerchantRefund::reserve_error("rf_1".into(), &t, &full, "alice", 7);
+        assert_eq!(r.merchant_refund_no, "ERR-tr_1");
+        assert_eq!(r.kind, RefundKind::DuplicatePayment);
+        assert_eq!(r.operator.as_deref(), Some("alice"));
+        assert!(r.check_error_repeat(&full).is_ok());
+        let expired = req(RefundKind::ExpiredOrder, "100").unwrap();
+        assert_eq!(
+            r.check_error_repeat(&expired).unwrap_err().code,
+            ErrorCode::IdempotencyConflict
+        );
+        assert_ne!(full.fingerprint(), expired.fingerprint());
+        for k in [
+            RefundKind::Normal,
+            RefundKind::DuplicatePayment,
+            RefundKind::ExpiredOrder,
+        ] {
+            assert_eq!(RefundKind::parse(k.as_str()).unwrap(), k);
+        }
+        for st in [
+            RefundStatus::Received,
+            RefundStatus::Rejected,
+            RefundStatus::Processing,
+            RefundStatus::Succeeded,
+            RefundStatus::Failed,
+        ] {
+            assert_eq!(RefundStatus::parse(st.as_str()).unwrap(), st);
+        }
     }
 }

@@ -13,10 +13,36 @@
 //! - RECEIVED: a peer did not answer; the refund is kept and the recovery loop finishes the chain
 //!   with the same keys. The merchant queries it later with `GetRefund` (or repeats the request,
 //!   which also drives it).
+//!
+//! # Error refunds
+//!
+//! `BusinessAdminService.CreateErrorRefund` (operators: metadata `x-operator-id` and
+//! `x-operator-role` ops or finance) reserves the full amount on a trade without other live
+//! refunds and drives the same chain, with `error_refund = true` on the clearing debit and the
+//! refund center's `ErrorRefundService.CreateErrorRefund` instead of `CreateRefund`.
+//!
+//! # Notifications
+//!
+//! Final outcomes enqueue a merchant notification in the same transaction; [`Business::run_notifications`]
+//! (the job loop and `RunNotifications`) sends the due ones over plain HTTP/1 (see
+//! [`crate::domain::notify`] for the message, signature and retry schedule). HTTPS needs a TLS
+//! connector (hyper-rustls), the next step: until then `SetNotifyConfig` refuses `https://` URLs.
+//!
+//! # Cards at rest
+//!
+//! Payer card numbers (and notification secrets) are sealed with AES-256-GCM under
+//! [`Config::card_key`] (the kernel's [`tuikuan_kernel::seal`], shared with the refund center);
+//! rows from before are sealed at start. Answers and logs show the last four digits only; the full
+//! number goes only to the refund center (for payouts to the bank).
 
 use std::time::Duration;
 
 use diesel::Connection;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel as GrpcChannel;
@@ -35,14 +61,23 @@ use tuikuan_proto::business::v1::merchant_service_server::{
 use tuikuan_proto::clearing::v1 as clearing_pb;
 use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
 use tuikuan_proto::refund::v1 as refund_pb;
+use tuikuan_proto::refund::v1::error_refund_service_client::ErrorRefundServiceClient;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 use tuikuan_proto::status::{grpc_err, peer_err};
 
+use crate::domain::crypto::{CardKey, Sealer};
+use crate::domain::notify::{
+    sign, Notification, NotificationAttempt, NotificationStatus, NotifyTarget, NOTIFY_TIMEOUT_SECS,
+    SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
+use crate::domain::operator::{
+    Operator, ERROR_REFUND_ROLES, OPERATOR_ID_HEADER, OPERATOR_ROLE_HEADER,
+};
 use crate::domain::{
-    apply_outcome, apply_progress, check_refundable, hash_api_key, outcome_error, ChainState,
-    ChannelConfig, Merchant, MerchantRefund, NewPayment, Outcome, OutcomeAction, PaymentFields,
-    PeerVerdict, ProgressAction, RefundRequest, RefundStatus, SettleStatus, Trade,
-    MAX_REASON_CHARS,
+    apply_outcome, apply_progress, check_error_refundable, check_refundable, error_refund_no,
+    hash_api_key, outcome_error, ChainState, ChannelConfig, ErrorRefundRequest, Merchant,
+    MerchantRefund, NewPayment, Outcome, OutcomeAction, PaymentFields, PeerVerdict, ProgressAction,
+    RefundKind, RefundRequest, RefundStatus, SettleStatus, Split, Trade, MAX_REASON_CHARS,
 };
 use crate::store::{self, Inserted, RefundFilter, ReserveError};
 
@@ -55,19 +90,89 @@ const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
 /// A refund moves at most this many steps per drive (the longest path has three).
 const MAX_DRIVE_STEPS: usize = 6;
+/// Notifications one sender run attempts at most (earliest due first).
+pub const NOTIFY_BATCH: i64 = 200;
+/// Attempts in flight at once within a run.
+const NOTIFY_PARALLEL: usize = 16;
+/// How long a claimed notification stays invisible to other senders (covers the attempt's
+/// timeout with margin; by the service's clock).
+const NOTIFY_LEASE_MS: i64 = 60_000;
+/// The largest answer body read from a merchant.
+const NOTIFY_MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// How the business layer runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// `postgres://…` or an SQLite path.
     pub database_url: String,
     pub clock: SharedClock,
     /// The clearing center (`http://host:port`).
     pub clearing_addr: String,
-    /// The refund center (`http://host:port`).
+    /// The refund center (`http://host:port`; serves RefundService and ErrorRefundService).
     pub refund_addr: String,
-    /// How often the recovery loop runs; `None` runs it only through `RunRecovery`.
+    /// How often the recovery loop and the notification sender run; `None` runs them only
+    /// through `RunRecovery` and `RunNotifications`.
     pub job_interval: Option<Duration>,
+    /// The AES-256 key sealing payer card numbers and notification secrets at rest: 64 hex digits.
+    /// Empty = the public development key ([`crate::domain::crypto::DEV_CARD_KEY`]) with a loud
+    /// warning at start; never in production.
+    pub card_key: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &self.database_url)
+            .field("clock", &self.clock)
+            .field("clearing_addr", &self.clearing_addr)
+            .field("refund_addr", &self.refund_addr)
+            .field("job_interval", &self.job_interval)
+            .field(
+                "card_key",
+                &if self.card_key.is_empty() {
+                    "<dev default>"
+                } else {
+                    "<set>"
+                },
+            )
+            .finish()
+    }
+}
+
+impl Config {
+    /// A config without a job loop and with the development card key.
+    pub fn new(
+        database_url: impl Into<String>,
+        clock: SharedClock,
+        clearing_addr: impl Into<String>,
+        refund_addr: impl Into<String>,
+    ) -> Config {
+        Config {
+            database_url: database_url.into(),
+            clock,
+            clearing_addr: clearing_addr.into(),
+            refund_addr: refund_addr.into(),
+            job_interval: None,
+            card_key: String::new(),
+        }
+    }
+
+    /// The cipher for `card_key` (the development key, loudly, when empty).
+    pub fn cipher(&self) -> Result<Sealer> {
+        if self.card_key.trim().is_empty() {
+            tracing::warn!(
+                "BUSINESS card_key IS NOT SET: payer card numbers and notification secrets are \
+                 encrypted with the PUBLIC DEVELOPMENT KEY. Set card_key (64 hex digits) in \
+                 production."
+            );
+            return Ok(Sealer::development());
+        }
+        let cipher = Sealer::new(&CardKey::from_hex(&self.card_key)?);
+        if cipher.is_development() {
+            tracing::warn!("business card_key is the PUBLIC DEVELOPMENT KEY; never in production");
+        }
+        Ok(cipher)
+    }
 }
 
 /// Serves `MerchantService` and `BusinessAdminService` on `listener` until `shutdown` resolves.
@@ -76,15 +181,30 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let cipher = config.cipher()?;
     let db = Db::connect(&config.database_url, 8)?;
     db.migrate(MIGRATIONS)?;
+    let sealing = cipher.clone();
+    let sealed = db
+        .run(move |c| store::seal_plaintext_cards(c, &sealing))
+        .await?;
+    if sealed > 0 {
+        tracing::info!(sealed, "sealed payer card numbers stored in plaintext");
+    }
+    let refund_channel = tuikuan_proto::client::channel(&config.refund_addr)?;
     let svc = Business {
         db,
         clock: config.clock.clone(),
         clearing: ClearingServiceClient::new(tuikuan_proto::client::channel(
             &config.clearing_addr,
         )?),
-        refund: RefundServiceClient::new(tuikuan_proto::client::channel(&config.refund_addr)?),
+        refund: RefundServiceClient::new(refund_channel.clone()),
+        error_refund: ErrorRefundServiceClient::new(refund_channel),
+        cipher,
+        http: HttpClient::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build_http(),
     };
     let job = config.job_interval.map(|every| {
         let svc = svc.clone();
@@ -95,6 +215,9 @@ pub async fn serve(
                 tick.tick().await;
                 if let Err(e) = svc.recover().await {
                     tracing::error!(code = %e.code, error = %e.message, "recovery run failed");
+                }
+                if let Err(e) = svc.run_notifications().await {
+                    tracing::error!(code = %e.code, error = %e.message, "notification run failed");
                 }
             }
         })
@@ -117,13 +240,133 @@ pub async fn serve(
     result
 }
 
-/// The service: storage, clock and the two peers it calls.
-#[derive(Clone, Debug)]
+/// The service: storage, clock, the peers it calls and the merchants' notification endpoints.
+#[derive(Clone)]
 pub struct Business {
     db: Db,
     clock: SharedClock,
     clearing: ClearingServiceClient<GrpcChannel>,
     refund: RefundServiceClient<GrpcChannel>,
+    error_refund: ErrorRefundServiceClient<GrpcChannel>,
+    cipher: Sealer,
+    http: HttpClient<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Business {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Business")
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who drives a refund: the caller waiting for the answer (it learns a rejection from the answer),
+/// or the recovery loop (a rejection is notified to the merchant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DriveOrigin {
+    Caller,
+    Recovery,
+}
+
+/// What to create: a merchant's refund or an operator's error refund (on a trade already found).
+#[derive(Debug, Clone)]
+enum NewRefund {
+    Merchant(RefundRequest),
+    Error {
+        request: ErrorRefundRequest,
+        operator: Operator,
+        trade_id: String,
+    },
+}
+
+impl NewRefund {
+    /// The idempotency key within the merchant.
+    fn refund_no(&self) -> String {
+        match self {
+            NewRefund::Merchant(r) => r.merchant_refund_no.clone(),
+            NewRefund::Error { trade_id, .. } => error_refund_no(trade_id),
+        }
+    }
+
+    fn check_repeat(&self, existing: &MerchantRefund) -> Result<()> {
+        match self {
+            NewRefund::Merchant(r) => existing.check_repeat(r),
+            NewRefund::Error { request, .. } => existing.check_error_repeat(request),
+        }
+    }
+
+    /// Checks the trade and reserves the refund (inside the caller's transaction).
+    fn reserve(
+        &self,
+        c: &mut tuikuan_db::AnyConnection,
+        cipher: &Sealer,
+        merchant_id: &str,
+        now_ms: i64,
+    ) -> std::result::Result<MerchantRefund, ReserveError> {
+        let refund = match self {
+            NewRefund::Merchant(req) => {
+                // Another merchant's order is indistinguishable from a missing one.
+                let trade = store::trade_by_order(c, cipher, merchant_id, &req.order_no)?
+                    .ok_or_else(|| trade_not_found(&req.order_no))?;
+                let channel = store::get_channel(c, &trade.channel)?;
+                check_refundable(&trade, channel.as_ref(), req, now_ms)?;
+                MerchantRefund::reserve(new_id("rf"), merchant_id, &trade, req, now_ms)
+            }
+            NewRefund::Error {
+                request,
+                operator,
+                trade_id,
+            } => {
+                let trade = store::get_trade(c, cipher, trade_id)?
+                    .ok_or_else(|| trade_not_found(&request.order_no))?;
+                check_error_refundable(&trade, request)?;
+                MerchantRefund::reserve_error(new_id("rf"), &trade, request, &operator.id, now_ms)
+            }
+        };
+        store::reserve_refund(c, &refund)?;
+        Ok(refund)
+    }
+}
+
+fn trade_not_found(order_no: &str) -> Error {
+    Error::new(
+        ErrorCode::TradeNotFound,
+        format!("no trade with order_no {order_no}"),
+    )
+}
+
+/// What one notification run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NotifyCounts {
+    pub attempted: u32,
+    pub delivered: u32,
+    pub retrying: u32,
+    pub abandoned: u32,
+}
+
+/// Enqueues the merchant's notification of a refund that just became final (call in the
+/// transaction that moved it): SUCCEEDED and FAILED always, REJECTED only when the recovery loop
+/// rejected a merchant's refund (the caller otherwise got it as the answer). Nothing when the
+/// merchant has no notify URL.
+fn enqueue_final(
+    c: &mut tuikuan_db::AnyConnection,
+    refund: &MerchantRefund,
+    origin: DriveOrigin,
+    now_ms: i64,
+) -> Result<()> {
+    let notify = match refund.chain_state {
+        ChainState::Succeeded | ChainState::Failed => true,
+        ChainState::Rejected => origin == DriveOrigin::Recovery && !refund.kind.is_error_refund(),
+        _ => false,
+    };
+    if !notify || !store::has_notify_url(c, &refund.merchant_id)? {
+        return Ok(());
+    }
+    let n = Notification::for_refund(new_id("ntf"), refund, now_ms)?;
+    if store::enqueue_notification(c, &n)? {
+        tracing::info!(refund_id = %refund.refund_id, notification_id = %n.notification_id, event = n.event.as_str(), "merchant notification enqueued");
+    }
+    Ok(())
 }
 
 /// What one recovery run did.
@@ -161,43 +404,30 @@ impl Business {
     }
 
     /// Steps 1 and 2 of the chain: idempotency, then the reservation; then drives the refund.
-    async fn create_refund(
-        &self,
-        merchant_id: &str,
-        request: RefundRequest,
-    ) -> Result<MerchantRefund> {
+    async fn create_refund(&self, merchant_id: &str, request: NewRefund) -> Result<MerchantRefund> {
+        let refund_no = request.refund_no();
         // Two rounds suffice: a lost insert race means the winner's refund is there to re-read.
         for _ in 0..3 {
-            let (m, no) = (merchant_id.to_string(), request.merchant_refund_no.clone());
+            let (m, no) = (merchant_id.to_string(), refund_no.clone());
             if let Some(existing) = self
                 .db
                 .run(move |c| store::refund_by_no(c, &m, &no))
                 .await?
             {
-                existing.check_repeat(&request)?;
-                return self.drive(existing).await;
+                request.check_repeat(&existing)?;
+                return self.drive(existing, DriveOrigin::Caller).await;
             }
             let now_ms = self.clock.now_ms();
-            let (m, req) = (merchant_id.to_string(), request.clone());
+            let (m, req, cipher) = (
+                merchant_id.to_string(),
+                request.clone(),
+                self.cipher.clone(),
+            );
             let reserved = self
                 .db
                 .run(move |conn| {
-                    let result = conn.transaction::<_, ReserveError, _>(|c| {
-                        // Another merchant's order is indistinguishable from a missing one.
-                        let trade =
-                            store::trade_by_order(c, &m, &req.order_no)?.ok_or_else(|| {
-                                Error::new(
-                                    ErrorCode::TradeNotFound,
-                                    format!("no trade with order_no {}", req.order_no),
-                                )
-                            })?;
-                        let channel = store::get_channel(c, &trade.channel)?;
-                        check_refundable(&trade, channel.as_ref(), &req, now_ms)?;
-                        let refund =
-                            MerchantRefund::reserve(new_id("rf"), &m, &trade, &req, now_ms);
-                        store::reserve_refund(c, &refund)?;
-                        Ok(refund)
-                    });
+                    let result = conn
+                        .transaction::<_, ReserveError, _>(|c| req.reserve(c, &cipher, &m, now_ms));
                     match result {
                         Ok(refund) => Ok(Some(refund)),
                         // Rolled back, reservation included; the caller re-reads the winner.
@@ -209,15 +439,15 @@ impl Business {
                 .await;
             match reserved {
                 Ok(Some(refund)) => {
-                    tracing::info!(refund_id = %refund.refund_id, amount = %refund.amount, "refund reserved");
-                    return self.drive(refund).await;
+                    tracing::info!(refund_id = %refund.refund_id, amount = %refund.amount, kind = refund.kind.as_str(), "refund reserved");
+                    return self.drive(refund, DriveOrigin::Caller).await;
                 }
                 // A concurrent duplicate won the insert: re-read it (step 1).
                 Ok(None) => continue,
                 Err(e) => {
                     // A concurrent duplicate may have taken the amount first (its reservation
                     // makes ours exceed the payment): that is a repeat, not a refusal.
-                    let (m, no) = (merchant_id.to_string(), request.merchant_refund_no.clone());
+                    let (m, no) = (merchant_id.to_string(), refund_no.clone());
                     let existing = self
                         .db
                         .run(move |c| store::refund_by_no(c, &m, &no))
@@ -233,17 +463,64 @@ impl Business {
         ))
     }
 
+    /// An operator's error refund (差错退款) of `request.order_no` of `request.merchant_id`.
+    #[tracing::instrument(skip_all, fields(merchant_id = %request.merchant_id, order_no = %request.order_no, operator = %operator.id))]
+    async fn create_error_refund(
+        &self,
+        request: ErrorRefundRequest,
+        operator: Operator,
+    ) -> Result<MerchantRefund> {
+        let (m, o, cipher) = (
+            request.merchant_id.clone(),
+            request.order_no.clone(),
+            self.cipher.clone(),
+        );
+        let trade = self
+            .db
+            .run(move |c| store::trade_by_order(c, &cipher, &m, &o))
+            .await?
+            .ok_or_else(|| trade_not_found(&request.order_no))?;
+        let merchant_id = trade.merchant_id.clone();
+        let refund = self
+            .create_refund(
+                &merchant_id,
+                NewRefund::Error {
+                    request: request.clone(),
+                    operator: operator.clone(),
+                    trade_id: trade.trade_id,
+                },
+            )
+            .await?;
+        tracing::info!(
+            target: "audit",
+            action = "CREATE_ERROR_REFUND",
+            operator = %operator.id,
+            role = %operator.role,
+            refund_id = %refund.refund_id,
+            kind = refund.kind.as_str(),
+            amount = %refund.amount,
+            state = %refund.chain_state,
+            reason = %request.reason,
+            "error refund raised"
+        );
+        Ok(refund)
+    }
+
     /// Step 3: moves a refund along the chain as far as the peers allow, persisting each step
     /// before the next call. Every call carries the refund id as its idempotency key, so driving
     /// the same refund again (a repeat, the recovery loop, a second replica) never debits twice.
     #[tracing::instrument(skip_all, fields(refund_id = %refund.refund_id))]
-    async fn drive(&self, mut refund: MerchantRefund) -> Result<MerchantRefund> {
+    async fn drive(
+        &self,
+        mut refund: MerchantRefund,
+        origin: DriveOrigin,
+    ) -> Result<MerchantRefund> {
         for _ in 0..MAX_DRIVE_STEPS {
             let before = refund.chain_state;
             refund = match before {
-                ChainState::Reserved => self.step_debit(refund).await?,
-                ChainState::Debited => self.step_hand_over(refund).await?,
-                ChainState::Reversing => self.step_reverse(refund).await?,
+                ChainState::Reserved => self.step_debit(refund, origin).await?,
+                ChainState::Debited => self.step_hand_over(refund, origin).await?,
+                ChainState::Reversing => self.step_reverse(refund, origin).await?,
                 ChainState::Accepted
                 | ChainState::Succeeded
                 | ChainState::Failed
@@ -258,13 +535,19 @@ impl Business {
     }
 
     /// RESERVED: ask the clearing center to debit the merchant.
-    async fn step_debit(&self, refund: MerchantRefund) -> Result<MerchantRefund> {
+    async fn step_debit(
+        &self,
+        refund: MerchantRefund,
+        origin: DriveOrigin,
+    ) -> Result<MerchantRefund> {
         let request = clearing_pb::RefundDebitRequest {
             refund_id: refund.refund_id.clone(),
             trade_id: refund.trade_id.clone(),
             merchant_id: refund.merchant_id.clone(),
             amount: refund.amount.amount_string(),
             currency: refund.amount.currency().code().to_string(),
+            splits: refund.split_amounts.iter().map(clearing_split).collect(),
+            error_refund: refund.kind.is_error_refund(),
         };
         match self.clearing.clone().refund_debit(request).await {
             Ok(answer) => {
@@ -279,7 +562,7 @@ impl Business {
                     | D::Reversed
                     | D::Returning
                     | D::Returned => {
-                        self.advance(refund, ChainState::Debited, (None, None))
+                        self.advance(refund, ChainState::Debited, (None, None), origin)
                             .await
                     }
                     D::Rejected => {
@@ -291,6 +574,7 @@ impl Business {
                                 Some(ErrorCode::InsufficientBalance.as_str().to_string()),
                                 Some("the clearing center refused the debit".to_string()),
                             ),
+                            origin,
                         )
                         .await
                     }
@@ -308,7 +592,7 @@ impl Business {
                 match PeerVerdict::of(e.code) {
                     PeerVerdict::Refused => {
                         tracing::info!(code = %e.code, error = %e.message, "debit refused; refund rejected");
-                        self.advance(refund, ChainState::Rejected, error_pair(&e))
+                        self.advance(refund, ChainState::Rejected, error_pair(&e), origin)
                             .await
                     }
                     PeerVerdict::Retry => {
@@ -321,11 +605,15 @@ impl Business {
     }
 
     /// DEBITED: hand the refund to the refund center.
-    async fn step_hand_over(&self, refund: MerchantRefund) -> Result<MerchantRefund> {
-        let trade_id = refund.trade_id.clone();
+    async fn step_hand_over(
+        &self,
+        refund: MerchantRefund,
+        origin: DriveOrigin,
+    ) -> Result<MerchantRefund> {
+        let (trade_id, cipher) = (refund.trade_id.clone(), self.cipher.clone());
         let trade = self
             .db
-            .run(move |c| store::get_trade(c, &trade_id))
+            .run(move |c| store::get_trade(c, &cipher, &trade_id))
             .await?
             .ok_or_else(|| {
                 Error::internal(format!("trade {} of a refund vanished", refund.trade_id))
@@ -341,8 +629,22 @@ impl Business {
             trade_paid_at_ms: trade.paid_at_ms,
             payer_card_no: trade.payer_card_no.clone().unwrap_or_default(),
             payer_name: trade.payer_name.clone().unwrap_or_default(),
+            kind: kind_to_refund_center(refund.kind) as i32,
+            operator: refund.operator.clone().unwrap_or_default(),
+            trade_amount: trade.amount.amount_string(),
         };
-        match self.refund.clone().create_refund(request).await {
+        let (call, answer) = if refund.kind.is_error_refund() {
+            (
+                "refund.CreateErrorRefund",
+                self.error_refund.clone().create_error_refund(request).await,
+            )
+        } else {
+            (
+                "refund.CreateRefund",
+                self.refund.clone().create_refund(request).await,
+            )
+        };
+        match answer {
             Ok(order) => {
                 let expected_ms = order.into_inner().expected_completion_ms;
                 tracing::info!(expected_ms, "refund center accepted the refund");
@@ -353,11 +655,11 @@ impl Business {
                 match PeerVerdict::of(e.code) {
                     PeerVerdict::Refused => {
                         tracing::info!(code = %e.code, error = %e.message, "refund center rejected the refund; reversing the debit");
-                        self.advance(refund, ChainState::Reversing, error_pair(&e))
+                        self.advance(refund, ChainState::Reversing, error_pair(&e), origin)
                             .await
                     }
                     PeerVerdict::Retry => {
-                        log_retry("refund.CreateRefund", &e);
+                        log_retry(call, &e);
                         Ok(refund)
                     }
                 }
@@ -366,7 +668,11 @@ impl Business {
     }
 
     /// REVERSING: give the merchant its money back, then reject.
-    async fn step_reverse(&self, refund: MerchantRefund) -> Result<MerchantRefund> {
+    async fn step_reverse(
+        &self,
+        refund: MerchantRefund,
+        origin: DriveOrigin,
+    ) -> Result<MerchantRefund> {
         let reason = refund
             .error_message
             .clone()
@@ -379,7 +685,8 @@ impl Business {
         match self.clearing.clone().reverse_debit(request).await {
             Ok(_) => {
                 let error = (refund.error_code.clone(), refund.error_message.clone());
-                self.advance(refund, ChainState::Rejected, error).await
+                self.advance(refund, ChainState::Rejected, error, origin)
+                    .await
             }
             Err(status) => {
                 let e = peer_err(status);
@@ -395,22 +702,29 @@ impl Business {
         }
     }
 
-    /// Persists `refund -> to` (releasing the reservation for REJECTED and FAILED) and returns the
-    /// refund as stored, whoever won the move.
+    /// Persists `refund -> to` (releasing the reservation for REJECTED and FAILED, enqueueing the
+    /// merchant's notification when due) and returns the refund as stored, whoever won the move.
     async fn advance(
         &self,
         refund: MerchantRefund,
         to: ChainState,
         error: (Option<String>, Option<String>),
+        origin: DriveOrigin,
     ) -> Result<MerchantRefund> {
         let now_ms = self.clock.now_ms();
         self.db
             .transaction(move |c| {
-                if !store::advance_refund(c, &refund, to, error, now_ms)? {
+                let moved = store::advance_refund(c, &refund, to, error, now_ms)?;
+                if !moved {
                     tracing::debug!(to = %to, "another driver moved the refund first");
                 }
-                store::get_refund(c, &refund.refund_id)?
-                    .ok_or_else(|| Error::internal(format!("refund {} vanished", refund.refund_id)))
+                let stored = store::get_refund(c, &refund.refund_id)?.ok_or_else(|| {
+                    Error::internal(format!("refund {} vanished", refund.refund_id))
+                })?;
+                if moved {
+                    enqueue_final(c, &stored, origin, now_ms)?;
+                }
+                Ok(stored)
             })
             .await
     }
@@ -437,6 +751,7 @@ impl Business {
 
     async fn record_payment(&self, payment: NewPayment) -> Result<Trade> {
         let now_ms = self.clock.now_ms();
+        let cipher = self.cipher.clone();
         let trade = self
             .db
             .run(move |c| {
@@ -446,6 +761,14 @@ impl Business {
                         format!("no merchant {}", payment.merchant_id),
                     ));
                 }
+                for (i, r) in payment.receivers.iter().enumerate() {
+                    if store::get_merchant(c, &r.receiver_id)?.is_none() {
+                        return Err(Error::new(
+                            ErrorCode::MerchantNotFound,
+                            format!("receivers[{i}].receiver_id: no merchant {}", r.receiver_id),
+                        ));
+                    }
+                }
                 if store::get_channel(c, &payment.channel)?.is_none() {
                     return Err(Error::new(
                         ErrorCode::ChannelNotFound,
@@ -453,7 +776,7 @@ impl Business {
                     ));
                 }
                 let trade = payment.clone().into_trade(new_id("tr"), now_ms);
-                match store::insert_trade(c, &trade)? {
+                match store::insert_trade(c, &cipher, &trade)? {
                     Inserted::New(t) => Ok(t),
                     Inserted::Existing(t) if payment.matches(&t) => Ok(t),
                     Inserted::Existing(_) => Err(Error::new(
@@ -482,6 +805,12 @@ impl Business {
             channel: trade.channel.clone(),
             amount: trade.amount.amount_string(),
             currency: trade.amount.currency().code().to_string(),
+            splits: trade.receivers.iter().map(clearing_split).collect(),
+            platform_subsidy: if trade.platform_subsidy.is_zero() {
+                String::new()
+            } else {
+                trade.platform_subsidy.amount_string()
+            },
         };
         match self.clearing.clone().settle_payment(request).await {
             Ok(_) => {
@@ -537,9 +866,13 @@ impl Business {
                     };
                     if moved {
                         store::set_expected_completion(c, &refund_id, expected_ms, now_ms)?;
-                        return store::get_refund(c, &refund_id)?.ok_or_else(|| {
+                        let stored = store::get_refund(c, &refund_id)?.ok_or_else(|| {
                             Error::internal(format!("refund {refund_id} vanished"))
-                        });
+                        })?;
+                        if stored.chain_state != refund.chain_state {
+                            enqueue_final(c, &stored, DriveOrigin::Recovery, now_ms)?;
+                        }
+                        return Ok(stored);
                     }
                 }
                 Err(Error::internal(format!("refund {refund_id} kept changing")))
@@ -589,7 +922,7 @@ impl Business {
         for refund in batch {
             counts.resumed += 1;
             let id = refund.refund_id.clone();
-            match self.drive(refund).await {
+            match self.drive(refund, DriveOrigin::Recovery).await {
                 Ok(r) if r.chain_state.is_in_flight() => counts.still_pending += 1,
                 Ok(_) => counts.completed += 1,
                 Err(e) => {
@@ -598,9 +931,10 @@ impl Business {
                 }
             }
         }
+        let cipher = self.cipher.clone();
         let trades = self
             .db
-            .run(|c| store::unsettled_trades(c, RECOVERY_BATCH))
+            .run(move |c| store::unsettled_trades(c, &cipher, RECOVERY_BATCH))
             .await?;
         for trade in trades {
             if self.settle(trade).await?.1 {
@@ -612,6 +946,164 @@ impl Business {
         }
         Ok(counts)
     }
+
+    // -----------------------------------------------------------------------------------------
+    // Notifications
+    // -----------------------------------------------------------------------------------------
+
+    /// Sends every due notification once (at most [`NOTIFY_BATCH`], [`NOTIFY_PARALLEL`] at a
+    /// time): claims it, POSTs it signed, records the attempt and the next step. The job loop and
+    /// `RunNotifications` both call this.
+    #[tracing::instrument(skip_all)]
+    pub async fn run_notifications(&self) -> Result<NotifyCounts> {
+        let now_ms = self.clock.now_ms();
+        let due = self
+            .db
+            .run(move |c| store::due_notifications(c, now_ms, NOTIFY_BATCH))
+            .await?;
+        let mut counts = NotifyCounts::default();
+        let mut running = tokio::task::JoinSet::new();
+        let mut results = Vec::with_capacity(due.len());
+        for n in due {
+            if running.len() >= NOTIFY_PARALLEL {
+                if let Some(done) = running.join_next().await {
+                    results.push(done);
+                }
+            }
+            let svc = self.clone();
+            running.spawn(async move { svc.attempt_notification(n).await });
+        }
+        while let Some(done) = running.join_next().await {
+            results.push(done);
+        }
+        for done in results {
+            match done {
+                Ok(Ok(Some(status))) => {
+                    counts.attempted += 1;
+                    match status {
+                        NotificationStatus::Delivered => counts.delivered += 1,
+                        NotificationStatus::Pending => counts.retrying += 1,
+                        NotificationStatus::Abandoned => counts.abandoned += 1,
+                    }
+                }
+                // Another sender claimed it first.
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(code = %e.code, error = %e.message, "notification attempt not recorded");
+                }
+                Err(e) => tracing::error!(error = %e, "notification task failed"),
+            }
+        }
+        if counts != NotifyCounts::default() {
+            tracing::info!(?counts, "notification run");
+        }
+        Ok(counts)
+    }
+
+    /// One attempt of one notification; `None` when another sender claimed it.
+    #[tracing::instrument(skip_all, fields(notification_id = %n.notification_id, refund_id = %n.refund_id))]
+    async fn attempt_notification(&self, n: Notification) -> Result<Option<NotificationStatus>> {
+        let lease_until = self.clock.now_ms().saturating_add(NOTIFY_LEASE_MS);
+        let seen = n.clone();
+        if !self
+            .db
+            .run(move |c| store::claim_notification(c, &seen, lease_until))
+            .await?
+        {
+            return Ok(None);
+        }
+        let (m, cipher) = (n.merchant_id.clone(), self.cipher.clone());
+        let target = self
+            .db
+            .run(move |c| store::notify_config(c, &cipher, &m))
+            .await;
+        let at_ms = self.clock.now_ms();
+        let result = match target {
+            Ok(Some(t)) => {
+                self.post_notification(&t, &n.body, at_ms.div_euclid(1000))
+                    .await
+            }
+            Ok(None) => Err((None, "the merchant has no notify_url".to_string())),
+            Err(e) => Err((None, format!("notify settings unreadable: {}", e.message))),
+        };
+        let outcome = n.after_attempt(at_ms, result)?;
+        let status = outcome.status;
+        match (&status, &outcome.attempt.error) {
+            (NotificationStatus::Delivered, _) => {
+                tracing::info!(attempt = outcome.attempts, "merchant notified")
+            }
+            (_, Some(error)) => {
+                tracing::warn!(attempt = outcome.attempts, status = status.as_str(), next_ms = outcome.next_attempt_at_ms, error = %error, "merchant notification failed")
+            }
+            _ => {}
+        }
+        self.db
+            .transaction(move |c| store::record_attempt(c, &outcome))
+            .await?;
+        Ok(Some(status))
+    }
+
+    /// POSTs a notification body to the merchant: `Ok(status)` for a 2xx, else the HTTP status
+    /// (if any) and why.
+    async fn post_notification(
+        &self,
+        target: &NotifyTarget,
+        body: &str,
+        timestamp_secs: i64,
+    ) -> std::result::Result<u16, (Option<u16>, String)> {
+        let uri: hyper::Uri = target
+            .url
+            .parse()
+            .map_err(|e| (None, format!("bad notify_url: {e}")))?;
+        if uri.scheme_str() != Some("http") {
+            return Err((
+                None,
+                "only http:// notify URLs are supported (https needs a TLS connector)".to_string(),
+            ));
+        }
+        let timestamp = timestamp_secs.to_string();
+        let signature = sign(&target.secret, &timestamp, body.as_bytes());
+        let request = hyper::Request::builder()
+            .method(hyper::Method::POST)
+            .uri(uri)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::USER_AGENT, "tuikuan-notify/1")
+            .header(TIMESTAMP_HEADER, timestamp.as_str())
+            .header(SIGNATURE_HEADER, signature)
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .map_err(|e| (None, format!("cannot build the request: {e}")))?;
+        let exchange = async {
+            let answer = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| (None, error_chain(&e)))?;
+            let status = answer.status().as_u16();
+            // Read (and drop) the answer so that the connection can be reused.
+            let _ = Limited::new(answer.into_body(), NOTIFY_MAX_ANSWER_BYTES)
+                .collect()
+                .await;
+            Ok::<u16, (Option<u16>, String)>(status)
+        };
+        match tokio::time::timeout(Duration::from_secs(NOTIFY_TIMEOUT_SECS), exchange).await {
+            Err(_) => Err((None, format!("no answer within {NOTIFY_TIMEOUT_SECS} s"))),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(status)) if (200..300).contains(&status) => Ok(status),
+            Ok(Ok(status)) => Err((Some(status), format!("the merchant answered HTTP {status}"))),
+        }
+    }
+}
+
+/// An error and its sources, `a: b: c`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn error_pair(e: &Error) -> (Option<String>, Option<String>) {
@@ -655,6 +1147,84 @@ fn status_from_wire(s: i32, field: &str) -> Result<Option<RefundStatus>> {
     }
 }
 
+fn clearing_split(s: &Split) -> clearing_pb::Split {
+    clearing_pb::Split {
+        receiver_id: s.receiver_id.clone(),
+        amount: s.amount.amount_string(),
+    }
+}
+
+fn split_to_wire(s: &Split) -> pb::SplitReceiver {
+    pb::SplitReceiver {
+        receiver_id: s.receiver_id.clone(),
+        amount: s.amount.amount_string(),
+    }
+}
+
+fn split_pairs(splits: &[pb::SplitReceiver]) -> Vec<(&str, &str)> {
+    splits
+        .iter()
+        .map(|s| (s.receiver_id.as_str(), s.amount.as_str()))
+        .collect()
+}
+
+fn kind_to_wire(k: RefundKind) -> pb::RefundKind {
+    match k {
+        RefundKind::Normal => pb::RefundKind::Normal,
+        RefundKind::DuplicatePayment => pb::RefundKind::DuplicatePayment,
+        RefundKind::ExpiredOrder => pb::RefundKind::ExpiredOrder,
+    }
+}
+
+fn kind_from_wire(k: i32) -> Option<RefundKind> {
+    match pb::RefundKind::try_from(k) {
+        Ok(pb::RefundKind::Normal) => Some(RefundKind::Normal),
+        Ok(pb::RefundKind::DuplicatePayment) => Some(RefundKind::DuplicatePayment),
+        Ok(pb::RefundKind::ExpiredOrder) => Some(RefundKind::ExpiredOrder),
+        Ok(pb::RefundKind::Unspecified) | Err(_) => None,
+    }
+}
+
+fn kind_to_refund_center(k: RefundKind) -> refund_pb::RefundKind {
+    match k {
+        RefundKind::Normal => refund_pb::RefundKind::Normal,
+        RefundKind::DuplicatePayment => refund_pb::RefundKind::ErrorDuplicate,
+        RefundKind::ExpiredOrder => refund_pb::RefundKind::ErrorExpired,
+    }
+}
+
+fn notification_to_wire(n: &Notification, attempts: &[NotificationAttempt]) -> pb::Notification {
+    pb::Notification {
+        notification_id: n.notification_id.clone(),
+        refund_id: n.refund_id.clone(),
+        merchant_id: n.merchant_id.clone(),
+        event: status_to_wire(n.event) as i32,
+        status: match n.status {
+            NotificationStatus::Pending => pb::NotificationStatus::Pending,
+            NotificationStatus::Delivered => pb::NotificationStatus::Delivered,
+            NotificationStatus::Abandoned => pb::NotificationStatus::Abandoned,
+        } as i32,
+        body: n.body.clone(),
+        attempts: n.attempts,
+        next_attempt_at_ms: if n.status == NotificationStatus::Pending {
+            n.next_attempt_at_ms
+        } else {
+            0
+        },
+        created_at_ms: n.created_at_ms,
+        delivered_at_ms: n.delivered_at_ms.unwrap_or(0),
+        attempt_log: attempts
+            .iter()
+            .map(|a| pb::NotificationAttempt {
+                attempt_no: a.attempt_no,
+                attempted_at_ms: a.attempted_at_ms,
+                http_status: a.http_status.map(u32::from).unwrap_or(0),
+                error: a.error.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
 fn refund_to_wire(r: &MerchantRefund) -> pb::Refund {
     // Only the final failures carry a code for the merchant; REVERSING's reason stays internal
     // until the reversal is done.
@@ -679,6 +1249,8 @@ fn refund_to_wire(r: &MerchantRefund) -> pb::Refund {
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
         expected_completion_ms: r.expected_completion_ms,
+        kind: kind_to_wire(r.kind) as i32,
+        split_amounts: r.split_amounts.iter().map(split_to_wire).collect(),
     }
 }
 
@@ -697,6 +1269,8 @@ fn trade_to_wire(t: &Trade) -> pb::Trade {
             SettleStatus::Settled => pb::SettleStatus::Settled,
         } as i32,
         payer_card_masked: t.masked_card(),
+        receivers: t.receivers.iter().map(split_to_wire).collect(),
+        platform_subsidy: t.platform_subsidy.amount_string(),
     }
 }
 
@@ -733,9 +1307,10 @@ impl MerchantService for Business {
             &r.currency,
             &r.reason,
         )
+        .and_then(|req| req.with_split_amounts(&split_pairs(&r.split_amounts)))
         .map_err(grpc_err)?;
         let refund = self
-            .create_refund(&merchant.merchant_id, req)
+            .create_refund(&merchant.merchant_id, NewRefund::Merchant(req))
             .await
             .map_err(grpc_err)?;
         span.record("refund_id", refund.refund_id.as_str());
@@ -818,6 +1393,7 @@ impl BusinessAdminService for Business {
         request: Request<pb::RecordPaymentRequest>,
     ) -> Result<Response<pb::Trade>, Status> {
         let r = request.into_inner();
+        let receivers = split_pairs(&r.receivers);
         let payment = NewPayment::validate(PaymentFields {
             merchant_id: &r.merchant_id,
             order_no: &r.order_no,
@@ -827,6 +1403,8 @@ impl BusinessAdminService for Business {
             paid_at_ms: r.paid_at_ms,
             payer_card_no: &r.payer_card_no,
             payer_name: &r.payer_name,
+            receivers: &receivers,
+            platform_subsidy: &r.platform_subsidy,
         })
         .map_err(grpc_err)?;
         let trade = self.record_payment(payment).await.map_err(grpc_err)?;
@@ -842,10 +1420,11 @@ impl BusinessAdminService for Business {
         let r = request.into_inner();
         validate_external_id(&r.merchant_id, "merchant_id").map_err(grpc_err)?;
         validate_external_id(&r.order_no, "order_no").map_err(grpc_err)?;
+        let cipher = self.cipher.clone();
         let trade = self
             .db
             .run(move |c| {
-                store::trade_by_order(c, &r.merchant_id, &r.order_no)?.ok_or_else(|| {
+                store::trade_by_order(c, &cipher, &r.merchant_id, &r.order_no)?.ok_or_else(|| {
                     Error::new(
                         ErrorCode::TradeNotFound,
                         format!("no trade with order_no {}", r.order_no),
@@ -971,4 +1550,150 @@ impl BusinessAdminService for Business {
             refunds: refunds.iter().map(refund_to_wire).collect(),
         }))
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_error_refund(
+        &self,
+        request: Request<pb::CreateErrorRefundRequest>,
+    ) -> Result<Response<pb::Refund>, Status> {
+        let header = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let operator = Operator::authenticate(
+            header(OPERATOR_ID_HEADER).as_deref(),
+            header(OPERATOR_ROLE_HEADER).as_deref(),
+        )
+        .and_then(|op| {
+            op.require(ERROR_REFUND_ROLES, "raise an error refund")
+                .map(|()| op)
+        })
+        .map_err(grpc_err)?;
+        let r = request.into_inner();
+        if !r.operator.is_empty() && r.operator != operator.id {
+            return Err(grpc_err(Error::field(
+                "operator",
+                format!("must match {OPERATOR_ID_HEADER} when given"),
+            )));
+        }
+        let req = ErrorRefundRequest::validate(
+            &r.merchant_id,
+            &r.order_no,
+            kind_from_wire(r.kind),
+            &r.amount,
+            &r.currency,
+            &r.reason,
+        )
+        .map_err(grpc_err)?;
+        let refund = self
+            .create_error_refund(req, operator)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(refund_to_wire(&refund)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_notify_config(
+        &self,
+        request: Request<pb::SetNotifyConfigRequest>,
+    ) -> Result<Response<pb::NotifyConfig>, Status> {
+        let r = request.into_inner();
+        validate_external_id(&r.merchant_id, "merchant_id").map_err(grpc_err)?;
+        let target = NotifyTarget::validate(&r.notify_url, &r.notify_secret).map_err(grpc_err)?;
+        let (m, t, cipher) = (r.merchant_id.clone(), target.clone(), self.cipher.clone());
+        let found = self
+            .db
+            .run(move |c| store::set_notify_config(c, &cipher, &m, t.as_ref()))
+            .await
+            .map_err(grpc_err)?;
+        if !found {
+            return Err(grpc_err(Error::new(
+                ErrorCode::MerchantNotFound,
+                format!("no merchant {}", r.merchant_id),
+            )));
+        }
+        tracing::info!(merchant_id = %r.merchant_id, enabled = target.is_some(), "notify settings changed");
+        Ok(Response::new(pb::NotifyConfig {
+            merchant_id: r.merchant_id,
+            notify_url: target.map(|t| t.url).unwrap_or_default(),
+        }))
+    }
+
+    async fn run_notifications(
+        &self,
+        _request: Request<pb::RunNotificationsRequest>,
+    ) -> Result<Response<pb::NotificationReport>, Status> {
+        let counts = self.run_notifications().await.map_err(grpc_err)?;
+        Ok(Response::new(pb::NotificationReport {
+            attempted: counts.attempted,
+            delivered: counts.delivered,
+            retrying: counts.retrying,
+            abandoned: counts.abandoned,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        let refund_id = request.into_inner().refund_id;
+        validate_external_id(&refund_id, "refund_id").map_err(grpc_err)?;
+        let list = self
+            .db
+            .run(move |c| {
+                if store::get_refund(c, &refund_id)?.is_none() {
+                    return Err(Error::new(
+                        ErrorCode::RefundNotFound,
+                        format!("no refund {refund_id}"),
+                    ));
+                }
+                store::notifications_of(c, &refund_id)
+            })
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(pb::ListNotificationsResponse {
+            notifications: list
+                .iter()
+                .map(|(n, attempts)| notification_to_wire(n, attempts))
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_trades(
+        &self,
+        request: Request<pb::ListTradesRequest>,
+    ) -> Result<Response<pb::ListTradesResponse>, Status> {
+        let r = request.into_inner();
+        let merchant_id = optional_id(&r.merchant_id, "merchant_id").map_err(grpc_err)?;
+        let after = optional_id(&r.after, "after").map_err(grpc_err)?;
+        let limit = match i64::from(r.limit) {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let cipher = self.cipher.clone();
+        let trades = self
+            .db
+            .run(move |c| {
+                store::list_trades(c, &cipher, merchant_id.as_deref(), after.as_deref(), limit)
+            })
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(pb::ListTradesResponse {
+            trades: trades.iter().map(trade_to_wire).collect(),
+        }))
+    }
+}
+
+/// An optional external id: empty = `None`.
+fn optional_id(value: &str, field: &str) -> Result<Option<String>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    validate_external_id(value, field)?;
+    Ok(Some(value.to_string()))
 }

@@ -4,17 +4,29 @@
 //!
 //! Layout:
 //! - [`domain`]: pure types and rules: the refund chain state machine and what the merchant sees,
-//!   request validation and fingerprints, refund windows, peer-error verdicts;
+//!   request validation and fingerprints, refund windows, peer-error verdicts, error refunds
+//!   (差错退款), split receivers and subsidies; and its submodules [`domain::notify`] (merchant
+//!   notifications: message, HMAC signature with [`domain::notify::verify_signature`], retry
+//!   schedule), [`domain::crypto`] (AES-256-GCM sealing of card numbers and secrets at rest) and
+//!   [`domain::operator`] (staff identity and roles);
 //! - [`store`]: diesel tables and repository functions (SQLite and PostgreSQL), including the
-//!   over-refund guard (a conditional update on the trade) and conditional state moves;
+//!   over-refund guard (a conditional update on the trade), conditional state moves, the
+//!   notification outbox and its claim;
 //! - [`grpc`]: `MerchantService` and `BusinessAdminService`, the chain driver, the recovery loop,
-//!   and [`serve`].
+//!   the notification sender (plain HTTP/1), and [`serve`].
+//!
+//! Security: merchants authenticate with `authorization: Bearer <api key>` (stored as its SHA-256
+//! only) and see and refund only their own trades; operator actions (error refunds) need the
+//! `x-operator-id` and `x-operator-role` headers set by the authenticating proxy in front of the
+//! internal admin service; payer card numbers are stored sealed (`enc:v1:`) and shown masked.
 //!
 //! Architecture invariants:
 //! - a trade's `refunded` equals the sum of its refunds that hold a reservation, and never exceeds
 //!   what was paid, however many requests race;
 //! - each step of the chain is persisted before the next call, and every call carries the refund
-//!   id as its idempotency key, so a crash or a retry never debits or refunds twice.
+//!   id as its idempotency key, so a crash or a retry never debits or refunds twice;
+//! - a refund's final outcome and its merchant notification are written in one transaction, and
+//!   a notification is retried until a 2xx (or its 48-hour window ends).
 
 pub mod domain;
 pub mod grpc;

@@ -5,15 +5,28 @@
 //! - [`reserve_refund`]: `refunded_minor + amount <= amount_minor` (never over-refund);
 //! - [`advance_refund`] and [`return_refund`]: `chain_state = <from>` (one writer wins each
 //!   transition);
-//! - [`release_reservation`]: `refunded_minor >= amount` (never below zero).
+//! - [`release_reservation`]: `refunded_minor >= amount` (never below zero);
+//! - [`claim_notification`]: `status = 'PENDING' AND next_attempt_at_ms = <seen>` (one sender per
+//!   attempt, across replicas).
+//!
+//! Payer card numbers and notification secrets are stored sealed ([`Sealer`], `enc:v1:`);
+//! the functions that read or write them take the cipher. [`seal_plaintext_cards`] seals rows
+//! written before encryption existed (run at start).
+
+use std::collections::HashMap;
 
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use tuikuan_db::{db_err, is_unique_violation, AnyConnection};
-use tuikuan_kernel::{Error, ErrorCode, Result};
+use tuikuan_kernel::{Currency, Error, ErrorCode, Money, Result};
 
+use crate::domain::crypto::{Sealer, PURPOSE_CARD, PURPOSE_NOTIFY_SECRET};
+use crate::domain::notify::{
+    AttemptOutcome, Notification, NotificationAttempt, NotificationStatus, NotifyTarget,
+};
 use crate::domain::{
-    money_from_storage, ChainState, ChannelConfig, Merchant, MerchantRefund, SettleStatus, Trade,
+    money_from_storage, ChainState, ChannelConfig, Merchant, MerchantRefund, RefundKind,
+    RefundStatus, SettleStatus, Split, Trade,
 };
 
 diesel::table! {
@@ -22,6 +35,8 @@ diesel::table! {
         name -> Text,
         api_key_hash -> Text,
         created_at_ms -> BigInt,
+        notify_url -> Nullable<Text>,
+        notify_secret -> Nullable<Text>,
     }
 }
 
@@ -48,6 +63,15 @@ diesel::table! {
         payer_card_no -> Nullable<Text>,
         payer_name -> Nullable<Text>,
         created_at_ms -> BigInt,
+        platform_subsidy_minor -> BigInt,
+    }
+}
+
+diesel::table! {
+    trade_receivers (trade_id, receiver_id) {
+        trade_id -> Text,
+        receiver_id -> Text,
+        amount_minor -> BigInt,
     }
 }
 
@@ -68,6 +92,43 @@ diesel::table! {
         created_at_ms -> BigInt,
         updated_at_ms -> BigInt,
         expected_completion_ms -> BigInt,
+        kind -> Text,
+        operator -> Nullable<Text>,
+        error_trade_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    refund_splits (refund_id, receiver_id) {
+        refund_id -> Text,
+        receiver_id -> Text,
+        amount_minor -> BigInt,
+    }
+}
+
+diesel::table! {
+    notifications (notification_id) {
+        notification_id -> Text,
+        refund_id -> Text,
+        merchant_id -> Text,
+        event -> Text,
+        status -> Text,
+        body -> Text,
+        attempts -> Integer,
+        next_attempt_at_ms -> BigInt,
+        created_at_ms -> BigInt,
+        delivered_at_ms -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    notification_attempts (notification_id, attempt_no) {
+        notification_id -> Text,
+        attempt_no -> Integer,
+        attempted_at_ms -> BigInt,
+        http_status -> Nullable<Integer>,
+        error -> Nullable<Text>,
     }
 }
 
@@ -131,11 +192,18 @@ struct TradeRow {
     payer_card_no: Option<String>,
     payer_name: Option<String>,
     created_at_ms: i64,
+    platform_subsidy_minor: i64,
 }
 
 impl TradeRow {
-    fn from_domain(t: &Trade) -> TradeRow {
-        TradeRow {
+    /// The row of a trade, its card sealed.
+    fn from_domain(t: &Trade, cipher: &Sealer) -> Result<TradeRow> {
+        let payer_card_no = t
+            .payer_card_no
+            .as_deref()
+            .map(|card| cipher.seal(PURPOSE_CARD, card))
+            .transpose()?;
+        Ok(TradeRow {
             trade_id: t.trade_id.clone(),
             merchant_id: t.merchant_id.clone(),
             order_no: t.order_no.clone(),
@@ -145,15 +213,24 @@ impl TradeRow {
             paid_at_ms: t.paid_at_ms,
             refunded_minor: t.refunded.to_minor(),
             settle_status: t.settle_status.as_str().to_string(),
-            payer_card_no: t.payer_card_no.clone(),
+            payer_card_no,
             payer_name: t.payer_name.clone(),
             created_at_ms: t.created_at_ms,
-        }
+            platform_subsidy_minor: t.platform_subsidy.to_minor(),
+        })
     }
 
-    fn into_domain(self) -> Result<Trade> {
+    /// The trade of a row, its card opened, with its receivers.
+    fn into_domain(self, cipher: &Sealer, receivers: Vec<Split>) -> Result<Trade> {
+        let payer_card_no = self
+            .payer_card_no
+            .as_deref()
+            .map(|stored| cipher.open(PURPOSE_CARD, stored))
+            .transpose()?;
         Ok(Trade {
             amount: money_from_storage(self.amount_minor, &self.currency)?,
+            platform_subsidy: money_from_storage(self.platform_subsidy_minor, &self.currency)?,
+            receivers,
             refunded: money_from_storage(self.refunded_minor, &self.currency)?,
             settle_status: SettleStatus::parse(&self.settle_status)?,
             trade_id: self.trade_id,
@@ -161,11 +238,27 @@ impl TradeRow {
             order_no: self.order_no,
             channel: self.channel,
             paid_at_ms: self.paid_at_ms,
-            payer_card_no: self.payer_card_no,
+            payer_card_no,
             payer_name: self.payer_name,
             created_at_ms: self.created_at_ms,
         })
     }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = trade_receivers)]
+struct ReceiverRow {
+    trade_id: String,
+    receiver_id: String,
+    amount_minor: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = refund_splits)]
+struct RefundSplitRow {
+    refund_id: String,
+    receiver_id: String,
+    amount_minor: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -186,6 +279,9 @@ struct RefundRow {
     created_at_ms: i64,
     updated_at_ms: i64,
     expected_completion_ms: i64,
+    kind: String,
+    operator: Option<String>,
+    error_trade_id: Option<String>,
 }
 
 impl RefundRow {
@@ -206,12 +302,18 @@ impl RefundRow {
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
             expected_completion_ms: r.expected_completion_ms,
+            kind: r.kind.as_str().to_string(),
+            operator: r.operator.clone(),
+            error_trade_id: r.kind.is_error_refund().then(|| r.trade_id.clone()),
         }
     }
 
-    fn into_domain(self) -> Result<MerchantRefund> {
+    fn into_domain(self, split_amounts: Vec<Split>) -> Result<MerchantRefund> {
         Ok(MerchantRefund {
             amount: money_from_storage(self.amount_minor, &self.currency)?,
+            kind: RefundKind::parse(&self.kind)?,
+            operator: self.operator,
+            split_amounts,
             chain_state: ChainState::parse(&self.chain_state)?,
             refund_id: self.refund_id,
             merchant_id: self.merchant_id,
@@ -342,47 +444,121 @@ pub fn get_channel(conn: &mut AnyConnection, code: &str) -> Result<Option<Channe
 // Trades
 // ---------------------------------------------------------------------------------------------
 
-/// Inserts a trade, or returns the one already stored for its (merchant, order_no).
-pub fn insert_trade(conn: &mut AnyConnection, t: &Trade) -> Result<Inserted<Trade>> {
-    if let Some(existing) = trade_by_order(conn, &t.merchant_id, &t.order_no)? {
+/// Inserts a trade with its receivers (card sealed), or returns the one already stored for its
+/// (merchant, order_no).
+pub fn insert_trade(
+    conn: &mut AnyConnection,
+    cipher: &Sealer,
+    t: &Trade,
+) -> Result<Inserted<Trade>> {
+    if let Some(existing) = trade_by_order(conn, cipher, &t.merchant_id, &t.order_no)? {
         return Ok(Inserted::Existing(existing));
     }
-    let row = TradeRow::from_domain(t);
-    let inserted = conn.transaction(|c| diesel::insert_into(trades::table).values(&row).execute(c));
+    let row = TradeRow::from_domain(t, cipher)?;
+    let receivers: Vec<ReceiverRow> = t
+        .receivers
+        .iter()
+        .map(|r| ReceiverRow {
+            trade_id: t.trade_id.clone(),
+            receiver_id: r.receiver_id.clone(),
+            amount_minor: r.amount.to_minor(),
+        })
+        .collect();
+    // A savepoint: the trade and its receivers together, and a unique violation does not abort an
+    // enclosing PostgreSQL transaction.
+    let inserted = conn.transaction(|c| {
+        diesel::insert_into(trades::table).values(&row).execute(c)?;
+        for r in &receivers {
+            diesel::insert_into(trade_receivers::table)
+                .values(r)
+                .execute(c)?;
+        }
+        Ok::<_, DieselError>(())
+    });
     match inserted {
-        Ok(_) => Ok(Inserted::New(t.clone())),
-        Err(e) if is_unique_violation(&e) => trade_by_order(conn, &t.merchant_id, &t.order_no)?
-            .map(Inserted::Existing)
-            .ok_or_else(|| Error::internal(format!("trade {} vanished", t.order_no))),
+        Ok(()) => Ok(Inserted::New(t.clone())),
+        Err(e) if is_unique_violation(&e) => {
+            trade_by_order(conn, cipher, &t.merchant_id, &t.order_no)?
+                .map(Inserted::Existing)
+                .ok_or_else(|| Error::internal(format!("trade {} vanished", t.order_no)))
+        }
         Err(e) => Err(db_err(e)),
     }
 }
 
+/// Trades of rows, with their receivers (one query for all).
+fn trades_of(conn: &mut AnyConnection, cipher: &Sealer, rows: Vec<TradeRow>) -> Result<Vec<Trade>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = rows.iter().map(|r| r.trade_id.clone()).collect();
+    let receiver_rows: Vec<ReceiverRow> = trade_receivers::table
+        .filter(trade_receivers::trade_id.eq_any(ids))
+        .order((
+            trade_receivers::trade_id.asc(),
+            trade_receivers::receiver_id.asc(),
+        ))
+        .select(ReceiverRow::as_select())
+        .load(conn)
+        .map_err(db_err)?;
+    let currencies: HashMap<String, String> = rows
+        .iter()
+        .map(|r| (r.trade_id.clone(), r.currency.clone()))
+        .collect();
+    let mut by_trade: HashMap<String, Vec<Split>> = HashMap::new();
+    for r in receiver_rows {
+        let currency = currencies
+            .get(&r.trade_id)
+            .ok_or_else(|| Error::internal("receiver of an unknown trade"))?;
+        by_trade.entry(r.trade_id).or_default().push(Split {
+            receiver_id: r.receiver_id,
+            amount: money_from_storage(r.amount_minor, currency)?,
+        });
+    }
+    rows.into_iter()
+        .map(|row| {
+            let receivers = by_trade.remove(&row.trade_id).unwrap_or_default();
+            row.into_domain(cipher, receivers)
+        })
+        .collect()
+}
+
+fn one_trade(
+    conn: &mut AnyConnection,
+    cipher: &Sealer,
+    row: Option<TradeRow>,
+) -> Result<Option<Trade>> {
+    Ok(trades_of(conn, cipher, row.into_iter().collect())?.pop())
+}
+
 pub fn trade_by_order(
     conn: &mut AnyConnection,
+    cipher: &Sealer,
     merchant_id: &str,
     order_no: &str,
 ) -> Result<Option<Trade>> {
-    trades::table
+    let row = trades::table
         .filter(trades::merchant_id.eq(merchant_id))
         .filter(trades::order_no.eq(order_no))
         .select(TradeRow::as_select())
         .first(conn)
         .optional()
-        .map_err(db_err)?
-        .map(TradeRow::into_domain)
-        .transpose()
+        .map_err(db_err)?;
+    one_trade(conn, cipher, row)
 }
 
-pub fn get_trade(conn: &mut AnyConnection, trade_id: &str) -> Result<Option<Trade>> {
-    trades::table
+pub fn get_trade(
+    conn: &mut AnyConnection,
+    cipher: &Sealer,
+    trade_id: &str,
+) -> Result<Option<Trade>> {
+    let row = trades::table
         .find(trade_id)
         .select(TradeRow::as_select())
         .first(conn)
         .optional()
-        .map_err(db_err)?
-        .map(TradeRow::into_domain)
-        .transpose()
+        .map_err(db_err)?;
+    one_trade(conn, cipher, row)
 }
 
 /// Marks a trade settled (idempotent).
@@ -395,17 +571,83 @@ pub fn mark_settled(conn: &mut AnyConnection, trade_id: &str) -> Result<()> {
 }
 
 /// Unsettled trades, oldest first.
-pub fn unsettled_trades(conn: &mut AnyConnection, limit: i64) -> Result<Vec<Trade>> {
-    trades::table
+pub fn unsettled_trades(
+    conn: &mut AnyConnection,
+    cipher: &Sealer,
+    limit: i64,
+) -> Result<Vec<Trade>> {
+    let rows = trades::table
         .filter(trades::settle_status.eq(SettleStatus::Unsettled.as_str()))
         .order((trades::created_at_ms.asc(), trades::trade_id.asc()))
         .limit(limit)
         .select(TradeRow::as_select())
         .load(conn)
-        .map_err(db_err)?
-        .into_iter()
-        .map(TradeRow::into_domain)
-        .collect()
+        .map_err(db_err)?;
+    trades_of(conn, cipher, rows)
+}
+
+/// A page of trades in trade_id order, optionally of one merchant.
+pub fn list_trades(
+    conn: &mut AnyConnection,
+    cipher: &Sealer,
+    merchant_id: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Trade>> {
+    let mut q = trades::table.select(TradeRow::as_select()).into_boxed();
+    if let Some(m) = merchant_id {
+        q = q.filter(trades::merchant_id.eq(m.to_string()));
+    }
+    if let Some(a) = after {
+        q = q.filter(trades::trade_id.gt(a.to_string()));
+    }
+    let rows = q
+        .order(trades::trade_id.asc())
+        .limit(limit)
+        .load(conn)
+        .map_err(db_err)?;
+    trades_of(conn, cipher, rows)
+}
+
+/// Seals every payer card still stored in plaintext (rows from before encryption); returns how
+/// many. Each row is rewritten only if it still holds the plaintext it was read with.
+pub fn seal_plaintext_cards(conn: &mut AnyConnection, cipher: &Sealer) -> Result<u32> {
+    let rows: Vec<(String, Option<String>)> = trades::table
+        .filter(trades::payer_card_no.is_not_null())
+        .filter(
+            trades::payer_card_no.not_like(format!("{}%", crate::domain::crypto::SEALED_PREFIX)),
+        )
+        .select((trades::trade_id, trades::payer_card_no))
+        .load(conn)
+        .map_err(db_err)?;
+    let mut sealed = 0u32;
+    for (trade_id, card) in rows {
+        let Some(card) = card else { continue };
+        if Sealer::is_sealed(&card) {
+            continue;
+        }
+        let value = cipher.seal(PURPOSE_CARD, &card)?;
+        sealed += diesel::update(
+            trades::table
+                .find(&trade_id)
+                .filter(trades::payer_card_no.eq(&card)),
+        )
+        .set(trades::payer_card_no.eq(value))
+        .execute(conn)
+        .map_err(db_err)? as u32;
+    }
+    Ok(sealed)
+}
+
+/// The raw stored card column of a trade (tests and audits of encryption at rest).
+pub fn raw_card_column(conn: &mut AnyConnection, trade_id: &str) -> Result<Option<String>> {
+    trades::table
+        .find(trade_id)
+        .select(trades::payer_card_no)
+        .first::<Option<String>>(conn)
+        .optional()
+        .map_err(db_err)
+        .map(Option::flatten)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,21 +704,75 @@ pub fn reserve_refund(
         .values(RefundRow::from_domain(refund))
         .execute(conn)
     {
-        Ok(_) => Ok(()),
-        Err(e) if is_unique_violation(&e) => Err(ReserveError::Duplicate),
-        Err(e) => Err(ReserveError::Diesel(e)),
+        Ok(_) => {}
+        // The same merchant refund number, or a second error refund of the trade.
+        Err(e) if is_unique_violation(&e) => return Err(ReserveError::Duplicate),
+        Err(e) => return Err(ReserveError::Diesel(e)),
     }
+    for split in &refund.split_amounts {
+        diesel::insert_into(refund_splits::table)
+            .values(RefundSplitRow {
+                refund_id: refund.refund_id.clone(),
+                receiver_id: split.receiver_id.clone(),
+                amount_minor: split.amount.to_minor(),
+            })
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Refunds of rows, with their split amounts (one query for all).
+fn refunds_of(conn: &mut AnyConnection, rows: Vec<RefundRow>) -> Result<Vec<MerchantRefund>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = rows.iter().map(|r| r.refund_id.clone()).collect();
+    let split_rows: Vec<RefundSplitRow> = refund_splits::table
+        .filter(refund_splits::refund_id.eq_any(ids))
+        .order((
+            refund_splits::refund_id.asc(),
+            refund_splits::receiver_id.asc(),
+        ))
+        .select(RefundSplitRow::as_select())
+        .load(conn)
+        .map_err(db_err)?;
+    let mut by_refund: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+    for r in split_rows {
+        by_refund
+            .entry(r.refund_id)
+            .or_default()
+            .push((r.receiver_id, r.amount_minor));
+    }
+    rows.into_iter()
+        .map(|row| {
+            let currency = Currency::parse(&row.currency, "currency")
+                .map_err(|e| Error::internal(format!("stored {}", e.message)))?;
+            let splits = by_refund
+                .remove(&row.refund_id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(receiver_id, minor)| Split {
+                    receiver_id,
+                    amount: Money::from_minor(minor, currency),
+                })
+                .collect();
+            row.into_domain(splits)
+        })
+        .collect()
+}
+
+fn one_refund(conn: &mut AnyConnection, row: Option<RefundRow>) -> Result<Option<MerchantRefund>> {
+    Ok(refunds_of(conn, row.into_iter().collect())?.pop())
 }
 
 pub fn get_refund(conn: &mut AnyConnection, refund_id: &str) -> Result<Option<MerchantRefund>> {
-    refunds::table
+    let row = refunds::table
         .find(refund_id)
         .select(RefundRow::as_select())
         .first(conn)
         .optional()
-        .map_err(db_err)?
-        .map(RefundRow::into_domain)
-        .transpose()
+        .map_err(db_err)?;
+    one_refund(conn, row)
 }
 
 pub fn refund_by_no(
@@ -484,15 +780,25 @@ pub fn refund_by_no(
     merchant_id: &str,
     merchant_refund_no: &str,
 ) -> Result<Option<MerchantRefund>> {
-    refunds::table
+    let row = refunds::table
         .filter(refunds::merchant_id.eq(merchant_id))
         .filter(refunds::merchant_refund_no.eq(merchant_refund_no))
         .select(RefundRow::as_select())
         .first(conn)
         .optional()
-        .map_err(db_err)?
-        .map(RefundRow::into_domain)
-        .transpose()
+        .map_err(db_err)?;
+    one_refund(conn, row)
+}
+
+/// A trade's error refund, if it has one.
+pub fn error_refund_of(conn: &mut AnyConnection, trade_id: &str) -> Result<Option<MerchantRefund>> {
+    let row = refunds::table
+        .filter(refunds::error_trade_id.eq(trade_id))
+        .select(RefundRow::as_select())
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    one_refund(conn, row)
 }
 
 /// Moves a refund `from -> to` if it is still in `from` (checked against the state machine).
@@ -593,16 +899,14 @@ fn release_reservation(conn: &mut AnyConnection, trade_id: &str, amount_minor: i
 /// Refunds whose chain has a call left to make, oldest first.
 pub fn in_flight_refunds(conn: &mut AnyConnection, limit: i64) -> Result<Vec<MerchantRefund>> {
     let states: Vec<&str> = ChainState::IN_FLIGHT.iter().map(|s| s.as_str()).collect();
-    refunds::table
+    let rows = refunds::table
         .filter(refunds::chain_state.eq_any(states))
         .order((refunds::created_at_ms.asc(), refunds::refund_id.asc()))
         .limit(limit)
         .select(RefundRow::as_select())
         .load(conn)
-        .map_err(db_err)?
-        .into_iter()
-        .map(RefundRow::into_domain)
-        .collect()
+        .map_err(db_err)?;
+    refunds_of(conn, rows)
 }
 
 /// A page of refunds ordered by refund id.
@@ -627,13 +931,12 @@ pub fn list_refunds(conn: &mut AnyConnection, f: &RefundFilter) -> Result<Vec<Me
     if let Some(after) = &f.after {
         q = q.filter(refunds::refund_id.gt(after.clone()));
     }
-    q.order(refunds::refund_id.asc())
+    let rows = q
+        .order(refunds::refund_id.asc())
         .limit(f.limit)
         .load(conn)
-        .map_err(db_err)?
-        .into_iter()
-        .map(RefundRow::into_domain)
-        .collect()
+        .map_err(db_err)?;
+    refunds_of(conn, rows)
 }
 
 /// The sum of the amounts of a trade's refunds that hold a reservation (an audit of the
@@ -651,4 +954,263 @@ pub fn live_refunds_minor(conn: &mut AnyConnection, trade_id: &str) -> Result<i6
         }
     }
     Ok(sum)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notifications
+// ---------------------------------------------------------------------------------------------
+
+/// Sets (or with `None` clears) a merchant's notification URL and sealed secret. Returns whether
+/// the merchant exists.
+pub fn set_notify_config(
+    conn: &mut AnyConnection,
+    cipher: &Sealer,
+    merchant_id: &str,
+    target: Option<&NotifyTarget>,
+) -> Result<bool> {
+    let (url, secret) = match target {
+        Some(t) => (
+            Some(t.url.clone()),
+            Some(cipher.seal(PURPOSE_NOTIFY_SECRET, &t.secret)?),
+        ),
+        None => (None, None),
+    };
+    let n = diesel::update(merchants::table.find(merchant_id))
+        .set((
+            merchants::notify_url.eq(url),
+            merchants::notify_secret.eq(secret),
+        ))
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(n == 1)
+}
+
+/// A merchant's notification URL and (opened) secret, when it has set them.
+pub fn notify_config(
+    conn: &mut AnyConnection,
+    cipher: &Sealer,
+    merchant_id: &str,
+) -> Result<Option<NotifyTarget>> {
+    let row: Option<(Option<String>, Option<String>)> = merchants::table
+        .find(merchant_id)
+        .select((merchants::notify_url, merchants::notify_secret))
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    match row {
+        Some((Some(url), Some(secret))) => Ok(Some(NotifyTarget {
+            url,
+            secret: cipher.open(PURPOSE_NOTIFY_SECRET, &secret)?,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// Whether a merchant has a notification URL (no decryption).
+pub fn has_notify_url(conn: &mut AnyConnection, merchant_id: &str) -> Result<bool> {
+    let url: Option<Option<String>> = merchants::table
+        .find(merchant_id)
+        .select(merchants::notify_url)
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    Ok(url.flatten().is_some_and(|u| !u.is_empty()))
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = notifications)]
+struct NotificationRow {
+    notification_id: String,
+    refund_id: String,
+    merchant_id: String,
+    event: String,
+    status: String,
+    body: String,
+    attempts: i32,
+    next_attempt_at_ms: i64,
+    created_at_ms: i64,
+    delivered_at_ms: Option<i64>,
+    last_error: Option<String>,
+}
+
+impl NotificationRow {
+    fn from_domain(n: &Notification) -> NotificationRow {
+        NotificationRow {
+            notification_id: n.notification_id.clone(),
+            refund_id: n.refund_id.clone(),
+            merchant_id: n.merchant_id.clone(),
+            event: n.event.as_str().to_string(),
+            status: n.status.as_str().to_string(),
+            body: n.body.clone(),
+            attempts: i32::try_from(n.attempts).unwrap_or(i32::MAX),
+            next_attempt_at_ms: n.next_attempt_at_ms,
+            created_at_ms: n.created_at_ms,
+            delivered_at_ms: n.delivered_at_ms,
+            last_error: n.last_error.clone(),
+        }
+    }
+
+    fn into_domain(self) -> Result<Notification> {
+        Ok(Notification {
+            event: RefundStatus::parse(&self.event)?,
+            status: NotificationStatus::parse(&self.status)?,
+            attempts: u32::try_from(self.attempts)
+                .map_err(|_| Error::internal("negative attempt count"))?,
+            notification_id: self.notification_id,
+            refund_id: self.refund_id,
+            merchant_id: self.merchant_id,
+            body: self.body,
+            next_attempt_at_ms: self.next_attempt_at_ms,
+            created_at_ms: self.created_at_ms,
+            delivered_at_ms: self.delivered_at_ms,
+            last_error: self.last_error,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = notification_attempts)]
+struct AttemptRow {
+    notification_id: String,
+    attempt_no: i32,
+    attempted_at_ms: i64,
+    http_status: Option<i32>,
+    error: Option<String>,
+}
+
+/// Enqueues a notification unless the refund already has one for the same event (idempotent;
+/// call inside the transaction that moved the refund). Returns whether this call inserted it.
+pub fn enqueue_notification(conn: &mut AnyConnection, n: &Notification) -> Result<bool> {
+    let exists = notifications::table
+        .filter(notifications::refund_id.eq(&n.refund_id))
+        .filter(notifications::event.eq(n.event.as_str()))
+        .count()
+        .get_result::<i64>(conn)
+        .map_err(db_err)?;
+    if exists > 0 {
+        return Ok(false);
+    }
+    let row = NotificationRow::from_domain(n);
+    // A savepoint: a concurrent insert's unique violation must not abort the enclosing
+    // PostgreSQL transaction.
+    match conn.transaction(|c| {
+        diesel::insert_into(notifications::table)
+            .values(&row)
+            .execute(c)
+    }) {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(db_err(e)),
+    }
+}
+
+/// PENDING notifications due at `now_ms`, earliest first.
+pub fn due_notifications(
+    conn: &mut AnyConnection,
+    now_ms: i64,
+    limit: i64,
+) -> Result<Vec<Notification>> {
+    notifications::table
+        .filter(notifications::status.eq(NotificationStatus::Pending.as_str()))
+        .filter(notifications::next_attempt_at_ms.le(now_ms))
+        .order((
+            notifications::next_attempt_at_ms.asc(),
+            notifications::notification_id.asc(),
+        ))
+        .limit(limit)
+        .select(NotificationRow::as_select())
+        .load(conn)
+        .map_err(db_err)?
+        .into_iter()
+        .map(NotificationRow::into_domain)
+        .collect()
+}
+
+/// Claims a due notification for one attempt by pushing its next attempt to `lease_until_ms`,
+/// if nobody moved it since it was read: the affected-row count decides (one sender wins, and a
+/// sender that dies mid-attempt leaves it due again after the lease).
+pub fn claim_notification(
+    conn: &mut AnyConnection,
+    n: &Notification,
+    lease_until_ms: i64,
+) -> Result<bool> {
+    let claimed = diesel::update(
+        notifications::table
+            .find(&n.notification_id)
+            .filter(notifications::status.eq(NotificationStatus::Pending.as_str()))
+            .filter(notifications::next_attempt_at_ms.eq(n.next_attempt_at_ms))
+            .filter(notifications::attempts.eq(i32::try_from(n.attempts).unwrap_or(i32::MAX))),
+    )
+    .set(notifications::next_attempt_at_ms.eq(lease_until_ms))
+    .execute(conn)
+    .map_err(db_err)?;
+    Ok(claimed == 1)
+}
+
+/// Records an attempt and its outcome (call inside a transaction). The attempt row's key
+/// (notification, attempt number) makes a duplicate record fail rather than count twice.
+pub fn record_attempt(conn: &mut AnyConnection, outcome: &AttemptOutcome) -> Result<()> {
+    let a = &outcome.attempt;
+    diesel::insert_into(notification_attempts::table)
+        .values(AttemptRow {
+            notification_id: a.notification_id.clone(),
+            attempt_no: i32::try_from(a.attempt_no).unwrap_or(i32::MAX),
+            attempted_at_ms: a.attempted_at_ms,
+            http_status: a.http_status.map(i32::from),
+            error: a.error.clone(),
+        })
+        .execute(conn)
+        .map_err(db_err)?;
+    diesel::update(
+        notifications::table
+            .find(&a.notification_id)
+            .filter(notifications::status.eq(NotificationStatus::Pending.as_str())),
+    )
+    .set((
+        notifications::status.eq(outcome.status.as_str()),
+        notifications::attempts.eq(i32::try_from(outcome.attempts).unwrap_or(i32::MAX)),
+        notifications::next_attempt_at_ms.eq(outcome.next_attempt_at_ms),
+        notifications::delivered_at_ms.eq(outcome.delivered_at_ms),
+        notifications::last_error.eq(a.error.clone()),
+    ))
+    .execute(conn)
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// A refund's notifications (oldest first) with their attempts.
+pub fn notifications_of(
+    conn: &mut AnyConnection,
+    refund_id: &str,
+) -> Result<Vec<(Notification, Vec<NotificationAttempt>)>> {
+    let rows: Vec<NotificationRow> = notifications::table
+        .filter(notifications::refund_id.eq(refund_id))
+        .order((
+            notifications::created_at_ms.asc(),
+            notifications::notification_id.asc(),
+        ))
+        .select(NotificationRow::as_select())
+        .load(conn)
+        .map_err(db_err)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let attempts: Vec<AttemptRow> = notification_attempts::table
+            .filter(notification_attempts::notification_id.eq(&row.notification_id))
+            .order(notification_attempts::attempt_no.asc())
+            .select(AttemptRow::as_select())
+            .load(conn)
+            .map_err(db_err)?;
+        let attempts = attempts
+            .into_iter()
+            .map(|a| NotificationAttempt {
+                notification_id: a.notification_id,
+                attempt_no: u32::try_from(a.attempt_no).unwrap_or(0),
+                attempted_at_ms: a.attempted_at_ms,
+                http_status: a.http_status.and_then(|s| u16::try_from(s).ok()),
+                error: a.error,
+            })
+            .collect();
+        out.push((row.into_domain()?, attempts));
+    }
+    Ok(out)
 }

@@ -24,6 +24,9 @@ use tuikuan_proto::clearing::v1::clearing_service_server::{
     ClearingService, ClearingServiceServer,
 };
 use tuikuan_proto::refund::v1 as rpb;
+use tuikuan_proto::refund::v1::error_refund_service_server::{
+    ErrorRefundService, ErrorRefundServiceServer,
+};
 use tuikuan_proto::refund::v1::refund_service_server::{RefundService, RefundServiceServer};
 use tuikuan_proto::server::{spawn, ServiceHandle};
 use tuikuan_proto::status::{from_status, to_status};
@@ -49,6 +52,12 @@ struct PeerState {
     orders: HashMap<String, rpb::RefundOrder>,
     /// The expected completion the refund center answers at acceptance.
     expected_completion_ms: i64,
+    /// trade_id -> the settlement request as received (splits, subsidy).
+    settle_requests: HashMap<String, cpb::SettlePaymentRequest>,
+    /// refund_id -> the debit request as received (splits, error flag).
+    debit_requests: HashMap<String, cpb::RefundDebitRequest>,
+    /// refund_id -> the refund-center request as received, and through which interface.
+    refund_requests: HashMap<String, (rpb::CreateRefundRequest, &'static str)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -97,7 +106,9 @@ impl ClearingService for Peers {
     ) -> Result<Response<cpb::Settlement>, Status> {
         self.check_up()?;
         let r = r.into_inner();
-        self.state().settled.insert(r.trade_id.clone());
+        let mut s = self.state();
+        s.settled.insert(r.trade_id.clone());
+        s.settle_requests.insert(r.trade_id.clone(), r.clone());
         Ok(Response::new(cpb::Settlement {
             trade_id: r.trade_id,
             merchant_id: r.merchant_id,
@@ -118,6 +129,7 @@ impl ClearingService for Peers {
         let r = r.into_inner();
         let mut s = self.state();
         s.refund_debit_calls += 1;
+        s.debit_requests.insert(r.refund_id.clone(), r.clone());
         if let Some(d) = s.debits.get(&r.refund_id) {
             if d.amount != r.amount || d.trade_id != r.trade_id {
                 return Err(refuse(ErrorCode::IdempotencyConflict, "other content"));
@@ -206,14 +218,16 @@ impl ClearingService for Peers {
     }
 }
 
-#[tonic::async_trait]
-impl RefundService for Peers {
-    async fn create_refund(
+impl Peers {
+    /// The refund center's acceptance, through `CreateRefund` or `CreateErrorRefund`.
+    fn accept_refund(
         &self,
-        r: Request<rpb::CreateRefundRequest>,
+        r: rpb::CreateRefundRequest,
+        via: &'static str,
     ) -> Result<Response<rpb::RefundOrder>, Status> {
-        let r = r.into_inner();
         let mut s = self.state();
+        s.refund_requests
+            .insert(r.refund_id.clone(), (r.clone(), via));
         if !s.channels.contains(&r.channel) {
             return Err(refuse(ErrorCode::ChannelNotFound, "channel not configured"));
         }
@@ -238,6 +252,40 @@ impl RefundService for Peers {
         };
         s.orders.entry(r.refund_id).or_insert(order.clone());
         Ok(Response::new(order))
+    }
+}
+
+#[tonic::async_trait]
+impl ErrorRefundService for Peers {
+    async fn create_error_refund(
+        &self,
+        r: Request<rpb::CreateRefundRequest>,
+    ) -> Result<Response<rpb::RefundOrder>, Status> {
+        let r = r.into_inner();
+        let error_kind = matches!(
+            rpb::RefundKind::try_from(r.kind),
+            Ok(rpb::RefundKind::ErrorDuplicate | rpb::RefundKind::ErrorExpired)
+        );
+        if !error_kind {
+            return Err(refuse(
+                ErrorCode::InvalidArgument,
+                "kind: not an error refund",
+            ));
+        }
+        if r.amount != r.trade_amount {
+            return Err(refuse(ErrorCode::InvalidArgument, "amount: partial"));
+        }
+        self.accept_refund(r, "CreateErrorRefund")
+    }
+}
+
+#[tonic::async_trait]
+impl RefundService for Peers {
+    async fn create_refund(
+        &self,
+        r: Request<rpb::CreateRefundRequest>,
+    ) -> Result<Response<rpb::RefundOrder>, Status> {
+        self.accept_refund(r.into_inner(), "CreateRefund")
     }
 
     async fn get_refund(
@@ -324,7 +372,8 @@ async fn spawn_peers(peers: &Peers) -> (ServiceHandle, ServiceHandle) {
     let refund = spawn("127.0.0.1:0", move |listener, shutdown| {
         tuikuan_proto::server::serve(
             listener,
-            tonic::service::Routes::new(RefundServiceServer::new(r)),
+            tonic::service::Routes::new(RefundServiceServer::new(r.clone()))
+                .add_service(ErrorRefundServiceServer::new(r)),
             &[],
             shutdown,
         )
@@ -347,6 +396,8 @@ async fn closed_addr() -> String {
 // -------------------------------------------------------------------------------------------------
 
 const KEY_A: &str = "key-a-0123456789abcdef";
+/// The card key of the tests (not the development default).
+const TEST_CARD_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 const KEY_B: &str = "key-b-0123456789abcdef";
 const CHANNEL: &str = "NETBANK";
 
@@ -368,6 +419,7 @@ fn config(url: &str, clock: &ManualClock, clearing: String, refund: String) -> C
         clearing_addr: clearing,
         refund_addr: refund,
         job_interval: None,
+        card_key: TEST_CARD_KEY.to_string(),
     }
 }
 
@@ -504,6 +556,7 @@ fn payment(
         paid_at_ms,
         payer_card_no: "6222020200112233".into(),
         payer_name: "Li Lei".into(),
+        ..Default::default()
     }
 }
 
@@ -514,6 +567,7 @@ fn refund_req(no: &str, order_no: &str, amount: &str, currency: &str) -> pb::Cre
         amount: amount.into(),
         currency: currency.into(),
         reason: "customer returned the goods".into(),
+        ..Default::default()
     }
 }
 
@@ -1336,6 +1390,834 @@ async fn job_loop_runs_recovery() {
 }
 
 // -------------------------------------------------------------------------------------------------
+// Issue 5: error refunds, splits and subsidies, notifications, cards at rest, trades listing
+// -------------------------------------------------------------------------------------------------
+
+fn error_req(order_no: &str, amount: &str, kind: pb::RefundKind) -> pb::CreateErrorRefundRequest {
+    pb::CreateErrorRefundRequest {
+        merchant_id: "mA".into(),
+        order_no: order_no.into(),
+        kind: kind as i32,
+        amount: amount.into(),
+        currency: "CNY".into(),
+        reason: "the payer paid twice".into(),
+        operator: String::new(),
+    }
+}
+
+/// CreateErrorRefund as operator `who` = (id, role); `None` sends no identity.
+async fn error_refund(
+    admin: &BusinessAdminServiceClient<Channel>,
+    who: Option<(&str, &str)>,
+    body: pb::CreateErrorRefundRequest,
+) -> Result<pb::Refund, Error> {
+    let mut req = Request::new(body);
+    if let Some((id, role)) = who {
+        req.metadata_mut()
+            .insert("x-operator-id", id.parse().unwrap());
+        req.metadata_mut()
+            .insert("x-operator-role", role.parse().unwrap());
+    }
+    admin
+        .clone()
+        .create_error_refund(req)
+        .await
+        .map(Response::into_inner)
+        .map_err(|s| from_status(&s))
+}
+
+fn kind(r: &pb::Refund) -> pb::RefundKind {
+    pb::RefundKind::try_from(r.kind).unwrap()
+}
+
+both_databases!(error_refunds);
+async fn error_refunds(url: &str) {
+    let mut env = Env::start(url).await;
+    let trade = env.pay("mA", "order-dup", "100.00").await;
+    let full = || error_req("order-dup", "100", pb::RefundKind::DuplicatePayment);
+
+    // Operator identity and role.
+    let e = error_refund(&env.admin, None, full()).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unauthenticated);
+    let e = error_refund(&env.admin, Some(("rick", "risk")), full())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied);
+    let e = error_refund(&env.admin, Some(("eve", "root")), full())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied);
+    let mut spoofed = full();
+    spoofed.operator = "bob".into();
+    let e = error_refund(&env.admin, Some(("alice", "ops")), spoofed)
+        .await
+        .unwrap_err();
+    assert!(e.message.starts_with("operator"), "{}", e.message);
+
+    // Partial: rejected with a clear error naming the amount; nothing reserved or debited.
+    let e = error_refund(
+        &env.admin,
+        Some(("alice", "ops")),
+        error_req("order-dup", "99.99", pb::RefundKind::DuplicatePayment),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    assert!(e.message.starts_with("amount: "), "{}", e.message);
+    assert!(e.message.contains("partial"), "{}", e.message);
+    let e = error_refund(
+        &env.admin,
+        Some(("alice", "ops")),
+        error_req("order-dup", "100", pb::RefundKind::Normal),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.message.starts_with("kind"), "{}", e.message);
+    assert_eq!(env.trade("mA", "order-dup").await.refunded, "0.00");
+    assert_eq!(env.peers.state().refund_debit_calls, 0);
+
+    // Full: accepted through the error-refund interface.
+    let r = error_refund(&env.admin, Some(("alice", "finance")), full())
+        .await
+        .unwrap();
+    assert_eq!(status(&r), pb::RefundStatus::Processing);
+    assert_eq!(kind(&r), pb::RefundKind::DuplicatePayment);
+    assert_eq!(r.merchant_refund_no, format!("ERR-{}", trade.trade_id));
+    assert_eq!(
+        (r.amount.as_str(), r.merchant_id.as_str()),
+        ("100.00", "mA")
+    );
+    {
+        let s = env.peers.state();
+        let debit = &s.debit_requests[&r.refund_id];
+        assert!(debit.error_refund);
+        assert!(debit.splits.is_empty());
+        let (order, via) = &s.refund_requests[&r.refund_id];
+        assert_eq!(*via, "CreateErrorRefund");
+        assert_eq!(order.kind, rpb::RefundKind::ErrorDuplicate as i32);
+        assert_eq!(order.operator, "alice");
+        assert_eq!(order.trade_amount, "100.00");
+        assert_eq!(order.amount, "100.00");
+    }
+    // Idempotent: one per trade; the same request returns it, other content conflicts.
+    let again = error_refund(&env.admin, Some(("bob", "ops")), full())
+        .await
+        .unwrap();
+    assert_eq!(again.refund_id, r.refund_id);
+    assert_eq!(env.peers.state().debit_postings, 1);
+    let e = error_refund(
+        &env.admin,
+        Some(("alice", "ops")),
+        error_req("order-dup", "100", pb::RefundKind::ExpiredOrder),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::IdempotencyConflict);
+
+    // The merchant sees it, with its kind; the other merchant does not.
+    let seen = env.get(KEY_A, &r.merchant_refund_no).await.unwrap();
+    assert_eq!(seen.refund_id, r.refund_id);
+    assert_eq!(kind(&seen), pb::RefundKind::DuplicatePayment);
+    assert_eq!(
+        env.get(KEY_B, &r.merchant_refund_no)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::RefundNotFound
+    );
+    // Nothing more can be refunded on that trade.
+    let e = env
+        .refund(KEY_A, "rn-after", "order-dup", "1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::RefundExceedsPaid);
+    // Merchants cannot take the reserved prefix.
+    let e = env
+        .refund(KEY_A, "ERR-x", "order-dup", "1")
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("reserved"), "{}", e.message);
+
+    // A trade with another live refund takes no error refund.
+    env.pay("mA", "order-2", "50").await;
+    let normal = env.refund(KEY_A, "rn-2", "order-2", "10").await.unwrap();
+    assert_eq!(kind(&normal), pb::RefundKind::Normal);
+    let e = error_refund(
+        &env.admin,
+        Some(("alice", "ops")),
+        error_req("order-2", "50", pb::RefundKind::ExpiredOrder),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::TradeNotRefundable);
+    assert_eq!(env.trade("mA", "order-2").await.refunded, "10.00");
+
+    // An expired-order error refund; unknown trades are not found.
+    env.pay("mA", "order-late", "20").await;
+    let late = error_refund(
+        &env.admin,
+        Some(("carol", "ops")),
+        error_req("order-late", "20.00", pb::RefundKind::ExpiredOrder),
+    )
+    .await
+    .unwrap();
+    assert_eq!(kind(&late), pb::RefundKind::ExpiredOrder);
+    assert_eq!(
+        env.peers.state().refund_requests[&late.refund_id].0.kind,
+        rpb::RefundKind::ErrorExpired as i32
+    );
+    let e = error_refund(
+        &env.admin,
+        Some(("alice", "ops")),
+        error_req("order-none", "1", pb::RefundKind::ExpiredOrder),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::TradeNotFound);
+
+    // ListRefunds shows the kinds.
+    let all = env
+        .admin
+        .list_refunds(pb::ListRefundsRequest {
+            merchant_id: "mA".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .refunds;
+    let kinds: HashSet<i32> = all.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds.len(), 3);
+    env.stop().await;
+}
+
+both_databases!(splits_and_subsidies_pass_through);
+async fn splits_and_subsidies_pass_through(url: &str) {
+    let mut env = Env::start(url).await;
+    let split = |pairs: &[(&str, &str)]| -> Vec<pb::SplitReceiver> {
+        pairs
+            .iter()
+            .map(|(r, a)| pb::SplitReceiver {
+                receiver_id: r.to_string(),
+                amount: a.to_string(),
+            })
+            .collect()
+    };
+    let paid_at = env.clock_ms() - 1000;
+    let mut p = payment("mA", "order-s", "100", paid_at);
+    p.receivers = split(&[("mB", "30"), ("mA", "70.00")]);
+    p.platform_subsidy = "5".into();
+    let trade = env
+        .admin
+        .record_payment(p.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(trade.receivers, split(&[("mA", "70.00"), ("mB", "30.00")]));
+    assert_eq!(trade.platform_subsidy, "5.00");
+    {
+        let s = env.peers.state();
+        let settle = &s.settle_requests[&trade.trade_id];
+        assert_eq!(settle.platform_subsidy, "5.00");
+        let got: Vec<(&str, &str)> = settle
+            .splits
+            .iter()
+            .map(|x| (x.receiver_id.as_str(), x.amount.as_str()))
+            .collect();
+        assert_eq!(got, [("mA", "70.00"), ("mB", "30.00")]);
+    }
+    // The same record again is the same trade; other shares are a conflict.
+    assert_eq!(
+        env.admin
+            .record_payment(p.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .trade_id,
+        trade.trade_id
+    );
+    let mut other = p.clone();
+    other.receivers = split(&[("mA", "60"), ("mB", "40")]);
+    let e = env.admin.record_payment(other).await.unwrap_err();
+    assert_eq!(from_status(&e).code, ErrorCode::IdempotencyConflict);
+    // Bad splits and subsidies.
+    let bad = |order: &str, receivers: Vec<pb::SplitReceiver>, subsidy: &str| {
+        let mut p = payment("mA", order, "100", paid_at);
+        p.receivers = receivers;
+        p.platform_subsidy = subsidy.into();
+        p
+    };
+    for (req, code, prefix) in [
+        (
+            bad("o-x1", split(&[("mA", "70"), ("mB", "29.99")]), ""),
+            ErrorCode::InvalidArgument,
+            "receivers: ",
+        ),
+        (
+            bad("o-x2", split(&[("mA", "70"), ("mZ", "30")]), ""),
+            ErrorCode::MerchantNotFound,
+            "receivers[1].receiver_id",
+        ),
+        (
+            bad("o-x3", vec![], "100"),
+            ErrorCode::InvalidAmount,
+            "platform_subsidy",
+        ),
+    ] {
+        let e = from_status(&env.admin.record_payment(req).await.unwrap_err());
+        assert_eq!(e.code, code, "{}", e.message);
+        assert!(e.message.starts_with(prefix), "{}", e.message);
+    }
+
+    // A refund with the merchant's amounts per receiver: passed to the debit as given.
+    let mut req = refund_req("rn-s1", "order-s", "10", "CNY");
+    req.split_amounts = split(&[("mA", "7"), ("mB", "3")]);
+    let r = create(&env.merchant, KEY_A, req.clone()).await.unwrap();
+    assert_eq!(status(&r), pb::RefundStatus::Processing);
+    assert_eq!(r.split_amounts, split(&[("mA", "7.00"), ("mB", "3.00")]));
+    {
+        let s = env.peers.state();
+        let debit = &s.debit_requests[&r.refund_id];
+        assert!(!debit.error_refund);
+        let got: Vec<(&str, &str)> = debit
+            .splits
+            .iter()
+            .map(|x| (x.receiver_id.as_str(), x.amount.as_str()))
+            .collect();
+        assert_eq!(got, [("mA", "7.00"), ("mB", "3.00")]);
+    }
+    assert_eq!(
+        env.get(KEY_A, "rn-s1").await.unwrap().split_amounts,
+        r.split_amounts
+    );
+    // A repeat with other amounts per receiver is a conflict.
+    let mut changed = req.clone();
+    changed.split_amounts = split(&[("mA", "6"), ("mB", "4")]);
+    assert_eq!(
+        create(&env.merchant, KEY_A, changed)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::IdempotencyConflict
+    );
+    // Without amounts: by share (the clearing center's rule), nothing passed.
+    let plain = env.refund(KEY_A, "rn-s2", "order-s", "20").await.unwrap();
+    assert!(env.peers.state().debit_requests[&plain.refund_id]
+        .splits
+        .is_empty());
+    // Amounts that do not sum, an unknown receiver, more than a share.
+    for (pairs, prefix) in [
+        (vec![("mA", "5"), ("mB", "4")], "split_amounts: "),
+        (
+            vec![("mA", "5"), ("mC", "5")],
+            "split_amounts[1].receiver_id",
+        ),
+        (vec![("mB", "31")], "split_amounts: "),
+    ] {
+        let mut req = refund_req("rn-bad", "order-s", "10", "CNY");
+        req.split_amounts = split(&pairs);
+        let e = create(&env.merchant, KEY_A, req).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument, "{}", e.message);
+        assert!(e.message.starts_with(prefix), "{}", e.message);
+    }
+    let mut big = refund_req("rn-big", "order-s", "31", "CNY");
+    big.split_amounts = split(&[("mB", "31")]);
+    let e = create(&env.merchant, KEY_A, big).await.unwrap_err();
+    assert!(
+        e.message.starts_with("split_amounts[0].amount"),
+        "{}",
+        e.message
+    );
+    // A receiver is not the trade's owner: it cannot refund it (or even see it).
+    assert_eq!(
+        env.refund(KEY_B, "rn-b", "order-s", "1")
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::TradeNotFound
+    );
+    // A trade without receivers takes no split amounts.
+    env.pay("mA", "order-plain", "10").await;
+    let mut req = refund_req("rn-p", "order-plain", "1", "CNY");
+    req.split_amounts = split(&[("mA", "1")]);
+    let e = create(&env.merchant, KEY_A, req).await.unwrap_err();
+    assert!(e.message.contains("not a split payment"), "{}", e.message);
+    env.stop().await;
+}
+
+/// What the merchant's test server received.
+#[derive(Debug, Clone)]
+struct Delivery {
+    timestamp: String,
+    signature: String,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// A merchant's notification endpoint on 127.0.0.1:0: answers 500 to the first `fail_first`
+/// requests, then 200; records every request.
+struct MerchantEndpoint {
+    url: String,
+    received: Arc<Mutex<Vec<Delivery>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MerchantEndpoint {
+    async fn start(fail_first: usize) -> MerchantEndpoint {
+        use http_body_util::BodyExt;
+        use hyper::body::Bytes;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/refund-notify", listener.local_addr().unwrap());
+        let received: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+        let log = received.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let log = log.clone();
+                            async move {
+                                let header = |name: &str| {
+                                    req.headers()
+                                        .get(name)
+                                        .and_then(|v| v.to_str().ok())
+                                        .unwrap_or("")
+                                        .to_string()
+                                };
+                                let delivery = Delivery {
+                                    timestamp: header("x-tuikuan-timestamp"),
+                                    signature: header("x-tuikuan-signature"),
+                                    content_type: header("content-type"),
+                                    body: Vec::new(),
+                                };
+                                let body = req.into_body().collect().await?.to_bytes();
+                                let n = {
+                                    let mut l = log.lock().unwrap();
+                                    l.push(Delivery {
+                                        body: body.to_vec(),
+                                        ..delivery
+                                    });
+                                    l.len()
+                                };
+                                let code = if n <= fail_first { 500 } else { 200 };
+                                Ok::<_, hyper::Error>(
+                                    hyper::Response::builder()
+                                        .status(code)
+                                        .body(http_body_util::Full::new(Bytes::from_static(
+                                            b"noted",
+                                        )))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        MerchantEndpoint {
+            url,
+            received,
+            task,
+        }
+    }
+
+    fn deliveries(&self) -> Vec<Delivery> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for MerchantEndpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const SECRET_A: &str = "notify-secret-of-merchant-a";
+
+impl Env {
+    async fn notify(&mut self) -> pb::NotificationReport {
+        self.admin
+            .run_notifications(pb::RunNotificationsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn notifications(&mut self, refund_id: &str) -> Vec<pb::Notification> {
+        self.admin
+            .list_notifications(pb::ListNotificationsRequest {
+                refund_id: refund_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .notifications
+    }
+
+    async fn report(&mut self, refund_id: &str, st: pb::RefundStatus, returned: bool) {
+        self.admin
+            .report_refund_outcome(pb::ReportRefundOutcomeRequest {
+                refund_id: refund_id.into(),
+                status: st as i32,
+                reason: if returned {
+                    "ACCOUNT_CLOSED: account closed".into()
+                } else {
+                    String::new()
+                },
+                returned,
+                expected_completion_ms: 0,
+            })
+            .await
+            .unwrap();
+    }
+
+    fn advance(&self, by: chrono::Duration) {
+        self.clock.advance(by);
+    }
+}
+
+both_databases!(notifications_retry_until_2xx);
+async fn notifications_retry_until_2xx(url: &str) {
+    use tuikuan_business::domain::notify::verify_signature;
+    let mut env = Env::start(url).await;
+    let merchant = MerchantEndpoint::start(2).await;
+
+    // Settings: validated; the secret is never returned.
+    let bad = |url: &str, secret: &str, m: &str| pb::SetNotifyConfigRequest {
+        merchant_id: m.into(),
+        notify_url: url.into(),
+        notify_secret: secret.into(),
+    };
+    for (req, code) in [
+        (
+            bad("https://shop.example/n", SECRET_A, "mA"),
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            bad(&merchant.url, "short", "mA"),
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            bad(&merchant.url, SECRET_A, "mZ"),
+            ErrorCode::MerchantNotFound,
+        ),
+    ] {
+        let e = env.admin.set_notify_config(req).await.unwrap_err();
+        assert_eq!(from_status(&e).code, code);
+    }
+    let cfg = env
+        .admin
+        .set_notify_config(bad(&merchant.url, SECRET_A, "mA"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cfg.notify_url, merchant.url);
+
+    env.pay("mA", "order-1", "100").await;
+    let r = env.refund(KEY_A, "rn-1", "order-1", "30").await.unwrap();
+    assert_eq!(status(&r), pb::RefundStatus::Processing);
+    // Not final: nothing to notify.
+    assert!(env.notifications(&r.refund_id).await.is_empty());
+    assert_eq!(env.notify().await.attempted, 0);
+
+    env.report(&r.refund_id, pb::RefundStatus::Succeeded, false)
+        .await;
+    // A repeated report enqueues nothing more.
+    env.report(&r.refund_id, pb::RefundStatus::Succeeded, false)
+        .await;
+    let t0 = env.clock_ms();
+
+    // Attempt 1 at once: HTTP 500.
+    let run = env.notify().await;
+    assert_eq!((run.attempted, run.retrying, run.delivered), (1, 1, 0));
+    // Not due again before the backoff.
+    assert_eq!(env.notify().await.attempted, 0);
+    env.advance(chrono::Duration::seconds(14));
+    assert_eq!(env.notify().await.attempted, 0);
+    // Attempt 2 after 15 s: HTTP 500.
+    env.advance(chrono::Duration::seconds(1));
+    assert_eq!(env.notify().await.retrying, 1);
+    // Attempt 3 after one more minute: 200.
+    env.advance(chrono::Duration::seconds(59));
+    assert_eq!(env.notify().await.attempted, 0);
+    env.advance(chrono::Duration::seconds(1));
+    let run = env.notify().await;
+    assert_eq!((run.attempted, run.delivered), (1, 1));
+    // Delivered: never sent again.
+    env.advance(chrono::Duration::hours(2));
+    assert_eq!(env.notify().await.attempted, 0);
+
+    let got = merchant.deliveries();
+    assert_eq!(got.len(), 3);
+    let expected_ts = [t0 / 1000, t0 / 1000 + 15, t0 / 1000 + 75];
+    for (d, ts) in got.iter().zip(expected_ts) {
+        assert_eq!(d.timestamp, ts.to_string());
+        assert_eq!(d.content_type, "application/json");
+        assert!(verify_signature(
+            SECRET_A,
+            &d.timestamp,
+            &d.body,
+            &d.signature
+        ));
+        assert!(!verify_signature(
+            "another-secret-0123",
+            &d.timestamp,
+            &d.body,
+            &d.signature
+        ));
+        // The same body every time.
+        assert_eq!(d.body, got[0].body);
+    }
+    let body: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["refund_id"], r.refund_id.as_str());
+    assert_eq!(body["merchant_refund_no"], "rn-1");
+    assert_eq!(body["order_no"], "order-1");
+    assert_eq!(body["amount"], "30.00");
+    assert_eq!(body["currency"], "CNY");
+    assert_eq!(body["status"], "SUCCEEDED");
+    assert_eq!(body["error_code"], "");
+    assert_eq!(body["finished_at_ms"], t0);
+    assert!(body["finished_at"].as_str().unwrap().ends_with('Z'));
+
+    // Every attempt recorded.
+    let list = env.notifications(&r.refund_id).await;
+    assert_eq!(list.len(), 1);
+    let n = &list[0];
+    assert_eq!(n.status, pb::NotificationStatus::Delivered as i32);
+    assert_eq!(n.event, pb::RefundStatus::Succeeded as i32);
+    assert_eq!(n.attempts, 3);
+    assert_eq!(n.body.as_bytes(), got[0].body.as_slice());
+    assert_eq!(n.delivered_at_ms, t0 + 75_000);
+    let log: Vec<(u32, i64, u32)> = n
+        .attempt_log
+        .iter()
+        .map(|a| (a.attempt_no, a.attempted_at_ms, a.http_status))
+        .collect();
+    assert_eq!(
+        log,
+        [(1, t0, 500), (2, t0 + 15_000, 500), (3, t0 + 75_000, 200)]
+    );
+    assert!(n.attempt_log[0].error.contains("500"));
+    assert_eq!(n.attempt_log[2].error, "");
+
+    // A returned payout later: a second notification, FAILED with PAYOUT_RETURNED.
+    env.report(&r.refund_id, pb::RefundStatus::Failed, true)
+        .await;
+    assert_eq!(env.notify().await.delivered, 1);
+    let got = merchant.deliveries();
+    let last: serde_json::Value = serde_json::from_slice(&got[3].body).unwrap();
+    assert_eq!(last["status"], "FAILED");
+    assert_eq!(last["error_code"], "PAYOUT_RETURNED");
+    assert_eq!(env.notifications(&r.refund_id).await.len(), 2);
+
+    // A merchant without a URL gets none.
+    env.pay("mB", "order-b", "10").await;
+    let rb = env.refund(KEY_B, "rn-b", "order-b", "10").await.unwrap();
+    env.report(&rb.refund_id, pb::RefundStatus::Failed, false)
+        .await;
+    assert!(env.notifications(&rb.refund_id).await.is_empty());
+
+    // A merchant that never answers: retried by the schedule for at least 24 hours (by the
+    // service's clock), every attempt recorded, then abandoned.
+    env.admin
+        .set_notify_config(bad(&closed_addr().await, SECRET_A, "mB"))
+        .await
+        .unwrap();
+    env.pay("mB", "order-b2", "10").await;
+    let rb2 = env.refund(KEY_B, "rn-b2", "order-b2", "10").await.unwrap();
+    env.report(&rb2.refund_id, pb::RefundStatus::Succeeded, false)
+        .await;
+    let start = env.clock_ms();
+    let mut runs = 0;
+    loop {
+        let run = env.notify().await;
+        if run.abandoned == 1 {
+            break;
+        }
+        runs += 1;
+        assert!(runs < 400, "never abandoned");
+        env.advance(chrono::Duration::minutes(20));
+    }
+    let n = &env.notifications(&rb2.refund_id).await[0];
+    assert_eq!(n.status, pb::NotificationStatus::Abandoned as i32);
+    assert_eq!(n.attempts as usize, n.attempt_log.len());
+    let last = n.attempt_log.last().unwrap();
+    assert!(last.attempted_at_ms - start >= 24 * 3_600_000);
+    assert!(n
+        .attempt_log
+        .iter()
+        .all(|a| a.http_status == 0 && !a.error.is_empty()));
+    // Gaps follow the schedule: 15 s, 1 min, 5 min, 15 min, 1 h (rounded up to the 20-minute
+    // runs of this test), then hourly.
+    let gaps: Vec<i64> = n
+        .attempt_log
+        .windows(2)
+        .map(|w| w[1].attempted_at_ms - w[0].attempted_at_ms)
+        .collect();
+    assert!(gaps.iter().all(|g| *g >= 15_000));
+    assert!(gaps.iter().skip(4).all(|g| *g >= 3_600_000));
+    env.stop().await;
+}
+
+both_databases!(rejection_by_recovery_is_notified);
+async fn rejection_by_recovery_is_notified(url: &str) {
+    let mut env = Env::start(url).await;
+    let merchant = MerchantEndpoint::start(0).await;
+    env.admin
+        .set_notify_config(pb::SetNotifyConfigRequest {
+            merchant_id: "mA".into(),
+            notify_url: merchant.url.clone(),
+            notify_secret: SECRET_A.into(),
+        })
+        .await
+        .unwrap();
+    env.pay("mA", "order-1", "100").await;
+    // Rejected in the answer itself: the merchant knows, no notification.
+    env.peers.state().balances.insert("mA".into(), 500);
+    let now = env.refund(KEY_A, "rn-0", "order-1", "50").await.unwrap();
+    assert_eq!(status(&now), pb::RefundStatus::Rejected);
+    assert!(env.notifications(&now.refund_id).await.is_empty());
+    // Left RECEIVED by an outage, then rejected by the recovery loop: notified.
+    env.peers.clearing_down.store(true, Ordering::SeqCst);
+    let r = env.refund(KEY_A, "rn-1", "order-1", "50").await.unwrap();
+    assert_eq!(status(&r), pb::RefundStatus::Received);
+    env.peers.clearing_down.store(false, Ordering::SeqCst);
+    env.recover().await;
+    assert_eq!(
+        status(&env.get(KEY_A, "rn-1").await.unwrap()),
+        pb::RefundStatus::Rejected
+    );
+    assert_eq!(env.notify().await.delivered, 1);
+    let got = merchant.deliveries();
+    assert_eq!(got.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["status"], "REJECTED");
+    assert_eq!(body["error_code"], "INSUFFICIENT_BALANCE");
+    assert_eq!(body["merchant_refund_no"], "rn-1");
+    env.stop().await;
+}
+
+both_databases!(cards_encrypted_at_rest);
+async fn cards_encrypted_at_rest(url: &str) {
+    use diesel::prelude::*;
+    use tuikuan_business::store::{raw_card_column, trades};
+    let mut env = Env::start(url).await;
+    let trade = env.pay("mA", "order-1", "100").await;
+    assert_eq!(trade.payer_card_masked, "************2233");
+    let db = tuikuan_db::Db::connect(url, 1).unwrap();
+    let id = trade.trade_id.clone();
+    let raw = db
+        .run(move |c| raw_card_column(c, &id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(raw.starts_with("enc:v1:"), "{raw}");
+    assert!(!raw.contains("6222020200112233") && !raw.contains("2233"));
+
+    // The full number still reaches the refund center (for payouts to the bank).
+    let r = env.refund(KEY_A, "rn-1", "order-1", "1").await.unwrap();
+    assert_eq!(
+        env.peers.state().refund_requests[&r.refund_id]
+            .0
+            .payer_card_no,
+        "6222020200112233"
+    );
+
+    // A row written in plaintext before encryption existed is sealed at the next start.
+    let id = trade.trade_id.clone();
+    db.run(move |c| {
+        diesel::update(trades::table.find(&id))
+            .set(trades::payer_card_no.eq(Some("6222020200115566")))
+            .execute(c)
+            .map_err(tuikuan_db::db_err)
+    })
+    .await
+    .unwrap();
+    let restarted = start_business(config(
+        url,
+        &env.clock,
+        env.clearing.url(),
+        env.refund.url(),
+    ))
+    .await;
+    env.connect(restarted).stop().await.unwrap();
+    // The new instance answers only once its start (sealing included) is done.
+    assert_eq!(
+        env.trade("mA", "order-1").await.payer_card_masked,
+        "************5566"
+    );
+    let id = trade.trade_id.clone();
+    let raw = db
+        .run(move |c| raw_card_column(c, &id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(raw.starts_with("enc:v1:") && !raw.contains("5566"), "{raw}");
+    // ListTrades masks too.
+    let listed = env
+        .admin
+        .list_trades(pb::ListTradesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .trades;
+    assert_eq!(listed[0].payer_card_masked, "************5566");
+    env.stop().await;
+}
+
+both_databases!(list_trades_pages);
+async fn list_trades_pages(url: &str) {
+    let mut env = Env::start(url).await;
+    for i in 0..5 {
+        env.pay("mA", &format!("order-{i}"), "10").await;
+    }
+    env.pay("mB", "order-b", "10").await;
+    env.refund(KEY_A, "rn-1", "order-3", "4").await.unwrap();
+    let page = |merchant: &str, after: &str, limit: u32| pb::ListTradesRequest {
+        merchant_id: merchant.into(),
+        limit,
+        after: after.into(),
+    };
+    let all = env
+        .admin
+        .list_trades(page("", "", 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .trades;
+    assert_eq!(all.len(), 6);
+    assert!(all.windows(2).all(|w| w[0].trade_id < w[1].trade_id));
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let p = env
+            .admin
+            .list_trades(page("mA", &after, 2))
+            .await
+            .unwrap()
+            .into_inner()
+            .trades;
+        if p.is_empty() {
+            break;
+        }
+        assert!(p.len() <= 2);
+        after = p.last().unwrap().trade_id.clone();
+        seen.extend(p);
+    }
+    assert_eq!(seen.len(), 5);
+    assert!(seen.iter().all(|t| t.merchant_id == "mA"));
+    let refunded: Vec<&str> = seen.iter().map(|t| t.refunded.as_str()).collect();
+    assert_eq!(refunded.iter().filter(|r| **r == "4.00").count(), 1);
+    let e = env.admin.list_trades(page("m a", "", 0)).await.unwrap_err();
+    assert_eq!(from_status(&e).code, ErrorCode::MalformedId);
+    env.stop().await;
+}
+
+// -------------------------------------------------------------------------------------------------
 // The real chain: accounting, clearing and refund center services, each on its own database.
 // -------------------------------------------------------------------------------------------------
 
@@ -1488,6 +2370,7 @@ mod real_chain {
                         merchant_id: id.into(),
                         fee_rate: "0.006".into(),
                         fee_refund: policy as i32,
+                        ..Default::default()
                     })
                     .await
                     .unwrap();
@@ -1776,6 +2659,159 @@ mod real_chain {
                 .await,
             1
         );
+        assert!(chain.balanced().await);
+        chain.stop().await;
+    }
+
+    both_chains!(error_refund_chain);
+    async fn error_refund_chain(dbs: &Dbs) {
+        let mut chain = Chain::start(dbs, None).await;
+        let trade = chain.pay("mA", "order-dup", CHANNEL, "100.00").await;
+        // Partial: refused before anything moves.
+        let e = error_refund(
+            &chain.admin,
+            Some(("alice", "ops")),
+            error_req("order-dup", "40", pb::RefundKind::DuplicatePayment),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(e.message.starts_with("amount: "), "{}", e.message);
+        // Full: through the real clearing and refund centers.
+        let r = error_refund(
+            &chain.admin,
+            Some(("alice", "ops")),
+            error_req("order-dup", "100", pb::RefundKind::DuplicatePayment),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status(&r), pb::RefundStatus::Processing, "{r:?}");
+        assert_eq!(kind(&r), pb::RefundKind::DuplicatePayment);
+        let debit = chain.debit(&r.refund_id).await;
+        assert_eq!(debit.status, cpb::DebitStatus::Debited as i32);
+        assert_eq!(debit.amount, "100.00");
+        assert_eq!(
+            chain
+                .postings(&format!("refund-debit:{}", r.refund_id))
+                .await,
+            1
+        );
+        let order = chain
+            .refund_client
+            .get_refund(rpb::GetRefundRequest {
+                refund_id: r.refund_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(order.kind, rpb::RefundKind::ErrorDuplicate as i32);
+        assert_eq!(order.amount, "100.00");
+        assert_eq!(order.trade_id, trade.trade_id);
+        // A repeat is the same refund, debited once.
+        let again = error_refund(
+            &chain.admin,
+            Some(("bob", "finance")),
+            error_req("order-dup", "100", pb::RefundKind::DuplicatePayment),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again.refund_id, r.refund_id);
+        assert_eq!(
+            chain
+                .postings(&format!("refund-debit:{}", r.refund_id))
+                .await,
+            1
+        );
+        assert!(chain.balanced().await);
+        chain.stop().await;
+    }
+
+    both_chains!(split_chain);
+    async fn split_chain(dbs: &Dbs) {
+        let mut chain = Chain::start(dbs, None).await;
+        chain
+            .admin
+            .create_merchant(pb::CreateMerchantRequest {
+                merchant_id: "mR".into(),
+                name: "receiver".into(),
+                api_key: "key-r-0123456789abcdef".into(),
+            })
+            .await
+            .unwrap();
+        chain
+            .clearing_client
+            .upsert_merchant_policy(cpb::MerchantPolicy {
+                merchant_id: "mR".into(),
+                fee_rate: "0.006".into(),
+                fee_refund: cpb::FeeRefundPolicy::Proportional as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        use tuikuan_kernel::Clock;
+        let mut p = payment("mA", "order-s", "100", chain.clock.now_ms() - 60_000);
+        p.receivers = vec![
+            pb::SplitReceiver {
+                receiver_id: "mA".into(),
+                amount: "60".into(),
+            },
+            pb::SplitReceiver {
+                receiver_id: "mR".into(),
+                amount: "40".into(),
+            },
+        ];
+        p.platform_subsidy = "10".into();
+        let trade = chain.admin.record_payment(p).await.unwrap().into_inner();
+        assert_eq!(trade.settle_status, pb::SettleStatus::Settled as i32);
+        assert_eq!(
+            chain.postings(&format!("settle:{}", trade.trade_id)).await,
+            1
+        );
+        // The merchant's amounts per receiver, as given.
+        let mut req = refund_req("rn-s1", "order-s", "10", "CNY");
+        req.split_amounts = vec![
+            pb::SplitReceiver {
+                receiver_id: "mA".into(),
+                amount: "7".into(),
+            },
+            pb::SplitReceiver {
+                receiver_id: "mR".into(),
+                amount: "3".into(),
+            },
+        ];
+        let r = create(&chain.merchant, KEY_A, req).await.unwrap();
+        assert_eq!(status(&r), pb::RefundStatus::Processing, "{r:?}");
+        let debit = chain.debit(&r.refund_id).await;
+        let parts: Vec<(String, String)> = debit
+            .splits
+            .iter()
+            .map(|s| (s.receiver_id.clone(), s.amount.clone()))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                ("mA".to_string(), "7.00".to_string()),
+                ("mR".to_string(), "3.00".to_string())
+            ]
+        );
+        // By share: the parts sum exactly to the refund.
+        let r2 = create(
+            &chain.merchant,
+            KEY_A,
+            refund_req("rn-s2", "order-s", "3.33", "CNY"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status(&r2), pb::RefundStatus::Processing, "{r2:?}");
+        let debit = chain.debit(&r2.refund_id).await;
+        let cents: i64 = debit
+            .splits
+            .iter()
+            .map(|s| s.amount.replace('.', "").parse::<i64>().unwrap())
+            .sum();
+        assert_eq!(cents, 333);
+        assert_eq!(debit.splits.len(), 2);
         assert!(chain.balanced().await);
         chain.stop().await;
     }

@@ -1,14 +1,17 @@
-//! The clearing center's pure rules: merchant fee policies, settlements and their fee, the refund
-//! debit's fee share (cumulative, so partial refunds never lose or create a cent), the debit state
-//! machine, and the postings each step asks accounting for.
+//! The clearing center's pure rules: merchant policies (fee, fee refund, advance line), split
+//! settlements and their fees and subsidy, the refund debit's plan (receivers' parts by largest
+//! remainder, fee and subsidy shares cumulative, so partial refunds never lose or create a cent),
+//! the advance counters, the debit state machine, and the postings each step asks accounting for.
 //!
 //! Architecture invariant: this module knows nothing of storage or the wire. It uses the ledger's
 //! pure domain (account keys and sides) from `tuikuan_accounting::domain`.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use rust_decimal::Decimal;
 use tuikuan_accounting::domain::{AccountKey, AccountType, Side};
+use tuikuan_kernel::money::MAX_AMOUNT_UNITS;
 use tuikuan_kernel::{Currency, Error, ErrorCode, Money};
 
 /// The highest fee rate a merchant may have (20%).
@@ -74,19 +77,60 @@ pub fn parse_fee_rate(value: &str, field: &str) -> Result<Decimal, Error> {
     Ok(rate)
 }
 
-/// A merchant's fee terms.
+/// The most decimals an advance credit line may have.
+pub const MAX_ADVANCE_LIMIT_DECIMALS: u32 = 2;
+
+/// Parses an advance credit line (垫付额度): a plain non-negative decimal string with at most two
+/// decimals and at most [`MAX_AMOUNT_UNITS`]. Empty means no line (zero).
+pub fn parse_advance_limit(value: &str, field: &str) -> Result<Decimal, Error> {
+    if value.is_empty() {
+        return Ok(Decimal::ZERO);
+    }
+    let not_amount = || Error::field(field, format!("{value:?} is not a decimal amount"));
+    if value.len() > 24 || !value.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(not_amount());
+    }
+    let limit = Decimal::from_str_exact(value)
+        .map_err(|_| not_amount())?
+        .normalize();
+    if limit > Decimal::from(MAX_AMOUNT_UNITS) {
+        return Err(Error::field(
+            field,
+            format!("must not exceed {MAX_AMOUNT_UNITS}"),
+        ));
+    }
+    if limit.scale() > MAX_ADVANCE_LIMIT_DECIMALS {
+        return Err(Error::field(
+            field,
+            format!("at most {MAX_ADVANCE_LIMIT_DECIMALS} decimals"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// A merchant's terms: fee rate, fee-refund policy and advance credit line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MerchantPolicy {
     pub merchant_id: String,
     /// In `[0, 0.2]`, e.g. 0.006 for 0.6%.
     pub fee_rate: Decimal,
     pub fee_refund: FeeRefundPolicy,
+    /// How much the platform may have advanced (垫付) for the merchant at any time, in each
+    /// currency's major unit; zero = no line.
+    pub advance_limit: Decimal,
 }
 
 impl MerchantPolicy {
     /// The fee on a payment: amount × rate, half-even to the minor unit.
     pub fn fee_on(&self, amount: &Money) -> Money {
         amount.times_rate(self.fee_rate)
+    }
+
+    /// The advance line in minor units of `currency` (rounded down where the currency has fewer
+    /// decimals than the line).
+    pub fn advance_limit_minor(&self, currency: Currency) -> i64 {
+        let scaled = (self.advance_limit * Decimal::from(10i64.pow(currency.decimals()))).floor();
+        i64::try_from(scaled).unwrap_or(0).max(0)
     }
 }
 
@@ -115,152 +159,144 @@ impl SettlementStatus {
     }
 }
 
-/// A request to settle a succeeded payment, validated.
+// ---------- split payments (分账) ----------
+
+/// The most receivers one split payment may have (keeps every posting within the ledger's entry
+/// limit: two entries per receiver plus a few platform lines).
+pub const MAX_SPLITS: usize = 20;
+
+/// One receiver's amount: its share of a payment, or its part of a refund.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettleRequest {
-    pub trade_id: String,
-    pub merchant_id: String,
-    pub channel: String,
+pub struct Split {
+    /// A merchant id (with a policy).
+    pub receiver_id: String,
     pub amount: Money,
 }
 
-/// A settled payment and the refund debits taken against it so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settlement {
-    pub trade_id: String,
-    pub merchant_id: String,
-    pub channel: String,
-    pub amount: Money,
-    pub fee: Money,
-    /// The merchant's fee-refund policy when the payment settled (it governs refunds of it).
-    pub fee_refund: FeeRefundPolicy,
-    pub debited_minor: i64,
-    pub fee_refunded_minor: i64,
-    pub posting_id: Option<String>,
-    pub status: SettlementStatus,
+/// Splits as a comparable set: (receiver, minor units), sorted by receiver.
+pub fn split_set(splits: &[Split]) -> Vec<(String, i64)> {
+    let mut set: Vec<(String, i64)> = splits
+        .iter()
+        .map(|s| (s.receiver_id.clone(), s.amount.to_minor()))
+        .collect();
+    set.sort();
+    set
 }
 
-impl Settlement {
-    /// A new, pending settlement under `policy`.
-    pub fn new(request: &SettleRequest, policy: &MerchantPolicy) -> Settlement {
-        Settlement {
-            trade_id: request.trade_id.clone(),
-            merchant_id: request.merchant_id.clone(),
-            channel: request.channel.clone(),
-            amount: request.amount,
-            fee: policy.fee_on(&request.amount),
-            fee_refund: policy.fee_refund,
-            debited_minor: 0,
-            fee_refunded_minor: 0,
-            posting_id: None,
-            status: SettlementStatus::Pending,
+/// Checks splits against the total they must add up to: at most [`MAX_SPLITS`], no receiver twice,
+/// each amount positive and in the total's currency, and the sum exactly the total. `field` names
+/// the list in errors.
+pub fn check_splits(splits: &[Split], total: &Money, field: &str) -> Result<(), Error> {
+    if splits.len() > MAX_SPLITS {
+        return Err(Error::field(
+            field,
+            format!("at most {MAX_SPLITS} receivers, got {}", splits.len()),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut sum: i64 = 0;
+    for (i, s) in splits.iter().enumerate() {
+        if !seen.insert(s.receiver_id.as_str()) {
+            return Err(Error::field(
+                field,
+                format!("receiver {} appears more than once", s.receiver_id),
+            ));
         }
-    }
-
-    pub fn currency(&self) -> Currency {
-        self.amount.currency()
-    }
-
-    /// What the merchant is credited: amount − fee.
-    pub fn net(&self) -> Money {
-        Money::from_minor(
-            self.amount.to_minor() - self.fee.to_minor(),
-            self.currency(),
-        )
-    }
-
-    /// Whether a repeat of SettlePayment carries the same content.
-    pub fn matches(&self, request: &SettleRequest) -> bool {
-        self.trade_id == request.trade_id
-            && self.merchant_id == request.merchant_id
-            && self.channel == request.channel
-            && self.amount == request.amount
-    }
-
-    /// The accounting idempotency key of the settlement posting.
-    pub fn request_id(&self) -> String {
-        settle_request_id(&self.trade_id)
-    }
-
-    /// Dr CHANNEL_RESERVE(channel) amount; Cr MERCHANT_SETTLEMENT(merchant) net; Cr FEE_INCOME fee.
-    pub fn postings(&self) -> Vec<(AccountKey, Side, Money)> {
-        let c = self.currency();
-        non_zero(vec![
-            (
-                AccountKey::channel_reserve(&self.channel, c),
-                Side::Debit,
-                self.amount,
-            ),
-            (
-                AccountKey::merchant_settlement(&self.merchant_id, c),
-                Side::Credit,
-                self.net(),
-            ),
-            (
-                AccountKey::platform(AccountType::FeeIncome, c),
-                Side::Credit,
-                self.fee,
-            ),
-        ])
-    }
-
-    /// Reserves `amount` of this trade for a refund debit: checks the cap and computes the fee
-    /// share. Returns the new (debited, fee_refunded) counters and the share, in minor units.
-    pub fn reserve(&self, amount: &Money) -> Result<Reservation, Error> {
-        if amount.currency() != self.currency() {
+        if s.amount.currency() != total.currency() {
             return Err(Error::new(
                 ErrorCode::CurrencyMismatch,
                 format!(
-                    "currency: the payment was in {}, not {}",
-                    self.currency(),
-                    amount.currency()
+                    "{field}[{i}].amount: in {}, not {}",
+                    s.amount.currency(),
+                    total.currency()
                 ),
             ));
         }
-        let total = self.amount.to_minor();
-        let debited = self.debited_minor + amount.to_minor();
-        if debited > total {
+        if !s.amount.is_positive() {
             return Err(Error::new(
-                ErrorCode::RefundExceedsPaid,
-                format!(
-                    "trade {} paid {}, {} is already debited, {} more is too much",
-                    self.trade_id,
-                    self.amount,
-                    Money::from_minor(self.debited_minor, self.currency()),
-                    amount
-                ),
+                ErrorCode::InvalidAmount,
+                format!("{field}[{i}].amount: must be greater than zero"),
             ));
         }
-        let fee_share_minor = fee_share(
-            self.fee_refund,
-            self.fee.to_minor(),
-            total,
-            self.debited_minor,
-            self.fee_refunded_minor,
-            amount.to_minor(),
-        );
-        Ok(Reservation {
-            debited_minor: debited,
-            fee_refunded_minor: self.fee_refunded_minor + fee_share_minor,
-            fee_share_minor,
-        })
+        sum += s.amount.to_minor();
     }
+    if sum != total.to_minor() {
+        return Err(Error::field(
+            field,
+            format!(
+                "the receivers' amounts add up to {}, not the amount {}",
+                Money::from_minor(sum, total.currency()),
+                total
+            ),
+        ));
+    }
+    Ok(())
 }
 
-/// The outcome of [`Settlement::reserve`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reservation {
-    pub debited_minor: i64,
-    pub fee_refunded_minor: i64,
-    pub fee_share_minor: i64,
+/// Splits `amount` over `capacities` in proportion to them by the largest-remainder rule
+/// (Hamilton), all in minor units: each part is first `⌊amount × capacity / Σcapacity⌋`, then the
+/// cents still missing go one each to the largest fractional remainders (ties: the larger
+/// capacity, then the earlier receiver). The parts add up to exactly `amount` (when
+/// `amount ≤ Σcapacity`), no part exceeds its capacity, and `amount = Σcapacity` gives every
+/// capacity exactly.
+pub fn allocate_by_share(amount: i64, capacities: &[i64]) -> Vec<i64> {
+    let caps: Vec<i128> = capacities.iter().map(|c| i128::from((*c).max(0))).collect();
+    let total: i128 = caps.iter().sum();
+    if total == 0 || amount <= 0 {
+        return vec![0; caps.len()];
+    }
+    let amount = i128::from(amount).min(total);
+    let mut parts: Vec<i128> = caps.iter().map(|c| amount * c / total).collect();
+    let mut leftover = amount - parts.iter().sum::<i128>();
+    let mut order: Vec<usize> = (0..caps.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ra, rb) = (amount * caps[a] % total, amount * caps[b] % total);
+        rb.cmp(&ra).then(caps[b].cmp(&caps[a])).then(a.cmp(&b))
+    });
+    for i in order {
+        if leftover == 0 {
+            break;
+        }
+        if parts[i] < caps[i] {
+            parts[i] += 1;
+            leftover -= 1;
+        }
+    }
+    parts
+        .into_iter()
+        .map(|p| i64::try_from(p).unwrap_or(0))
+        .collect()
 }
 
-/// The fee given back with a refund of `amount_minor`, all in minor units.
+/// The share of `part_total` that goes with refunding `amount` of `total`, all in minor units.
 ///
-/// Cumulative: the fee refunded after this debit is `round_half_even(fee × debited_after / total)`,
-/// and this debit's share is that minus what was refunded before. The shares of refunds that add
-/// up to the whole payment therefore add up to exactly the fee. Clamped to
-/// `[0, min(amount, fee − fee_refunded)]`.
+/// Cumulative: after this refund, `round_half_even(part_total × done_after / total)` of the part
+/// has gone back in all; this refund's share is that minus what went back before
+/// (`part_done_before`). Refunds that add up to the whole total therefore give back exactly
+/// `part_total`. Clamped to `[0, min(amount, part_total − part_done_before)]`.
+pub fn prorated_share(
+    part_total: i64,
+    total: i64,
+    done_before: i64,
+    part_done_before: i64,
+    amount: i64,
+) -> i64 {
+    if part_total <= 0 || total <= 0 {
+        return 0;
+    }
+    let after =
+        Decimal::from(part_total) * Decimal::from(done_before + amount) / Decimal::from(total);
+    let cumulative = after
+        .round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointNearestEven)
+        .try_into()
+        .unwrap_or(part_total);
+    let share: i64 = cumulative - part_done_before;
+    let ceiling = (part_total - part_done_before).min(amount).max(0);
+    share.clamp(0, ceiling)
+}
+
+/// The fee given back with a refund of `amount_minor`, all in minor units: by policy, the
+/// [`prorated_share`] of the fee (PROPORTIONAL) or nothing (NONE).
 pub fn fee_share(
     policy: FeeRefundPolicy,
     fee_minor: i64,
@@ -269,20 +305,496 @@ pub fn fee_share(
     fee_refunded_before_minor: i64,
     amount_minor: i64,
 ) -> i64 {
-    if policy == FeeRefundPolicy::None || fee_minor <= 0 || total_minor <= 0 {
+    if policy == FeeRefundPolicy::None {
         return 0;
     }
-    let after = Decimal::from(fee_minor) * Decimal::from(debited_before_minor + amount_minor)
-        / Decimal::from(total_minor);
-    let cumulative = after
-        .round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointNearestEven)
-        .try_into()
-        .unwrap_or(fee_minor);
-    let share: i64 = cumulative - fee_refunded_before_minor;
-    let ceiling = (fee_minor - fee_refunded_before_minor)
-        .min(amount_minor)
-        .max(0);
-    share.clamp(0, ceiling)
+    prorated_share(
+        fee_minor,
+        total_minor,
+        debited_before_minor,
+        fee_refunded_before_minor,
+        amount_minor,
+    )
+}
+
+// ---------- settlements ----------
+
+/// A request to settle a succeeded payment, validated (see [`SettleRequest::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleRequest {
+    pub trade_id: String,
+    pub merchant_id: String,
+    pub channel: String,
+    pub amount: Money,
+    /// The receivers and their shares (分账); empty = the whole amount to `merchant_id`.
+    pub splits: Vec<Split>,
+    /// The platform-funded subsidy / coupon part of `amount` (zero = none).
+    pub subsidy: Money,
+}
+
+impl SettleRequest {
+    /// Checks what is not an id: the splits add up to the amount, `0 ≤ subsidy < amount`.
+    pub fn validate(&self) -> Result<(), Error> {
+        if !self.splits.is_empty() {
+            check_splits(&self.splits, &self.amount, "splits")?;
+        }
+        if self.subsidy.currency() != self.amount.currency() {
+            return Err(Error::new(
+                ErrorCode::CurrencyMismatch,
+                "platform_subsidy: not in the payment's currency",
+            ));
+        }
+        let subsidy = self.subsidy.to_minor();
+        if subsidy < 0 || subsidy >= self.amount.to_minor() {
+            return Err(Error::field(
+                "platform_subsidy",
+                format!(
+                    "must be at least 0 and less than the amount {}",
+                    self.amount
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The receivers and their shares: the splits, or the whole amount to the merchant.
+    pub fn receivers(&self) -> Vec<Split> {
+        if self.splits.is_empty() {
+            vec![Split {
+                receiver_id: self.merchant_id.clone(),
+                amount: self.amount,
+            }]
+        } else {
+            self.splits.clone()
+        }
+    }
+}
+
+/// One receiver of a settled payment: its share, its fee, and what was refunded of it so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receiver {
+    pub receiver_id: String,
+    /// Its share of the payment (the whole amount when the payment is not split).
+    pub share: Money,
+    /// Its fee, by its own rate: `round_half_even(share × rate)`.
+    pub fee: Money,
+    /// Its fee-refund policy when the payment settled (it governs refunds of its share).
+    pub fee_refund: FeeRefundPolicy,
+    pub refunded_minor: i64,
+    pub fee_refunded_minor: i64,
+    /// The part of its net credit that repaid its outstanding advance (Cr ADVANCE instead of
+    /// MERCHANT_SETTLEMENT), decided when the settlement was recorded.
+    pub advance_repaid_minor: i64,
+}
+
+impl Receiver {
+    /// What the receiver is credited in all: share − fee.
+    pub fn net_minor(&self) -> i64 {
+        self.share.to_minor() - self.fee.to_minor()
+    }
+
+    /// What is left of its share to refund.
+    pub fn remaining_minor(&self) -> i64 {
+        self.share.to_minor() - self.refunded_minor
+    }
+}
+
+/// A settled payment and the refund debits taken against it so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub trade_id: String,
+    /// The merchant the payment belongs to (who refunds it).
+    pub merchant_id: String,
+    pub channel: String,
+    /// The order amount (cash from the customer plus the platform's subsidy).
+    pub amount: Money,
+    /// The receivers' fees in all.
+    pub fee: Money,
+    /// The merchant's fee-refund policy when the payment settled. With splits, each receiver's
+    /// own policy ([`Receiver::fee_refund`]) governs its share.
+    pub fee_refund: FeeRefundPolicy,
+    /// The platform-funded part of `amount`.
+    pub subsidy: Money,
+    pub debited_minor: i64,
+    pub fee_refunded_minor: i64,
+    pub subsidy_refunded_minor: i64,
+    /// At least one; shares add up to `amount`.
+    pub receivers: Vec<Receiver>,
+    pub posting_id: Option<String>,
+    pub status: SettlementStatus,
+}
+
+impl Settlement {
+    /// A new, pending settlement; `policy_of` finds each merchant's policy (the merchant's and
+    /// every receiver's must exist: MERCHANT_NOT_FOUND). Advance repayments are decided by the
+    /// store (they depend on the receivers' outstanding advances).
+    pub fn new(
+        request: &SettleRequest,
+        policy_of: impl Fn(&str) -> Option<MerchantPolicy>,
+    ) -> Result<Settlement, Error> {
+        request.validate()?;
+        let not_found = |id: &str| {
+            Error::new(
+                ErrorCode::MerchantNotFound,
+                format!("merchant {id} has no clearing policy"),
+            )
+        };
+        let primary =
+            policy_of(&request.merchant_id).ok_or_else(|| not_found(&request.merchant_id))?;
+        let mut receivers = Vec::new();
+        for split in request.receivers() {
+            let policy = if split.receiver_id == request.merchant_id {
+                primary.clone()
+            } else {
+                policy_of(&split.receiver_id).ok_or_else(|| not_found(&split.receiver_id))?
+            };
+            receivers.push(Receiver {
+                fee: policy.fee_on(&split.amount),
+                fee_refund: policy.fee_refund,
+                receiver_id: split.receiver_id,
+                share: split.amount,
+                refunded_minor: 0,
+                fee_refunded_minor: 0,
+                advance_repaid_minor: 0,
+            });
+        }
+        let c = request.amount.currency();
+        let fee = Money::from_minor(receivers.iter().map(|r| r.fee.to_minor()).sum(), c);
+        Ok(Settlement {
+            trade_id: request.trade_id.clone(),
+            merchant_id: request.merchant_id.clone(),
+            channel: request.channel.clone(),
+            amount: request.amount,
+            fee,
+            fee_refund: primary.fee_refund,
+            subsidy: request.subsidy,
+            debited_minor: 0,
+            fee_refunded_minor: 0,
+            subsidy_refunded_minor: 0,
+            receivers,
+            posting_id: None,
+            status: SettlementStatus::Pending,
+        })
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.amount.currency()
+    }
+
+    /// What the receivers are credited in all: amount − fee.
+    pub fn net(&self) -> Money {
+        Money::from_minor(
+            self.amount.to_minor() - self.fee.to_minor(),
+            self.currency(),
+        )
+    }
+
+    /// What the customer paid in cash: amount − subsidy.
+    pub fn cash(&self) -> Money {
+        Money::from_minor(
+            self.amount.to_minor() - self.subsidy.to_minor(),
+            self.currency(),
+        )
+    }
+
+    /// The receivers' advances repaid by this settlement, in all.
+    pub fn advance_repaid(&self) -> Money {
+        Money::from_minor(
+            self.receivers.iter().map(|r| r.advance_repaid_minor).sum(),
+            self.currency(),
+        )
+    }
+
+    /// The receivers and their shares.
+    pub fn splits(&self) -> Vec<Split> {
+        self.receivers
+            .iter()
+            .map(|r| Split {
+                receiver_id: r.receiver_id.clone(),
+                amount: r.share,
+            })
+            .collect()
+    }
+
+    /// Whether a repeat of SettlePayment carries the same content (receivers compared as a set).
+    pub fn matches(&self, request: &SettleRequest) -> bool {
+        let c = self.currency();
+        let same_currency = request.receivers().iter().all(|s| s.amount.currency() == c);
+        self.trade_id == request.trade_id
+            && self.merchant_id == request.merchant_id
+            && self.channel == request.channel
+            && self.amount == request.amount
+            && self.subsidy == request.subsidy
+            && same_currency
+            && split_set(&self.splits()) == split_set(&request.receivers())
+    }
+
+    /// The accounting idempotency key of the settlement posting.
+    pub fn request_id(&self) -> String {
+        settle_request_id(&self.trade_id)
+    }
+
+    /// Dr CHANNEL_RESERVE(channel) cash (= amount − subsidy); Dr SUBSIDY(platform) subsidy;
+    /// per receiver Cr ADVANCE(receiver) its repayment and Cr MERCHANT_SETTLEMENT(receiver)
+    /// share − fee − repayment; Cr FEE_INCOME(platform) the fees.
+    pub fn postings(&self) -> Vec<(AccountKey, Side, Money)> {
+        let c = self.currency();
+        let mut entries = vec![
+            (
+                AccountKey::channel_reserve(&self.channel, c),
+                Side::Debit,
+                self.cash(),
+            ),
+            (
+                AccountKey::platform(AccountType::Subsidy, c),
+                Side::Debit,
+                self.subsidy,
+            ),
+        ];
+        for r in &self.receivers {
+            entries.push((
+                AccountKey::merchant_settlement(&r.receiver_id, c),
+                Side::Credit,
+                Money::from_minor(r.net_minor() - r.advance_repaid_minor, c),
+            ));
+            entries.push((
+                advance_account(&r.receiver_id, c),
+                Side::Credit,
+                Money::from_minor(r.advance_repaid_minor, c),
+            ));
+        }
+        entries.push((
+            AccountKey::platform(AccountType::FeeIncome, c),
+            Side::Credit,
+            self.fee,
+        ));
+        non_zero(entries)
+    }
+
+    /// Plans a refund debit of this trade: checks the currency, the cap (the trade's debits never
+    /// exceed the payment), an error refund's full amount, explicit receiver amounts; splits the
+    /// amount over the receivers ([`allocate_by_share`] on what remains of each share, unless the
+    /// request names the amounts); and computes each receiver's fee share and the trade's subsidy
+    /// share ([`prorated_share`]). Pure: the store applies it with conditional updates.
+    pub fn plan_debit(&self, request: &DebitRequest) -> Result<DebitPlan, Error> {
+        let c = self.currency();
+        if request.amount.currency() != c {
+            return Err(Error::new(
+                ErrorCode::CurrencyMismatch,
+                format!(
+                    "currency: the payment was in {}, not {}",
+                    c,
+                    request.amount.currency()
+                ),
+            ));
+        }
+        let total = self.amount.to_minor();
+        let amount = request.amount.to_minor();
+        if request.error_refund && amount != total {
+            return Err(Error::field(
+                "amount",
+                format!(
+                    "an error refund (差错退款) is for the full payment {}, not {}",
+                    self.amount, request.amount
+                ),
+            ));
+        }
+        let debited = self.debited_minor + amount;
+        if debited > total {
+            return Err(Error::new(
+                ErrorCode::RefundExceedsPaid,
+                format!(
+                    "trade {} paid {}, {} is already debited, {} more is too much",
+                    self.trade_id,
+                    self.amount,
+                    Money::from_minor(self.debited_minor, c),
+                    request.amount
+                ),
+            ));
+        }
+        let amounts: Vec<i64> = if request.splits.is_empty() {
+            let remaining: Vec<i64> = self
+                .receivers
+                .iter()
+                .map(Receiver::remaining_minor)
+                .collect();
+            allocate_by_share(amount, &remaining)
+        } else {
+            check_splits(&request.splits, &request.amount, "splits")?;
+            let mut amounts = vec![0; self.receivers.len()];
+            for s in &request.splits {
+                let Some(i) = self
+                    .receivers
+                    .iter()
+                    .position(|r| r.receiver_id == s.receiver_id)
+                else {
+                    return Err(Error::field(
+                        "splits",
+                        format!(
+                            "{} is not a receiver of trade {}",
+                            s.receiver_id, self.trade_id
+                        ),
+                    ));
+                };
+                let left = self.receivers[i].remaining_minor();
+                if s.amount.to_minor() > left {
+                    return Err(Error::new(
+                        ErrorCode::RefundExceedsPaid,
+                        format!(
+                            "splits: receiver {} has {} left of its share, {} is too much",
+                            s.receiver_id,
+                            Money::from_minor(left, c),
+                            s.amount
+                        ),
+                    ));
+                }
+                amounts[i] = s.amount.to_minor();
+            }
+            amounts
+        };
+        let mut parts = Vec::new();
+        for (r, part) in self.receivers.iter().zip(amounts) {
+            if part == 0 {
+                continue;
+            }
+            let fee = if request.error_refund {
+                // The payment should never have happened: the whole fee goes back.
+                (r.fee.to_minor() - r.fee_refunded_minor).clamp(0, part)
+            } else {
+                fee_share(
+                    r.fee_refund,
+                    r.fee.to_minor(),
+                    r.share.to_minor(),
+                    r.refunded_minor,
+                    r.fee_refunded_minor,
+                    part,
+                )
+            };
+            parts.push(PlannedPart {
+                receiver_id: r.receiver_id.clone(),
+                amount_minor: part,
+                fee_minor: fee,
+                refunded_before_minor: r.refunded_minor,
+                fee_refunded_before_minor: r.fee_refunded_minor,
+            });
+        }
+        let fee: i64 = parts.iter().map(|p| p.fee_minor).sum();
+        let subsidy = prorated_share(
+            self.subsidy.to_minor(),
+            total,
+            self.debited_minor,
+            self.subsidy_refunded_minor,
+            amount,
+        );
+        Ok(DebitPlan {
+            debited_minor: debited,
+            fee_refunded_minor: self.fee_refunded_minor + fee,
+            subsidy_refunded_minor: self.subsidy_refunded_minor + subsidy,
+            subsidy_share_minor: subsidy,
+            parts,
+        })
+    }
+}
+
+/// A planned refund debit: the trade's counters after it, and each receiver's part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebitPlan {
+    pub debited_minor: i64,
+    pub fee_refunded_minor: i64,
+    pub subsidy_refunded_minor: i64,
+    /// The platform-funded part of the refund (back to SUBSIDY, not paid in cash).
+    pub subsidy_share_minor: i64,
+    /// Receivers with a non-zero part, in the settlement's receiver order.
+    pub parts: Vec<PlannedPart>,
+}
+
+/// One receiver's part of a planned refund debit, with its counters before (the store's guard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPart {
+    pub receiver_id: String,
+    pub amount_minor: i64,
+    /// The fee given back with it (the platform's part).
+    pub fee_minor: i64,
+    pub refunded_before_minor: i64,
+    pub fee_refunded_before_minor: i64,
+}
+
+impl PlannedPart {
+    /// What the receiver gives back: its part minus the fee share.
+    pub fn merchant_minor(&self) -> i64 {
+        self.amount_minor - self.fee_minor
+    }
+}
+
+// ---------- advances (垫付) ----------
+
+/// A merchant's advance counters in one currency, in minor units, as the clearing center keeps
+/// them. `posted` is what the ledger's ADVANCE account holds once every confirmed posting is in;
+/// `reserved` is lent by debits whose posting is not confirmed yet; `repaying` is promised to
+/// settlements, reversals and returns whose posting is not confirmed yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdvanceLine {
+    pub posted_minor: i64,
+    pub reserved_minor: i64,
+    pub repaying_minor: i64,
+}
+
+impl AdvanceLine {
+    /// What a new advance may still take under `limit_minor`: the line minus everything lent or
+    /// being lent (repayments count only once posted).
+    pub fn room(&self, limit_minor: i64) -> i64 {
+        (limit_minor - self.posted_minor - self.reserved_minor).max(0)
+    }
+
+    /// What a credit to the merchant may still repay: posted advances not already promised.
+    pub fn repayable(&self) -> i64 {
+        (self.posted_minor - self.repaying_minor).max(0)
+    }
+
+    /// The invariants: no counter negative, repayments never exceed posted advances, and — right
+    /// after an advance was reserved under `limit_minor` — everything lent stays within the line,
+    /// so the platform never pays out more for a merchant than it received plus its line.
+    pub fn check(&self, merchant_id: &str, limit_minor: Option<i64>) -> Result<(), Error> {
+        let broken = |what: &str| {
+            Err(Error::internal(format!(
+                "advance of merchant {merchant_id}: {what} ({self:?})"
+            )))
+        };
+        if self.posted_minor < 0 || self.reserved_minor < 0 || self.repaying_minor < 0 {
+            return broken("a counter went negative");
+        }
+        if self.repaying_minor > self.posted_minor {
+            return broken("repayments exceed the advances");
+        }
+        if let Some(limit) = limit_minor {
+            if self.posted_minor + self.reserved_minor > limit {
+                return broken("advances exceed the credit line");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How much of a receiver's merchant part the platform advances: the shortfall of its available
+/// balance, when the line has room for all of it. When it has not, nothing is advanced: the
+/// whole part is debited from the balance and the ledger refuses it (INSUFFICIENT_BALANCE) — a
+/// line is used up to its limit, never beyond, and never for part of a refund it cannot carry.
+pub fn advance_needed(merchant_minor: i64, balance_minor: i64, room_minor: i64) -> i64 {
+    let shortfall = merchant_minor - balance_minor.max(0);
+    if shortfall <= 0 || shortfall > room_minor {
+        0
+    } else {
+        shortfall
+    }
+}
+
+/// A merchant's ADVANCE account (what it owes the platform; debit-normal).
+pub fn advance_account(merchant_id: &str, currency: Currency) -> AccountKey {
+    AccountKey {
+        account_type: AccountType::Advance,
+        owner: merchant_id.to_string(),
+        currency,
+    }
 }
 
 /// Where a refund debit is.
@@ -398,7 +910,55 @@ pub struct DebitRequest {
     pub refund_id: String,
     pub trade_id: String,
     pub merchant_id: String,
+    /// The refund amount (of the order amount).
     pub amount: Money,
+    /// How much to take back from each receiver; empty = by share.
+    pub splits: Vec<Split>,
+    /// An error refund (差错退款): the full amount only, and the whole fee goes back.
+    pub error_refund: bool,
+}
+
+/// One receiver's part of a refund debit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebitPart {
+    pub receiver_id: String,
+    /// Its part of the refund amount.
+    pub amount: Money,
+    /// The fee share the platform gives back with it (Dr FEE_INCOME).
+    pub fee: Money,
+    /// The part of `amount − fee` the platform advanced from the receiver's line (Dr ADVANCE);
+    /// the rest came from its balance (Dr MERCHANT_SETTLEMENT).
+    pub advance: Money,
+    /// On a reversal or return: the part of `amount − fee` that repays the receiver's outstanding
+    /// advance (Cr ADVANCE) instead of going back to its balance; decided when the reversal or
+    /// return starts.
+    pub back_to_advance: Money,
+}
+
+impl DebitPart {
+    /// What the receiver gives back: its part minus the fee share.
+    pub fn merchant(&self) -> Money {
+        Money::from_minor(
+            self.amount.to_minor() - self.fee.to_minor(),
+            self.amount.currency(),
+        )
+    }
+
+    /// The part of [`DebitPart::merchant`] its balance covered.
+    pub fn covered(&self) -> Money {
+        Money::from_minor(
+            self.merchant().to_minor() - self.advance.to_minor(),
+            self.amount.currency(),
+        )
+    }
+
+    /// On a reversal or return: what goes back to its balance.
+    pub fn back_to_settlement(&self) -> Money {
+        Money::from_minor(
+            self.merchant().to_minor() - self.back_to_advance.to_minor(),
+            self.amount.currency(),
+        )
+    }
 }
 
 /// A refund debit (扣账).
@@ -408,12 +968,20 @@ pub struct Debit {
     pub trade_id: String,
     pub merchant_id: String,
     pub channel: String,
-    /// What the customer gets back.
+    /// The refund amount, of the order amount (what the customer gets back is
+    /// [`Debit::cash_amount`]).
     pub amount: Money,
-    /// The merchant's part of it.
+    /// The receivers' part of it (from their balances and advances).
     pub merchant_amount: Money,
     /// The platform's part: the fee refunded by policy.
     pub fee_amount: Money,
+    /// The platform-funded subsidy share: goes back to SUBSIDY, not to the customer.
+    pub subsidy_amount: Money,
+    pub error_refund: bool,
+    /// Whether the request named the receivers' amounts (else they were taken by share).
+    pub explicit_splits: bool,
+    /// At least one, amounts adding up to `amount`.
+    pub parts: Vec<DebitPart>,
     pub status: DebitStatus,
     pub debit_posting_id: Option<String>,
     pub final_posting_id: Option<String>,
@@ -424,22 +992,48 @@ pub struct Debit {
 }
 
 impl Debit {
-    /// A new pending debit reserved against `settlement` with the given fee share.
+    /// A new pending debit from its plan; `advances[i]` is what the platform advances for
+    /// `plan.parts[i]` (0 when its balance covers it or there is no line).
     pub fn new(
         request: &DebitRequest,
         settlement: &Settlement,
-        fee_share_minor: i64,
+        plan: &DebitPlan,
+        advances: &[i64],
         now_ms: i64,
     ) -> Debit {
         let c = request.amount.currency();
+        let parts: Vec<DebitPart> = plan
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| DebitPart {
+                receiver_id: p.receiver_id.clone(),
+                amount: Money::from_minor(p.amount_minor, c),
+                fee: Money::from_minor(p.fee_minor, c),
+                advance: Money::from_minor(
+                    advances
+                        .get(i)
+                        .copied()
+                        .unwrap_or(0)
+                        .clamp(0, p.merchant_minor()),
+                    c,
+                ),
+                back_to_advance: Money::zero(c),
+            })
+            .collect();
+        let fee: i64 = parts.iter().map(|p| p.fee.to_minor()).sum();
         Debit {
             refund_id: request.refund_id.clone(),
             trade_id: request.trade_id.clone(),
             merchant_id: request.merchant_id.clone(),
             channel: settlement.channel.clone(),
             amount: request.amount,
-            merchant_amount: Money::from_minor(request.amount.to_minor() - fee_share_minor, c),
-            fee_amount: Money::from_minor(fee_share_minor, c),
+            merchant_amount: Money::from_minor(request.amount.to_minor() - fee, c),
+            fee_amount: Money::from_minor(fee, c),
+            subsidy_amount: Money::from_minor(plan.subsidy_share_minor, c),
+            error_refund: request.error_refund,
+            explicit_splits: !request.splits.is_empty(),
+            parts,
             status: DebitStatus::Pending,
             debit_posting_id: None,
             final_posting_id: None,
@@ -453,12 +1047,48 @@ impl Debit {
         self.amount.currency()
     }
 
-    /// Whether a repeat of RefundDebit carries the same content.
+    /// What the customer gets back in cash: amount − subsidy share (through REFUND_IN_TRANSIT
+    /// and out of the channel reserve).
+    pub fn cash_amount(&self) -> Money {
+        Money::from_minor(
+            self.amount.to_minor() - self.subsidy_amount.to_minor(),
+            self.currency(),
+        )
+    }
+
+    /// What the platform advanced for the receivers.
+    pub fn advance_amount(&self) -> Money {
+        Money::from_minor(
+            self.parts.iter().map(|p| p.advance.to_minor()).sum(),
+            self.currency(),
+        )
+    }
+
+    /// Each receiver's part of the amount.
+    pub fn splits(&self) -> Vec<Split> {
+        self.parts
+            .iter()
+            .map(|p| Split {
+                receiver_id: p.receiver_id.clone(),
+                amount: p.amount,
+            })
+            .collect()
+    }
+
+    /// Whether a repeat of RefundDebit carries the same content (explicit amounts compared as a
+    /// set).
     pub fn matches(&self, request: &DebitRequest) -> bool {
+        let same_split = if request.splits.is_empty() {
+            !self.explicit_splits
+        } else {
+            self.explicit_splits && split_set(&self.splits()) == split_set(&request.splits)
+        };
         self.refund_id == request.refund_id
             && self.trade_id == request.trade_id
             && self.merchant_id == request.merchant_id
             && self.amount == request.amount
+            && self.error_refund == request.error_refund
+            && same_split
     }
 
     pub fn debit_request_id(&self) -> String {
@@ -477,15 +1107,21 @@ impl Debit {
         format!("refund-return:{}", self.refund_id)
     }
 
-    /// Dr MERCHANT_SETTLEMENT merchant part; Dr FEE_INCOME fee part; Cr REFUND_IN_TRANSIT amount.
+    /// Per receiver Dr MERCHANT_SETTLEMENT covered part and Dr ADVANCE advanced part; Dr
+    /// FEE_INCOME fee share → Cr REFUND_IN_TRANSIT cash (amount − subsidy share); Cr SUBSIDY
+    /// subsidy share.
     pub fn debit_postings(&self) -> Vec<(AccountKey, Side, Money)> {
         let c = self.currency();
-        non_zero(vec![
-            (
-                AccountKey::merchant_settlement(&self.merchant_id, c),
+        let mut entries = Vec::new();
+        for p in &self.parts {
+            entries.push((
+                AccountKey::merchant_settlement(&p.receiver_id, c),
                 Side::Debit,
-                self.merchant_amount,
-            ),
+                p.covered(),
+            ));
+            entries.push((advance_account(&p.receiver_id, c), Side::Debit, p.advance));
+        }
+        entries.extend([
             (
                 AccountKey::platform(AccountType::FeeIncome, c),
                 Side::Debit,
@@ -494,73 +1130,116 @@ impl Debit {
             (
                 AccountKey::platform(AccountType::RefundInTransit, c),
                 Side::Credit,
-                self.amount,
+                self.cash_amount(),
             ),
-        ])
+            (
+                AccountKey::platform(AccountType::Subsidy, c),
+                Side::Credit,
+                self.subsidy_amount,
+            ),
+        ]);
+        non_zero(entries)
     }
 
-    /// Dr REFUND_IN_TRANSIT amount; Cr CHANNEL_RESERVE(channel) amount: the money left.
+    /// Dr REFUND_IN_TRANSIT cash; Cr CHANNEL_RESERVE(channel) cash: the money left. Empty when the
+    /// subsidy share is the whole refund (nothing to pay in cash).
     pub fn complete_postings(&self) -> Vec<(AccountKey, Side, Money)> {
         let c = self.currency();
         non_zero(vec![
             (
                 AccountKey::platform(AccountType::RefundInTransit, c),
                 Side::Debit,
-                self.amount,
+                self.cash_amount(),
             ),
             (
                 AccountKey::channel_reserve(&self.channel, c),
                 Side::Credit,
-                self.amount,
+                self.cash_amount(),
             ),
         ])
     }
 
-    /// Dr REFUND_IN_TRANSIT amount; Cr MERCHANT_SETTLEMENT merchant part; Cr FEE_INCOME fee part.
+    /// The credits that give a debit back: per receiver Cr ADVANCE what repays its advance
+    /// (`back_to_advance`, or with `exact` the advance this debit took) and Cr MERCHANT_SETTLEMENT
+    /// the rest of its part; Cr FEE_INCOME the fee share.
+    fn give_back_credits(&self, exact: bool) -> Vec<(AccountKey, Side, Money)> {
+        let c = self.currency();
+        let mut entries = Vec::new();
+        for p in &self.parts {
+            let to_advance = if exact { p.advance } else { p.back_to_advance };
+            entries.push((
+                AccountKey::merchant_settlement(&p.receiver_id, c),
+                Side::Credit,
+                Money::from_minor(p.merchant().to_minor() - to_advance.to_minor(), c),
+            ));
+            entries.push((advance_account(&p.receiver_id, c), Side::Credit, to_advance));
+        }
+        entries.push((
+            AccountKey::platform(AccountType::FeeIncome, c),
+            Side::Credit,
+            self.fee_amount,
+        ));
+        entries
+    }
+
+    /// Dr REFUND_IN_TRANSIT cash; Dr SUBSIDY subsidy share → per receiver Cr ADVANCE
+    /// `back_to_advance` (repay first) and Cr MERCHANT_SETTLEMENT the rest; Cr FEE_INCOME fee share.
     pub fn reverse_postings(&self) -> Vec<(AccountKey, Side, Money)> {
         let c = self.currency();
-        non_zero(vec![
+        let mut entries = vec![
             (
                 AccountKey::platform(AccountType::RefundInTransit, c),
                 Side::Debit,
-                self.amount,
+                self.cash_amount(),
             ),
             (
-                AccountKey::merchant_settlement(&self.merchant_id, c),
-                Side::Credit,
-                self.merchant_amount,
+                AccountKey::platform(AccountType::Subsidy, c),
+                Side::Debit,
+                self.subsidy_amount,
             ),
-            (
-                AccountKey::platform(AccountType::FeeIncome, c),
-                Side::Credit,
-                self.fee_amount,
-            ),
-        ])
+        ];
+        entries.extend(self.give_back_credits(false));
+        non_zero(entries)
     }
-}
 
-impl Debit {
-    /// The returned payout (退票): Dr CHANNEL_RESERVE(channel) amount (the money came back to
-    /// the reserve); Cr MERCHANT_SETTLEMENT merchant part; Cr FEE_INCOME fee part.
+    /// The exact undo of [`Debit::debit_postings`] (every line back to the account it came from),
+    /// used when a retry's debit posting landed after the debit was already REJECTED.
+    pub fn undo_postings(&self) -> Vec<(AccountKey, Side, Money)> {
+        let c = self.currency();
+        let mut entries = vec![
+            (
+                AccountKey::platform(AccountType::RefundInTransit, c),
+                Side::Debit,
+                self.cash_amount(),
+            ),
+            (
+                AccountKey::platform(AccountType::Subsidy, c),
+                Side::Debit,
+                self.subsidy_amount,
+            ),
+        ];
+        entries.extend(self.give_back_credits(true));
+        non_zero(entries)
+    }
+
+    /// The returned payout (退票): Dr CHANNEL_RESERVE(channel) cash (the money came back to the
+    /// reserve); Dr SUBSIDY subsidy share → the same credits as a reversal.
     pub fn return_postings(&self) -> Vec<(AccountKey, Side, Money)> {
         let c = self.currency();
-        non_zero(vec![
+        let mut entries = vec![
             (
                 AccountKey::channel_reserve(&self.channel, c),
                 Side::Debit,
-                self.amount,
+                self.cash_amount(),
             ),
             (
-                AccountKey::merchant_settlement(&self.merchant_id, c),
-                Side::Credit,
-                self.merchant_amount,
+                AccountKey::platform(AccountType::Subsidy, c),
+                Side::Debit,
+                self.subsidy_amount,
             ),
-            (
-                AccountKey::platform(AccountType::FeeIncome, c),
-                Side::Credit,
-                self.fee_amount,
-            ),
-        ])
+        ];
+        entries.extend(self.give_back_credits(false));
+        non_zero(entries)
     }
 }
 
@@ -767,30 +1446,113 @@ pub fn next_step(debit: &Debit, goal: Goal) -> Step {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn cny(s: &str) -> Money {
         Money::parse(s, "CNY", "amount").unwrap()
     }
 
-    fn policy(rate: &str, fee_refund: FeeRefundPolicy) -> MerchantPolicy {
+    fn policy_for(id: &str, rate: &str, fee_refund: FeeRefundPolicy, line: &str) -> MerchantPolicy {
         MerchantPolicy {
-            merchant_id: "m1".into(),
+            merchant_id: id.into(),
             fee_rate: parse_fee_rate(rate, "fee_rate").unwrap(),
             fee_refund,
+            advance_limit: parse_advance_limit(line, "advance_limit").unwrap(),
+        }
+    }
+
+    fn settle_req(amount: &str, splits: &[(&str, &str)], subsidy: &str) -> SettleRequest {
+        SettleRequest {
+            trade_id: "t1".into(),
+            merchant_id: "m1".into(),
+            channel: "netbank".into(),
+            amount: cny(amount),
+            splits: splits
+                .iter()
+                .map(|(id, a)| Split {
+                    receiver_id: id.to_string(),
+                    amount: cny(a),
+                })
+                .collect(),
+            subsidy: if subsidy == "0" {
+                Money::zero(Currency::Cny)
+            } else {
+                cny(subsidy)
+            },
         }
     }
 
     fn settlement(amount: &str, rate: &str, fee_refund: FeeRefundPolicy) -> Settlement {
-        Settlement::new(
-            &SettleRequest {
-                trade_id: "t1".into(),
-                merchant_id: "m1".into(),
-                channel: "netbank".into(),
-                amount: cny(amount),
-            },
-            &policy(rate, fee_refund),
-        )
+        let p = policy_for("m1", rate, fee_refund, "0");
+        Settlement::new(&settle_req(amount, &[], "0"), |_| Some(p.clone())).unwrap()
+    }
+
+    fn debit_req(id: &str, amount: &str) -> DebitRequest {
+        DebitRequest {
+            refund_id: id.into(),
+            trade_id: "t1".into(),
+            merchant_id: "m1".into(),
+            amount: cny(amount),
+            splits: Vec::new(),
+            error_refund: false,
+        }
+    }
+
+    /// Applies a plan to the settlement's counters, as the store does.
+    fn apply(s: &mut Settlement, plan: &DebitPlan) {
+        s.debited_minor = plan.debited_minor;
+        s.fee_refunded_minor = plan.fee_refunded_minor;
+        s.subsidy_refunded_minor = plan.subsidy_refunded_minor;
+        for p in &plan.parts {
+            let r = s
+                .receivers
+                .iter_mut()
+                .find(|r| r.receiver_id == p.receiver_id)
+                .unwrap();
+            r.refunded_minor += p.amount_minor;
+            r.fee_refunded_minor += p.fee_minor;
+        }
+    }
+
+    /// Plans, applies and returns a debit.
+    fn take(s: &mut Settlement, req: &DebitRequest) -> Debit {
+        let plan = s.plan_debit(req).unwrap();
+        apply(s, &plan);
+        Debit::new(req, s, &plan, &[], 0)
+    }
+
+    /// A toy ledger: balances on the normal side per account id, asserting every posting balances.
+    #[derive(Default)]
+    struct Ledger(BTreeMap<String, i64>);
+
+    impl Ledger {
+        fn post(&mut self, entries: Vec<(AccountKey, Side, Money)>) {
+            let (mut dr, mut cr) = (0, 0);
+            for (key, side, m) in entries {
+                assert!(m.is_positive(), "{key} {m}");
+                let sign = if side == key.account_type.normal_side() {
+                    1
+                } else {
+                    -1
+                };
+                *self.0.entry(key.account_id()).or_default() += sign * m.to_minor();
+                match side {
+                    Side::Debit => dr += m.to_minor(),
+                    Side::Credit => cr += m.to_minor(),
+                }
+            }
+            assert_eq!(dr, cr, "unbalanced posting");
+        }
+
+        fn get(&self, id: &str) -> i64 {
+            self.0.get(id).copied().unwrap_or(0)
+        }
+
+        fn all_zero(&self) -> bool {
+            self.0.values().all(|v| *v == 0)
+        }
     }
 
     #[test]
@@ -817,6 +1579,23 @@ mod tests {
     }
 
     #[test]
+    fn advance_limits_are_validated() {
+        assert_eq!(parse_advance_limit("", "l").unwrap(), Decimal::ZERO);
+        assert_eq!(parse_advance_limit("500", "l").unwrap(), Decimal::from(500));
+        assert!(parse_advance_limit("0.01", "l").is_ok());
+        for bad in ["-1", "0.001", "abc", "1e3", "10000000000000"] {
+            assert_eq!(
+                parse_advance_limit(bad, "l").unwrap_err().code,
+                ErrorCode::InvalidArgument,
+                "{bad}"
+            );
+        }
+        let p = policy_for("m1", "0", FeeRefundPolicy::None, "12.34");
+        assert_eq!(p.advance_limit_minor(Currency::Cny), 1234);
+        assert_eq!(p.advance_limit_minor(Currency::Jpy), 12);
+    }
+
+    #[test]
     fn settlement_fee_and_postings() {
         let s = settlement("100", "0.006", FeeRefundPolicy::Proportional);
         assert_eq!(s.fee.to_minor(), 60);
@@ -831,18 +1610,243 @@ mod tests {
     }
 
     #[test]
+    fn largest_remainder_allocation() {
+        assert_eq!(
+            allocate_by_share(1001, &[3333, 3333, 3334]),
+            vec![334, 333, 334]
+        );
+        assert_eq!(
+            allocate_by_share(10000, &[3333, 3333, 3334]),
+            vec![3333, 3333, 3334]
+        );
+        assert_eq!(allocate_by_share(1, &[50, 50]), vec![1, 0]);
+        assert_eq!(allocate_by_share(3, &[0, 5, 0]), vec![0, 3, 0]);
+        assert_eq!(allocate_by_share(0, &[5, 5]), vec![0, 0]);
+        // Every amount up to the total: exact sum, within capacity.
+        let caps = [7, 13, 1, 29];
+        for amount in 0..=50 {
+            let parts = allocate_by_share(amount, &caps);
+            assert_eq!(parts.iter().sum::<i64>(), amount);
+            assert!(parts.iter().zip(caps).all(|(p, c)| *p >= 0 && *p <= c));
+        }
+    }
+
+    #[test]
+    fn split_refunds_by_share_sum_exactly_and_never_exceed_a_share() {
+        let policies = [
+            policy_for("m1", "0.006", FeeRefundPolicy::Proportional, "0"),
+            policy_for("r2", "0.01", FeeRefundPolicy::None, "0"),
+            policy_for("r3", "0", FeeRefundPolicy::Proportional, "0"),
+        ];
+        let find = |id: &str| policies.iter().find(|p| p.merchant_id == id).cloned();
+        let req = settle_req(
+            "100",
+            &[("m1", "33.33"), ("r2", "33.33"), ("r3", "33.34")],
+            "0",
+        );
+        let mut s = Settlement::new(&req, find).unwrap();
+        assert_eq!(
+            s.receivers
+                .iter()
+                .map(|r| r.fee.to_minor())
+                .collect::<Vec<_>>(),
+            vec![20, 33, 0]
+        );
+        assert_eq!(s.fee.to_minor(), 53);
+        let mut ledger = Ledger::default();
+        ledger.post(s.postings());
+        assert_eq!(ledger.get("MERCHANT_SETTLEMENT:r2:CNY"), 3300);
+        let mut n = 0;
+        while s.debited_minor + 1001 <= 10000 {
+            let d = take(&mut s, &debit_req(&format!("rf{n}"), "10.01"));
+            assert_eq!(
+                d.parts.iter().map(|p| p.amount.to_minor()).sum::<i64>(),
+                1001
+            );
+            ledger.post(d.debit_postings());
+            ledger.post(d.complete_postings());
+            for r in &s.receivers {
+                assert!(r.refunded_minor <= r.share.to_minor());
+                assert!(r.fee_refunded_minor <= r.fee.to_minor());
+            }
+            n += 1;
+        }
+        assert_eq!(n, 9);
+        let rest = Money::from_minor(10000 - s.debited_minor, Currency::Cny);
+        let d = take(&mut s, &debit_req("last", &rest.amount_string()));
+        ledger.post(d.debit_postings());
+        ledger.post(d.complete_postings());
+        for r in &s.receivers {
+            assert_eq!(r.refunded_minor, r.share.to_minor(), "{}", r.receiver_id);
+        }
+        // m1 refunded its whole fee (proportional), r2 kept its fee (NONE).
+        assert_eq!(s.receivers[0].fee_refunded_minor, 20);
+        assert_eq!(s.receivers[1].fee_refunded_minor, 0);
+        assert_eq!(ledger.get("MERCHANT_SETTLEMENT:m1:CNY"), 0);
+        assert_eq!(ledger.get("MERCHANT_SETTLEMENT:r2:CNY"), -33);
+        assert_eq!(ledger.get("FEE_INCOME:platform:CNY"), 33);
+        assert_eq!(ledger.get("CHANNEL_RESERVE:netbank:CNY"), 0);
+        assert_eq!(
+            s.plan_debit(&debit_req("x", "0.01")).unwrap_err().code,
+            ErrorCode::RefundExceedsPaid
+        );
+    }
+
+    #[test]
+    fn explicit_split_amounts_are_checked() {
+        let p = policy_for("m1", "0", FeeRefundPolicy::None, "0");
+        let req = settle_req("10", &[("m1", "6"), ("r2", "4")], "0");
+        let mut s = Settlement::new(&req, |id| {
+            Some(MerchantPolicy {
+                merchant_id: id.into(),
+                ..p.clone()
+            })
+        })
+        .unwrap();
+        let with = |amount: &str, splits: &[(&str, &str)]| DebitRequest {
+            splits: splits
+                .iter()
+                .map(|(id, a)| Split {
+                    receiver_id: id.to_string(),
+                    amount: cny(a),
+                })
+                .collect(),
+            ..debit_req("rf", amount)
+        };
+        let d = take(&mut s, &with("5", &[("r2", "4"), ("m1", "1")]));
+        assert!(d.explicit_splits);
+        assert!(d.matches(&with("5", &[("m1", "1"), ("r2", "4")])));
+        assert!(!d.matches(&with("5", &[("m1", "2"), ("r2", "3")])));
+        assert!(!d.matches(&debit_req("rf", "5")));
+        // r2 has nothing left; the sum must be the amount; receivers must be the trade's.
+        let err = s.plan_debit(&with("1", &[("r2", "1")])).unwrap_err();
+        assert_eq!(err.code, ErrorCode::RefundExceedsPaid);
+        assert!(err.message.starts_with("splits:"), "{}", err.message);
+        let err = s.plan_debit(&with("2", &[("m1", "1")])).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        assert!(err.message.starts_with("splits:"), "{}", err.message);
+        let err = s.plan_debit(&with("1", &[("zz", "1")])).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        let err = s
+            .plan_debit(&with("2", &[("m1", "1"), ("m1", "1")]))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        // By share now takes only from m1 (r2's share is used up).
+        let d = take(&mut s, &debit_req("rf2", "5"));
+        assert_eq!(
+            d.splits(),
+            vec![Split {
+                receiver_id: "m1".into(),
+                amount: cny("5")
+            }]
+        );
+    }
+
+    #[test]
+    fn settle_requests_are_validated() {
+        let p = policy_for("m1", "0", FeeRefundPolicy::None, "0");
+        let find = |id: &str| {
+            (id != "ghost").then(|| MerchantPolicy {
+                merchant_id: id.into(),
+                ..p.clone()
+            })
+        };
+        let err = settle_req("10", &[("m1", "6"), ("r2", "3.99")], "0")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        assert!(err.message.starts_with("splits:"));
+        let err = settle_req("10", &[], "10").validate().unwrap_err();
+        assert!(err.message.starts_with("platform_subsidy:"));
+        assert!(settle_req("10", &[], "9.99").validate().is_ok());
+        let err = Settlement::new(&settle_req("10", &[("ghost", "10")], "0"), find).unwrap_err();
+        assert_eq!(err.code, ErrorCode::MerchantNotFound);
+        let s = Settlement::new(&settle_req("10", &[("r2", "4"), ("m1", "6")], "1"), find).unwrap();
+        assert!(s.matches(&settle_req("10", &[("m1", "6"), ("r2", "4")], "1")));
+        assert!(!s.matches(&settle_req("10", &[("m1", "6"), ("r2", "4")], "0")));
+        assert!(!s.matches(&settle_req("10", &[], "1")));
+    }
+
+    #[test]
+    fn subsidy_is_prorated_and_every_account_returns_to_zero() {
+        // 100.00 order, 20.00 platform coupon, 0.6% fee refunded in proportion.
+        let p = policy_for("m1", "0.006", FeeRefundPolicy::Proportional, "0");
+        let mut s = Settlement::new(&settle_req("100", &[], "20"), |_| Some(p.clone())).unwrap();
+        let mut ledger = Ledger::default();
+        ledger.post(s.postings());
+        assert_eq!(ledger.get("CHANNEL_RESERVE:netbank:CNY"), 8000);
+        assert_eq!(ledger.get("SUBSIDY:platform:CNY"), 2000);
+        assert_eq!(ledger.get("MERCHANT_SETTLEMENT:m1:CNY"), 9940);
+        let d = take(&mut s, &debit_req("rf1", "33.33"));
+        // subsidy share round(20.00 × 33.33 / 100) = 6.67 (6.666); cash 26.66
+        assert_eq!(d.subsidy_amount, cny("6.67"));
+        assert_eq!(d.cash_amount(), cny("26.66"));
+        assert_eq!(d.fee_amount, cny("0.20"));
+        ledger.post(d.debit_postings());
+        ledger.post(d.complete_postings());
+        assert_eq!(ledger.get("SUBSIDY:platform:CNY"), 2000 - 667);
+        assert_eq!(ledger.get("REFUND_IN_TRANSIT:platform:CNY"), 0);
+        let d = take(&mut s, &debit_req("rf2", "33.33"));
+        assert_eq!(d.subsidy_amount, cny("6.66"));
+        ledger.post(d.debit_postings());
+        ledger.post(d.complete_postings());
+        let d = take(&mut s, &debit_req("rf3", "33.34"));
+        assert_eq!(d.subsidy_amount, cny("6.67"));
+        ledger.post(d.debit_postings());
+        ledger.post(d.complete_postings());
+        assert!(ledger.all_zero(), "{:?}", ledger.0);
+    }
+
+    #[test]
+    fn a_refund_that_is_all_subsidy_pays_no_cash() {
+        let p = policy_for("m1", "0", FeeRefundPolicy::None, "0");
+        let mut s = Settlement::new(&settle_req("1", &[], "0.99"), |_| Some(p.clone())).unwrap();
+        let d = take(&mut s, &debit_req("rf1", "0.01"));
+        assert_eq!(d.subsidy_amount, cny("0.01"));
+        assert!(d.cash_amount().is_zero());
+        assert!(d.complete_postings().is_empty());
+        let mut ledger = Ledger::default();
+        ledger.post(s.postings());
+        ledger.post(d.debit_postings());
+        ledger.post(d.reverse_postings());
+        ledger.post(d.return_postings());
+    }
+
+    #[test]
+    fn error_refunds_are_full_and_give_back_the_whole_fee() {
+        let mut s = settlement("100", "0.006", FeeRefundPolicy::None);
+        let req = DebitRequest {
+            error_refund: true,
+            ..debit_req("rf1", "50")
+        };
+        let err = s.plan_debit(&req).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        assert!(err.message.starts_with("amount:"), "{}", err.message);
+        let full = DebitRequest {
+            error_refund: true,
+            ..debit_req("rf1", "100")
+        };
+        let d = take(&mut s, &full);
+        assert_eq!(
+            d.fee_amount,
+            cny("0.60"),
+            "NONE policy, but an error refund gives the fee back"
+        );
+        assert!(d.matches(&full));
+        assert!(!d.matches(&debit_req("rf1", "100")));
+    }
+
+    #[test]
     fn proportional_fee_shares_add_up_to_the_fee() {
         let mut s = settlement("100", "0.006", FeeRefundPolicy::Proportional);
         let mut shares = Vec::new();
         for part in ["33.33", "33.33", "33.34"] {
-            let r = s.reserve(&cny(part)).unwrap();
-            shares.push(r.fee_share_minor);
-            s.debited_minor = r.debited_minor;
-            s.fee_refunded_minor = r.fee_refunded_minor;
+            let d = take(&mut s, &debit_req("rf", part));
+            shares.push(d.fee_amount.to_minor());
         }
         assert_eq!(shares, vec![20, 20, 20]);
         assert_eq!(s.fee_refunded_minor, 60);
-        let err = s.reserve(&cny("0.01")).unwrap_err();
+        let err = s.plan_debit(&debit_req("rf", "0.01")).unwrap_err();
         assert_eq!(err.code, ErrorCode::RefundExceedsPaid);
     }
 
@@ -852,11 +1856,9 @@ mod tests {
         let fee = s.fee.to_minor();
         let mut sum = 0;
         while s.debited_minor < s.amount.to_minor() {
-            let r = s.reserve(&cny("0.03")).unwrap();
-            assert!(r.fee_share_minor >= 0 && r.fee_share_minor <= 3);
-            sum += r.fee_share_minor;
-            s.debited_minor = r.debited_minor;
-            s.fee_refunded_minor = r.fee_refunded_minor;
+            let d = take(&mut s, &debit_req("rf", "0.03"));
+            assert!(d.fee_amount.to_minor() >= 0 && d.fee_amount.to_minor() <= 3);
+            sum += d.fee_amount.to_minor();
         }
         assert_eq!(sum, fee);
     }
@@ -864,26 +1866,108 @@ mod tests {
     #[test]
     fn no_fee_refund_policy_keeps_the_fee() {
         let s = settlement("100", "0.006", FeeRefundPolicy::None);
-        let r = s.reserve(&cny("100")).unwrap();
-        assert_eq!(r.fee_share_minor, 0);
-        let other = Money::parse("1", "USD", "a").unwrap();
+        let plan = s.plan_debit(&debit_req("rf", "100")).unwrap();
+        assert_eq!(plan.fee_refunded_minor, 0);
+        let other = DebitRequest {
+            amount: Money::parse("1", "USD", "a").unwrap(),
+            ..debit_req("rf", "1")
+        };
         assert_eq!(
-            s.reserve(&other).unwrap_err().code,
+            s.plan_debit(&other).unwrap_err().code,
             ErrorCode::CurrencyMismatch
         );
     }
 
     #[test]
-    fn debit_postings_balance() {
-        let s = settlement("100", "0.006", FeeRefundPolicy::Proportional);
-        let req = DebitRequest {
-            refund_id: "rf1".into(),
-            trade_id: "t1".into(),
-            merchant_id: "m1".into(),
-            amount: cny("50"),
+    fn advances_fund_the_shortfall_within_the_line_only() {
+        assert_eq!(advance_needed(5000, 8000, 0), 0, "the balance covers it");
+        assert_eq!(advance_needed(5000, 3000, 2000), 2000, "exactly the room");
+        assert_eq!(
+            advance_needed(5000, 3000, 1999),
+            0,
+            "no room: refused by the ledger"
+        );
+        assert_eq!(advance_needed(5000, -1, 5000), 5000);
+        let line = AdvanceLine {
+            posted_minor: 300,
+            reserved_minor: 200,
+            repaying_minor: 100,
         };
-        let r = s.reserve(&req.amount).unwrap();
-        let d = Debit::new(&req, &s, r.fee_share_minor, 0);
+        assert_eq!(line.room(1000), 500);
+        assert_eq!(line.room(400), 0);
+        assert_eq!(line.repayable(), 200);
+        assert!(line.check("m1", Some(500)).is_ok());
+        assert_eq!(
+            line.check("m1", Some(499)).unwrap_err().code,
+            ErrorCode::Internal
+        );
+        let bad = AdvanceLine {
+            repaying_minor: 301,
+            ..line
+        };
+        assert_eq!(bad.check("m1", None).unwrap_err().code, ErrorCode::Internal);
+    }
+
+    #[test]
+    fn advanced_debits_post_to_advance_and_give_back_repaying_first() {
+        let p = policy_for("m1", "0.006", FeeRefundPolicy::Proportional, "100");
+        let mut s = Settlement::new(&settle_req("100", &[], "0"), |_| Some(p.clone())).unwrap();
+        let req = debit_req("rf1", "100");
+        let plan = s.plan_debit(&req).unwrap();
+        apply(&mut s, &plan);
+        // The merchant has 60.00 of the 99.40 it gives back: 39.40 is advanced.
+        let mut d = Debit::new(&req, &s, &plan, &[3940], 0);
+        assert_eq!(d.advance_amount(), cny("39.40"));
+        assert_eq!(d.parts[0].covered(), cny("60.00"));
+        let mut ledger = Ledger::default();
+        ledger.post(d.debit_postings());
+        assert_eq!(ledger.get("ADVANCE:m1:CNY"), 3940);
+        assert_eq!(ledger.get("MERCHANT_SETTLEMENT:m1:CNY"), -6000);
+        // Reversed after 30.00 of the advance was repaid elsewhere: 9.40 repays the rest.
+        d.parts[0].back_to_advance = cny("9.40");
+        let entries = d.reverse_postings();
+        assert!(entries.contains(&(
+            advance_account("m1", Currency::Cny),
+            Side::Credit,
+            cny("9.40")
+        )));
+        assert!(entries.contains(&(
+            AccountKey::merchant_settlement("m1", Currency::Cny),
+            Side::Credit,
+            cny("90.00")
+        )));
+        ledger.post(entries);
+        // The exact undo returns the advance as taken.
+        let undo = d.undo_postings();
+        assert!(undo.contains(&(
+            advance_account("m1", Currency::Cny),
+            Side::Credit,
+            cny("39.40")
+        )));
+        ledger.post(undo);
+        ledger.post(d.return_postings());
+    }
+
+    #[test]
+    fn split_settlement_repays_advances_first() {
+        let p = policy_for("m1", "0.01", FeeRefundPolicy::Proportional, "50");
+        let mut s = Settlement::new(&settle_req("10", &[], "0"), |_| Some(p.clone())).unwrap();
+        s.receivers[0].advance_repaid_minor = 500;
+        assert_eq!(s.advance_repaid(), cny("5"));
+        let entries = s.postings();
+        assert!(entries.contains(&(advance_account("m1", Currency::Cny), Side::Credit, cny("5"))));
+        assert!(entries.contains(&(
+            AccountKey::merchant_settlement("m1", Currency::Cny),
+            Side::Credit,
+            cny("4.90")
+        )));
+        Ledger::default().post(entries);
+    }
+
+    #[test]
+    fn debit_postings_balance() {
+        let mut s = settlement("100", "0.006", FeeRefundPolicy::Proportional);
+        let d = take(&mut s, &debit_req("rf1", "50"));
         assert_eq!(d.fee_amount.to_minor(), 30);
         assert_eq!(d.merchant_amount.to_minor(), 4970);
         for entries in [
@@ -891,15 +1975,9 @@ mod tests {
             d.reverse_postings(),
             d.complete_postings(),
             d.return_postings(),
+            d.undo_postings(),
         ] {
-            let (mut dr, mut cr) = (0, 0);
-            for (_, side, m) in entries {
-                match side {
-                    Side::Debit => dr += m.to_minor(),
-                    Side::Credit => cr += m.to_minor(),
-                }
-            }
-            assert_eq!(dr, cr);
+            Ledger::default().post(entries);
         }
     }
 
@@ -935,14 +2013,8 @@ mod tests {
 
     #[test]
     fn next_steps() {
-        let s = settlement("100", "0.006", FeeRefundPolicy::Proportional);
-        let req = DebitRequest {
-            refund_id: "rf1".into(),
-            trade_id: "t1".into(),
-            merchant_id: "m1".into(),
-            amount: cny("50"),
-        };
-        let mut d = Debit::new(&req, &s, 30, 0);
+        let mut s = settlement("100", "0.006", FeeRefundPolicy::Proportional);
+        let mut d = take(&mut s, &debit_req("rf1", "50"));
         let step = |d: &Debit, g| match next_step(d, g) {
             Step::Fail(e) => format!("fail {}", e.code),
             other => format!("{other:?}"),
@@ -990,14 +2062,8 @@ mod tests {
 
     #[test]
     fn return_postings_undo_the_completion() {
-        let s = settlement("100", "0.006", FeeRefundPolicy::Proportional);
-        let req = DebitRequest {
-            refund_id: "rf1".into(),
-            trade_id: "t1".into(),
-            merchant_id: "m1".into(),
-            amount: cny("50"),
-        };
-        let d = Debit::new(&req, &s, 30, 0);
+        let mut s = settlement("100", "0.006", FeeRefundPolicy::Proportional);
+        let d = take(&mut s, &debit_req("rf1", "50"));
         assert_eq!(d.return_request_id(), "refund-return:rf1");
         let p = d.return_postings();
         assert_eq!(
@@ -1021,7 +2087,8 @@ mod tests {
             ]
         );
         // No fee share: the zero fee entry is omitted.
-        let no_fee = Debit::new(&req, &s, 0, 0);
+        let mut s = settlement("100", "0.006", FeeRefundPolicy::None);
+        let no_fee = take(&mut s, &debit_req("rf1", "50"));
         assert_eq!(no_fee.return_postings().len(), 2);
     }
 

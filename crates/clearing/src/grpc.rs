@@ -6,11 +6,13 @@
 //! `adjust:`), so a retry after an
 //! unknown outcome (UNAVAILABLE) posts at most once: accounting replays the first posting.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
+use tuikuan_accounting::domain::{AccountKey, Side};
 use tuikuan_accounting::AccountingClient;
 use tuikuan_db::Db;
 use tuikuan_kernel::id::validate_external_id;
@@ -22,9 +24,9 @@ use tuikuan_proto::clearing::v1::clearing_service_server::{
 use tuikuan_proto::status::grpc_err;
 
 use crate::domain::{
-    next_step, parse_fee_rate, Adjustment, AdjustmentKind, Debit, DebitRequest, DebitStatus,
-    FeeRefundPolicy, Goal, MerchantPolicy, SettleRequest, Settlement, SettlementStatus, Step,
-    MAX_REASON_LEN,
+    next_step, parse_advance_limit, parse_fee_rate, Adjustment, AdjustmentKind, Debit,
+    DebitRequest, DebitStatus, FeeRefundPolicy, Goal, MerchantPolicy, SettleRequest, Settlement,
+    SettlementStatus, Split, Step, MAX_REASON_LEN, MAX_SPLITS,
 };
 use crate::store::{self, Reserved};
 
@@ -168,11 +170,17 @@ impl Clearing {
                 if let Some(s) = store::get_settlement(conn, &request.trade_id)? {
                     return check(s);
                 }
-                let policy = store::get_policy(conn, &request.merchant_id)?
-                    .ok_or_else(|| merchant_not_found(&request.merchant_id))?;
-                let settlement = Settlement::new(&request, &policy);
-                if store::insert_settlement(conn, &settlement, now_ms)? {
-                    return Ok(settlement);
+                let mut policies = BTreeMap::new();
+                let ids = std::iter::once(request.merchant_id.clone())
+                    .chain(request.splits.iter().map(|s| s.receiver_id.clone()));
+                for id in ids {
+                    if let Some(p) = store::get_policy(conn, &id)? {
+                        policies.insert(id, p);
+                    }
+                }
+                let settlement = Settlement::new(&request, |id| policies.get(id).cloned())?;
+                if let Some(inserted) = store::insert_settlement(conn, &settlement, now_ms)? {
+                    return Ok(inserted);
                 }
                 let s = store::get_settlement(conn, &request.trade_id)?.ok_or_else(|| {
                     Error::internal(format!("settlement {} vanished", request.trade_id))
@@ -206,16 +214,33 @@ impl Clearing {
     }
 
     /// Debits the merchant for a refund (idempotent by refund id).
+    ///
+    /// Receivers with an advance line get their available balance read from the ledger first:
+    /// a shortfall is advanced from the line when it has room for all of it (see
+    /// [`crate::domain::advance_needed`]). Receivers without a line are simply debited and the
+    /// ledger refuses what their balance cannot cover (INSUFFICIENT_BALANCE → REJECTED).
     pub async fn refund_debit(&self, request: DebitRequest) -> Result<Debit, Error> {
+        let existing = self.find_debit(&request.refund_id).await?;
+        let balances = match existing {
+            Some(_) => BTreeMap::new(),
+            None => self.balances_of_lined_receivers(&request).await?,
+        };
         let now_ms = self.clock.now_ms();
         let req = request.clone();
         let reserved = self
             .db
-            .run(move |conn| store::reserve_debit(conn, &req, now_ms))
+            .run(move |conn| store::reserve_debit(conn, &req, &balances, now_ms))
             .await?;
         let debit = match reserved {
             Reserved::New(d) => {
-                tracing::info!(fee_share = %d.fee_amount, "debit reserved");
+                tracing::info!(
+                    fee_share = %d.fee_amount,
+                    subsidy_share = %d.subsidy_amount,
+                    advance = %d.advance_amount(),
+                    receivers = d.parts.len(),
+                    error_refund = d.error_refund,
+                    "debit reserved"
+                );
                 d
             }
             Reserved::Existing(d) if d.matches(&request) => d,
@@ -230,6 +255,63 @@ impl Clearing {
             }
         };
         self.drive(debit, Goal::Debit, "").await
+    }
+
+    async fn find_debit(&self, refund_id: &str) -> Result<Option<Debit>, Error> {
+        let id = refund_id.to_string();
+        self.db.run(move |conn| store::get_debit(conn, &id)).await
+    }
+
+    /// The available balances (minor units) of the trade's receivers that have an advance line.
+    async fn balances_of_lined_receivers(
+        &self,
+        request: &DebitRequest,
+    ) -> Result<BTreeMap<String, i64>, Error> {
+        let trade_id = request.trade_id.clone();
+        let lined = self
+            .db
+            .run(move |conn| store::receivers_with_line(conn, &trade_id))
+            .await?;
+        let c = request.amount.currency();
+        let mut balances = BTreeMap::new();
+        for (receiver_id, _limit) in lined {
+            let balance = self
+                .accounting
+                .balance(&AccountKey::merchant_settlement(&receiver_id, c))
+                .await?;
+            balances.insert(receiver_id, balance.to_minor());
+        }
+        Ok(balances)
+    }
+
+    /// The merchant's advance counters in `currency` (see [`crate::domain::AdvanceLine`]).
+    pub async fn advance_line(
+        &self,
+        merchant_id: &str,
+        currency: tuikuan_kernel::Currency,
+    ) -> Result<crate::domain::AdvanceLine, Error> {
+        let id = merchant_id.to_string();
+        self.db
+            .run(move |conn| store::advance_line(conn, &id, currency))
+            .await
+    }
+
+    /// Posts `entries` under `request_id`; `None` when there is nothing to post (a refund whose
+    /// cash part is zero because the subsidy share is all of it has no completion to post).
+    async fn post_entries(
+        &self,
+        request_id: &str,
+        description: &str,
+        entries: Vec<(AccountKey, Side, Money)>,
+    ) -> Result<Option<String>, Error> {
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let outcome = self
+            .accounting
+            .post(request_id, description, entries)
+            .await?;
+        Ok(Some(outcome.posting_id))
     }
 
     /// Reverses a refund debit (idempotent by refund id).
@@ -351,9 +433,8 @@ impl Clearing {
                     .await?
                 }
                 Step::PostReverse => {
-                    let outcome = self
-                        .accounting
-                        .post(
+                    let posting_id = self
+                        .post_entries(
                             &debit.reverse_request_id(),
                             &format!("refund {} debit reversed", debit.refund_id),
                             debit.reverse_postings(),
@@ -363,7 +444,7 @@ impl Clearing {
                         &debit,
                         DebitStatus::Reversing,
                         DebitStatus::Reversed,
-                        Some(outcome.posting_id),
+                        posting_id,
                         None,
                     )
                     .await?
@@ -389,9 +470,8 @@ impl Clearing {
                     .await?
                 }
                 Step::PostReturn => {
-                    let outcome = self
-                        .accounting
-                        .post(
+                    let posting_id = self
+                        .post_entries(
                             &debit.return_request_id(),
                             &format!("refund {} payout returned by the bank", debit.refund_id),
                             debit.return_postings(),
@@ -401,15 +481,14 @@ impl Clearing {
                         &debit,
                         DebitStatus::Returning,
                         DebitStatus::Returned,
-                        Some(outcome.posting_id),
+                        posting_id,
                         None,
                     )
                     .await?
                 }
                 Step::PostComplete => {
-                    let outcome = self
-                        .accounting
-                        .post(
+                    let posting_id = self
+                        .post_entries(
                             &debit.complete_request_id(),
                             &format!("refund {} completed", debit.refund_id),
                             debit.complete_postings(),
@@ -419,7 +498,7 @@ impl Clearing {
                         &debit,
                         DebitStatus::Completing,
                         DebitStatus::Completed,
-                        Some(outcome.posting_id),
+                        posting_id,
                         None,
                     )
                     .await?
@@ -516,7 +595,7 @@ impl Clearing {
             .post(
                 &debit.reverse_request_id(),
                 &format!("refund {} debit undone after rejection", debit.refund_id),
-                debit.reverse_postings(),
+                debit.undo_postings(),
             )
             .await?;
         let now_ms = self.clock.now_ms();
@@ -628,6 +707,7 @@ fn policy_from_wire(p: &pb::MerchantPolicy) -> Result<MerchantPolicy, Error> {
         merchant_id: p.merchant_id.clone(),
         fee_rate: parse_fee_rate(&p.fee_rate, "fee_rate")?,
         fee_refund: fee_refund_from_wire(p.fee_refund)?,
+        advance_limit: parse_advance_limit(&p.advance_limit, "advance_limit")?,
     })
 }
 
@@ -639,6 +719,7 @@ fn policy_to_wire(p: &MerchantPolicy) -> pb::MerchantPolicy {
             FeeRefundPolicy::Proportional => pb::FeeRefundPolicy::Proportional,
             FeeRefundPolicy::None => pb::FeeRefundPolicy::None,
         } as i32,
+        advance_limit: p.advance_limit.normalize().to_string(),
     }
 }
 
@@ -646,12 +727,61 @@ fn settle_from_wire(r: &pb::SettlePaymentRequest) -> Result<SettleRequest, Error
     validate_external_id(&r.trade_id, "trade_id")?;
     validate_external_id(&r.merchant_id, "merchant_id")?;
     validate_external_id(&r.channel, "channel")?;
-    Ok(SettleRequest {
+    let amount = Money::parse(&r.amount, &r.currency, "amount")?;
+    let subsidy = match r.platform_subsidy.as_str() {
+        "" => Money::zero(amount.currency()),
+        s => {
+            let value = rust_decimal::Decimal::from_str_exact(s).map_err(|_| {
+                Error::field("platform_subsidy", format!("{s:?} is not a decimal amount"))
+            })?;
+            if value.is_zero() {
+                Money::zero(amount.currency())
+            } else {
+                Money::parse(s, &r.currency, "platform_subsidy")?
+            }
+        }
+    };
+    let request = SettleRequest {
         trade_id: r.trade_id.clone(),
         merchant_id: r.merchant_id.clone(),
         channel: r.channel.clone(),
-        amount: Money::parse(&r.amount, &r.currency, "amount")?,
-    })
+        amount,
+        splits: splits_from_wire(&r.splits, &r.currency)?,
+        subsidy,
+    };
+    request.validate()?;
+    Ok(request)
+}
+
+/// Receivers' amounts from the wire: ids checked, amounts parsed in `currency`.
+fn splits_from_wire(splits: &[pb::Split], currency: &str) -> Result<Vec<Split>, Error> {
+    if splits.len() > MAX_SPLITS {
+        return Err(Error::field(
+            "splits",
+            format!("at most {MAX_SPLITS} receivers, got {}", splits.len()),
+        ));
+    }
+    splits
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            validate_external_id(&s.receiver_id, &format!("splits[{i}].receiver_id"))?;
+            Ok(Split {
+                receiver_id: s.receiver_id.clone(),
+                amount: Money::parse(&s.amount, currency, &format!("splits[{i}].amount"))?,
+            })
+        })
+        .collect()
+}
+
+fn splits_to_wire(splits: &[Split]) -> Vec<pb::Split> {
+    splits
+        .iter()
+        .map(|s| pb::Split {
+            receiver_id: s.receiver_id.clone(),
+            amount: s.amount.amount_string(),
+        })
+        .collect()
 }
 
 fn settlement_to_wire(s: &Settlement) -> pb::Settlement {
@@ -676,6 +806,8 @@ fn debit_request_from_wire(r: &pb::RefundDebitRequest) -> Result<DebitRequest, E
         trade_id: r.trade_id.clone(),
         merchant_id: r.merchant_id.clone(),
         amount: Money::parse(&r.amount, &r.currency, "amount")?,
+        splits: splits_from_wire(&r.splits, &r.currency)?,
+        error_refund: r.error_refund,
     })
 }
 
@@ -706,6 +838,9 @@ fn debit_to_wire(d: &Debit) -> pb::Debit {
         status: status_to_wire(d.status) as i32,
         debit_posting_id: d.debit_posting_id.clone().unwrap_or_default(),
         final_posting_id: d.final_posting_id.clone().unwrap_or_default(),
+        splits: splits_to_wire(&d.splits()),
+        subsidy_amount: d.subsidy_amount.amount_string(),
+        advance_amount: d.advance_amount().amount_string(),
     }
 }
 

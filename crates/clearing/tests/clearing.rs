@@ -90,6 +90,7 @@ impl Env {
                 merchant_id: merchant.to_string(),
                 fee_rate: rate.to_string(),
                 fee_refund: fee_refund as i32,
+                ..Default::default()
             })
             .await
             .expect("policy")
@@ -215,6 +216,7 @@ fn settle_req(trade: &str, merchant: &str, amount: &str) -> pb::SettlePaymentReq
         channel: "netbank".to_string(),
         amount: amount.to_string(),
         currency: "CNY".to_string(),
+        ..Default::default()
     }
 }
 
@@ -225,6 +227,7 @@ fn debit_req(refund: &str, trade: &str, merchant: &str, amount: &str) -> pb::Ref
         merchant_id: merchant.to_string(),
         amount: amount.to_string(),
         currency: "CNY".to_string(),
+        ..Default::default()
     }
 }
 
@@ -241,7 +244,9 @@ fn status(d: &pb::Debit) -> pb::DebitStatus {
     pb::DebitStatus::try_from(d.status).expect("known status")
 }
 
-use apb::AccountType::{ChannelReserve, FeeIncome, MerchantSettlement, RefundInTransit, Suspense};
+use apb::AccountType::{
+    Advance, ChannelReserve, FeeIncome, MerchantSettlement, RefundInTransit, Subsidy, Suspense,
+};
 
 fn adjustment_req(
     id: &str,
@@ -356,6 +361,7 @@ async fn settle_debit_complete(acc: &str, clr: &str) {
             merchant_id: "m9".into(),
             fee_rate: "0.25".into(),
             fee_refund: pb::FeeRefundPolicy::None as i32,
+            ..Default::default()
         })
         .await
         .expect_err("rate too high");
@@ -601,6 +607,7 @@ async fn recovery_after_outage(acc: &str, clr: &str) {
             merchant_id: "m1".into(),
             fee_rate: "0.006".into(),
             fee_refund: pb::FeeRefundPolicy::Proportional as i32,
+            ..Default::default()
         })
         .await
         .expect("policy");
@@ -942,6 +949,7 @@ async fn returns_and_adjustments_recover(acc: &str, clr: &str) {
             merchant_id: "m1".into(),
             fee_rate: "0.006".into(),
             fee_refund: pb::FeeRefundPolicy::Proportional as i32,
+            ..Default::default()
         })
         .await
         .expect("policy");
@@ -1060,6 +1068,608 @@ async fn returns_and_adjustments_recover(acc: &str, clr: &str) {
     accounting.stop().await.expect("stop accounting");
 }
 
+// ---------- splits, subsidies, advances, error refunds ----------
+
+fn splits(parts: &[(&str, &str)]) -> Vec<pb::Split> {
+    parts
+        .iter()
+        .map(|(id, amount)| pb::Split {
+            receiver_id: id.to_string(),
+            amount: amount.to_string(),
+        })
+        .collect()
+}
+
+fn minor(amount: &str) -> i64 {
+    Money::parse(amount, "CNY", "amount")
+        .map(|m| m.to_minor())
+        .unwrap_or(0)
+}
+
+fn split_map(d: &pb::Debit) -> std::collections::BTreeMap<String, i64> {
+    d.splits
+        .iter()
+        .map(|s| (s.receiver_id.clone(), minor(&s.amount)))
+        .collect()
+}
+
+impl Env {
+    async fn policy_with_line(&mut self, merchant: &str, rate: &str, line: &str) {
+        let p = self
+            .client
+            .upsert_merchant_policy(pb::MerchantPolicy {
+                merchant_id: merchant.to_string(),
+                fee_rate: rate.to_string(),
+                fee_refund: pb::FeeRefundPolicy::Proportional as i32,
+                advance_limit: line.to_string(),
+            })
+            .await
+            .expect("policy")
+            .into_inner();
+        assert_eq!(p.advance_limit, line);
+    }
+
+    async fn settle_with(
+        &mut self,
+        trade: &str,
+        amount: &str,
+        parts: &[(&str, &str)],
+        subsidy: &str,
+    ) -> Result<pb::Settlement, tonic::Status> {
+        self.client
+            .settle_payment(pb::SettlePaymentRequest {
+                splits: splits(parts),
+                platform_subsidy: subsidy.to_string(),
+                ..settle_req(trade, "m1", amount)
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn debit_with(
+        &mut self,
+        refund: &str,
+        trade: &str,
+        amount: &str,
+        parts: &[(&str, &str)],
+        error_refund: bool,
+    ) -> Result<pb::Debit, tonic::Status> {
+        self.client
+            .refund_debit(pb::RefundDebitRequest {
+                splits: splits(parts),
+                error_refund,
+                ..debit_req(refund, trade, "m1", amount)
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// The merchant's money leaves outside the refund flow (a withdrawal posted to the ledger).
+    async fn withdraw(&mut self, id: &str, merchant: &str, amount: &str) {
+        let ledger = AccountingClient::connect(&self.accounting.url()).expect("client");
+        let out = Money::parse(amount, "CNY", "a").expect("amount");
+        ledger
+            .post(
+                &format!("withdrawal:{id}"),
+                "merchant withdrawal",
+                vec![
+                    (
+                        AccountKey::merchant_settlement(merchant, Currency::Cny),
+                        Side::Debit,
+                        out,
+                    ),
+                    (
+                        AccountKey::platform(AccountType::Suspense, Currency::Cny),
+                        Side::Credit,
+                        out,
+                    ),
+                ],
+            )
+            .await
+            .expect("withdraw");
+    }
+}
+
+/// A payment split over three receivers (分账): refunds by share sum exactly to each refund, never
+/// take more than a share, and a full refund takes back exactly each share; explicit amounts are
+/// checked; a reversal gives back exactly the parts.
+async fn split_refunds(acc: &str, clr: &str) {
+    let mut env = Env::start(acc, clr).await;
+    env.policy("m1", "0.006", pb::FeeRefundPolicy::Proportional)
+        .await;
+    env.policy("r2", "0.01", pb::FeeRefundPolicy::Proportional)
+        .await;
+    env.policy("r3", "0", pb::FeeRefundPolicy::Proportional)
+        .await;
+    let shares = [("m1", "33.33"), ("r2", "33.33"), ("r3", "33.34")];
+
+    // Bad splits.
+    let err = env
+        .settle_with("t1", "100.00", &[("m1", "50.00"), ("r2", "49.99")], "")
+        .await
+        .expect_err("sum");
+    assert_eq!(code_of(&err), "INVALID_ARGUMENT");
+    assert!(err.message().starts_with("splits:"), "{}", err.message());
+    let err = env
+        .settle_with("t1", "100.00", &[("m1", "50.00"), ("ghost", "50.00")], "")
+        .await
+        .expect_err("no policy");
+    assert_eq!(code_of(&err), "MERCHANT_NOT_FOUND");
+    let err = env
+        .settle_with("t1", "100.00", &[("m1", "50.00"), ("m1", "50.00")], "")
+        .await
+        .expect_err("twice");
+    assert_eq!(code_of(&err), "INVALID_ARGUMENT");
+
+    // Each receiver is credited its share less its own fee: 0.20, 0.33, 0.
+    let s = env
+        .settle_with("t1", "100.00", &shares, "")
+        .await
+        .expect("settle");
+    assert_eq!((s.fee.as_str(), s.net.as_str()), ("0.53", "99.47"));
+    let again = env
+        .settle_with(
+            "t1",
+            "100.00",
+            &[("r3", "33.34"), ("m1", "33.33"), ("r2", "33.33")],
+            "",
+        )
+        .await
+        .expect("repeat in another order");
+    assert_eq!(again, s);
+    let err = env
+        .settle_with("t1", "100.00", &[("m1", "50.00"), ("r2", "50.00")], "")
+        .await
+        .expect_err("other splits");
+    assert_eq!(code_of(&err), "IDEMPOTENCY_CONFLICT");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "33.13");
+    assert_eq!(env.balance(MerchantSettlement, "r2").await, "33.00");
+    assert_eq!(env.balance(MerchantSettlement, "r3").await, "33.34");
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.53");
+
+    // Nine partial refunds of 10.01, then the rest (9.91).
+    let mut taken: std::collections::BTreeMap<String, i64> = Default::default();
+    for i in 0..9 {
+        let d = env
+            .debit(&format!("rf{i}"), "t1", "m1", "10.01")
+            .await
+            .expect("partial");
+        assert_eq!(status(&d), pb::DebitStatus::Debited);
+        let parts = split_map(&d);
+        assert_eq!(parts.values().sum::<i64>(), 1001, "{parts:?}");
+        for (id, amount) in parts {
+            *taken.entry(id).or_default() += amount;
+        }
+        for (id, share) in shares {
+            assert!(taken.get(id).copied().unwrap_or(0) <= minor(share));
+        }
+        env.complete(&format!("rf{i}")).await.expect("complete");
+    }
+    // The first: 10.01 × (33.33, 33.33, 33.34) / 100 = 3.3363, 3.3363, 3.3373 → 3.33 each and
+    // two cents by largest remainder: 3.34, 3.33, 3.34.
+    let first = env.get_debit("rf0").await;
+    assert_eq!(
+        split_map(&first),
+        [("m1", 334), ("r2", 333), ("r3", 334)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    );
+    let last = env
+        .debit("rf-last", "t1", "m1", "9.91")
+        .await
+        .expect("rest");
+    for (id, amount) in split_map(&last) {
+        *taken.entry(id).or_default() += amount;
+    }
+    for (id, share) in shares {
+        assert_eq!(taken[id], minor(share), "{id} got back exactly its share");
+    }
+    env.complete("rf-last").await.expect("complete");
+    let err = env
+        .debit("rf-more", "t1", "m1", "0.01")
+        .await
+        .expect_err("nothing left");
+    assert_eq!(code_of(&err), "REFUND_EXCEEDS_PAID");
+    for owner in ["m1", "r2", "r3"] {
+        assert_eq!(
+            env.balance(MerchantSettlement, owner).await,
+            "0.00",
+            "{owner}"
+        );
+    }
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.00");
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "0.00");
+    assert_eq!(env.balance(RefundInTransit, "platform").await, "0.00");
+
+    // Explicit amounts.
+    env.settle_with("t2", "60.00", &[("m1", "40.00"), ("r2", "20.00")], "")
+        .await
+        .expect("settle t2");
+    let explicit = [("r2", "20.00"), ("m1", "10.00")];
+    let d = env
+        .debit_with("rx1", "t2", "30.00", &explicit, false)
+        .await
+        .expect("explicit");
+    assert_eq!(split_map(&d)["r2"], 2000);
+    assert_eq!(split_map(&d)["m1"], 1000);
+    // r2's fee share 0.20, m1's 0.06.
+    assert_eq!(d.fee_amount, "0.26");
+    assert_eq!(env.balance(MerchantSettlement, "r2").await, "0.00");
+    let again = env
+        .debit_with(
+            "rx1",
+            "t2",
+            "30.00",
+            &[("m1", "10.00"), ("r2", "20.00")],
+            false,
+        )
+        .await
+        .expect("repeat");
+    assert_eq!(again, d);
+    let err = env
+        .debit_with(
+            "rx1",
+            "t2",
+            "30.00",
+            &[("m1", "15.00"), ("r2", "15.00")],
+            false,
+        )
+        .await
+        .expect_err("other amounts");
+    assert_eq!(code_of(&err), "IDEMPOTENCY_CONFLICT");
+    let err = env
+        .debit_with("rx2", "t2", "5.00", &[("r2", "5.00")], false)
+        .await
+        .expect_err("over share");
+    assert_eq!(code_of(&err), "REFUND_EXCEEDS_PAID");
+    assert!(err.message().starts_with("splits:"), "{}", err.message());
+    let err = env
+        .debit_with("rx2", "t2", "5.00", &[("m1", "4.00")], false)
+        .await
+        .expect_err("sum");
+    assert_eq!(code_of(&err), "INVALID_ARGUMENT");
+    assert!(err.message().starts_with("splits:"), "{}", err.message());
+    let err = env
+        .debit_with("rx2", "t2", "5.00", &[("r3", "5.00")], false)
+        .await
+        .expect_err("not a receiver");
+    assert_eq!(code_of(&err), "INVALID_ARGUMENT");
+    assert!(!env.posting_exists("refund-debit:rx2").await);
+    // By share now comes only from m1 (r2's share is used up).
+    let d = env
+        .debit("rx3", "t2", "m1", "5.00")
+        .await
+        .expect("by share");
+    assert_eq!(split_map(&d).len(), 1);
+    assert_eq!(split_map(&d)["m1"], 500);
+
+    // A reversal gives back exactly the parts; r2's share is refundable again.
+    let r = env.reverse("rx1").await.expect("reverse");
+    assert_eq!(status(&r), pb::DebitStatus::Reversed);
+    assert_eq!(env.balance(MerchantSettlement, "r2").await, "19.80");
+    let d = env
+        .debit_with("rx4", "t2", "20.00", &[("r2", "20.00")], false)
+        .await
+        .expect("r2 again");
+    assert_eq!(status(&d), pb::DebitStatus::Debited);
+    env.assert_trial_balanced().await;
+    env.stop().await;
+}
+
+/// A platform subsidy (coupon) part: settled from the reserve and the subsidy account, refunded
+/// with its prorated share back to the subsidy account; every account back to zero at the end.
+async fn subsidies(acc: &str, clr: &str) {
+    let mut env = Env::start(acc, clr).await;
+    env.policy("m1", "0.006", pb::FeeRefundPolicy::Proportional)
+        .await;
+    let err = env
+        .settle_with("t0", "10.00", &[], "10.00")
+        .await
+        .expect_err("all subsidy");
+    assert_eq!(code_of(&err), "INVALID_ARGUMENT");
+    assert!(
+        err.message().starts_with("platform_subsidy:"),
+        "{}",
+        err.message()
+    );
+    let err = env
+        .settle_with("t0", "10.00", &[], "-1")
+        .await
+        .expect_err("negative");
+    assert_eq!(code_of(&err), "INVALID_AMOUNT");
+
+    // 100.00 order: the customer paid 80.00 in cash, the platform's coupon 20.00.
+    let s = env
+        .settle_with("t1", "100.00", &[], "20.00")
+        .await
+        .expect("settle");
+    assert_eq!((s.fee.as_str(), s.net.as_str()), ("0.60", "99.40"));
+    let err = env
+        .settle_with("t1", "100.00", &[], "10.00")
+        .await
+        .expect_err("other subsidy");
+    assert_eq!(code_of(&err), "IDEMPOTENCY_CONFLICT");
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "80.00");
+    assert_eq!(env.balance(Subsidy, "platform").await, "20.00");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "99.40");
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.60");
+
+    // 33.33 refunded: subsidy share round(20 × 33.33 / 100) = 6.67, cash 26.66, fee share 0.20.
+    let d = env.debit("rf1", "t1", "m1", "33.33").await.expect("debit");
+    assert_eq!(
+        (
+            d.amount.as_str(),
+            d.subsidy_amount.as_str(),
+            d.fee_amount.as_str(),
+            d.merchant_amount.as_str()
+        ),
+        ("33.33", "6.67", "0.20", "33.13")
+    );
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "66.27");
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.40");
+    assert_eq!(env.balance(RefundInTransit, "platform").await, "26.66");
+    assert_eq!(env.balance(Subsidy, "platform").await, "13.33");
+    env.complete("rf1").await.expect("complete");
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "53.34");
+    assert_eq!(env.balance(RefundInTransit, "platform").await, "0.00");
+
+    // A reversed one puts everything back, the subsidy share included.
+    env.debit("rf2", "t1", "m1", "33.33").await.expect("debit");
+    env.reverse("rf2").await.expect("reverse");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "66.27");
+    assert_eq!(env.balance(Subsidy, "platform").await, "13.33");
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.40");
+    assert_eq!(env.balance(RefundInTransit, "platform").await, "0.00");
+
+    // A returned payout too.
+    env.debit("rf3", "t1", "m1", "10.00").await.expect("debit");
+    env.complete("rf3").await.expect("complete");
+    env.client
+        .return_debit(return_req("rf3", "returned"))
+        .await
+        .expect("return");
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "53.34");
+    assert_eq!(env.balance(Subsidy, "platform").await, "13.33");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "66.27");
+
+    // The rest: the subsidy share is what is left of it (13.33), and every account is back at 0.
+    let d = env.debit("rf4", "t1", "m1", "66.67").await.expect("rest");
+    assert_eq!(d.subsidy_amount, "13.33");
+    env.complete("rf4").await.expect("complete");
+    for (t, owner) in [
+        (ChannelReserve, "netbank"),
+        (Subsidy, "platform"),
+        (MerchantSettlement, "m1"),
+        (FeeIncome, "platform"),
+        (RefundInTransit, "platform"),
+    ] {
+        assert_eq!(env.balance(t, owner).await, "0.00", "{t:?}");
+    }
+    env.assert_trial_balanced().await;
+    env.stop().await;
+}
+
+/// Advances (垫付): a refund beyond the balance uses the line up to its limit, never beyond; the
+/// next settlement repays it first; a reversal gives back repaying the advance first.
+async fn advances(acc: &str, clr: &str) {
+    let mut env = Env::start(acc, clr).await;
+    env.policy_with_line("m1", "0.006", "50").await;
+    let err = env
+        .client
+        .upsert_merchant_policy(pb::MerchantPolicy {
+            merchant_id: "m9".into(),
+            fee_rate: "0".into(),
+            fee_refund: pb::FeeRefundPolicy::None as i32,
+            advance_limit: "-5".into(),
+        })
+        .await
+        .expect_err("negative line");
+    assert_eq!(code_of(&err), "INVALID_ARGUMENT");
+    env.settle("t1", "m1", "100.00").await.expect("settle");
+    env.withdraw("w1", "m1", "90.00").await;
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "9.40");
+
+    // 40.00: the merchant gives back 39.76 (fee share 0.24); 9.40 from its balance, 30.36 advanced.
+    let d = env
+        .debit("rf1", "t1", "m1", "40.00")
+        .await
+        .expect("advanced");
+    assert_eq!(status(&d), pb::DebitStatus::Debited);
+    assert_eq!(
+        (d.merchant_amount.as_str(), d.advance_amount.as_str()),
+        ("39.76", "30.36")
+    );
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "0.00");
+    assert_eq!(env.balance(Advance, "m1").await, "30.36");
+    assert_eq!(env.balance(RefundInTransit, "platform").await, "40.00");
+
+    // 30.00 more needs 29.82 of the 19.64 left on the line: refused, nothing posted.
+    let err = env
+        .debit("rf2", "t1", "m1", "30.00")
+        .await
+        .expect_err("over the line");
+    assert_eq!(code_of(&err), "INSUFFICIENT_BALANCE");
+    assert!(!env.posting_exists("refund-debit:rf2").await);
+    assert_eq!(
+        status(&env.get_debit("rf2").await),
+        pb::DebitStatus::Rejected
+    );
+    assert_eq!(env.balance(Advance, "m1").await, "30.36");
+
+    // 10.00 fits (9.94 advanced); reversing it repays the advance first.
+    let d = env.debit("rf3", "t1", "m1", "10.00").await.expect("fits");
+    assert_eq!(d.advance_amount, "9.94");
+    assert_eq!(env.balance(Advance, "m1").await, "40.30");
+    env.reverse("rf3").await.expect("reverse");
+    assert_eq!(env.balance(Advance, "m1").await, "30.36");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "0.00");
+
+    // The line is at 30.36 of 50: a refund needing exactly the remaining 19.64 fits.
+    let d = env
+        .debit("rf4", "t1", "m1", "19.76")
+        .await
+        .expect("exactly the line");
+    assert_eq!(d.advance_amount, "19.64");
+    assert_eq!(env.balance(Advance, "m1").await, "50.00");
+    let err = env
+        .debit("rf5", "t1", "m1", "0.01")
+        .await
+        .expect_err("line used up");
+    assert_eq!(code_of(&err), "INSUFFICIENT_BALANCE");
+
+    // The next settlement repays first: 49.70 net, all of it to the advance (50.00 owed).
+    let s = env.settle("t2", "m1", "50.00").await.expect("settle t2");
+    assert_eq!(s.net, "49.70");
+    assert_eq!(env.balance(Advance, "m1").await, "0.30");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "0.00");
+    env.settle("t3", "m1", "10.00").await.expect("settle t3");
+    assert_eq!(env.balance(Advance, "m1").await, "0.00");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "9.64");
+    let settle_t3 = env
+        .ledger
+        .get_posting(apb::GetPostingRequest {
+            request_id: "settle:t3".into(),
+        })
+        .await
+        .expect("posting")
+        .into_inner();
+    assert!(settle_t3
+        .entries
+        .iter()
+        .any(
+            |e| e.account.as_ref().map(|a| a.r#type) == Some(Advance as i32) && e.amount == "0.30"
+        ));
+
+    // rf1 reversed after its advance was repaid: nothing is owed, all goes to the balance.
+    env.reverse("rf1").await.expect("reverse rf1");
+    assert_eq!(env.balance(Advance, "m1").await, "0.00");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "49.40");
+
+    // A returned payout of an advanced refund repays the advance first.
+    env.withdraw("w2", "m1", "49.40").await;
+    let d = env
+        .debit("rf6", "t2", "m1", "20.00")
+        .await
+        .expect("advanced");
+    assert_eq!(d.advance_amount, "19.88");
+    env.complete("rf6").await.expect("complete");
+    assert_eq!(env.balance(Advance, "m1").await, "19.88");
+    env.client
+        .return_debit(return_req("rf6", "returned"))
+        .await
+        .expect("return");
+    assert_eq!(env.balance(Advance, "m1").await, "0.00");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "0.00");
+    env.complete("rf4").await.expect("complete rf4");
+    env.assert_trial_balanced().await;
+    env.stop().await;
+}
+
+/// Concurrent refunds of a merchant with no balance: the advances never exceed the line.
+async fn concurrent_advances(acc: &str, clr: &str) {
+    let mut env = Env::start(acc, clr).await;
+    env.policy_with_line("m1", "0", "30").await;
+    for t in 0..4 {
+        env.settle(&format!("t{t}"), "m1", "25.00")
+            .await
+            .expect("settle");
+    }
+    env.withdraw("w1", "m1", "100.00").await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let mut c = env.client.clone();
+        let trade = format!("t{}", i % 4);
+        tasks.push(tokio::spawn(async move {
+            c.refund_debit(debit_req(&format!("rf{i}"), &trade, "m1", "4.00"))
+                .await
+        }));
+    }
+    let (mut ok, mut advanced) = (0, 0i64);
+    for t in futures::future::join_all(tasks).await {
+        match t.expect("task") {
+            Ok(d) => {
+                let d = d.into_inner();
+                assert_eq!(status(&d), pb::DebitStatus::Debited);
+                assert_eq!(d.advance_amount, "4.00");
+                ok += 1;
+                advanced += minor(&d.advance_amount);
+            }
+            Err(e) => assert_eq!(code_of(&e), "INSUFFICIENT_BALANCE", "{e:?}"),
+        }
+    }
+    // 30.00 of line, 4.00 each: exactly 7 (28.00) fit, whatever the interleaving.
+    assert_eq!(ok, 7, "{ok} debits");
+    assert_eq!(advanced, 2800);
+    let ledger_advance = minor(&env.balance(Advance, "m1").await);
+    assert_eq!(ledger_advance, advanced);
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "0.00");
+    assert_eq!(
+        minor(&env.balance(RefundInTransit, "platform").await),
+        advanced
+    );
+    env.assert_trial_balanced().await;
+    env.stop().await;
+}
+
+/// Error refunds (差错退款): the full amount only, the whole fee back whatever the policy.
+async fn error_refunds(acc: &str, clr: &str) {
+    let mut env = Env::start(acc, clr).await;
+    env.policy("m1", "0.006", pb::FeeRefundPolicy::None).await;
+    env.policy("r2", "0.01", pb::FeeRefundPolicy::None).await;
+    env.settle("t1", "m1", "100.00").await.expect("settle");
+    let err = env
+        .debit_with("rf1", "t1", "50.00", &[], true)
+        .await
+        .expect_err("partial");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(code_of(&err), "INVALID_ARGUMENT");
+    assert!(err.message().starts_with("amount:"), "{}", err.message());
+    assert!(!env.posting_exists("refund-debit:rf1").await);
+
+    let d = env
+        .debit_with("rf2", "t1", "100.00", &[], true)
+        .await
+        .expect("full");
+    assert_eq!(status(&d), pb::DebitStatus::Debited);
+    assert_eq!(
+        (d.merchant_amount.as_str(), d.fee_amount.as_str()),
+        ("99.40", "0.60")
+    );
+    let err = env
+        .debit("rf2", "t1", "m1", "100.00")
+        .await
+        .expect_err("not an error refund");
+    assert_eq!(code_of(&err), "IDEMPOTENCY_CONFLICT");
+    env.complete("rf2").await.expect("complete");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "0.00");
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.00");
+
+    // A split payment: each receiver gives back its whole share, fees refunded.
+    env.settle_with("t2", "50.00", &[("m1", "30.00"), ("r2", "20.00")], "")
+        .await
+        .expect("settle t2");
+    env.debit("rf3", "t2", "m1", "1.00").await.expect("partial");
+    let err = env
+        .debit_with("rf4", "t2", "50.00", &[], true)
+        .await
+        .expect_err("already partly refunded");
+    assert_eq!(code_of(&err), "REFUND_EXCEEDS_PAID");
+    env.reverse("rf3").await.expect("reverse");
+    let d = env
+        .debit_with("rf4", "t2", "50.00", &[], true)
+        .await
+        .expect("full split");
+    assert_eq!(split_map(&d)["m1"], 3000);
+    assert_eq!(split_map(&d)["r2"], 2000);
+    assert_eq!(d.fee_amount, "0.38");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "0.00");
+    assert_eq!(env.balance(MerchantSettlement, "r2").await, "0.00");
+    assert_eq!(env.balance(FeeIncome, "platform").await, "0.00");
+    env.assert_trial_balanced().await;
+    env.stop().await;
+}
+
 // ---------- both databases ----------
 
 macro_rules! on_both_databases {
@@ -1091,6 +1701,11 @@ on_both_databases! {
     returned_payout => returned_payout_sqlite, returned_payout_postgres;
     adjustments => adjustments_sqlite, adjustments_postgres;
     returns_and_adjustments_recover => returns_and_adjustments_recover_sqlite, returns_and_adjustments_recover_postgres;
+    split_refunds => split_refunds_sqlite, split_refunds_postgres;
+    subsidies => subsidies_sqlite, subsidies_postgres;
+    advances => advances_sqlite, advances_postgres;
+    concurrent_advances => concurrent_advances_sqlite, concurrent_advances_postgres;
+    error_refunds => error_refunds_sqlite, error_refunds_postgres;
 }
 
 /// The domain module is pure: no storage, no RPC framework (CI greps for the same).

@@ -6,6 +6,8 @@
 //! - [`clock`]: the injectable [`Clock`] (system or manual) so days can pass in seconds;
 //! - [`calendar`]: the working-day calendar (工作日), loaded from a TOML file;
 //! - [`card`]: payment-card numbers ([`CardNumber`]: digits, 12–19 long, Luhn; shown only masked);
+//! - [`seal`]: values sealed at rest (AES-256-GCM, `enc:v1:`) under the deployment's [`seal::CardKey`],
+//!   and the keyed hash matching card numbers without storing them;
 //! - [`error`]: [`Error`] with its stable [`ErrorCode`], the only error type that crosses a service boundary.
 //!
 //! The kernel depends on no database and no RPC framework.
@@ -16,6 +18,7 @@ pub mod clock;
 pub mod error;
 pub mod id;
 pub mod money;
+pub mod seal;
 
 pub use calendar::WorkingCalendar;
 pub use card::CardNumber;

@@ -39,6 +39,9 @@ const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrat
 pub const DEFAULT_CYCLE_LIMIT: u32 = 100;
 /// The most payouts one cycle sends.
 pub const MAX_CYCLE_LIMIT: u32 = 1000;
+/// Default and largest page of `ListPayouts`.
+pub const DEFAULT_LIST_LIMIT: u32 = 100;
+pub const MAX_LIST_LIMIT: u32 = 1000;
 /// Optimistic retries of a callback that lost a race with another update.
 const CALLBACK_RETRIES: usize = 5;
 /// Payouts whose pending updates one outbox run delivers at most.
@@ -220,6 +223,25 @@ impl PayoutCenter {
         same_request(existing, &fingerprint)
     }
 
+    /// Payouts in id order (see [`store::list_payouts`]); `limit` is clamped to 1..=1000.
+    pub async fn list(
+        &self,
+        status: Option<PayoutStatus>,
+        refund_id: Option<String>,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Payout>> {
+        let limit = i64::from(match limit {
+            0 => DEFAULT_LIST_LIMIT,
+            n => n.min(MAX_LIST_LIMIT),
+        });
+        self.db
+            .run(move |c| {
+                store::list_payouts(c, status, refund_id.as_deref(), after.as_deref(), limit)
+            })
+            .await
+    }
+
     pub async fn get(&self, payout_id: &str) -> Result<Option<Payout>> {
         let id = payout_id.to_string();
         self.db.run(move |c| store::get_payout(c, &id)).await
@@ -246,6 +268,8 @@ impl PayoutCenter {
                 holder_name: p.holder_name.clone(),
                 amount: p.amount.amount_string(),
                 currency: p.amount.currency().code().to_string(),
+                // The bank keeps the refund on its record (the payment's reference).
+                refund_id: p.refund_id.clone(),
             };
             let answer = self
                 .bank
@@ -643,6 +667,35 @@ impl PayoutService for PayoutSvc {
             sent: r.sent,
             rejected: r.rejected,
             errors: r.errors,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_payouts(
+        &self,
+        request: Request<pb::ListPayoutsRequest>,
+    ) -> Result<Response<pb::ListPayoutsResponse>, Status> {
+        let r = request.into_inner();
+        let optional_id = |v: String, field: &str| -> Result<Option<String>> {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            validate_external_id(&v, field)?;
+            Ok(Some(v))
+        };
+        let status = match r.status {
+            0 => None,
+            v => Some(status_from_wire(v, "status").map_err(grpc_err)?),
+        };
+        let refund_id = optional_id(r.refund_id, "refund_id").map_err(grpc_err)?;
+        let after = optional_id(r.after, "after").map_err(grpc_err)?;
+        let payouts = self
+            .center
+            .list(status, refund_id, after, r.limit)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(pb::ListPayoutsResponse {
+            payouts: payouts.iter().map(payout_to_wire).collect(),
         }))
     }
 

@@ -14,7 +14,9 @@
 //! - `CREATED -> SENT -> PAID | FAILED`, `CREATED -> FAILED` (bank refusal), `PAID -> RETURNED`;
 //!   monotone: a duplicate, stale (lower sequence) or backwards callback changes nothing.
 //! - A payout is submitted to the bank under its own payout_id, so retries after a timeout and
-//!   racing cycles cannot pay twice; a bank that does not answer leaves the payout CREATED.
+//!   racing cycles cannot pay twice; a bank that does not answer leaves the payout CREATED. The
+//!   submission carries the refund it pays for, so the bank's books name it too;
+//!   `ListPayouts` pages through every payout for operators and the auditor.
 //! - The full card number is stored (the bank needs it) but never returned and never logged.
 //! - Every status change (SENT, PAID, FAILED, RETURNED) is written to the outbox in the same
 //!   transaction and reported to the refund center after commit, in order per payout, with a

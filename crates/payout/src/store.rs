@@ -143,6 +143,33 @@ pub fn insert_payout(conn: &mut AnyConnection, payout: &Payout) -> Result<bool> 
     }
 }
 
+/// Payouts in id order: up to `limit` after `after`, optionally of one status or one refund.
+pub fn list_payouts(
+    conn: &mut AnyConnection,
+    status: Option<PayoutStatus>,
+    refund_id: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Payout>> {
+    let mut q = payouts::table.into_boxed();
+    if let Some(status) = status {
+        q = q.filter(payouts::status.eq(status.as_str()));
+    }
+    if let Some(refund_id) = refund_id {
+        q = q.filter(payouts::refund_id.eq(refund_id.to_string()));
+    }
+    if let Some(after) = after {
+        q = q.filter(payouts::payout_id.gt(after.to_string()));
+    }
+    q.order(payouts::payout_id.asc())
+        .limit(limit)
+        .load::<PayoutRow>(conn)
+        .map_err(db_err)?
+        .into_iter()
+        .map(Payout::try_from)
+        .collect()
+}
+
 /// CREATED payouts, oldest first.
 pub fn created_payouts(conn: &mut AnyConnection, limit: i64) -> Result<Vec<Payout>> {
     payouts::table

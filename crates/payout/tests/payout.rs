@@ -906,3 +906,126 @@ async fn job_loop_delivers_updates() {
     t.stop().await;
     refund.stop().await.expect("stop recorder");
 }
+
+/// `ListPayouts` pages by payout id and filters by status and refund; the bank's record of each
+/// payout names the refund it pays for.
+async fn listed_and_known_to_the_bank_by_refund(backend: Backend) {
+    let Some(mut t) = Pair::start(backend, "payout_list", |_| {}).await else {
+        return;
+    };
+    for id in ["po-3", "po-1", "po-2"] {
+        t.create(request(id)).await.expect("create");
+    }
+    let mut second = request("po-1b");
+    second.refund_id = "rf-po-1".into();
+    t.create(second).await.expect("a second payout of rf-po-1");
+    t.cycle().await;
+    t.clock.advance(Duration::seconds(60));
+    t.tick().await;
+
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = t
+            .payout
+            .list_payouts(pb::ListPayoutsRequest {
+                limit: 2,
+                after: after.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .payouts;
+        let Some(last) = page.last() else { break };
+        after = last.payout_id.clone();
+        all.extend(page);
+    }
+    let ids: Vec<&str> = all.iter().map(|p| p.payout_id.as_str()).collect();
+    assert_eq!(ids, ["po-1", "po-1b", "po-2", "po-3"]);
+    assert!(all.iter().all(|p| p.card_no_masked == "**** 9424"));
+    let of_refund = t
+        .payout
+        .list_payouts(pb::ListPayoutsRequest {
+            refund_id: "rf-po-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("by refund")
+        .into_inner()
+        .payouts;
+    assert_eq!(of_refund.len(), 2);
+    let paid = t
+        .payout
+        .list_payouts(pb::ListPayoutsRequest {
+            status: pb::PayoutStatus::Paid as i32,
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("by status")
+        .into_inner()
+        .payouts;
+    assert_eq!(paid.len(), 4, "{paid:?}");
+    let none = t
+        .payout
+        .list_payouts(pb::ListPayoutsRequest {
+            status: pb::PayoutStatus::Returned as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("none returned")
+        .into_inner()
+        .payouts;
+    assert!(none.is_empty());
+    for (bad, field) in [
+        (
+            pb::ListPayoutsRequest {
+                status: 99,
+                ..Default::default()
+            },
+            "status",
+        ),
+        (
+            pb::ListPayoutsRequest {
+                after: "no spaces".into(),
+                ..Default::default()
+            },
+            "after",
+        ),
+    ] {
+        let err = t.payout.list_payouts(bad).await.unwrap_err();
+        assert!(err.message().contains(field), "{}", err.message());
+    }
+
+    // The bank knows which refund each payout paid.
+    let bank_side = t
+        .bank
+        .list_transactions(bank_pb::ListTransactionsRequest {
+            kind: bank_pb::TxKind::Payout as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("bank books")
+        .into_inner()
+        .transactions;
+    let refs: Vec<(&str, &str)> = bank_side
+        .iter()
+        .map(|t| (t.id.as_str(), t.refund_id.as_str()))
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            ("po-1", "rf-po-1"),
+            ("po-1b", "rf-po-1"),
+            ("po-2", "rf-po-2"),
+            ("po-3", "rf-po-3")
+        ]
+    );
+    t.stop().await;
+}
+both_backends!(
+    listed_and_known_to_the_bank_by_refund,
+    listed_and_known_to_the_bank_by_refund_sqlite,
+    listed_and_known_to_the_bank_by_refund_postgres
+);

@@ -80,6 +80,13 @@ fn csv(channel: &str, rows: &[Row]) -> Vec<u8> {
 
 #[tonic::async_trait]
 impl BankService for FakeBank {
+    async fn list_transactions(
+        &self,
+        _: Request<bank_pb::ListTransactionsRequest>,
+    ) -> Result<Response<bank_pb::ListTransactionsResponse>, Status> {
+        Err(Status::unimplemented("not part of this fake"))
+    }
+
     async fn submit_file_batch(
         &self,
         _: Request<bank_pb::SubmitFileBatchRequest>,

@@ -65,6 +65,39 @@ macro_rules! string_enum {
     };
 }
 
+pub mod control;
+
+string_enum!(
+    /// Why a refund exists: an ordinary merchant refund, or an error refund (差错退款) of a
+    /// payment that should not have been taken.
+    RefundKind {
+        Normal => "NORMAL",
+        /// The payer paid the same order twice.
+        ErrorDuplicate => "ERROR_DUPLICATE",
+        /// The payment arrived after its order expired.
+        ErrorExpired => "ERROR_EXPIRED",
+    }
+);
+
+string_enum!(
+    /// The risk-review state of an order (风控拦截); absent when it was never held.
+    HoldStatus {
+        /// Waiting for a risk decision: nothing is sent.
+        Held => "HELD",
+        /// Released by risk: dispatch continues as normal.
+        Released => "RELEASED",
+        /// Rejected by risk: the order failed and its debit is reversed.
+        Rejected => "REJECTED",
+    }
+);
+
+impl RefundKind {
+    /// Whether this is an error refund (full amount only).
+    pub fn is_error(self) -> bool {
+        !matches!(self, RefundKind::Normal)
+    }
+}
+
 string_enum!(
     /// The route a payment came in by (通道类型).
     ChannelKind {
@@ -345,8 +378,8 @@ impl Channel {
     }
 }
 
-/// A refund request as accepted from the business layer, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A refund request as accepted from the business layer, validated. Its `Debug` masks the card.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewRefund {
     pub refund_id: String,
     pub merchant_id: String,
@@ -357,6 +390,9 @@ pub struct NewRefund {
     pub trade_paid_at_ms: i64,
     pub payer_card_no: String,
     pub payer_name: String,
+    pub kind: RefundKind,
+    /// The trade's paid amount, when the caller gave it (required for error refunds).
+    pub trade_amount: Option<Money>,
 }
 
 impl NewRefund {
@@ -385,6 +421,35 @@ impl NewRefund {
             ));
         }
         validate_text(&self.payer_name, "payer_name")?;
+        if let Some(paid) = &self.trade_amount {
+            if paid.currency() != self.amount.currency() {
+                return Err(Error::new(
+                    ErrorCode::CurrencyMismatch,
+                    format!(
+                        "trade_amount: is in {}, the refund in {}",
+                        paid.currency().code(),
+                        self.amount.currency().code()
+                    ),
+                ));
+            }
+            if self.amount.to_minor() > paid.to_minor() {
+                return Err(Error::new(
+                    ErrorCode::RefundExceedsPaid,
+                    format!("amount: {} is more than the trade's {paid}", self.amount),
+                ));
+            }
+        }
+        if self.kind.is_error() {
+            let Some(paid) = &self.trade_amount else {
+                return Err(Error::field(
+                    "trade_amount",
+                    "is required for an error refund (error refunds are full-amount only)",
+                ));
+            };
+            if paid.to_minor() != self.amount.to_minor() {
+                return Err(Error::field("amount", ERROR_REFUND_FULL_AMOUNT_ONLY));
+            }
+        }
         Ok(())
     }
 
@@ -406,13 +471,65 @@ impl NewRefund {
             &self.payer_name,
         ];
         let mut out = String::from("v1");
-        for f in fields {
+        let kind = self.kind.as_str();
+        // Ordinary refunds keep the fingerprint they had before kinds existed (orders stored then
+        // still answer their repeats); error refunds add their kind.
+        let extra: &[&str] = if self.kind.is_error() { &[kind] } else { &[] };
+        for f in fields.iter().chain(extra) {
             out.push('|');
             out.push_str(&f.len().to_string());
             out.push(':');
             out.push_str(f);
         }
         out
+    }
+}
+
+/// The message of a partial error refund's rejection (INVALID_ARGUMENT naming `amount`).
+pub const ERROR_REFUND_FULL_AMOUNT_ONLY: &str = "error refunds are full-amount only";
+
+impl fmt::Debug for NewRefund {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewRefund")
+            .field("refund_id", &self.refund_id)
+            .field("merchant_id", &self.merchant_id)
+            .field("trade_id", &self.trade_id)
+            .field("order_no", &self.order_no)
+            .field("channel", &self.channel)
+            .field("amount", &self.amount)
+            .field("trade_paid_at_ms", &self.trade_paid_at_ms)
+            .field("payer_card_no", &mask_card(&self.payer_card_no))
+            .field("kind", &self.kind)
+            .field("trade_amount", &self.trade_amount)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for RefundOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefundOrder")
+            .field("refund_id", &self.refund_id)
+            .field("merchant_id", &self.merchant_id)
+            .field("trade_id", &self.trade_id)
+            .field("channel", &self.channel)
+            .field("amount", &self.amount)
+            .field("kind", &self.kind)
+            .field("payer_card_no", &mask_card(&self.payer_card_no))
+            .field("method", &self.method)
+            .field("submit_status", &self.submit_status)
+            .field("refund_status", &self.refund_status)
+            .field("bank_status", &self.bank_status)
+            .field("bank_seq", &self.bank_seq)
+            .field("reason", &self.reason)
+            .field("attempt", &self.attempt)
+            .field("bank_reference_id", &self.bank_reference_id)
+            .field("hold_status", &self.hold_status)
+            .field("hold_rule_id", &self.hold_rule_id)
+            .field("suspended", &self.suspended)
+            .field("final_source", &self.final_source)
+            .field("attempts", &self.attempts)
+            .field("pending_steps", &self.pending_steps)
+            .finish_non_exhaustive()
     }
 }
 
@@ -604,8 +721,9 @@ pub struct Attempt {
     pub ended_at_ms: Option<i64>,
 }
 
-/// A refund order. Its method, submit status and bank fields describe the current attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A refund order. Its method, submit status and bank fields describe the current attempt. Its
+/// `Debug` masks the card number (orders may end up in logs).
+#[derive(Clone, PartialEq, Eq)]
 pub struct RefundOrder {
     pub refund_id: String,
     pub merchant_id: String,
@@ -644,6 +762,14 @@ pub struct RefundOrder {
     pub attempts: Vec<Attempt>,
     /// Finalisation steps not delivered yet (filled by the store).
     pub pending_steps: u32,
+    pub kind: RefundKind,
+    /// Risk review: `None` when never held.
+    pub hold_status: Option<HoldStatus>,
+    /// The rule that held the order and why (empty when never held).
+    pub hold_rule_id: String,
+    pub hold_reason: String,
+    /// An operator stopped automatic processing (挂起).
+    pub suspended: bool,
 }
 
 /// A bank answer or callback about an order.
@@ -779,6 +905,11 @@ impl RefundOrder {
             expected_completion_ms: None,
             attempts: Vec::new(),
             pending_steps: 0,
+            kind: request.kind,
+            hold_status: None,
+            hold_rule_id: String::new(),
+            hold_reason: String::new(),
+            suspended: false,
         };
         if !order.start_next_attempt(channel, calendar, now_ms) {
             return Err(Error::new(
@@ -949,6 +1080,13 @@ impl RefundOrder {
             && self.submit_status == SubmitStatus::Pending
             && self.refund_status == RefundStatus::Processing
             && !self.waiting_manual
+            && !self.is_blocked()
+    }
+
+    /// Whether people stopped automatic processing: HELD by risk or suspended by an operator.
+    /// Nothing is sent (no interface submission, no payout, no batch) while blocked.
+    pub fn is_blocked(&self) -> bool {
+        self.suspended || self.hold_status == Some(HoldStatus::Held)
     }
 
     /// Whether the interface cycle may send this order to the bank.
@@ -1273,6 +1411,8 @@ mod tests {
             trade_paid_at_ms: NOW - MS_PER_DAY,
             payer_card_no: "6222000011112223".into(),
             payer_name: "张三".into(),
+            kind: RefundKind::Normal,
+            trade_amount: None,
         }
     }
 
@@ -1375,6 +1515,51 @@ mod tests {
         let mut r = request();
         r.order_no = String::new();
         assert!(r.validate().unwrap_err().message.starts_with("order_no"));
+    }
+
+    #[test]
+    fn debug_masks_the_card() {
+        let r = request();
+        let o = RefundOrder::accept(
+            r.clone(),
+            &channel(ChannelKind::NetBanking, vec![]),
+            &WorkingCalendar::default(),
+            NOW,
+        )
+        .unwrap();
+        for text in [format!("{r:?}"), format!("{o:?}")] {
+            assert!(!text.contains("6222000011112223"), "{text}");
+            assert!(text.contains("**** 2223"), "{text}");
+        }
+    }
+
+    #[test]
+    fn error_refunds_are_full_amount_only() {
+        let mut r = request();
+        r.kind = RefundKind::ErrorDuplicate;
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .message
+            .starts_with("trade_amount"));
+        r.trade_amount = Some(Money::from_minor(5000, Currency::Cny));
+        let e = r.validate().unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert_eq!(e.message, "amount: error refunds are full-amount only");
+        r.trade_amount = Some(r.amount);
+        assert!(r.validate().is_ok());
+        // The kind is part of the content: the same request as a normal refund differs.
+        let mut normal = r.clone();
+        normal.kind = RefundKind::Normal;
+        assert_ne!(r.fingerprint(), normal.fingerprint());
+        // Normal refunds keep the fingerprint format they had before kinds existed.
+        assert_eq!(normal.fingerprint(), request().fingerprint());
+        // A normal refund may be partial, never more than paid.
+        normal.trade_amount = Some(Money::from_minor(1000, Currency::Cny));
+        assert_eq!(
+            normal.validate().unwrap_err().code,
+            ErrorCode::RefundExceedsPaid
+        );
     }
 
     #[test]

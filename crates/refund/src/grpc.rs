@@ -1,11 +1,13 @@
-//! The refund center's gRPC face: [`serve`], the `RefundService` and `BatchService`
-//! implementations, wire ↔ domain conversions (validated on receipt) and the typed clients of its
+//! The refund center's gRPC face: [`serve`], the `RefundService`, `BatchService`,
+//! `ErrorRefundService` and `RefundControlService` implementations, wire ↔ domain conversions (validated on receipt) and the typed clients of its
 //! peers (clearing, bank, business, payout center).
 //!
 //! The work itself lives in [`RefundCenter`]'s methods; the RPC handlers and the periodic job loop
-//! call the same functions. Batches (file-upload and offline spreadsheets) are in [`batch`].
+//! call the same functions. Batches (file-upload and offline spreadsheets) are in [`batch`]; risk
+//! holds, manual controls, the audit trail and error refunds in [`control`].
 
 pub mod batch;
+pub mod control;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,8 @@ use business::business_admin_service_client::BusinessAdminServiceClient;
 use clearing::clearing_service_client::ClearingServiceClient;
 use payout::payout_service_client::PayoutServiceClient;
 use pb::batch_service_server::BatchServiceServer;
+use pb::error_refund_service_server::ErrorRefundServiceServer;
+use pb::refund_control_service_server::RefundControlServiceServer;
 use pb::refund_service_server::{RefundService, RefundServiceServer};
 
 use crate::domain::{
@@ -38,6 +42,7 @@ use crate::domain::{
     SubmitStatus, DEFAULT_ORIGINAL_ROUTE_WINDOW_DAYS, PAYOUT_EXPECTED_MS,
 };
 use crate::store::{self, Inserted, RefundFilter};
+use crate::vault::{resolve_key, CardKey, Sealer};
 
 /// The refund center's embedded migrations ([`serve`] runs them).
 pub const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
@@ -73,6 +78,11 @@ pub struct Config {
     pub job_interval: Option<Duration>,
     /// Orders per interface cycle and refunds per outbox run.
     pub batch_size: u32,
+    /// The AES-256 key of card numbers at rest (the kernel's [`tuikuan_kernel::seal::CardKey`],
+    /// re-exported as [`crate::CardKey`]). `None`: the `TUIKUAN_CARD_KEY` environment
+    /// variable (64 hex digits; an invalid value stops startup), else the public development key
+    /// with a loud warning (never in production). Its `Debug` is redacted.
+    pub card_key: Option<CardKey>,
 }
 
 impl Config {
@@ -95,7 +105,14 @@ impl Config {
             calendar: WorkingCalendar::default(),
             job_interval: None,
             batch_size: DEFAULT_BATCH_SIZE,
+            card_key: None,
         }
+    }
+
+    /// The same configuration with a card key.
+    pub fn with_card_key(mut self, key: CardKey) -> Config {
+        self.card_key = Some(key);
+        self
     }
 
     /// The same configuration with a payout center.
@@ -111,8 +128,9 @@ impl Config {
     }
 }
 
-/// Runs the refund center (RefundService and BatchService) on `listener` until `shutdown`
-/// resolves.
+/// Runs the refund center (RefundService, BatchService, ErrorRefundService and
+/// RefundControlService) on `listener` until `shutdown` resolves. At startup it encrypts any card
+/// number still stored in plaintext (see [`store::encrypt_legacy`]).
 pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
@@ -121,18 +139,35 @@ pub async fn serve(
     let db = Db::connect(&config.database_url, 8)?;
     db.migrate(MIGRATIONS)?;
     let center = RefundCenter::new(db, &config)?;
+    let vault = center.vault.clone();
+    let pass = center
+        .db
+        .run(move |c| store::encrypt_legacy(c, &vault))
+        .await?;
+    if pass != store::LegacyPass::default() {
+        tracing::info!(
+            refunds = pass.refunds,
+            batch_rows = pass.batch_rows,
+            batch_files = pass.batch_files,
+            "encrypted card numbers stored in plaintext"
+        );
+    }
     let job = config.job_interval.map(|every| {
         let center = center.clone();
         tokio::spawn(async move { center.job_loop(every).await })
     });
     let routes = tonic::service::Routes::new(RefundServiceServer::new(center.clone()))
-        .add_service(BatchServiceServer::new(center));
+        .add_service(BatchServiceServer::new(center.clone()))
+        .add_service(ErrorRefundServiceServer::new(center.clone()))
+        .add_service(RefundControlServiceServer::new(center));
     let result = tuikuan_proto::server::serve(
         listener,
         routes,
         &[
             <RefundServiceServer<RefundCenter> as tonic::server::NamedService>::NAME,
             <BatchServiceServer<RefundCenter> as tonic::server::NamedService>::NAME,
+            <ErrorRefundServiceServer<RefundCenter> as tonic::server::NamedService>::NAME,
+            <RefundControlServiceServer<RefundCenter> as tonic::server::NamedService>::NAME,
         ],
         shutdown,
     )
@@ -154,6 +189,7 @@ pub struct RefundCenter {
     business: BusinessAdminServiceClient<Transport>,
     payout: Option<PayoutServiceClient<Transport>>,
     batch_size: u32,
+    vault: Arc<Sealer>,
 }
 
 /// An order before and after a transition.
@@ -170,6 +206,7 @@ pub(crate) struct Moved {
 /// returned its return steps, in the same transaction (the caller runs this inside one).
 pub(crate) fn transition_in<F>(
     conn: &mut AnyConnection,
+    vault: &Sealer,
     refund_id: &str,
     now_ms: i64,
     change: &F,
@@ -178,7 +215,8 @@ where
     F: Fn(&mut RefundOrder, &Channel) -> Result<bool>,
 {
     for _ in 0..TRANSITION_ATTEMPTS {
-        let before = store::get_refund(conn, refund_id)?.ok_or_else(|| not_found(refund_id))?;
+        let before =
+            store::get_refund(conn, vault, refund_id)?.ok_or_else(|| not_found(refund_id))?;
         let channel = store::get_channel(conn, &before.channel)?.ok_or_else(|| {
             Error::new(
                 ErrorCode::ChannelNotFound,
@@ -213,7 +251,8 @@ where
             {
                 store::insert_outbox(conn, &domain::OutboxEntry::for_return(refund_id), now_ms)?;
             }
-            let after = store::get_refund(conn, refund_id)?.ok_or_else(|| not_found(refund_id))?;
+            let after =
+                store::get_refund(conn, vault, refund_id)?.ok_or_else(|| not_found(refund_id))?;
             return Ok(Moved {
                 before,
                 after,
@@ -260,6 +299,7 @@ impl RefundCenter {
             )?),
             payout,
             batch_size: config.batch_size.clamp(1, MAX_LIST_LIMIT),
+            vault: Arc::new(Sealer::new(&resolve_key(config.card_key.as_ref())?)),
         })
     }
 
@@ -290,8 +330,9 @@ impl RefundCenter {
     {
         let id = refund_id.to_string();
         let now_ms = self.clock.now_ms();
+        let vault = self.vault.clone();
         self.db
-            .transaction(move |conn| transition_in(conn, &id, now_ms, &change))
+            .transaction(move |conn| transition_in(conn, &vault, &id, now_ms, &change))
             .await
     }
 
@@ -322,8 +363,9 @@ impl RefundCenter {
 
     async fn reread(&self, refund_id: &str) -> Result<RefundOrder> {
         let id = refund_id.to_string();
+        let vault = self.vault.clone();
         self.db
-            .run(move |c| store::get_refund(c, &id))
+            .run(move |c| store::get_refund(c, &vault, &id))
             .await?
             .ok_or_else(|| not_found(refund_id))
     }
@@ -332,12 +374,28 @@ impl RefundCenter {
     // Acceptance
 
     /// Accepts a refund whose debit succeeded. Idempotent by refund id. The first method that can
-    /// work starts at once (a payout is created in real time); none: `NO_REFUND_METHOD`.
+    /// work starts at once (a payout is created in real time); none: `NO_REFUND_METHOD`. The risk
+    /// rules are evaluated before anything is sent: a matching order is accepted HELD.
     pub async fn create_refund(&self, request: NewRefund) -> Result<RefundOrder> {
+        self.create_refund_by(request, "").await
+    }
+
+    /// [`RefundCenter::create_refund`], naming who raised it (an operator raising an error
+    /// refund; empty: the calling service). Error refunds are recorded in the audit trail.
+    pub async fn create_refund_by(
+        &self,
+        request: NewRefund,
+        raised_by: &str,
+    ) -> Result<RefundOrder> {
         request.validate()?;
         let fingerprint = request.fingerprint();
         let id = request.refund_id.clone();
-        if let Some(existing) = self.db.run(move |c| store::get_refund(c, &id)).await? {
+        let vault = self.vault.clone();
+        if let Some(existing) = self
+            .db
+            .run(move |c| store::get_refund(c, &vault, &id))
+            .await?
+        {
             return same_request(existing, &fingerprint);
         }
         let code = request.channel.clone();
@@ -351,13 +409,59 @@ impl RefundCenter {
                     format!("channel {} is not configured", request.channel),
                 )
             })?;
-        self.verify_debit(&request).await?;
+        // The customer gets back the cash part: a platform-funded subsidy share of the refund
+        // goes back to the subsidy account, not to the customer (see the clearing center).
+        let cash = self.verify_debit(&request).await?;
         let now_ms = self.clock.now_ms();
-        let order = RefundOrder::accept(request, &channel, &self.calendar, now_ms)?;
+        let paying = NewRefund {
+            amount: cash,
+            ..request
+        };
+        let mut order = RefundOrder::accept(paying, &channel, &self.calendar, now_ms)?;
+        // Idempotency is about what the caller asked for, not what is paid.
+        order.fingerprint = fingerprint.clone();
+        let mut audits = Vec::new();
+        if order.kind.is_error() {
+            audits.push(domain::control::AuditEntry {
+                audit_id: tuikuan_kernel::id::new_id("aud"),
+                refund_id: order.refund_id.clone(),
+                action: domain::control::ControlAction::CreateErrorRefund,
+                operator: if raised_by.is_empty() {
+                    "business".to_string()
+                } else {
+                    raised_by.to_string()
+                },
+                role: "service".to_string(),
+                reason: format!(
+                    "error refund ({}) of the full {} of trade {}",
+                    order.kind, order.amount, order.trade_id
+                ),
+                at_ms: now_ms,
+                state_before: String::new(),
+                state_after: order.control_snapshot(),
+            });
+        }
+        if let Some((rule_id, why)) = self.evaluate_risk(&order, now_ms).await? {
+            let before = order.control_snapshot();
+            order.hold(&rule_id, &why)?;
+            tracing::warn!(refund_id = %order.refund_id, rule_id = %rule_id, reason = %why, "refund held for risk review");
+            audits.push(domain::control::AuditEntry {
+                audit_id: tuikuan_kernel::id::new_id("aud"),
+                refund_id: order.refund_id.clone(),
+                action: domain::control::ControlAction::Hold,
+                operator: "risk-engine".to_string(),
+                role: "system".to_string(),
+                reason: why,
+                at_ms: now_ms,
+                state_before: before,
+                state_after: order.control_snapshot(),
+            });
+        }
         let to_insert = order.clone();
+        let vault = self.vault.clone();
         match self
             .db
-            .run(move |c| store::insert_refund(c, &to_insert))
+            .run(move |c| store::insert_refund(c, &vault, &to_insert, &audits))
             .await?
         {
             Inserted::New => {
@@ -382,7 +486,10 @@ impl RefundCenter {
     }
 
     /// The clearing center must hold an active (DEBITED) debit of exactly this refund.
-    async fn verify_debit(&self, request: &NewRefund) -> Result<()> {
+    /// Checks that the clearing center debited this refund, and returns the cash to pay: the
+    /// refund amount less the platform-funded subsidy share, which goes back to the subsidy
+    /// account instead of to the customer.
+    async fn verify_debit(&self, request: &NewRefund) -> Result<Money> {
         let debit = self
             .clearing
             .clone()
@@ -420,7 +527,25 @@ impl RefundCenter {
                 debit.trade_id, debit.merchant_id, request.trade_id, request.merchant_id
             )));
         }
-        Ok(())
+        if debit.subsidy_amount.is_empty() {
+            return Ok(amount);
+        }
+        let subsidy = Money::new(
+            debit.subsidy_amount.parse().map_err(|_| {
+                not_active(format!("unreadable subsidy {:?}", debit.subsidy_amount))
+            })?,
+            amount.currency(),
+        )
+        .map_err(|e| not_active(format!("unreadable subsidy: {}", e.message)))?;
+        let cash = amount
+            .checked_sub(&subsidy)
+            .map_err(|e| not_active(e.message))?;
+        if !cash.is_positive() {
+            return Err(not_active(format!(
+                "the platform subsidy {subsidy} covers the whole refund: there is no cash to pay back"
+            )));
+        }
+        Ok(cash)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -429,9 +554,10 @@ impl RefundCenter {
     /// Sends due interface orders to the bank (at most `limit`, 0 = the configured batch).
     pub async fn run_interface_cycle(&self, limit: u32) -> Result<CycleCounts> {
         let limit = self.cycle_limit(limit);
+        let vault = self.vault.clone();
         let due = self
             .db
-            .run(move |c| store::due_interface(c, i64::from(limit)))
+            .run(move |c| store::due_interface(c, &vault, i64::from(limit)))
             .await?;
         let mut counts = CycleCounts::default();
         for order in due {
@@ -555,9 +681,10 @@ impl RefundCenter {
     /// (at most `limit`, 0 = the configured batch).
     pub async fn run_payout_dispatch(&self, limit: u32) -> Result<CycleCounts> {
         let limit = self.cycle_limit(limit);
+        let vault = self.vault.clone();
         let due = self
             .db
-            .run(move |c| store::due_payout(c, i64::from(limit)))
+            .run(move |c| store::due_payout(c, &vault, i64::from(limit)))
             .await?;
         let mut counts = CycleCounts::default();
         for order in due {
@@ -707,11 +834,12 @@ impl RefundCenter {
     /// (late, duplicated, out of order, an earlier attempt, or the order is final).
     pub async fn bank_callback(&self, reference: &str, event: BankEvent) -> Result<bool> {
         let r = reference.to_string();
+        let vault = self.vault.clone();
         let refund_id = self
             .db
             .run(move |c| match store::refund_id_by_reference(c, &r)? {
                 Some(id) => Ok(Some(id)),
-                None => Ok(store::get_refund(c, &r)?.map(|o| o.refund_id)),
+                None => Ok(store::get_refund(c, &vault, &r)?.map(|o| o.refund_id)),
             })
             .await?
             .ok_or_else(|| not_found(reference))?;
@@ -744,9 +872,17 @@ impl RefundCenter {
             .ok_or_else(|| Error::field("date", "is out of range"))?;
         let before_ms = start_of_business_date(next).timestamp_millis();
         let channel = channel.to_string();
+        let vault = self.vault.clone();
         self.db
             .run(move |c| {
-                store::list_submitted(c, &channel, before_ms, after.as_deref(), i64::from(limit))
+                store::list_submitted(
+                    c,
+                    &vault,
+                    &channel,
+                    before_ms,
+                    after.as_deref(),
+                    i64::from(limit),
+                )
             })
             .await
     }
@@ -857,10 +993,11 @@ impl RefundCenter {
     #[tracing::instrument(skip(self))]
     async fn deliver(&self, refund_id: &str) -> Result<(u32, u32)> {
         let id = refund_id.to_string();
+        let vault = self.vault.clone();
         let (order, steps) = self
             .db
             .run(move |c| {
-                let order = store::get_refund(c, &id)?.ok_or_else(|| not_found(&id))?;
+                let order = store::get_refund(c, &vault, &id)?.ok_or_else(|| not_found(&id))?;
                 let steps = store::outbox_of(c, &id)?;
                 Ok((order, steps))
             })
@@ -1003,7 +1140,10 @@ impl RefundCenter {
     }
 
     pub async fn list_refunds(&self, filter: RefundFilter) -> Result<Vec<RefundOrder>> {
-        self.db.run(move |c| store::list_refunds(c, &filter)).await
+        let vault = self.vault.clone();
+        self.db
+            .run(move |c| store::list_refunds(c, &vault, &filter))
+            .await
     }
 
     pub async fn upsert_channel(&self, channel: Channel) -> Result<Channel> {
@@ -1172,9 +1312,42 @@ fn channel_to_wire(c: &Channel) -> pb::Channel {
     }
 }
 
+fn refund_kind_from_wire(v: i32) -> Result<domain::RefundKind> {
+    match pb::RefundKind::try_from(v) {
+        Ok(pb::RefundKind::Unspecified | pb::RefundKind::Normal) => Ok(domain::RefundKind::Normal),
+        Ok(pb::RefundKind::ErrorDuplicate) => Ok(domain::RefundKind::ErrorDuplicate),
+        Ok(pb::RefundKind::ErrorExpired) => Ok(domain::RefundKind::ErrorExpired),
+        Err(_) => Err(Error::field("kind", format!("unknown value {v}"))),
+    }
+}
+
+fn refund_kind_to_wire(k: domain::RefundKind) -> pb::RefundKind {
+    match k {
+        domain::RefundKind::Normal => pb::RefundKind::Normal,
+        domain::RefundKind::ErrorDuplicate => pb::RefundKind::ErrorDuplicate,
+        domain::RefundKind::ErrorExpired => pb::RefundKind::ErrorExpired,
+    }
+}
+
+fn hold_status_to_wire(h: Option<domain::HoldStatus>) -> pb::HoldStatus {
+    match h {
+        None => pb::HoldStatus::Unspecified,
+        Some(domain::HoldStatus::Held) => pb::HoldStatus::Held,
+        Some(domain::HoldStatus::Released) => pb::HoldStatus::HoldReleased,
+        Some(domain::HoldStatus::Rejected) => pb::HoldStatus::HoldRejected,
+    }
+}
+
 fn new_refund_from_wire(r: pb::CreateRefundRequest) -> Result<NewRefund> {
     validate_external_id(&r.refund_id, "refund_id")?;
+    let trade_amount = if r.trade_amount.is_empty() {
+        None
+    } else {
+        Some(Money::parse(&r.trade_amount, &r.currency, "trade_amount")?)
+    };
     let request = NewRefund {
+        kind: refund_kind_from_wire(r.kind)?,
+        trade_amount,
         amount: Money::parse(&r.amount, &r.currency, "amount")?,
         refund_id: r.refund_id,
         merchant_id: r.merchant_id,
@@ -1226,6 +1399,11 @@ fn order_to_wire(o: &RefundOrder) -> pb::RefundOrder {
             })
             .collect(),
         waiting_manual: o.waiting_manual,
+        kind: refund_kind_to_wire(o.kind) as i32,
+        hold_status: hold_status_to_wire(o.hold_status) as i32,
+        hold_rule_id: o.hold_rule_id.clone(),
+        hold_reason: o.hold_reason.clone(),
+        suspended: o.suspended,
     }
 }
 
@@ -1319,8 +1497,11 @@ impl RefundService for RefundCenter {
         &self,
         request: Request<pb::CreateRefundRequest>,
     ) -> Result<Response<pb::RefundOrder>, Status> {
-        let req = new_refund_from_wire(request.into_inner()).map_err(grpc_err)?;
-        let order = RefundCenter::create_refund(self, req)
+        let r = request.into_inner();
+        let operator = r.operator.clone();
+        validate_text(&operator, "operator").map_err(grpc_err)?;
+        let req = new_refund_from_wire(r).map_err(grpc_err)?;
+        let order = RefundCenter::create_refund_by(self, req, &operator)
             .await
             .map_err(grpc_err)?;
         Ok(Response::new(order_to_wire(&order)))
@@ -1356,6 +1537,7 @@ impl RefundService for RefundCenter {
             Ok::<_, Error>(RefundFilter {
                 channel: optional_id(r.channel, "channel")?,
                 refund_status: refund_status_from_wire(r.refund_status, "refund_status")?,
+                hold_status: None,
                 after: optional_id(r.after, "after")?,
                 limit: i64::from(list_limit(r.limit)),
             })
@@ -1542,6 +1724,7 @@ mod tests {
             trade_paid_at_ms: 1,
             payer_card_no: String::new(),
             payer_name: String::new(),
+            ..Default::default()
         };
         assert!(new_refund_from_wire(ok.clone()).is_ok());
         let e = new_refund_from_wire(pb::CreateRefundRequest {

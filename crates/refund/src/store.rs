@@ -17,10 +17,12 @@ use crate::domain::batch::{
     AmountFormat, BankTemplate, Batch, BatchRow, BatchStatus, RowStatus, TemplateColumn,
     TemplateField,
 };
+use crate::domain::control::{AuditEntry, ControlAction, RiskRule, RiskRuleKind};
 use crate::domain::{
-    Attempt, AttemptOutcome, BankStatus, Channel, ChannelKind, OutboxEntry, OutboxStep,
-    RefundMethod, RefundOrder, RefundStatus, SubmitStatus,
+    Attempt, AttemptOutcome, BankStatus, Channel, ChannelKind, HoldStatus, OutboxEntry, OutboxStep,
+    RefundKind, RefundMethod, RefundOrder, RefundStatus, SubmitStatus,
 };
+use crate::vault::Sealer;
 
 diesel::table! {
     channels (code) {
@@ -61,6 +63,48 @@ diesel::table! {
         attempt -> Integer,
         bank_reference_id -> Text,
         expected_completion_ms -> Nullable<BigInt>,
+        kind -> Text,
+        hold_status -> Text,
+        hold_rule_id -> Text,
+        hold_reason -> Text,
+        suspended -> Integer,
+    }
+}
+
+diesel::table! {
+    refund_cards (refund_id) {
+        refund_id -> Text,
+        card_hash -> Text,
+        created_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    risk_rules (rule_id) {
+        rule_id -> Text,
+        kind -> Text,
+        channel -> Text,
+        threshold_minor -> BigInt,
+        currency -> Text,
+        max_count -> Integer,
+        window_minutes -> Integer,
+        enabled -> Integer,
+        description -> Text,
+        updated_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    refund_audit (audit_id) {
+        audit_id -> Text,
+        refund_id -> Text,
+        action -> Text,
+        operator -> Text,
+        role -> Text,
+        reason -> Text,
+        at_ms -> BigInt,
+        state_before -> Text,
+        state_after -> Text,
     }
 }
 
@@ -131,6 +175,11 @@ struct RefundRow {
     attempt: i32,
     bank_reference_id: String,
     expected_completion_ms: Option<i64>,
+    kind: String,
+    hold_status: String,
+    hold_rule_id: String,
+    hold_reason: String,
+    suspended: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Insertable)]
@@ -247,6 +296,7 @@ fn bank_seq_to_db(seq: Option<u64>) -> Result<i64> {
 }
 
 impl RefundRow {
+    /// The row of `o`; its card number as it is in `o` (see [`RefundRow::encrypted`]).
     fn from_domain(o: &RefundOrder) -> Result<RefundRow> {
         Ok(RefundRow {
             refund_id: o.refund_id.clone(),
@@ -276,10 +326,28 @@ impl RefundRow {
                 .map_err(|_| Error::internal("attempt number too large"))?,
             bank_reference_id: o.bank_reference_id.clone(),
             expected_completion_ms: o.expected_completion_ms,
+            kind: o.kind.as_str().to_string(),
+            hold_status: o.hold_status.map_or("", HoldStatus::as_str).to_string(),
+            hold_rule_id: o.hold_rule_id.clone(),
+            hold_reason: o.hold_reason.clone(),
+            suspended: i32::from(o.suspended),
         })
     }
 
-    fn into_domain(self, pending_steps: u32, attempts: Vec<Attempt>) -> Result<RefundOrder> {
+    /// The row to write: its card number encrypted (bound to the refund id).
+    fn encrypted(mut self, vault: &Sealer) -> Result<RefundRow> {
+        if !Sealer::is_sealed(&self.payer_card_no) {
+            self.payer_card_no = vault.seal(&self.refund_id, &self.payer_card_no)?;
+        }
+        Ok(self)
+    }
+
+    fn into_domain(
+        self,
+        vault: &Sealer,
+        pending_steps: u32,
+        attempts: Vec<Attempt>,
+    ) -> Result<RefundOrder> {
         let currency = parse_stored(
             |c| Currency::parse(c, "currency").ok(),
             "currency",
@@ -303,7 +371,22 @@ impl RefundRow {
         if !amount.is_positive() {
             return Err(corrupt("amount", &self.amount_minor.to_string()));
         }
+        let hold_status = if self.hold_status.is_empty() {
+            None
+        } else {
+            Some(parse_stored(
+                HoldStatus::parse,
+                "hold status",
+                &self.hold_status,
+            )?)
+        };
+        let payer_card_no = vault.open(&self.refund_id, &self.payer_card_no)?;
         Ok(RefundOrder {
+            kind: parse_stored(RefundKind::parse, "refund kind", &self.kind)?,
+            hold_status,
+            hold_rule_id: self.hold_rule_id,
+            hold_reason: self.hold_reason,
+            suspended: self.suspended != 0,
             method: parse_stored(RefundMethod::parse, "refund method", &self.method)?,
             submit_status: parse_stored(SubmitStatus::parse, "submit status", &self.submit_status)?,
             refund_status: parse_stored(RefundStatus::parse, "refund status", &self.refund_status)?,
@@ -314,7 +397,7 @@ impl RefundRow {
             channel: self.channel,
             amount,
             trade_paid_at_ms: self.trade_paid_at_ms,
-            payer_card_no: self.payer_card_no,
+            payer_card_no,
             payer_name: self.payer_name,
             bank_status,
             bank_seq,
@@ -449,7 +532,11 @@ fn attempts_for(conn: &mut AnyConnection, ids: &[String]) -> Result<HashMap<Stri
     Ok(out)
 }
 
-fn into_orders(conn: &mut AnyConnection, rows: Vec<RefundRow>) -> Result<Vec<RefundOrder>> {
+fn into_orders(
+    conn: &mut AnyConnection,
+    vault: &Sealer,
+    rows: Vec<RefundRow>,
+) -> Result<Vec<RefundOrder>> {
     let ids: Vec<String> = rows.iter().map(|r| r.refund_id.clone()).collect();
     let counts = pending_steps_for(conn, &ids)?;
     let mut attempts = attempts_for(conn, &ids)?;
@@ -457,7 +544,7 @@ fn into_orders(conn: &mut AnyConnection, rows: Vec<RefundRow>) -> Result<Vec<Ref
         .map(|r| {
             let n = counts.get(&r.refund_id).copied().unwrap_or(0);
             let a = attempts.remove(&r.refund_id).unwrap_or_default();
-            r.into_domain(n, a)
+            r.into_domain(vault, n, a)
         })
         .collect()
 }
@@ -475,7 +562,11 @@ pub fn refund_id_by_reference(
         .map_err(db_err)
 }
 
-pub fn get_refund(conn: &mut AnyConnection, refund_id: &str) -> Result<Option<RefundOrder>> {
+pub fn get_refund(
+    conn: &mut AnyConnection,
+    vault: &Sealer,
+    refund_id: &str,
+) -> Result<Option<RefundOrder>> {
     let row = refunds::table
         .find(refund_id)
         .first::<RefundRow>(conn)
@@ -483,7 +574,7 @@ pub fn get_refund(conn: &mut AnyConnection, refund_id: &str) -> Result<Option<Re
         .map_err(db_err)?;
     match row {
         None => Ok(None),
-        Some(row) => Ok(into_orders(conn, vec![row])?.pop()),
+        Some(row) => Ok(into_orders(conn, vault, vec![row])?.pop()),
     }
 }
 
@@ -496,10 +587,22 @@ pub enum Inserted {
     Exists(Box<RefundOrder>),
 }
 
-/// Inserts a new order. Must not run inside a larger PostgreSQL transaction: a duplicate key is
-/// detected by the insert failing, and the existing order is then read back.
-pub fn insert_refund(conn: &mut AnyConnection, order: &RefundOrder) -> Result<Inserted> {
-    let row = RefundRow::from_domain(order)?;
+/// Inserts a new order (its card number encrypted, its card hash indexed) with its audit entries.
+/// Must not run inside a larger PostgreSQL transaction: a duplicate key is detected by the insert
+/// failing, and the existing order is then read back.
+pub fn insert_refund(
+    conn: &mut AnyConnection,
+    vault: &Sealer,
+    order: &RefundOrder,
+    audits: &[AuditEntry],
+) -> Result<Inserted> {
+    let row = RefundRow::from_domain(order)?.encrypted(vault)?;
+    let card = CardRow {
+        refund_id: order.refund_id.clone(),
+        card_hash: vault.keyed_hash(&order.payer_card_no),
+        created_at_ms: order.created_at_ms,
+    };
+    let audits = audits.iter().map(AuditRow::from_domain).collect::<Vec<_>>();
     let attempts = order
         .attempts
         .iter()
@@ -512,12 +615,22 @@ pub fn insert_refund(conn: &mut AnyConnection, order: &RefundOrder) -> Result<In
                 .values(a)
                 .execute(c)?;
         }
+        if !card.card_hash.is_empty() {
+            diesel::insert_into(refund_cards::table)
+                .values(card)
+                .execute(c)?;
+        }
+        for a in audits {
+            diesel::insert_into(refund_audit::table)
+                .values(a)
+                .execute(c)?;
+        }
         Ok(())
     });
     match written {
         Ok(()) => Ok(Inserted::New),
         Err(e) if is_unique_violation(&e) => {
-            let existing = get_refund(conn, &order.refund_id)?.ok_or_else(|| {
+            let existing = get_refund(conn, vault, &order.refund_id)?.ok_or_else(|| {
                 Error::internal(format!(
                     "refund {} conflicted on insert but cannot be read",
                     order.refund_id
@@ -534,18 +647,26 @@ pub fn insert_refund(conn: &mut AnyConnection, order: &RefundOrder) -> Result<In
 pub struct RefundFilter {
     pub channel: Option<String>,
     pub refund_status: Option<RefundStatus>,
+    pub hold_status: Option<HoldStatus>,
     /// Only refund ids after this one (ascending pagination).
     pub after: Option<String>,
     pub limit: i64,
 }
 
-pub fn list_refunds(conn: &mut AnyConnection, filter: &RefundFilter) -> Result<Vec<RefundOrder>> {
+pub fn list_refunds(
+    conn: &mut AnyConnection,
+    vault: &Sealer,
+    filter: &RefundFilter,
+) -> Result<Vec<RefundOrder>> {
     let mut q = refunds::table.into_boxed();
     if let Some(c) = &filter.channel {
         q = q.filter(refunds::channel.eq(c.clone()));
     }
     if let Some(s) = filter.refund_status {
         q = q.filter(refunds::refund_status.eq(s.as_str()));
+    }
+    if let Some(h) = filter.hold_status {
+        q = q.filter(refunds::hold_status.eq(h.as_str()));
     }
     if let Some(a) = &filter.after {
         q = q.filter(refunds::refund_id.gt(a.clone()));
@@ -555,23 +676,35 @@ pub fn list_refunds(conn: &mut AnyConnection, filter: &RefundFilter) -> Result<V
         .limit(filter.limit)
         .load::<RefundRow>(conn)
         .map_err(db_err)?;
-    into_orders(conn, rows)
+    into_orders(conn, vault, rows)
 }
 
 /// Orders the interface cycle should send: PENDING, PROCESSING, method INTERFACE, not waiting for
 /// people. Oldest first.
-pub fn due_interface(conn: &mut AnyConnection, limit: i64) -> Result<Vec<RefundOrder>> {
-    due_for(conn, RefundMethod::Interface, limit)
+pub fn due_interface(
+    conn: &mut AnyConnection,
+    vault: &Sealer,
+    limit: i64,
+) -> Result<Vec<RefundOrder>> {
+    due_for(conn, vault, RefundMethod::Interface, limit)
 }
 
 /// Orders whose payout the dispatch should (re)create: PENDING, PROCESSING, method PAYOUT.
-pub fn due_payout(conn: &mut AnyConnection, limit: i64) -> Result<Vec<RefundOrder>> {
-    due_for(conn, RefundMethod::Payout, limit)
+pub fn due_payout(
+    conn: &mut AnyConnection,
+    vault: &Sealer,
+    limit: i64,
+) -> Result<Vec<RefundOrder>> {
+    due_for(conn, vault, RefundMethod::Payout, limit)
 }
 
 /// Orders waiting for a file-upload or offline batch: PENDING, PROCESSING, no row yet, accepted
-/// (their current attempt started) before `before_ms`. Oldest first.
-pub fn batch_candidates(conn: &mut AnyConnection, before_ms: i64) -> Result<Vec<RefundOrder>> {
+/// (their current attempt started) before `before_ms`, neither HELD nor suspended. Oldest first.
+pub fn batch_candidates(
+    conn: &mut AnyConnection,
+    vault: &Sealer,
+    before_ms: i64,
+) -> Result<Vec<RefundOrder>> {
     let rows = refunds::table
         .filter(refunds::submit_status.eq(SubmitStatus::Pending.as_str()))
         .filter(refunds::method.eq_any([
@@ -580,30 +713,40 @@ pub fn batch_candidates(conn: &mut AnyConnection, before_ms: i64) -> Result<Vec<
         ]))
         .filter(refunds::refund_status.eq(RefundStatus::Processing.as_str()))
         .filter(refunds::bank_reference_id.eq(""))
+        .filter(refunds::suspended.eq(0))
+        .filter(refunds::hold_status.ne(HoldStatus::Held.as_str()))
         .order((refunds::created_at_ms.asc(), refunds::refund_id.asc()))
         .load::<RefundRow>(conn)
         .map_err(db_err)?;
-    let orders = into_orders(conn, rows)?;
+    let orders = into_orders(conn, vault, rows)?;
     Ok(orders
         .into_iter()
         .filter(|o| {
-            o.current_attempt()
-                .is_some_and(|a| a.started_at_ms < before_ms)
+            !o.is_blocked()
+                && o.current_attempt()
+                    .is_some_and(|a| a.started_at_ms < before_ms)
         })
         .collect())
 }
 
-fn due_for(conn: &mut AnyConnection, method: RefundMethod, limit: i64) -> Result<Vec<RefundOrder>> {
+fn due_for(
+    conn: &mut AnyConnection,
+    vault: &Sealer,
+    method: RefundMethod,
+    limit: i64,
+) -> Result<Vec<RefundOrder>> {
     let rows = refunds::table
         .filter(refunds::submit_status.eq(SubmitStatus::Pending.as_str()))
         .filter(refunds::method.eq(method.as_str()))
         .filter(refunds::refund_status.eq(RefundStatus::Processing.as_str()))
         .filter(refunds::waiting_manual.eq(0))
+        .filter(refunds::suspended.eq(0))
+        .filter(refunds::hold_status.ne(HoldStatus::Held.as_str()))
         .order((refunds::created_at_ms.asc(), refunds::refund_id.asc()))
         .limit(limit)
         .load::<RefundRow>(conn)
         .map_err(db_err)?;
-    into_orders(conn, rows)
+    into_orders(conn, vault, rows)
 }
 
 /// How many unfinished orders wait for people.
@@ -636,7 +779,9 @@ pub fn save_transition(
             .filter(refunds::bank_status.eq(&b.bank_status))
             .filter(refunds::bank_seq.eq(b.bank_seq))
             .filter(refunds::attempt.eq(b.attempt))
-            .filter(refunds::bank_reference_id.eq(&b.bank_reference_id)),
+            .filter(refunds::bank_reference_id.eq(&b.bank_reference_id))
+            .filter(refunds::hold_status.eq(&b.hold_status))
+            .filter(refunds::suspended.eq(b.suspended)),
     )
     .set((
         refunds::method.eq(&a.method),
@@ -653,6 +798,10 @@ pub fn save_transition(
         refunds::attempt.eq(a.attempt),
         refunds::bank_reference_id.eq(&a.bank_reference_id),
         refunds::expected_completion_ms.eq(a.expected_completion_ms),
+        refunds::hold_status.eq(&a.hold_status),
+        refunds::hold_rule_id.eq(&a.hold_rule_id),
+        refunds::hold_reason.eq(&a.hold_reason),
+        refunds::suspended.eq(a.suspended),
     ))
     .execute(conn)
     .map_err(db_err)?;
@@ -708,6 +857,7 @@ pub fn note_submit_error(conn: &mut AnyConnection, refund_id: &str, note: &str) 
 /// `before_ms`, after `after` by refund id.
 pub fn list_submitted(
     conn: &mut AnyConnection,
+    vault: &Sealer,
     channel: &str,
     before_ms: i64,
     after: Option<&str>,
@@ -727,7 +877,7 @@ pub fn list_submitted(
         .limit(limit)
         .load::<RefundRow>(conn)
         .map_err(db_err)?;
-    into_orders(conn, rows)
+    into_orders(conn, vault, rows)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1016,7 +1166,8 @@ fn currency_of(code: &str) -> Result<Currency> {
 }
 
 impl BatchRowRow {
-    fn from_domain(r: &BatchRow) -> Result<BatchRowRow> {
+    /// The row to write, its card number encrypted (bound to the refund id, like the order's).
+    fn from_domain(r: &BatchRow, vault: &Sealer) -> Result<BatchRowRow> {
         Ok(BatchRowRow {
             row_id: r.row_id.clone(),
             batch_id: r.batch_id.clone(),
@@ -1026,15 +1177,16 @@ impl BatchRowRow {
             order_no: r.order_no.clone(),
             amount_minor: r.amount.to_minor(),
             currency: r.amount.currency().code().to_string(),
-            card_no: r.card_no.clone(),
+            card_no: vault.seal(&r.refund_id, &r.card_no)?,
             holder_name: r.holder_name.clone(),
             status: r.status.as_str().to_string(),
             reason: r.reason.clone(),
         })
     }
 
-    fn into_domain(self) -> Result<BatchRow> {
+    fn into_domain(self, vault: &Sealer) -> Result<BatchRow> {
         Ok(BatchRow {
+            card_no: vault.open(&self.refund_id, &self.card_no)?,
             amount: Money::from_minor(self.amount_minor, currency_of(&self.currency)?),
             status: parse_stored(RowStatus::parse, "row status", &self.status)?,
             attempt: stored_u32(self.attempt, "attempt")?,
@@ -1043,7 +1195,6 @@ impl BatchRowRow {
             batch_id: self.batch_id,
             refund_id: self.refund_id,
             order_no: self.order_no,
-            card_no: self.card_no,
             holder_name: self.holder_name,
             reason: self.reason,
         })
@@ -1097,8 +1248,14 @@ pub fn next_batch_sequence(
     stored_u32(max, "sequence").map(|m| m + 1)
 }
 
-/// Writes a new batch, its rows and its file (inside the generating transaction).
-pub fn insert_batch(conn: &mut AnyConnection, batch: &Batch, file: &[u8]) -> Result<()> {
+/// Writes a new batch, its rows and its file (inside the generating transaction); card numbers
+/// and the file (which carries them) are encrypted.
+pub fn insert_batch(
+    conn: &mut AnyConnection,
+    vault: &Sealer,
+    batch: &Batch,
+    file: &[u8],
+) -> Result<()> {
     let row = NewBatchRow {
         batch_id: batch.batch_id.clone(),
         bank_code: batch.bank_code.clone(),
@@ -1112,7 +1269,7 @@ pub fn insert_batch(conn: &mut AnyConnection, batch: &Batch, file: &[u8]) -> Res
         total_minor: batch.total()?.to_minor(),
         file_name: batch.file_name.clone(),
         file_sha256: batch.file_sha256.clone(),
-        file_hex: hex::encode(file),
+        file_hex: vault.seal_bytes(&batch.batch_id, file)?,
         generated_at_ms: batch.generated_at_ms,
         marked_at_ms: batch.marked_at_ms,
         marked_by: batch.marked_by.clone(),
@@ -1126,25 +1283,29 @@ pub fn insert_batch(conn: &mut AnyConnection, batch: &Batch, file: &[u8]) -> Res
         .map_err(db_err)?;
     for r in &batch.rows {
         diesel::insert_into(refund_batch_rows::table)
-            .values(BatchRowRow::from_domain(r)?)
+            .values(BatchRowRow::from_domain(r, vault)?)
             .execute(conn)
             .map_err(db_err)?;
     }
     Ok(())
 }
 
-fn rows_of(conn: &mut AnyConnection, batch_id: &str) -> Result<Vec<BatchRow>> {
+fn rows_of(conn: &mut AnyConnection, vault: &Sealer, batch_id: &str) -> Result<Vec<BatchRow>> {
     refund_batch_rows::table
         .filter(refund_batch_rows::batch_id.eq(batch_id))
         .order(refund_batch_rows::line.asc())
         .load::<BatchRowRow>(conn)
         .map_err(db_err)?
         .into_iter()
-        .map(BatchRowRow::into_domain)
+        .map(|r| r.into_domain(vault))
         .collect()
 }
 
-pub fn get_batch(conn: &mut AnyConnection, batch_id: &str) -> Result<Option<Batch>> {
+pub fn get_batch(
+    conn: &mut AnyConnection,
+    vault: &Sealer,
+    batch_id: &str,
+) -> Result<Option<Batch>> {
     let head = refund_batches::table
         .find(batch_id)
         .select(BATCH_COLUMNS)
@@ -1154,7 +1315,7 @@ pub fn get_batch(conn: &mut AnyConnection, batch_id: &str) -> Result<Option<Batc
     match head {
         None => Ok(None),
         Some(h) => {
-            let rows = rows_of(conn, &h.batch_id)?;
+            let rows = rows_of(conn, vault, &h.batch_id)?;
             h.into_domain(rows).map(Some)
         }
     }
@@ -1163,6 +1324,7 @@ pub fn get_batch(conn: &mut AnyConnection, batch_id: &str) -> Result<Option<Batc
 /// Batches, oldest first, optionally of one date and status, with their rows.
 pub fn list_batches(
     conn: &mut AnyConnection,
+    vault: &Sealer,
     date: Option<NaiveDate>,
     status: Option<BatchStatus>,
     limit: i64,
@@ -1185,7 +1347,7 @@ pub fn list_batches(
     heads
         .into_iter()
         .map(|h| {
-            let rows = rows_of(conn, &h.batch_id)?;
+            let rows = rows_of(conn, vault, &h.batch_id)?;
             h.into_domain(rows)
         })
         .collect()
@@ -1194,6 +1356,7 @@ pub fn list_batches(
 /// A batch's file: (file name, bytes, stored sha256).
 pub fn batch_file(
     conn: &mut AnyConnection,
+    vault: &Sealer,
     batch_id: &str,
 ) -> Result<Option<(String, Vec<u8>, String)>> {
     let row = refund_batches::table
@@ -1209,7 +1372,11 @@ pub fn batch_file(
     match row {
         None => Ok(None),
         Some((name, hex_text, sha)) => {
-            let bytes = hex::decode(&hex_text).map_err(|_| corrupt("batch file", batch_id))?;
+            let bytes = if Sealer::is_sealed(&hex_text) {
+                vault.open_bytes(batch_id, &hex_text)?
+            } else {
+                hex::decode(&hex_text).map_err(|_| corrupt("batch file", batch_id))?
+            };
             Ok(Some((name, bytes, sha)))
         }
     }
@@ -1384,4 +1551,348 @@ pub fn list_templates(conn: &mut AnyConnection) -> Result<Vec<BankTemplate>> {
         .into_iter()
         .map(TemplateRow::into_domain)
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Card hashes, risk rules and the audit trail
+
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = refund_cards)]
+struct CardRow {
+    refund_id: String,
+    card_hash: String,
+    created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = refund_audit)]
+struct AuditRow {
+    audit_id: String,
+    refund_id: String,
+    action: String,
+    operator: String,
+    role: String,
+    reason: String,
+    at_ms: i64,
+    state_before: String,
+    state_after: String,
+}
+
+impl AuditRow {
+    fn from_domain(a: &AuditEntry) -> AuditRow {
+        AuditRow {
+            audit_id: a.audit_id.clone(),
+            refund_id: a.refund_id.clone(),
+            action: a.action.as_str().to_string(),
+            operator: a.operator.clone(),
+            role: a.role.clone(),
+            reason: a.reason.clone(),
+            at_ms: a.at_ms,
+            state_before: a.state_before.clone(),
+            state_after: a.state_after.clone(),
+        }
+    }
+
+    fn into_domain(self) -> Result<AuditEntry> {
+        Ok(AuditEntry {
+            action: parse_stored(ControlAction::parse, "audit action", &self.action)?,
+            audit_id: self.audit_id,
+            refund_id: self.refund_id,
+            operator: self.operator,
+            role: self.role,
+            reason: self.reason,
+            at_ms: self.at_ms,
+            state_before: self.state_before,
+            state_after: self.state_after,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = risk_rules)]
+struct RiskRuleRow {
+    rule_id: String,
+    kind: String,
+    channel: String,
+    threshold_minor: i64,
+    currency: String,
+    max_count: i32,
+    window_minutes: i32,
+    enabled: i32,
+    description: String,
+    updated_at_ms: i64,
+}
+
+impl RiskRuleRow {
+    fn from_domain(r: &RiskRule, now_ms: i64) -> Result<RiskRuleRow> {
+        Ok(RiskRuleRow {
+            rule_id: r.rule_id.clone(),
+            kind: r.kind.as_str().to_string(),
+            channel: r.channel.clone().unwrap_or_default(),
+            threshold_minor: r.threshold.as_ref().map_or(0, Money::to_minor),
+            currency: r
+                .threshold
+                .as_ref()
+                .map_or(String::new(), |t| t.currency().code().to_string()),
+            max_count: i32::try_from(r.max_count)
+                .map_err(|_| Error::field("max_count", "is too large"))?,
+            window_minutes: i32::try_from(r.window_minutes)
+                .map_err(|_| Error::field("window_minutes", "is too large"))?,
+            enabled: i32::from(r.enabled),
+            description: r.description.clone(),
+            updated_at_ms: now_ms,
+        })
+    }
+
+    fn into_domain(self) -> Result<RiskRule> {
+        let threshold = if self.currency.is_empty() {
+            None
+        } else {
+            Some(Money::from_minor(
+                self.threshold_minor,
+                currency_of(&self.currency)?,
+            ))
+        };
+        Ok(RiskRule {
+            kind: parse_stored(RiskRuleKind::parse, "risk rule kind", &self.kind)?,
+            channel: if self.channel.is_empty() {
+                None
+            } else {
+                Some(self.channel)
+            },
+            threshold,
+            max_count: stored_u32(self.max_count, "max_count")?,
+            window_minutes: stored_u32(self.window_minutes, "window_minutes")?,
+            enabled: self.enabled != 0,
+            rule_id: self.rule_id,
+            description: self.description,
+            updated_at_ms: self.updated_at_ms,
+        })
+    }
+}
+
+/// How many refunds of `merchant_id` were accepted at or after `since_ms`.
+pub fn count_merchant_since(
+    conn: &mut AnyConnection,
+    merchant_id: &str,
+    since_ms: i64,
+) -> Result<u64> {
+    let n: i64 = refunds::table
+        .filter(refunds::merchant_id.eq(merchant_id))
+        .filter(refunds::created_at_ms.ge(since_ms))
+        .count()
+        .get_result(conn)
+        .map_err(db_err)?;
+    Ok(n.unsigned_abs())
+}
+
+/// How many refunds to the card with `card_hash` were accepted at or after `since_ms`.
+pub fn count_card_since(conn: &mut AnyConnection, card_hash: &str, since_ms: i64) -> Result<u64> {
+    let n: i64 = refund_cards::table
+        .filter(refund_cards::card_hash.eq(card_hash))
+        .filter(refund_cards::created_at_ms.ge(since_ms))
+        .count()
+        .get_result(conn)
+        .map_err(db_err)?;
+    Ok(n.unsigned_abs())
+}
+
+/// Inserts or replaces a risk rule (outside a transaction, like channels).
+pub fn upsert_risk_rule(
+    conn: &mut AnyConnection,
+    rule: &RiskRule,
+    now_ms: i64,
+) -> Result<RiskRule> {
+    rule.validate()?;
+    let row = RiskRuleRow::from_domain(rule, now_ms)?;
+    let update = |conn: &mut AnyConnection| {
+        diesel::update(risk_rules::table.find(&row.rule_id))
+            .set((
+                risk_rules::kind.eq(&row.kind),
+                risk_rules::channel.eq(&row.channel),
+                risk_rules::threshold_minor.eq(row.threshold_minor),
+                risk_rules::currency.eq(&row.currency),
+                risk_rules::max_count.eq(row.max_count),
+                risk_rules::window_minutes.eq(row.window_minutes),
+                risk_rules::enabled.eq(row.enabled),
+                risk_rules::description.eq(&row.description),
+                risk_rules::updated_at_ms.eq(row.updated_at_ms),
+            ))
+            .execute(conn)
+            .map_err(db_err)
+    };
+    if update(conn)? == 0 {
+        match diesel::insert_into(risk_rules::table)
+            .values(row.clone())
+            .execute(conn)
+        {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                update(conn)?;
+            }
+            Err(e) => return Err(db_err(e)),
+        }
+    }
+    risk_rules::table
+        .find(&rule.rule_id)
+        .first::<RiskRuleRow>(conn)
+        .map_err(db_err)?
+        .into_domain()
+}
+
+/// Every risk rule (enabled or not), by rule id.
+pub fn list_risk_rules(conn: &mut AnyConnection) -> Result<Vec<RiskRule>> {
+    risk_rules::table
+        .order(risk_rules::rule_id.asc())
+        .load::<RiskRuleRow>(conn)
+        .map_err(db_err)?
+        .into_iter()
+        .map(RiskRuleRow::into_domain)
+        .collect()
+}
+
+/// Records an audit entry (inside the transaction of the action it records).
+pub fn insert_audit(conn: &mut AnyConnection, entry: &AuditEntry) -> Result<()> {
+    diesel::insert_into(refund_audit::table)
+        .values(AuditRow::from_domain(entry))
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// The audit trail, oldest first (ids are time-ordered), of one refund or all.
+pub fn list_audit(
+    conn: &mut AnyConnection,
+    refund_id: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<AuditEntry>> {
+    let mut q = refund_audit::table.into_boxed();
+    if let Some(r) = refund_id {
+        q = q.filter(refund_audit::refund_id.eq(r.to_string()));
+    }
+    if let Some(a) = after {
+        q = q.filter(refund_audit::audit_id.gt(a.to_string()));
+    }
+    q.order(refund_audit::audit_id.asc())
+        .limit(limit)
+        .load::<AuditRow>(conn)
+        .map_err(db_err)?
+        .into_iter()
+        .map(AuditRow::into_domain)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Card numbers at rest
+
+/// What [`encrypt_legacy`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LegacyPass {
+    pub refunds: u32,
+    pub batch_rows: u32,
+    pub batch_files: u32,
+}
+
+/// The startup pass: encrypts every card number (orders, batch rows) and batch file still stored
+/// in plaintext (written before encryption), and indexes the orders' card hashes. Each row is
+/// rewritten guarded by its old value, so concurrent passes (several instances starting) are
+/// harmless. Idempotent.
+pub fn encrypt_legacy(conn: &mut AnyConnection, vault: &Sealer) -> Result<LegacyPass> {
+    let mut pass = LegacyPass::default();
+    let plain_refunds: Vec<(String, String, i64)> = refunds::table
+        .filter(refunds::payer_card_no.ne(""))
+        .filter(refunds::payer_card_no.not_like(format!("{}%", crate::vault::SEALED_PREFIX)))
+        .select((
+            refunds::refund_id,
+            refunds::payer_card_no,
+            refunds::created_at_ms,
+        ))
+        .load(conn)
+        .map_err(db_err)?;
+    for (refund_id, plain, created_at_ms) in plain_refunds {
+        let sealed = vault.seal(&refund_id, &plain)?;
+        let hash = vault.keyed_hash(&plain);
+        let done = conn.transaction::<_, diesel::result::Error, _>(|c| {
+            let n = diesel::update(
+                refunds::table
+                    .filter(refunds::refund_id.eq(&refund_id))
+                    .filter(refunds::payer_card_no.eq(&plain)),
+            )
+            .set(refunds::payer_card_no.eq(&sealed))
+            .execute(c)?;
+            if n == 1 {
+                let known: i64 = refund_cards::table
+                    .filter(refund_cards::refund_id.eq(&refund_id))
+                    .count()
+                    .get_result(c)?;
+                if known == 0 {
+                    diesel::insert_into(refund_cards::table)
+                        .values(CardRow {
+                            refund_id: refund_id.clone(),
+                            card_hash: hash.clone(),
+                            created_at_ms,
+                        })
+                        .execute(c)?;
+                }
+            }
+            Ok(n == 1)
+        });
+        match done {
+            Ok(true) => pass.refunds += 1,
+            Ok(false) => {}
+            // Another instance indexed it at the same moment.
+            Err(e) if is_unique_violation(&e) => {}
+            Err(e) => return Err(db_err(e)),
+        }
+    }
+    let plain_rows: Vec<(String, String, String)> = refund_batch_rows::table
+        .filter(refund_batch_rows::card_no.ne(""))
+        .filter(refund_batch_rows::card_no.not_like(format!("{}%", crate::vault::SEALED_PREFIX)))
+        .select((
+            refund_batch_rows::row_id,
+            refund_batch_rows::refund_id,
+            refund_batch_rows::card_no,
+        ))
+        .load(conn)
+        .map_err(db_err)?;
+    for (row_id, refund_id, plain) in plain_rows {
+        let sealed = vault.seal(&refund_id, &plain)?;
+        let n = diesel::update(
+            refund_batch_rows::table
+                .filter(refund_batch_rows::row_id.eq(&row_id))
+                .filter(refund_batch_rows::card_no.eq(&plain)),
+        )
+        .set(refund_batch_rows::card_no.eq(&sealed))
+        .execute(conn)
+        .map_err(db_err)?;
+        pass.batch_rows += u32::from(n == 1);
+    }
+    let plain_files: Vec<String> = refund_batches::table
+        .filter(refund_batches::file_hex.not_like(format!("{}%", crate::vault::SEALED_PREFIX)))
+        .select(refund_batches::batch_id)
+        .load(conn)
+        .map_err(db_err)?;
+    for batch_id in plain_files {
+        let hex_text: String = refund_batches::table
+            .find(&batch_id)
+            .select(refund_batches::file_hex)
+            .first(conn)
+            .map_err(db_err)?;
+        if Sealer::is_sealed(&hex_text) {
+            continue;
+        }
+        let bytes = hex::decode(&hex_text).map_err(|_| corrupt("batch file", &batch_id))?;
+        let sealed = vault.seal_bytes(&batch_id, &bytes)?;
+        let n = diesel::update(
+            refund_batches::table
+                .filter(refund_batches::batch_id.eq(&batch_id))
+                .filter(refund_batches::file_hex.eq(&hex_text)),
+        )
+        .set(refund_batches::file_hex.eq(&sealed))
+        .execute(conn)
+        .map_err(db_err)?;
+        pass.batch_files += u32::from(n == 1);
+    }
+    Ok(pass)
 }

@@ -8,16 +8,14 @@
 
 use std::io::Cursor;
 use std::process::Command;
-use std::sync::Arc;
 
 use calamine::{open_workbook_from_rs, Data, Reader, Xlsx};
 use chrono::{Duration, NaiveDate};
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tuikuan_bank::domain::{Decision, SimParams, TxKind};
 use tuikuan_db::testing::TestDb;
 use tuikuan_kernel::clock::start_of_business_date;
-use tuikuan_kernel::{ErrorCode, ManualClock, SharedClock, WorkingCalendar};
+use tuikuan_kernel::{ErrorCode, ManualClock, WorkingCalendar};
 use tuikuan_proto::bank::v1 as bankpb;
 use tuikuan_proto::bank::v1::bank_service_client::BankServiceClient;
 use tuikuan_proto::clearing::v1 as clpb;
@@ -27,11 +25,12 @@ use tuikuan_proto::payout::v1::payout_service_client::PayoutServiceClient;
 use tuikuan_proto::refund::v1 as pb;
 use tuikuan_proto::refund::v1::batch_service_client::BatchServiceClient;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
-use tuikuan_proto::server::ServiceHandle;
 use tuikuan_proto::status::from_status;
-use tuikuan_refund::{serve, Config};
 
-const MERCHANT: &str = "m1";
+mod common;
+
+use common::{client_channel, steady_bank, Setup, Stack, MERCHANT};
+
 const CARD: &str = "6222000011112223";
 const CARD2: &str = "6222020200112233446";
 
@@ -62,15 +61,10 @@ impl BankPlan {
 
     fn params(&self) -> SimParams {
         let base = SimParams {
-            delay_min_secs: 60,
-            delay_max_secs: 60,
             fail_per_mille: self.fail_per_mille,
-            duplicate_callback_per_mille: 0,
-            out_of_order_per_mille: 0,
-            sync_reject_per_mille: 0,
             return_per_mille: self.return_per_mille,
             return_delay_secs: 600,
-            ..SimParams::default()
+            ..steady_bank()
         };
         (0..100_000)
             .map(|seed| SimParams {
@@ -89,138 +83,30 @@ struct Env {
     clearing: ClearingServiceClient<Channel>,
     bank: BankServiceClient<Channel>,
     payouts: PayoutServiceClient<Channel>,
-    handles: Vec<ServiceHandle>,
-    refund_stop: tokio::sync::oneshot::Sender<()>,
-    refund_task: tokio::task::JoinHandle<Result<(), tuikuan_kernel::Error>>,
-    _dbs: Vec<TestDb>,
-}
-
-async fn dead_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    drop(l);
-    format!("http://{addr}")
-}
-
-fn client_channel(url: &str) -> Channel {
-    tuikuan_proto::client::channel(url).expect("channel")
+    stack: Stack,
 }
 
 impl Env {
     async fn start(refund_db: &str, plan: BankPlan, calendar: WorkingCalendar) -> Env {
-        let clock = ManualClock::at_business(today(), 10);
-        let shared: SharedClock = Arc::new(clock.clone());
-        let dbs = vec![
-            TestDb::sqlite("accounting"),
-            TestDb::sqlite("clearing"),
-            TestDb::sqlite("bank"),
-            TestDb::sqlite("payout"),
-        ];
-        let mut handles = Vec::new();
-        let cfg = tuikuan_accounting::Config {
-            database_url: dbs[0].url().to_string(),
-            clock: shared.clone(),
-            job_interval: None,
+        let setup = Setup {
+            today: today(),
+            bank: Some(plan.params()),
+            payout: true,
         };
-        let accounting = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
-            tuikuan_accounting::serve(cfg, l, s)
-        })
-        .await
-        .expect("accounting");
-        let cfg = tuikuan_clearing::Config {
-            database_url: dbs[1].url().to_string(),
-            clock: shared.clone(),
-            accounting_addr: accounting.url(),
-            job_interval: None,
-        };
-        handles.push(accounting);
-        let clearing = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
-            tuikuan_clearing::serve(cfg, l, s)
-        })
-        .await
-        .expect("clearing");
-        let clearing_url = clearing.url();
-        handles.push(clearing);
-
-        let refund_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let refund_url = format!("http://{}", refund_listener.local_addr().expect("addr"));
-        let payout_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let payout_url = format!("http://{}", payout_listener.local_addr().expect("addr"));
-
-        let p = plan.params();
-        let mut cfg = tuikuan_bank::Config::default_for(dbs[2].url(), shared.clone());
-        cfg.seed = p.seed;
-        cfg.delay_min_secs = p.delay_min_secs;
-        cfg.delay_max_secs = p.delay_max_secs;
-        cfg.fail_per_mille = p.fail_per_mille;
-        cfg.duplicate_callback_per_mille = 0;
-        cfg.out_of_order_per_mille = 0;
-        cfg.sync_reject_per_mille = 0;
-        cfg.return_per_mille = p.return_per_mille;
-        cfg.return_delay_secs = p.return_delay_secs;
-        cfg.refund_callback_addr = Some(refund_url.clone());
-        cfg.payout_callback_addr = Some(payout_url.clone());
-        let bank =
-            tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| tuikuan_bank::serve(cfg, l, s))
-                .await
-                .expect("bank");
-        let bank_url = bank.url();
-        handles.push(bank);
-
-        let cfg = tuikuan_payout::Config::new(dbs[3].url(), shared.clone(), bank_url.clone())
-            .with_refund_addr(refund_url.clone());
-        let payout = tuikuan_proto::server::spawn_on(payout_listener, move |l, s| {
-            tuikuan_payout::serve(cfg, l, s)
-        })
-        .expect("payout");
-        handles.push(payout);
-
-        let cfg = Config::new(
-            refund_db,
-            shared.clone(),
-            clearing_url.clone(),
-            bank_url.clone(),
-            dead_addr().await,
-        )
-        .with_payout_addr(payout_url.clone())
-        .with_calendar(calendar);
-        let (refund_stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let refund_task = tokio::spawn(serve(cfg, refund_listener, async move {
-            let _ = rx.await;
-        }));
-
-        let mut env = Env {
-            clock,
-            refunds: RefundServiceClient::new(client_channel(&refund_url)),
-            batches: BatchServiceClient::new(client_channel(&refund_url)),
-            clearing: ClearingServiceClient::new(client_channel(&clearing_url)),
-            bank: BankServiceClient::new(client_channel(&bank_url)),
-            payouts: PayoutServiceClient::new(client_channel(&payout_url)),
-            handles,
-            refund_stop,
-            refund_task,
-            _dbs: dbs,
-        };
-        env.clearing
-            .upsert_merchant_policy(clpb::MerchantPolicy {
-                merchant_id: MERCHANT.into(),
-                fee_rate: "0.006".into(),
-                fee_refund: clpb::FeeRefundPolicy::Proportional as i32,
-            })
-            .await
-            .expect("policy");
-        env
+        let stack = Stack::start(refund_db, setup, |config| config.with_calendar(calendar)).await;
+        Env {
+            clock: stack.clock.clone(),
+            refunds: RefundServiceClient::new(client_channel(&stack.refund_url)),
+            batches: BatchServiceClient::new(client_channel(&stack.refund_url)),
+            clearing: ClearingServiceClient::new(client_channel(&stack.clearing_url)),
+            bank: BankServiceClient::new(client_channel(&stack.bank_url)),
+            payouts: PayoutServiceClient::new(client_channel(stack.payout_url())),
+            stack,
+        }
     }
 
     async fn stop(self) {
-        let _ = self.refund_stop.send(());
-        self.refund_task
-            .await
-            .expect("refund task")
-            .expect("refund center stopped cleanly");
-        for h in self.handles.into_iter().rev() {
-            h.stop().await.expect("peer stopped cleanly");
-        }
+        self.stack.stop().await;
     }
 
     async fn channel(
@@ -252,6 +138,7 @@ impl Env {
                 channel: channel.into(),
                 amount: amount.into(),
                 currency: "CNY".into(),
+                ..Default::default()
             })
             .await
             .expect("settle");
@@ -263,6 +150,7 @@ impl Env {
                 merchant_id: MERCHANT.into(),
                 amount: amount.into(),
                 currency: "CNY".into(),
+                ..Default::default()
             })
             .await
             .expect("refund debit")
@@ -291,6 +179,7 @@ impl Env {
                 trade_paid_at_ms: self.clock_ms() - 3_600_000,
                 payer_card_no: card.into(),
                 payer_name: "张三".into(),
+                ..Default::default()
             })
             .await
             .expect("create refund")

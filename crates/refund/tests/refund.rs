@@ -4,28 +4,27 @@
 //! error while the clearing steps complete. Every scenario runs on SQLite and on PostgreSQL (the
 //! refund center's database; the peers run on SQLite).
 
-use std::sync::Arc;
-
 use chrono::{Duration, NaiveDate};
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
+use tuikuan_bank::domain::SimParams;
 use tuikuan_db::testing::TestDb;
 use tuikuan_kernel::clock::start_of_business_date;
-use tuikuan_kernel::{Clock, ErrorCode, ManualClock, SharedClock};
+use tuikuan_kernel::{Clock, ErrorCode, ManualClock};
 use tuikuan_proto::bank::v1 as bankpb;
 use tuikuan_proto::bank::v1::bank_service_client::BankServiceClient;
 use tuikuan_proto::clearing::v1 as clpb;
 use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
 use tuikuan_proto::refund::v1 as pb;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
-use tuikuan_proto::server::ServiceHandle;
 use tuikuan_proto::status::from_status;
-use tuikuan_refund::{serve, Config};
+
+mod common;
+
+use common::{client_channel, steady_bank, Setup, Stack, MERCHANT};
 
 type Refunds = RefundServiceClient<Channel>;
 type Clearing = ClearingServiceClient<Channel>;
 
-const MERCHANT: &str = "m1";
 const NB: &str = "NB1";
 const QP: &str = "QP1";
 
@@ -50,115 +49,32 @@ struct Env {
     refunds: Refunds,
     clearing: Clearing,
     bank: Option<BankServiceClient<Channel>>,
-    handles: Vec<ServiceHandle>,
-    refund_stop: tokio::sync::oneshot::Sender<()>,
-    refund_task: tokio::task::JoinHandle<Result<(), tuikuan_kernel::Error>>,
-    _dbs: Vec<TestDb>,
-}
-
-/// An address where nothing listens (bound, then released).
-async fn dead_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    drop(l);
-    format!("http://{addr}")
+    stack: Stack,
 }
 
 impl Env {
     async fn start(refund_db: &str, mode: BankMode) -> Env {
-        let clock = ManualClock::at_business(today(), 10);
-        let shared: SharedClock = Arc::new(clock.clone());
-        let dbs = vec![
-            TestDb::sqlite("accounting"),
-            TestDb::sqlite("clearing"),
-            TestDb::sqlite("bank"),
-        ];
-        let mut handles = Vec::new();
-
-        let cfg = tuikuan_accounting::Config {
-            database_url: dbs[0].url().to_string(),
-            clock: shared.clone(),
-            job_interval: None,
+        let bank = match mode {
+            BankMode::Unreachable => None,
+            BankMode::Accepting => Some(steady_bank()),
+            BankMode::Refusing => Some(SimParams {
+                sync_reject_per_mille: 1000,
+                ..steady_bank()
+            }),
         };
-        let accounting = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
-            tuikuan_accounting::serve(cfg, l, s)
-        })
-        .await
-        .expect("accounting");
-        let cfg = tuikuan_clearing::Config {
-            database_url: dbs[1].url().to_string(),
-            clock: shared.clone(),
-            accounting_addr: accounting.url(),
-            job_interval: None,
-        };
-        handles.push(accounting);
-        let clearing = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
-            tuikuan_clearing::serve(cfg, l, s)
-        })
-        .await
-        .expect("clearing");
-        let clearing_url = clearing.url();
-        handles.push(clearing);
-
-        // The refund center's listener first: the bank calls it back.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind refund");
-        let refund_url = format!("http://{}", listener.local_addr().expect("addr"));
-
-        let (bank_url, bank) = if mode == BankMode::Unreachable {
-            (dead_addr().await, None)
-        } else {
-            let mut cfg = tuikuan_bank::Config::default_for(dbs[2].url(), shared.clone());
-            cfg.delay_min_secs = 60;
-            cfg.delay_max_secs = 60;
-            cfg.fail_per_mille = 0;
-            cfg.duplicate_callback_per_mille = 0;
-            cfg.out_of_order_per_mille = 0;
-            cfg.sync_reject_per_mille = if mode == BankMode::Refusing { 1000 } else { 0 };
-            cfg.refund_callback_addr = Some(refund_url.clone());
-            let bank = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
-                tuikuan_bank::serve(cfg, l, s)
-            })
-            .await
-            .expect("bank");
-            let url = bank.url();
-            handles.push(bank);
-            let client = BankServiceClient::new(tuikuan_proto::client::channel(&url).expect("ch"));
-            (url, Some(client))
-        };
-
-        let cfg = Config::new(
-            refund_db,
-            shared.clone(),
-            clearing_url.clone(),
-            bank_url,
-            dead_addr().await,
-        );
-        let (refund_stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let refund_task = tokio::spawn(serve(cfg, listener, async move {
-            let _ = rx.await;
-        }));
-
-        let refunds =
-            RefundServiceClient::new(tuikuan_proto::client::channel(&refund_url).expect("ch"));
-        let mut clearing =
-            ClearingServiceClient::new(tuikuan_proto::client::channel(&clearing_url).expect("ch"));
-        clearing
-            .upsert_merchant_policy(clpb::MerchantPolicy {
-                merchant_id: MERCHANT.into(),
-                fee_rate: "0.006".into(),
-                fee_refund: clpb::FeeRefundPolicy::Proportional as i32,
-            })
-            .await
-            .expect("policy");
-        let mut env = Env {
-            clock,
-            refunds,
-            clearing,
+        let setup = Setup {
+            today: today(),
             bank,
-            handles,
-            refund_stop,
-            refund_task,
-            _dbs: dbs,
+            payout: false,
+        };
+        let stack = Stack::start(refund_db, setup, |config| config).await;
+        let mut env = Env {
+            clock: stack.clock.clone(),
+            refunds: RefundServiceClient::new(client_channel(&stack.refund_url)),
+            clearing: ClearingServiceClient::new(client_channel(&stack.clearing_url)),
+            bank: (mode != BankMode::Unreachable)
+                .then(|| BankServiceClient::new(client_channel(&stack.bank_url))),
+            stack,
         };
         env.channel(NB, pb::ChannelKind::NetBanking).await;
         env.channel(QP, pb::ChannelKind::QuickPay).await;
@@ -166,14 +82,7 @@ impl Env {
     }
 
     async fn stop(self) {
-        let _ = self.refund_stop.send(());
-        self.refund_task
-            .await
-            .expect("refund task")
-            .expect("refund center stopped cleanly");
-        for h in self.handles.into_iter().rev() {
-            h.stop().await.expect("peer stopped cleanly");
-        }
+        self.stack.stop().await;
     }
 
     async fn channel(&mut self, code: &str, kind: pb::ChannelKind) -> pb::Channel {
@@ -206,6 +115,7 @@ impl Env {
                 channel: channel.into(),
                 amount: paid.into(),
                 currency: "CNY".into(),
+                ..Default::default()
             })
             .await
             .expect("settle");
@@ -217,6 +127,7 @@ impl Env {
                 merchant_id: MERCHANT.into(),
                 amount: refund.into(),
                 currency: "CNY".into(),
+                ..Default::default()
             })
             .await
             .expect("refund debit")
@@ -332,6 +243,7 @@ fn request(
         trade_paid_at_ms: env.clock.now_ms() - 3_600_000,
         payer_card_no: "6222000011112223".into(),
         payer_name: "Zhang San".into(),
+        ..Default::default()
     }
 }
 

@@ -184,6 +184,7 @@ async fn chain_on(
             merchant_id: "MBENCH".into(),
             fee_rate: "0.006".into(),
             fee_refund: clr::FeeRefundPolicy::Proportional as i32,
+            ..Default::default()
         })
         .await?;
     // Each trade takes 100 refunds of 1.00.
@@ -217,6 +218,7 @@ async fn chain_on(
                         amount: "1.00".into(),
                         currency: "CNY".into(),
                         reason: String::new(),
+                        ..Default::default()
                     })
                     .await
                     .context("create refund")?
@@ -379,4 +381,17 @@ pub async fn ledger(options: LedgerOptions) -> anyhow::Result<String> {
         ms(batched.p99),
         batched.elapsed.as_secs_f64()
     ))
+}
+
+/// Reconciliation end to end (parse a generated WeChat bill, match, store the run on SQLite,
+/// write back every refund), or parse and match only (the memory figure for very large files).
+pub async fn recon(rows: usize, parse_only: bool) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    let report = if parse_only {
+        tuikuan_reconciliation::bench::run_parse_match(rows, dir.path()).await
+    } else {
+        tuikuan_reconciliation::bench::run(rows, dir.path()).await
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(format!("bench recon\nhardware: {}\n{report}", hardware()))
 }

@@ -13,6 +13,7 @@ use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
 use tuikuan_proto::payout::v1::payout_service_client::PayoutServiceClient;
 use tuikuan_proto::reconciliation::v1::reconciliation_service_client::ReconciliationServiceClient;
 use tuikuan_proto::refund::v1::batch_service_client::BatchServiceClient;
+use tuikuan_proto::refund::v1::refund_control_service_client::RefundControlServiceClient;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 
 use crate::config::Service;
@@ -34,6 +35,22 @@ impl Interceptor for BearerAuth {
 
 pub type MerchantClient = MerchantServiceClient<InterceptedService<Channel, BearerAuth>>;
 
+/// Adds the operator's identity (`x-operator-id`, `x-operator-role`) to a request for the
+/// staff-only RPCs (risk holds, manual controls, error refunds).
+pub fn as_operator<T>(message: T, operator: &str, role: &str) -> anyhow::Result<Request<T>> {
+    let mut request = Request::new(message);
+    let value = |v: &str, flag: &str| {
+        MetadataValue::try_from(v).map_err(|_| anyhow::anyhow!("{flag}: not a valid header value"))
+    };
+    request
+        .metadata_mut()
+        .insert("x-operator-id", value(operator, "--operator")?);
+    request
+        .metadata_mut()
+        .insert("x-operator-role", value(role, "--role")?);
+    Ok(request)
+}
+
 /// One client per service.
 #[derive(Clone)]
 pub struct Clients {
@@ -43,6 +60,8 @@ pub struct Clients {
     pub refund: RefundServiceClient<Channel>,
     /// The refund center's daily spreadsheets.
     pub batch: BatchServiceClient<Channel>,
+    /// The refund center's risk holds and manual controls (need an operator identity).
+    pub control: RefundControlServiceClient<Channel>,
     pub payout: PayoutServiceClient<Channel>,
     pub reconciliation: ReconciliationServiceClient<Channel>,
     pub bank: BankServiceClient<Channel>,
@@ -60,6 +79,7 @@ impl Clients {
             business: BusinessAdminServiceClient::new(business_channel.clone()),
             refund: RefundServiceClient::new(ch(Service::Refund)?),
             batch: BatchServiceClient::new(ch(Service::Refund)?),
+            control: RefundControlServiceClient::new(ch(Service::Refund)?),
             payout: PayoutServiceClient::new(ch(Service::Payout)?),
             reconciliation: ReconciliationServiceClient::new(ch(Service::Reconciliation)?),
             bank: BankServiceClient::new(ch(Service::Bank)?),

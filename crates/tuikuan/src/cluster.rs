@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use futures::future::BoxFuture;
 use tokio::net::TcpListener;
+use tuikuan_kernel::seal::CardKey;
 use tuikuan_kernel::SharedClock;
 use tuikuan_proto::server::{spawn_on, ServiceHandle};
 
@@ -18,6 +19,8 @@ use crate::config::{DeploymentConfig, Service};
 /// Services running in this process.
 pub struct Cluster {
     config: DeploymentConfig,
+    /// The deployment's `card_key`, parsed once (`None`: unset, the services' development key).
+    card_key: Option<CardKey>,
     clock: SharedClock,
     addrs: BTreeMap<Service, String>,
     handles: BTreeMap<Service, ServiceHandle>,
@@ -39,6 +42,7 @@ impl Cluster {
         clock: SharedClock,
         services: &[Service],
     ) -> anyhow::Result<Cluster> {
+        let card_key = card_key(&config)?;
         let services: Vec<Service> = if services.is_empty() {
             Service::ALL.to_vec()
         } else {
@@ -62,6 +66,7 @@ impl Cluster {
         // Explicit peer overrides win over local addresses only for services not run here.
         let mut cluster = Cluster {
             config,
+            card_key,
             clock,
             addrs,
             handles: BTreeMap::new(),
@@ -74,10 +79,11 @@ impl Cluster {
 
     fn launch(&mut self, service: Service, listener: TcpListener) -> anyhow::Result<()> {
         let config = self.config.clone();
+        let card_key = self.card_key.clone();
         let clock = self.clock.clone();
         let addrs = self.addrs.clone();
         let handle = spawn_on(listener, move |listener, shutdown| {
-            run_service(service, config, clock, addrs, listener, shutdown)
+            run_service(service, config, card_key, clock, addrs, listener, shutdown)
         })
         .with_context(|| format!("{}: cannot start", service.name()))?;
         tracing::info!(service = service.name(), addr = %handle.addr, "started");
@@ -178,9 +184,23 @@ impl Cluster {
     }
 }
 
+/// The deployment's card key, shared by the business layer and the refund center: unset or blank
+/// is `None` (each service then falls back to the public development key, loudly); anything else
+/// must be 64 hex digits — an invalid key stops startup rather than silently using the
+/// development key.
+fn card_key(config: &DeploymentConfig) -> anyhow::Result<Option<CardKey>> {
+    match config.card_key.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => CardKey::from_hex(text)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("config: {} (or TUIKUAN_CARD_KEY)", e.message)),
+    }
+}
+
 fn run_service(
     service: Service,
     config: DeploymentConfig,
+    card_key: Option<CardKey>,
     clock: SharedClock,
     addrs: BTreeMap<Service, String>,
     listener: TcpListener,
@@ -216,6 +236,13 @@ fn run_service(
                 clearing_addr: peer(Service::Clearing),
                 refund_addr: peer(Service::Refund),
                 job_interval: jobs,
+                // The same key as the refund center's, already validated by `Cluster::start`.
+                card_key: config
+                    .card_key
+                    .as_deref()
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_string(),
             };
             Box::pin(tuikuan_business::serve(cfg, listener, shutdown))
         }
@@ -230,6 +257,7 @@ fn run_service(
                 job_interval: jobs,
                 batch_size: 200,
                 calendar,
+                card_key,
             };
             Box::pin(tuikuan_refund::serve(cfg, listener, shutdown))
         }
@@ -281,6 +309,33 @@ fn run_service(
             cfg.clearing_dir = Some(config.data_dir.join("clearing"));
             cfg.job_interval = jobs;
             Box::pin(tuikuan_bank::serve(cfg, listener, shutdown))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_key(key: Option<&str>) -> DeploymentConfig {
+        DeploymentConfig {
+            card_key: key.map(str::to_string),
+            ..DeploymentConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_card_key_is_shared_and_an_invalid_one_stops_startup() {
+        assert_eq!(card_key(&with_key(None)).unwrap(), None);
+        assert_eq!(card_key(&with_key(Some("  "))).unwrap(), None);
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            card_key(&with_key(Some(&format!(" {hex}\n")))).unwrap(),
+            Some(CardKey::from_bytes([0xab; 32]))
+        );
+        for bad in ["abc", "zz", &"ab".repeat(31)] {
+            let e = card_key(&with_key(Some(bad))).unwrap_err().to_string();
+            assert!(e.contains("card_key"), "{e}");
         }
     }
 }

@@ -122,6 +122,9 @@ pub struct DeploymentConfig {
     /// The working-day calendar (TOML: `holidays`, `makeup_workdays`); the bundled mainland China
     /// calendar (`config/calendar-2026.toml`) when unset.
     pub calendar_file: Option<PathBuf>,
+    /// The AES-256 key (64 hex digits) sealing card numbers at rest; also `TUIKUAN_CARD_KEY`.
+    /// Unset: a public development key, with a loud warning — never in production.
+    pub card_key: Option<String>,
     pub bank: BankSimulator,
 }
 
@@ -141,6 +144,7 @@ impl Default for DeploymentConfig {
             reconciliation_formats: Default::default(),
             suspense_days: Default::default(),
             calendar_file: None,
+            card_key: None,
             bank: BankSimulator::default(),
         }
     }
@@ -163,6 +167,9 @@ impl DeploymentConfig {
         }
         if let Ok(url) = std::env::var("TUIKUAN_DATABASE_URL") {
             config.database_url = Some(url);
+        }
+        if let Ok(key) = std::env::var("TUIKUAN_CARD_KEY") {
+            config.card_key = Some(key);
         }
         if let Ok(ms) = std::env::var("TUIKUAN_JOB_INTERVAL_MS") {
             config.job_interval_ms = ms

@@ -14,7 +14,7 @@ use tuikuan_proto::business::v1 as biz;
 use tuikuan_proto::reconciliation::v1 as rec;
 use tuikuan_proto::refund::v1 as rfd;
 
-use crate::clients::Clients;
+use crate::clients::{as_operator, Clients};
 use crate::config::DeploymentConfig;
 use crate::output::{print, Output};
 
@@ -23,6 +23,12 @@ pub struct Ctl {
     /// table for people, json for scripts.
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
+    /// Who is acting (staff commands); recorded in the audit trail.
+    #[arg(long, env = "TUIKUAN_OPERATOR", global = true, default_value = "")]
+    pub operator: String,
+    /// The operator's role: ops, finance or risk.
+    #[arg(long, env = "TUIKUAN_ROLE", global = true, default_value = "")]
+    pub role: String,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -56,6 +62,43 @@ pub enum CtlCommand {
     Recon {
         #[command(subcommand)]
         action: ReconAction,
+    },
+    /// Risk holds (风控拦截): list, release, reject; risk rules.
+    Hold {
+        #[command(subcommand)]
+        action: HoldAction,
+    },
+    /// Manual controls on a refund: suspend, resume, terminate, force-fail, confirm; the audit trail.
+    Control {
+        #[command(subcommand)]
+        action: ControlAction,
+    },
+    /// Raise an error refund (差错退款) of a duplicate payment or a payment past its order's
+    /// validity: full amount only.
+    ErrorRefund {
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        order_no: String,
+        /// duplicate or expired.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        amount: String,
+        #[arg(long, default_value = "CNY")]
+        currency: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Merchant notifications: set a merchant's URL and secret, list a refund's deliveries.
+    Notify {
+        #[command(subcommand)]
+        action: NotifyAction,
+    },
+    /// The daily spreadsheets of file-upload and offline refunds.
+    Batch {
+        #[command(subcommand)]
+        action: BatchAction,
     },
     /// Scheduled jobs, run now.
     Run {
@@ -130,13 +173,77 @@ pub enum PaymentAction {
 
 #[derive(Debug, Subcommand)]
 pub enum ReconAction {
-    /// Reconcile a channel's date against the bank's clearing file and print the report.
+    /// Reconcile a channel's date against the bank's clearing file (fetched from the bank, or
+    /// the file given with --file) and print the report.
     Run {
         #[arg(long)]
         channel: String,
         /// Business date, YYYY-MM-DD.
         #[arg(long)]
         date: String,
+        /// A clearing file to upload instead of fetching the bank's.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// wechat, unionpay or csv (default: the channel's configured format).
+        #[arg(long, default_value = "")]
+        format: String,
+        /// gbk or utf-8 (UnionPay files); detected when absent.
+        #[arg(long, default_value = "")]
+        encoding: String,
+    },
+    /// Open (or all) discrepancies (差错).
+    Discrepancies {
+        /// open, resolving, resolved; all when absent.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value = "")]
+        channel: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Resolve a discrepancy: the bank wins (the platform corrects itself) or the platform wins.
+    Resolve {
+        #[arg(long)]
+        id: String,
+        /// bank-wins or platform-wins.
+        #[arg(long)]
+        resolution: String,
+        #[arg(long)]
+        operator: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The day's summary for a channel.
+    Summary {
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        date: String,
+    },
+    /// Export a run's report as CSV or .xlsx.
+    Export {
+        #[arg(long, default_value = "")]
+        run_id: String,
+        #[arg(long, default_value = "")]
+        channel: String,
+        #[arg(long, default_value = "")]
+        date: String,
+        /// csv or xlsx.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Refunds waiting in suspense for the bank's file.
+    Suspense {
+        #[arg(long, default_value = "")]
+        channel: String,
+    },
+    /// The audit trail of discrepancy resolutions and superseded runs.
+    Audit {
+        #[arg(long, default_value = "")]
+        subject: String,
     },
     /// A run with its items.
     Show {
@@ -153,6 +260,167 @@ pub enum ReconAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum HoldAction {
+    /// Refunds held for review.
+    List,
+    /// Let a held refund go on.
+    Release {
+        #[arg(long)]
+        refund_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Refuse a held refund: it fails and the money goes back to the merchant.
+    Reject {
+        #[arg(long)]
+        refund_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The risk rules.
+    Rules,
+    /// Add or change a rule: amount-above, merchant-velocity, card-velocity or soon-after-payment.
+    SetRule {
+        #[arg(long)]
+        rule_id: String,
+        #[arg(long)]
+        kind: String,
+        /// Only this channel (all when empty).
+        #[arg(long, default_value = "")]
+        channel: String,
+        /// amount-above: the threshold.
+        #[arg(long, default_value = "")]
+        threshold: String,
+        #[arg(long, default_value = "CNY")]
+        currency: String,
+        /// velocity: more than this many ...
+        #[arg(long, default_value_t = 0)]
+        max_count: u32,
+        /// ... within this many minutes (also soon-after-payment's window).
+        #[arg(long, default_value_t = 0)]
+        window_minutes: u32,
+        /// Switch the rule off.
+        #[arg(long)]
+        disabled: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControlAction {
+    /// 挂起: stop automatic processing of a refund not yet submitted (ops).
+    Suspend {
+        #[arg(long)]
+        refund_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    Resume {
+        #[arg(long)]
+        refund_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// 终止: end a refund before submission; the money goes back to the merchant (ops).
+    Terminate {
+        #[arg(long)]
+        refund_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// 强制失败: finance decides the refund failed; the money goes back to the merchant (finance).
+    ForceFail {
+        #[arg(long)]
+        refund_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Confirm the outcome of an offline or file-upload refund (finance; ops may confirm success).
+    Confirm {
+        #[arg(long)]
+        refund_id: String,
+        /// succeeded or failed.
+        #[arg(long)]
+        status: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The audit trail of manual actions and hold decisions.
+    Audit {
+        #[arg(long, default_value = "")]
+        refund_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyAction {
+    /// Where a merchant is told of final results, and the secret signing the messages.
+    Set {
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        url: String,
+        #[arg(long, env = "TUIKUAN_NOTIFY_SECRET")]
+        secret: String,
+    },
+    /// The notifications of a refund with every delivery attempt.
+    List {
+        #[arg(long)]
+        refund_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchAction {
+    /// Generate the day's batches (working days only).
+    Generate {
+        /// YYYY-MM-DD; today when absent.
+        #[arg(long, default_value = "")]
+        date: String,
+    },
+    List {
+        #[arg(long, default_value = "")]
+        date: String,
+    },
+    /// A batch with its rows.
+    Show {
+        #[arg(long)]
+        batch_id: String,
+    },
+    /// Save a batch's .xlsx.
+    Download {
+        #[arg(long)]
+        batch_id: String,
+        /// A file or a directory (the batch's own file name is used in a directory).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Mark a batch uploaded to the bank's site (file-upload) or sent (offline).
+    Mark {
+        #[arg(long)]
+        batch_id: String,
+        /// uploaded or sent.
+        #[arg(long)]
+        status: String,
+        #[arg(long)]
+        operator: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Mark rows failed, from the bank's result file or a staff confirmation.
+    FailRows {
+        #[arg(long)]
+        batch_id: String,
+        /// ROW_ID=REASON, repeatable.
+        #[arg(long = "row", required = true)]
+        rows: Vec<String>,
+        #[arg(long)]
+        operator: String,
+        #[arg(long, default_value = "staff confirmation")]
+        source: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum JobAction {
     /// The refund center's interface-refund cycle.
     InterfaceCycle,
@@ -162,6 +430,8 @@ pub enum JobAction {
     Recovery,
     /// The bank simulator's clock tick (process due transactions, send callbacks).
     BankTick,
+    /// The business layer's merchant notifications.
+    Notifications,
 }
 
 fn status_filter(s: Option<&str>) -> anyhow::Result<i32> {
@@ -220,6 +490,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                             amount,
                             currency,
                             reason,
+                            ..Default::default()
                         })
                         .await,
                     "create refund",
@@ -293,6 +564,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                         paid_at_ms,
                         payer_card_no: card_no,
                         payer_name: holder_name,
+                        ..Default::default()
                     })
                     .await,
                 "record payment",
@@ -328,20 +600,169 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
             print(&tb, "tuikuan.accounting.v1.TrialBalanceResponse", out)
         }
         CtlCommand::Recon { action } => match action {
-            ReconAction::Run { channel, date } => {
+            ReconAction::Run {
+                channel,
+                date,
+                file,
+                format,
+                encoding,
+            } => {
                 let spinner = spinner(out, format!("reconciling {channel} {date}"));
-                let r = rpc(
-                    c.reconciliation
-                        .run_reconciliation(rec::RunReconciliationRequest {
-                            channel,
-                            date,
-                            ..Default::default()
-                        })
-                        .await,
-                    "reconciliation",
-                );
+                let r = match file {
+                    Some(path) => {
+                        let content = read_file(&path)?;
+                        spinner.set_message(format!(
+                            "reconciling {channel} {date}: {} ({} bytes)",
+                            path.display(),
+                            content.len()
+                        ));
+                        rpc(
+                            c.reconciliation
+                                .run_reconciliation_file(rec::RunReconciliationFileRequest {
+                                    channel,
+                                    date,
+                                    format,
+                                    encoding,
+                                    content,
+                                    sha256: String::new(),
+                                })
+                                .await,
+                            "reconciliation",
+                        )
+                    }
+                    None => rpc(
+                        c.reconciliation
+                            .run_reconciliation(rec::RunReconciliationRequest {
+                                channel,
+                                date,
+                                format,
+                                encoding,
+                            })
+                            .await,
+                        "reconciliation",
+                    ),
+                };
                 spinner.finish_and_clear();
                 print(&r?, "tuikuan.reconciliation.v1.ReconciliationRun", out)
+            }
+            ReconAction::Discrepancies {
+                status,
+                channel,
+                limit,
+            } => {
+                let status = match status.as_deref() {
+                    None => 0,
+                    Some(s) => rec::DiscrepancyStatus::from_str_name(&s.to_uppercase())
+                        .map(|v| v as i32)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("--status: {s:?} is not open, resolving or resolved")
+                        })?,
+                };
+                let r = rpc(
+                    c.reconciliation
+                        .list_discrepancies(rec::ListDiscrepanciesRequest {
+                            status,
+                            channel,
+                            severity: 0,
+                            limit,
+                            after: String::new(),
+                        })
+                        .await,
+                    "list discrepancies",
+                )?;
+                print(
+                    &r,
+                    "tuikuan.reconciliation.v1.ListDiscrepanciesResponse",
+                    out,
+                )
+            }
+            ReconAction::Resolve {
+                id,
+                resolution,
+                operator,
+                reason,
+            } => {
+                let resolution = match resolution.as_str() {
+                    "bank-wins" | "bank_wins" => rec::Resolution::BankWins,
+                    "platform-wins" | "platform_wins" => rec::Resolution::PlatformWins,
+                    other => {
+                        anyhow::bail!("--resolution: {other:?} is not bank-wins or platform-wins")
+                    }
+                };
+                let r = rpc(
+                    c.reconciliation
+                        .resolve_discrepancy(rec::ResolveDiscrepancyRequest {
+                            discrepancy_id: id,
+                            resolution: resolution as i32,
+                            operator,
+                            reason,
+                        })
+                        .await,
+                    "resolve discrepancy",
+                )?;
+                print(&r, "tuikuan.reconciliation.v1.Discrepancy", out)
+            }
+            ReconAction::Summary { channel, date } => {
+                let r = rpc(
+                    c.reconciliation
+                        .daily_summary(rec::DailySummaryRequest { channel, date })
+                        .await,
+                    "daily summary",
+                )?;
+                print(&r, "tuikuan.reconciliation.v1.DailySummaryResponse", out)
+            }
+            ReconAction::Export {
+                run_id,
+                channel,
+                date,
+                format,
+                out: path,
+            } => {
+                let r = rpc(
+                    c.reconciliation
+                        .export_report(rec::ExportReportRequest {
+                            run_id,
+                            channel,
+                            date,
+                            format,
+                        })
+                        .await,
+                    "export report",
+                )?;
+                let path = if path.is_dir() {
+                    path.join(&r.file_name)
+                } else {
+                    path
+                };
+                std::fs::write(&path, &r.content)
+                    .with_context(|| format!("--out: cannot write {}", path.display()))?;
+                println!("wrote {} ({} bytes)", path.display(), r.content.len());
+                Ok(())
+            }
+            ReconAction::Suspense { channel } => {
+                let r = rpc(
+                    c.reconciliation
+                        .list_suspense(rec::ListSuspenseRequest {
+                            channel,
+                            status: String::new(),
+                            limit: 1000,
+                        })
+                        .await,
+                    "list suspense",
+                )?;
+                print(&r, "tuikuan.reconciliation.v1.ListSuspenseResponse", out)
+            }
+            ReconAction::Audit { subject } => {
+                let r = rpc(
+                    c.reconciliation
+                        .list_audit(rec::ListAuditRequest {
+                            subject_id: subject,
+                            limit: 1000,
+                        })
+                        .await,
+                    "audit trail",
+                )?;
+                print(&r, "tuikuan.reconciliation.v1.ListAuditResponse", out)
             }
             ReconAction::Show { run_id } => {
                 let r = rpc(
@@ -360,6 +781,71 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                     "list runs",
                 )?;
                 print(&r, "tuikuan.reconciliation.v1.ListRunsResponse", out)
+            }
+        },
+        CtlCommand::Batch { action } => batch(&mut c, action, out).await,
+        CtlCommand::Hold { action } => hold(&mut c, action, &ctl.operator, &ctl.role, out).await,
+        CtlCommand::Control { action } => {
+            control(&mut c, action, &ctl.operator, &ctl.role, out).await
+        }
+        CtlCommand::ErrorRefund {
+            merchant,
+            order_no,
+            kind,
+            amount,
+            currency,
+            reason,
+        } => {
+            let kind = match kind.as_str() {
+                "duplicate" => biz::RefundKind::DuplicatePayment,
+                "expired" => biz::RefundKind::ExpiredOrder,
+                other => anyhow::bail!("--kind: {other:?} is not duplicate or expired"),
+            };
+            let request = as_operator(
+                biz::CreateErrorRefundRequest {
+                    merchant_id: merchant,
+                    order_no,
+                    kind: kind as i32,
+                    amount,
+                    currency,
+                    reason,
+                    operator: ctl.operator.clone(),
+                },
+                &ctl.operator,
+                &ctl.role,
+            )?;
+            let r = rpc(
+                c.business.create_error_refund(request).await,
+                "error refund",
+            )?;
+            print(&r, "tuikuan.business.v1.Refund", out)
+        }
+        CtlCommand::Notify { action } => match action {
+            NotifyAction::Set {
+                merchant,
+                url,
+                secret,
+            } => {
+                let r = rpc(
+                    c.business
+                        .set_notify_config(biz::SetNotifyConfigRequest {
+                            merchant_id: merchant,
+                            notify_url: url,
+                            notify_secret: secret,
+                        })
+                        .await,
+                    "notify config",
+                )?;
+                print(&r, "tuikuan.business.v1.NotifyConfig", out)
+            }
+            NotifyAction::List { refund_id } => {
+                let r = rpc(
+                    c.business
+                        .list_notifications(biz::ListNotificationsRequest { refund_id })
+                        .await,
+                    "notifications",
+                )?;
+                print(&r, "tuikuan.business.v1.ListNotificationsResponse", out)
             }
         },
         CtlCommand::Run { job } => match job {
@@ -386,6 +872,15 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                 )?;
                 print(&r, "tuikuan.business.v1.RecoveryReport", out)
             }
+            JobAction::Notifications => {
+                let r = rpc(
+                    c.business
+                        .run_notifications(biz::RunNotificationsRequest {})
+                        .await,
+                    "notifications",
+                )?;
+                print(&r, "tuikuan.business.v1.NotificationReport", out)
+            }
             JobAction::BankTick => {
                 let r = rpc(
                     c.bank.tick(tuikuan_proto::bank::v1::TickRequest {}).await,
@@ -394,6 +889,292 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                 print(&r, "tuikuan.bank.v1.TickResponse", out)
             }
         },
+    }
+}
+
+fn need_identity(operator: &str, role: &str) -> anyhow::Result<()> {
+    if operator.is_empty() || role.is_empty() {
+        anyhow::bail!(
+            "--operator and --role (or TUIKUAN_OPERATOR and TUIKUAN_ROLE) are required for staff commands"
+        );
+    }
+    Ok(())
+}
+
+async fn hold(
+    c: &mut Clients,
+    action: HoldAction,
+    operator: &str,
+    role: &str,
+    out: Output,
+) -> anyhow::Result<()> {
+    need_identity(operator, role)?;
+    let ctl_req = |refund_id: String, reason: String| {
+        as_operator(rfd::ControlRequest { refund_id, reason }, operator, role)
+    };
+    match action {
+        HoldAction::List => {
+            let r = rpc(
+                c.control
+                    .list_held(as_operator(
+                        rfd::ListHeldRequest {
+                            limit: 1000,
+                            after: String::new(),
+                        },
+                        operator,
+                        role,
+                    )?)
+                    .await,
+                "list held",
+            )?;
+            print(&r, "tuikuan.refund.v1.ListRefundsResponse", out)
+        }
+        HoldAction::Release { refund_id, reason } => {
+            let r = rpc(
+                c.control.release_hold(ctl_req(refund_id, reason)?).await,
+                "release hold",
+            )?;
+            print(&r, "tuikuan.refund.v1.RefundOrder", out)
+        }
+        HoldAction::Reject { refund_id, reason } => {
+            let r = rpc(
+                c.control.reject_hold(ctl_req(refund_id, reason)?).await,
+                "reject hold",
+            )?;
+            print(&r, "tuikuan.refund.v1.RefundOrder", out)
+        }
+        HoldAction::Rules => {
+            let r = rpc(
+                c.control
+                    .list_risk_rules(as_operator(rfd::ListRiskRulesRequest {}, operator, role)?)
+                    .await,
+                "risk rules",
+            )?;
+            print(&r, "tuikuan.refund.v1.ListRiskRulesResponse", out)
+        }
+        HoldAction::SetRule {
+            rule_id,
+            kind,
+            channel,
+            threshold,
+            currency,
+            max_count,
+            window_minutes,
+            disabled,
+        } => {
+            let kind = rfd::RiskRuleKind::from_str_name(&kind.replace('-', "_").to_uppercase())
+                .filter(|k| *k != rfd::RiskRuleKind::Unspecified)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--kind: {kind:?} is not amount-above, merchant-velocity, card-velocity or soon-after-payment"
+                    )
+                })?;
+            let rule = rfd::RiskRule {
+                rule_id,
+                kind: kind as i32,
+                channel,
+                threshold_amount: threshold,
+                currency,
+                max_count,
+                window_minutes,
+                enabled: !disabled,
+                ..Default::default()
+            };
+            let r = rpc(
+                c.control
+                    .upsert_risk_rule(as_operator(rule, operator, role)?)
+                    .await,
+                "set risk rule",
+            )?;
+            print(&r, "tuikuan.refund.v1.RiskRule", out)
+        }
+    }
+}
+
+async fn control(
+    c: &mut Clients,
+    action: ControlAction,
+    operator: &str,
+    role: &str,
+    out: Output,
+) -> anyhow::Result<()> {
+    need_identity(operator, role)?;
+    let req = |refund_id: String, reason: String| {
+        as_operator(rfd::ControlRequest { refund_id, reason }, operator, role)
+    };
+    let order = match action {
+        ControlAction::Suspend { refund_id, reason } => {
+            rpc(c.control.suspend(req(refund_id, reason)?).await, "suspend")?
+        }
+        ControlAction::Resume { refund_id, reason } => {
+            rpc(c.control.resume(req(refund_id, reason)?).await, "resume")?
+        }
+        ControlAction::Terminate { refund_id, reason } => rpc(
+            c.control.terminate(req(refund_id, reason)?).await,
+            "terminate",
+        )?,
+        ControlAction::ForceFail { refund_id, reason } => rpc(
+            c.control.force_fail(req(refund_id, reason)?).await,
+            "force-fail",
+        )?,
+        ControlAction::Confirm {
+            refund_id,
+            status,
+            reason,
+        } => {
+            let status = match status.as_str() {
+                "succeeded" => rfd::RefundStatus::Succeeded,
+                "failed" => rfd::RefundStatus::Failed,
+                other => anyhow::bail!("--status: {other:?} is not succeeded or failed"),
+            };
+            rpc(
+                c.control
+                    .confirm_outcome(as_operator(
+                        rfd::ConfirmOutcomeRequest {
+                            refund_id,
+                            status: status as i32,
+                            reason,
+                            bank_reference_id: String::new(),
+                        },
+                        operator,
+                        role,
+                    )?)
+                    .await,
+                "confirm",
+            )?
+        }
+        ControlAction::Audit { refund_id } => {
+            let r = rpc(
+                c.control
+                    .list_audit(as_operator(
+                        rfd::ListAuditRequest {
+                            refund_id,
+                            limit: 1000,
+                            after: String::new(),
+                        },
+                        operator,
+                        role,
+                    )?)
+                    .await,
+                "audit trail",
+            )?;
+            return print(&r, "tuikuan.refund.v1.ListAuditResponse", out);
+        }
+    };
+    print(&order, "tuikuan.refund.v1.RefundOrder", out)
+}
+
+async fn batch(c: &mut Clients, action: BatchAction, out: Output) -> anyhow::Result<()> {
+    match action {
+        BatchAction::Generate { date } => {
+            let r = rpc(
+                c.batch
+                    .generate_batches(rfd::GenerateBatchesRequest { date })
+                    .await,
+                "generate batches",
+            )?;
+            print(&r, "tuikuan.refund.v1.ListBatchesResponse", out)
+        }
+        BatchAction::List { date } => {
+            let r = rpc(
+                c.batch
+                    .list_batches(rfd::ListBatchesRequest {
+                        date,
+                        status: 0,
+                        limit: 1000,
+                    })
+                    .await,
+                "list batches",
+            )?;
+            print(&r, "tuikuan.refund.v1.ListBatchesResponse", out)
+        }
+        BatchAction::Show { batch_id } => {
+            let r = rpc(
+                c.batch.get_batch(rfd::GetBatchRequest { batch_id }).await,
+                "show batch",
+            )?;
+            print(&r, "tuikuan.refund.v1.Batch", out)
+        }
+        BatchAction::Download {
+            batch_id,
+            out: path,
+        } => {
+            let r = rpc(
+                c.batch
+                    .download_batch(rfd::GetBatchRequest { batch_id })
+                    .await,
+                "download batch",
+            )?;
+            let path = if path.is_dir() {
+                path.join(&r.file_name)
+            } else {
+                path
+            };
+            std::fs::write(&path, &r.content)
+                .with_context(|| format!("--out: cannot write {}", path.display()))?;
+            println!(
+                "wrote {} ({} bytes, sha256 {})",
+                path.display(),
+                r.content.len(),
+                r.sha256
+            );
+            Ok(())
+        }
+        BatchAction::Mark {
+            batch_id,
+            status,
+            operator,
+            note,
+        } => {
+            let status = match status.as_str() {
+                "uploaded" => rfd::BatchStatus::Uploaded,
+                "sent" => rfd::BatchStatus::Sent,
+                other => anyhow::bail!("--status: {other:?} is not uploaded or sent"),
+            };
+            let r = rpc(
+                c.batch
+                    .mark_batch(rfd::MarkBatchRequest {
+                        batch_id,
+                        status: status as i32,
+                        operator,
+                        note,
+                    })
+                    .await,
+                "mark batch",
+            )?;
+            print(&r, "tuikuan.refund.v1.Batch", out)
+        }
+        BatchAction::FailRows {
+            batch_id,
+            rows,
+            operator,
+            source,
+        } => {
+            let failed = rows
+                .iter()
+                .map(|r| {
+                    let (row_id, reason) = r
+                        .split_once('=')
+                        .ok_or_else(|| anyhow::anyhow!("--row: {r:?} is not ROW_ID=REASON"))?;
+                    Ok(rfd::RowResult {
+                        row_id: row_id.to_string(),
+                        reason: reason.to_string(),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let r = rpc(
+                c.batch
+                    .mark_rows(rfd::MarkRowsRequest {
+                        batch_id,
+                        failed,
+                        operator,
+                        source,
+                    })
+                    .await,
+                "fail rows",
+            )?;
+            print(&r, "tuikuan.refund.v1.Batch", out)
+        }
     }
 }
 

@@ -422,6 +422,7 @@ async fn drive(
                 merchant_id: m.id.into(),
                 fee_rate: m.fee_rate.into(),
                 fee_refund: m.fee_refund as i32,
+                ..Default::default()
             })
             .await
             .context("clearing: merchant policy")?;
@@ -454,6 +455,7 @@ async fn drive(
                 } else {
                     String::new()
                 },
+                ..Default::default()
             })
             .await
             .with_context(|| format!("business: record payment {}", p.order_no))?;
@@ -491,6 +493,7 @@ async fn drive(
                     amount: r.amount.clone(),
                     currency: "CNY".into(),
                     reason: "customer returned the goods".into(),
+                    ..Default::default()
                 })
                 .await
                 .with_context(|| {
@@ -778,6 +781,7 @@ async fn refuse_over_refund(c: &Clients, payments: &[PaymentSeed], v: bool) -> a
             amount: "9999.00".into(),
             currency: "CNY".into(),
             reason: "too much".into(),
+            ..Default::default()
         })
         .await;
     match over {

@@ -5,9 +5,13 @@
 //! - [`config`]: [`config::DeploymentConfig`] — ports, databases, peers, bank simulator settings;
 //! - [`cluster`]: [`cluster::Cluster`] — starts any set of the seven services on real ports;
 //! - [`clients`]: one typed gRPC client per service;
-//! - [`demo`]: `tuikuan demo`, the whole chain with the bank simulator, days in seconds.
+//! - [`demo`]: `tuikuan demo`, the whole chain with the bank simulator, days in seconds;
+//! - [`audit`]: `tuikuan audit`, the invariant auditor over every service's records;
+//! - [`chaos`]: `tuikuan chaos`, crash faults with real processes, then the auditor.
 
+pub mod audit;
 pub mod bench;
+pub mod chaos;
 pub mod clients;
 pub mod cluster;
 pub mod config;

@@ -48,6 +48,45 @@ enum Command {
     },
     /// Operations command line: refunds, payments, balances, reconciliation, jobs.
     Ctl(tuikuan::ctl::Ctl),
+    /// Check every invariant across all services of a running deployment; exits non-zero on any
+    /// violation.
+    Audit {
+        /// An unfinished refund without progress for longer than this many days is a violation.
+        #[arg(long, default_value_t = 7)]
+        stale_days: i64,
+    },
+    /// Crash faults with real processes: each service its own `tuikuan serve` process, a load of
+    /// refunds, a random service killed (SIGKILL) and restarted every few seconds, then the
+    /// auditor. Exits non-zero if a refund was lost or paid twice or the auditor objects.
+    Chaos {
+        #[arg(long, default_value_t = 1000)]
+        refunds: usize,
+        #[arg(long, default_value_t = 3000)]
+        kill_every_ms: u64,
+        /// Stop after this many kills (default: keep killing until the load is done).
+        #[arg(long)]
+        kills: Option<usize>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Keep databases and logs here instead of a temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// PostgreSQL URL template with {service}, instead of SQLite.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Seconds to wait, after the load and the kills, for every refund to become final.
+        #[arg(long, default_value_t = 600)]
+        settle_secs: u64,
+        /// The tuikuan binary to run services with (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Put a seeded fault-injecting proxy in front of every service: delays, dropped
+        /// connections, answers lost after the far side acted.
+        #[arg(long)]
+        network_faults: bool,
+    },
     /// Benchmarks: print figures with the hardware they ran on.
     Bench {
         #[command(subcommand)]
@@ -144,6 +183,62 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = DeploymentConfig::load(cli.config.as_deref())?;
             tuikuan::ctl::run(&config, ctl).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { stale_days } => {
+            init_tracing("warn");
+            let config = DeploymentConfig::load(cli.config.as_deref())?;
+            let clients = tuikuan::clients::Clients::connect(|s| config.peer_addr(s))?;
+            let report = tuikuan::audit::run_with(
+                &clients,
+                &tuikuan::audit::AuditOptions {
+                    stale_after_ms: stale_days.saturating_mul(24 * 3600 * 1000),
+                    ..Default::default()
+                },
+            )
+            .await
+            .context("audit could not read every service")?;
+            print!("{report}");
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Chaos {
+            refunds,
+            kill_every_ms,
+            kills,
+            seed,
+            concurrency,
+            data_dir,
+            database_url,
+            settle_secs,
+            binary,
+            network_faults,
+        } => {
+            init_tracing("warn");
+            let binary = match binary {
+                Some(b) => b,
+                None => std::env::current_exe().context("the path of this binary")?,
+            };
+            let mut options = tuikuan::chaos::ChaosOptions::new(binary);
+            options.refunds = refunds;
+            options.kill_every_ms = kill_every_ms;
+            options.kills = kills;
+            options.seed = seed;
+            options.concurrency = concurrency;
+            options.data_dir = data_dir;
+            options.database_url = database_url;
+            options.settle_timeout = std::time::Duration::from_secs(settle_secs);
+            options.network = network_faults.then(tuikuan::chaos::NetFaults::default);
+            options.verbose = true;
+            let report = tuikuan::chaos::run(options).await?;
+            print!("{report}");
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Bench { what } => {
             init_tracing("warn");

@@ -262,8 +262,8 @@ pub fn row_id(batch_id: &str, line: u32) -> String {
     format!("{batch_id}-{line:04}")
 }
 
-/// One refund in a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One refund in a batch. Its `Debug` masks the card.
+#[derive(Clone, PartialEq, Eq)]
 pub struct BatchRow {
     pub row_id: String,
     pub batch_id: String,
@@ -284,6 +284,23 @@ pub struct BatchRow {
 impl BatchRow {
     pub fn card_masked(&self) -> String {
         mask_card(&self.card_no)
+    }
+}
+
+impl std::fmt::Debug for BatchRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchRow")
+            .field("row_id", &self.row_id)
+            .field("batch_id", &self.batch_id)
+            .field("refund_id", &self.refund_id)
+            .field("attempt", &self.attempt)
+            .field("line", &self.line)
+            .field("order_no", &self.order_no)
+            .field("amount", &self.amount)
+            .field("card_no", &self.card_masked())
+            .field("status", &self.status)
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
     }
 }
 

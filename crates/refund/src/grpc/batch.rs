@@ -56,10 +56,11 @@ impl RefundCenter {
         let before_ms = start_of_business_date(next).timestamp_millis();
         let now_ms = self.clock.now_ms();
         let calendar = self.calendar.clone();
+        let vault = self.vault.clone();
         let created = self
             .db
             .transaction(move |conn| {
-                let candidates = store::batch_candidates(conn, before_ms)?;
+                let candidates = store::batch_candidates(conn, &vault, before_ms)?;
                 let mut groups: BTreeMap<(String, String, String, String), Vec<RefundOrder>> =
                     BTreeMap::new();
                 let mut channels = BTreeMap::new();
@@ -107,7 +108,7 @@ impl RefundCenter {
                             }
                             o.assign_batch_row(&rid, expected).map(|()| true)
                         };
-                        let moved = transition_in(conn, &order.refund_id, now_ms, &claim)?;
+                        let moved = transition_in(conn, &vault, &order.refund_id, now_ms, &claim)?;
                         if !moved.changed {
                             continue;
                         }
@@ -152,7 +153,7 @@ impl RefundCenter {
                         .unwrap_or_else(|| BankTemplate::default_for(&bank_code));
                     let bytes = sheet::write_xlsx(&render(&template, &batch)?, date)?;
                     batch.file_sha256 = sheet::sha256_hex(&bytes);
-                    store::insert_batch(conn, &batch, &bytes)?;
+                    store::insert_batch(conn, &vault, &batch, &bytes)?;
                     created.push((batch.batch_id.clone(), batch.rows.len()));
                 }
                 Ok(created)
@@ -161,17 +162,19 @@ impl RefundCenter {
         for (id, rows) in &created {
             tracing::info!(batch_id = %id, rows, "batch generated");
         }
+        let vault = self.vault.clone();
         let batches = self
             .db
-            .run(move |c| store::list_batches(c, Some(date), None, i64::from(MAX_BATCHES)))
+            .run(move |c| store::list_batches(c, &vault, Some(date), None, i64::from(MAX_BATCHES)))
             .await?;
         Ok((batches, true))
     }
 
     pub async fn get_batch(&self, batch_id: &str) -> Result<Batch> {
         let id = batch_id.to_string();
+        let vault = self.vault.clone();
         self.db
-            .run(move |c| store::get_batch(c, &id))
+            .run(move |c| store::get_batch(c, &vault, &id))
             .await?
             .ok_or_else(|| batch_not_found(batch_id))
     }
@@ -182,17 +185,19 @@ impl RefundCenter {
         status: Option<BatchStatus>,
         limit: u32,
     ) -> Result<Vec<Batch>> {
+        let vault = self.vault.clone();
         self.db
-            .run(move |c| store::list_batches(c, date, status, i64::from(limit)))
+            .run(move |c| store::list_batches(c, &vault, date, status, i64::from(limit)))
             .await
     }
 
     /// The batch's .xlsx: (file name, bytes, sha256), verified against the stored hash.
     pub async fn download_batch(&self, batch_id: &str) -> Result<(String, Vec<u8>, String)> {
         let id = batch_id.to_string();
+        let vault = self.vault.clone();
         let (name, bytes, sha) = self
             .db
-            .run(move |c| store::batch_file(c, &id))
+            .run(move |c| store::batch_file(c, &vault, &id))
             .await?
             .ok_or_else(|| batch_not_found(batch_id))?;
         let actual = sheet::sha256_hex(&bytes);
@@ -219,6 +224,7 @@ impl RefundCenter {
         let now_ms = self.clock.now_ms();
         if marked.mark(status, operator, note, now_ms)? == Outcome::Changed {
             let calendar = self.calendar.clone();
+            let vault = self.vault.clone();
             let won = self
                 .db
                 .transaction(move |conn| {
@@ -237,7 +243,7 @@ impl RefundCenter {
                             }
                             o.submit_accepted("", now_ms, expected).map(|()| true)
                         };
-                        transition_in(conn, &row.refund_id, now_ms, &submit)?;
+                        transition_in(conn, &vault, &row.refund_id, now_ms, &submit)?;
                     }
                     Ok(true)
                 })
@@ -367,6 +373,7 @@ impl RefundCenter {
                 f.reason, f.row_id
             );
             let calendar = self.calendar.clone();
+            let vault = self.vault.clone();
             let final_source = format!("{source}: batch {batch_id}");
             let moved: Option<Moved> = self
                 .db
@@ -381,7 +388,7 @@ impl RefundCenter {
                         o.fail_attempt(&why, channel, &calendar, &final_source, now_ms)
                             .map(|_| true)
                     };
-                    transition_in(conn, &row.refund_id, now_ms, &fail).map(Some)
+                    transition_in(conn, &vault, &row.refund_id, now_ms, &fail).map(Some)
                 })
                 .await?;
             if let Some(moved) = moved {

@@ -1,0 +1,2 @@
+DROP INDEX transactions_refund;
+ALTER TABLE transactions DROP COLUMN refund_id;

@@ -1,0 +1,11 @@
+DROP TABLE notification_attempts;
+DROP TABLE notifications;
+ALTER TABLE merchants DROP COLUMN notify_secret;
+ALTER TABLE merchants DROP COLUMN notify_url;
+DROP TABLE refund_splits;
+DROP INDEX refunds_error_trade;
+ALTER TABLE refunds DROP COLUMN error_trade_id;
+ALTER TABLE refunds DROP COLUMN operator;
+ALTER TABLE refunds DROP COLUMN kind;
+DROP TABLE trade_receivers;
+ALTER TABLE trades DROP COLUMN platform_subsidy_minor;
