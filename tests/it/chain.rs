@@ -37,6 +37,13 @@ async fn demo_scenario(store: Store) {
     assert!(summary.returned > 0, "{summary:?}");
     assert!(summary.holiday_refunds_batched > 0, "{summary:?}");
     assert!(summary.spreadsheets.iter().all(|p| p.exists()));
+    // The talk's Q&A cases: error refund, split, subsidy, advance, risk hold, suspend/terminate.
+    assert_eq!(summary.cases.len(), 6, "{:?}", summary.cases);
+    assert!(summary.notifications_received > 0);
+    assert_eq!(
+        summary.notifications_verified,
+        summary.notifications_received
+    );
     assert_eq!(
         n("REJECTED"),
         1,
@@ -44,7 +51,7 @@ async fn demo_scenario(store: Store) {
         summary.refunds_by_status
     );
     assert_eq!(n("PROCESSING") + n("RECEIVED"), 0);
-    assert_eq!(summary.balances.len(), 3);
+    assert_eq!(summary.balances.len(), 4);
 }
 both_stores!(demo_scenario);
 
@@ -249,3 +256,84 @@ async fn subsidised_refund_pays_back_cash(store: Store) {
     sb.shutdown().await;
 }
 both_stores!(subsidised_refund_pays_back_cash);
+
+/// A split payment (分账): a partial refund takes back from each receiver by its share.
+async fn split_refund_takes_back_by_share(store: Store) {
+    let Some(mut sb) = Sandbox::start(store, 0).await else {
+        return;
+    };
+    use tuikuan_kernel::Clock;
+    let split = |id: &str, amount: &str| biz::SplitReceiver {
+        receiver_id: id.into(),
+        amount: amount.into(),
+    };
+    sb.c.business
+        .record_payment(biz::RecordPaymentRequest {
+            merchant_id: "MA".into(),
+            order_no: "O-SPLIT".into(),
+            channel: crate::sandbox::CHANNEL.into(),
+            amount: "300.00".into(),
+            currency: "CNY".into(),
+            paid_at_ms: sb.clock.now_ms() - 60_000,
+            receivers: vec![split("MA", "200.00"), split("MB", "100.00")],
+            ..Default::default()
+        })
+        .await
+        .expect("payment");
+    // Settled by share, each receiver paying its own fee (0.6%).
+    assert_eq!(
+        sb.balance(acc::AccountType::MerchantSettlement, "MA").await,
+        "198.80"
+    );
+    assert_eq!(
+        sb.balance(acc::AccountType::MerchantSettlement, "MB").await,
+        "99.40"
+    );
+    let r = sb
+        .refund(KEY_A, "R-SPLIT", "O-SPLIT", "90.00")
+        .await
+        .expect("accepted");
+    let debit =
+        sb.c.clearing
+            .get_debit(clr::GetDebitRequest {
+                refund_id: r.refund_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    let parts: Vec<(String, String)> = debit
+        .splits
+        .iter()
+        .map(|p| (p.receiver_id.clone(), p.amount.clone()))
+        .collect();
+    assert!(parts.contains(&("MA".into(), "60.00".into())), "{parts:?}");
+    assert!(parts.contains(&("MB".into(), "30.00".into())), "{parts:?}");
+    sb.run_day().await;
+    let r = sb.get_refund(KEY_A, "R-SPLIT").await.unwrap();
+    assert_eq!(r.status, biz::RefundStatus::Succeeded as i32, "{r:?}");
+    let completed =
+        sb.c.clearing
+            .get_debit(clr::GetDebitRequest {
+                refund_id: r.refund_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(completed.status, clr::DebitStatus::Completed as i32);
+    assert_eq!(
+        completed.splits, debit.splits,
+        "the parts survive completion"
+    );
+    // 198.80 - (60.00 - 0.36 fee share); 99.40 - (30.00 - 0.18)
+    assert_eq!(
+        sb.balance(acc::AccountType::MerchantSettlement, "MA").await,
+        "139.16"
+    );
+    assert_eq!(
+        sb.balance(acc::AccountType::MerchantSettlement, "MB").await,
+        "69.58"
+    );
+    sb.assert_books_balanced().await;
+    sb.shutdown().await;
+}
+both_stores!(split_refund_takes_back_by_share);

@@ -71,6 +71,12 @@ pub struct DemoSummary {
     pub holiday_refunds_batched: usize,
     /// Spreadsheets generated, marked and written under the data directory.
     pub spreadsheets: Vec<PathBuf>,
+    /// The talk's Q&A cases the demo went through, in words (error refund, split, subsidy,
+    /// advance, risk hold, suspend/resume, terminate).
+    pub cases: Vec<String>,
+    /// Signed notifications the demo merchant's endpoint received, and how many verified.
+    pub notifications_received: usize,
+    pub notifications_verified: usize,
     /// Per merchant: (expected, actual) settlement balance.
     pub balances: BTreeMap<String, (Money, Money)>,
     pub trial_balance_balanced: bool,
@@ -123,7 +129,19 @@ const MERCHANTS: &[MerchantSeed] = &[
         fee_rate: "0.006",
         fee_refund: clr::FeeRefundPolicy::None,
     },
+    MerchantSeed {
+        id: "M1004",
+        name: "Ningbo Toys",
+        api_key: "demo-key-m1004-1a2b3c4d5e",
+        fee_rate: "0.0038",
+        fee_refund: clr::FeeRefundPolicy::None,
+    },
 ];
+
+/// The advance credit line (垫付) of Ningbo Toys.
+const M1004_ADVANCE_LIMIT: &str = "50.00";
+/// The demo's notification secret for Shanghai Tea House.
+const NOTIFY_SECRET: &str = "demo-notify-secret-5f1e2d3c4b5a";
 
 struct ChannelSeed {
     code: &'static str,
@@ -422,11 +440,40 @@ async fn drive(
                 merchant_id: m.id.into(),
                 fee_rate: m.fee_rate.into(),
                 fee_refund: m.fee_refund as i32,
-                ..Default::default()
+                advance_limit: if m.id == "M1004" {
+                    M1004_ADVANCE_LIMIT.into()
+                } else {
+                    String::new()
+                },
             })
             .await
             .context("clearing: merchant policy")?;
     }
+    let (notify_url, notifications, notify_task) = notification_endpoint().await?;
+    let notify_task = AbortOnDrop(notify_task);
+    c.business
+        .set_notify_config(biz::SetNotifyConfigRequest {
+            merchant_id: MERCHANTS[0].id.into(),
+            notify_url,
+            notify_secret: NOTIFY_SECRET.into(),
+        })
+        .await
+        .context("notify config")?;
+    c.control
+        .upsert_risk_rule(crate::clients::as_operator(
+            rfd::RiskRule {
+                rule_id: "big-refund".into(),
+                kind: rfd::RiskRuleKind::AmountAbove as i32,
+                threshold_amount: "450.00".into(),
+                currency: "CNY".into(),
+                enabled: true,
+                ..Default::default()
+            },
+            "risk.wang",
+            "risk",
+        )?)
+        .await
+        .context("risk rule")?;
     say(
         v,
         format!(
@@ -439,7 +486,7 @@ async fn drive(
     // --- payments
     let paid_at = clock.now_ms() - 3_600_000;
     let payments = payments();
-    let mut expected: BTreeMap<&str, Money> = BTreeMap::new();
+    let mut expected: BTreeMap<&'static str, Money> = BTreeMap::new();
     for (n, p) in payments.iter().enumerate() {
         c.business
             .record_payment(biz::RecordPaymentRequest {
@@ -516,6 +563,7 @@ async fn drive(
         }
         if days == 0 {
             refuse_over_refund(&c, &payments, v).await?;
+            requested += qa_cases(&mut c, clock, v, &mut summary, &mut expected).await?;
         }
 
         // --- the refund center sends, the payout center pays, staff handle the spreadsheets
@@ -571,6 +619,9 @@ async fn drive(
             }
         }
         c.refund.run_outbox(rfd::RunOutboxRequest {}).await?;
+        c.business
+            .run_notifications(biz::RunNotificationsRequest {})
+            .await?;
         days += 1;
         say(
             v,
@@ -651,15 +702,35 @@ async fn drive(
                 })
                 .await?
                 .into_inner();
-            let part = wire_money(&debit.merchant_amount, &debit.currency)?;
-            if let Some(entry) = MERCHANTS
-                .iter()
-                .find(|m| m.id == r.merchant_id)
-                .and_then(|m| expected.get_mut(m.id))
-            {
-                *entry = entry
-                    .checked_sub(&part)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            // A split refund takes back from each receiver (the split receivers' policies
+            // refund no fee, so each part is what the receiver pays).
+            let parts: Vec<(String, Money)> = if debit.splits.len() > 1 {
+                debit
+                    .splits
+                    .iter()
+                    .map(|p| {
+                        Ok((
+                            p.receiver_id.clone(),
+                            wire_money(&p.amount, &debit.currency)?,
+                        ))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            } else {
+                vec![(
+                    r.merchant_id.clone(),
+                    wire_money(&debit.merchant_amount, &debit.currency)?,
+                )]
+            };
+            for (merchant, part) in parts {
+                if let Some(entry) = MERCHANTS
+                    .iter()
+                    .find(|m| m.id == merchant)
+                    .and_then(|m| expected.get_mut(m.id))
+                {
+                    *entry = entry
+                        .checked_sub(&part)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
             }
         }
     }
@@ -694,6 +765,24 @@ async fn drive(
         summary
             .violations
             .push("trial balance is not balanced".into());
+    }
+    c.business
+        .run_notifications(biz::RunNotificationsRequest {})
+        .await?;
+    drop(notify_task);
+    if let Ok(seen) = notifications.lock() {
+        summary.notifications_received = seen.len();
+        summary.notifications_verified = seen.iter().filter(|ok| **ok).count();
+    }
+    if summary.notifications_received == 0 {
+        summary
+            .violations
+            .push("the merchant's endpoint received no notification".into());
+    }
+    if summary.notifications_verified != summary.notifications_received {
+        summary
+            .violations
+            .push("a merchant notification failed signature verification".into());
     }
     if v {
         print_summary(&summary, &tb);
@@ -804,6 +893,382 @@ async fn refuse_over_refund(c: &Clients, payments: &[PaymentSeed], v: bool) -> a
     }
 }
 
+/// A merchant's notification endpoint: answers 200 to every POST and checks its signature.
+async fn notification_endpoint() -> anyhow::Result<(
+    String,
+    Arc<std::sync::Mutex<Vec<bool>>>,
+    tokio::task::JoinHandle<()>,
+)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/refund-notify", listener.local_addr()?);
+    let seen: Arc<std::sync::Mutex<Vec<bool>>> = Arc::default();
+    let record = seen.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head, then as much body as Content-Length says (bounded).
+                let (head, body) = loop {
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 || buf.len() > 1 << 20 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length {
+                        break (head, buf[end + 4..end + 4 + length].to_vec());
+                    }
+                };
+                let header = |name: &str| {
+                    head.lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                        })
+                        .unwrap_or_default()
+                };
+                let ok = tuikuan_business::domain::notify::verify_signature(
+                    NOTIFY_SECRET,
+                    &header("x-tuikuan-timestamp"),
+                    &body,
+                    &header("x-tuikuan-signature"),
+                );
+                if let Ok(mut seen) = record.lock() {
+                    seen.push(ok);
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    Ok((url, seen, task))
+}
+
+/// Stops the notification endpoint when the demo ends, whichever way it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn net_of_fee(amount: &str, rate: &str) -> anyhow::Result<Money> {
+    let gross = money(amount)?;
+    let rate: Decimal = rate.parse()?;
+    gross
+        .checked_sub(&gross.times_rate(rate))
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn add_expected(
+    expected: &mut BTreeMap<&'static str, Money>,
+    merchant: &'static str,
+    delta: Money,
+) -> anyhow::Result<()> {
+    let entry = expected
+        .entry(merchant)
+        .or_insert(Money::zero(Currency::Cny));
+    *entry = entry
+        .checked_add(&delta)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// The talk's Q&A cases, on the first day: an error refund, a split payment, a platform
+/// subsidy, an advance, suspend/resume and terminate (the risk hold comes from the rule set
+/// before the day's requests).
+async fn qa_cases(
+    c: &mut Clients,
+    clock: &ManualClock,
+    v: bool,
+    summary: &mut DemoSummary,
+    expected: &mut BTreeMap<&'static str, Money>,
+) -> anyhow::Result<usize> {
+    let paid_at = clock.now_ms() - 3_600_000;
+    let mut requested = 0;
+    let payments_client = c.business.clone();
+    let pay = |merchant: &'static MerchantSeed,
+               order_no: &'static str,
+               channel: &'static str,
+               amount: &'static str,
+               extra: biz::RecordPaymentRequest| {
+        let mut business = payments_client.clone();
+        async move {
+            business
+                .record_payment(biz::RecordPaymentRequest {
+                    merchant_id: merchant.id.into(),
+                    order_no: order_no.into(),
+                    channel: channel.into(),
+                    amount: amount.into(),
+                    currency: "CNY".into(),
+                    paid_at_ms: paid_at,
+                    ..extra
+                })
+                .await
+                .with_context(|| format!("record payment {order_no}"))
+        }
+    };
+    let books = &MERCHANTS[1];
+    let silk = &MERCHANTS[2];
+    let tea = &MERCHANTS[0];
+    let toys = &MERCHANTS[3];
+
+    // 差错退款: Hangzhou Books was paid twice; operations refunds the duplicate in full.
+    pay(books, "T1002-DUP", "ICBC_B2C", "66.00", Default::default()).await?;
+    add_expected(expected, books.id, net_of_fee("66.00", books.fee_rate)?)?;
+    let request = crate::clients::as_operator(
+        biz::CreateErrorRefundRequest {
+            merchant_id: books.id.into(),
+            order_no: "T1002-DUP".into(),
+            kind: biz::RefundKind::DuplicatePayment as i32,
+            amount: "66.00".into(),
+            currency: "CNY".into(),
+            reason: "the customer paid twice".into(),
+            operator: "ops.zhang".into(),
+        },
+        "ops.zhang",
+        "ops",
+    )?;
+    let r = c
+        .business
+        .create_error_refund(request)
+        .await
+        .context("error refund")?
+        .into_inner();
+    requested += 1;
+    summary.cases.push(format!(
+        "error refund (差错退款) of a duplicate payment, full amount: {}",
+        r.merchant_refund_no
+    ));
+
+    // 分账: one payment split between Hangzhou Books (200.00) and Suzhou Silk (100.00); a
+    // partial refund takes back from each by share.
+    let split = |id: &str, amount: &str| biz::SplitReceiver {
+        receiver_id: id.into(),
+        amount: amount.into(),
+    };
+    pay(
+        books,
+        "T1002-SPLIT",
+        "WECHAT_AGG",
+        "300.00",
+        biz::RecordPaymentRequest {
+            receivers: vec![split(books.id, "200.00"), split(silk.id, "100.00")],
+            ..Default::default()
+        },
+    )
+    .await?;
+    add_expected(expected, books.id, net_of_fee("200.00", books.fee_rate)?)?;
+    add_expected(expected, silk.id, net_of_fee("100.00", silk.fee_rate)?)?;
+    c.merchant(books.api_key)?
+        .create_refund(biz::CreateRefundRequest {
+            merchant_refund_no: "R-T1002-SPLIT".into(),
+            order_no: "T1002-SPLIT".into(),
+            amount: "90.00".into(),
+            currency: "CNY".into(),
+            reason: "two of three items returned".into(),
+            ..Default::default()
+        })
+        .await
+        .context("split refund")?;
+    requested += 1;
+    summary.cases.push(
+        "split payment (分账) 200.00 + 100.00, partial refund 90.00 taken back by share".into(),
+    );
+
+    // Platform subsidy: 30.00 of a 200.00 order was a platform coupon; the customer gets back
+    // only the cash part, the coupon part returns to the platform's subsidy account.
+    pay(
+        tea,
+        "T1001-SUB",
+        "ICBC_B2C",
+        "200.00",
+        biz::RecordPaymentRequest {
+            platform_subsidy: "30.00".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    add_expected(expected, tea.id, net_of_fee("200.00", tea.fee_rate)?)?;
+    let r = c
+        .merchant(tea.api_key)?
+        .create_refund(biz::CreateRefundRequest {
+            merchant_refund_no: "R-T1001-SUB".into(),
+            order_no: "T1001-SUB".into(),
+            amount: "100.00".into(),
+            currency: "CNY".into(),
+            reason: "half returned".into(),
+            ..Default::default()
+        })
+        .await
+        .context("subsidised refund")?
+        .into_inner();
+    requested += 1;
+    let debit = c
+        .clearing
+        .get_debit(clr::GetDebitRequest {
+            refund_id: r.refund_id.clone(),
+        })
+        .await?
+        .into_inner();
+    summary.cases.push(format!(
+        "platform subsidy: refund 100.00 of a subsidised order, {} back to the subsidy account, the rest to the customer",
+        debit.subsidy_amount
+    ));
+
+    // 垫付: Ningbo Toys refunds more than its balance; the shortfall is advanced within its
+    // 50.00 credit line, and its next settlement repays the advance first.
+    pay(
+        toys,
+        "T1004-000",
+        "WECHAT_AGG",
+        "100.00",
+        Default::default(),
+    )
+    .await?;
+    add_expected(expected, toys.id, net_of_fee("100.00", toys.fee_rate)?)?;
+    let r = c
+        .merchant(toys.api_key)?
+        .create_refund(biz::CreateRefundRequest {
+            merchant_refund_no: "R-T1004-000".into(),
+            order_no: "T1004-000".into(),
+            amount: "100.00".into(),
+            currency: "CNY".into(),
+            reason: "whole order returned".into(),
+            ..Default::default()
+        })
+        .await
+        .context("advance refund")?
+        .into_inner();
+    requested += 1;
+    let debit = c
+        .clearing
+        .get_debit(clr::GetDebitRequest {
+            refund_id: r.refund_id.clone(),
+        })
+        .await?
+        .into_inner();
+    pay(toys, "T1004-001", "WECHAT_AGG", "50.00", Default::default()).await?;
+    add_expected(expected, toys.id, net_of_fee("50.00", toys.fee_rate)?)?;
+    summary.cases.push(format!(
+        "advance (垫付): {} advanced within a {M1004_ADVANCE_LIMIT} line, repaid by the next settlement",
+        debit.advance_amount
+    ));
+
+    // 风控拦截: the big refund was held by the amount rule; risk review releases it.
+    let held = c
+        .control
+        .list_held(crate::clients::as_operator(
+            rfd::ListHeldRequest {
+                limit: 100,
+                after: String::new(),
+            },
+            "risk.wang",
+            "risk",
+        )?)
+        .await
+        .context("list held")?
+        .into_inner()
+        .refunds;
+    for order in &held {
+        c.control
+            .release_hold(crate::clients::as_operator(
+                rfd::ControlRequest {
+                    refund_id: order.refund_id.clone(),
+                    reason: "customer verified by phone".into(),
+                },
+                "risk.wang",
+                "risk",
+            )?)
+            .await
+            .context("release hold")?;
+        summary.cases.push(format!(
+            "risk hold (风控拦截) on {} {}: released after review",
+            order.order_no, order.amount
+        ));
+    }
+
+    // 挂起 and 终止: a spreadsheet refund is suspended and resumed before its batch; another is
+    // terminated before submission and the money goes back to the merchant.
+    pay(
+        books,
+        "T1002-TERM",
+        "BOC_COUNTER",
+        "55.00",
+        biz::RecordPaymentRequest {
+            payer_card_no: demo_card(900),
+            payer_name: "Payer 900".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    add_expected(expected, books.id, net_of_fee("55.00", books.fee_rate)?)?;
+    let r = c
+        .merchant(books.api_key)?
+        .create_refund(biz::CreateRefundRequest {
+            merchant_refund_no: "R-T1002-TERM".into(),
+            order_no: "T1002-TERM".into(),
+            amount: "55.00".into(),
+            currency: "CNY".into(),
+            reason: "customer cancelled".into(),
+            ..Default::default()
+        })
+        .await
+        .context("refund to terminate")?
+        .into_inner();
+    requested += 1;
+    let ops = |refund_id: &str, reason: &str| {
+        crate::clients::as_operator(
+            rfd::ControlRequest {
+                refund_id: refund_id.into(),
+                reason: reason.into(),
+            },
+            "ops.li",
+            "ops",
+        )
+    };
+    c.control
+        .suspend(ops(&r.refund_id, "merchant asked to wait")?)
+        .await
+        .context("suspend")?;
+    c.control
+        .resume(ops(&r.refund_id, "merchant confirmed")?)
+        .await
+        .context("resume")?;
+    c.control
+        .terminate(ops(&r.refund_id, "customer and merchant settled offline")?)
+        .await
+        .context("terminate")?;
+    summary.cases.push(
+        "suspend (挂起), resume, then terminate (终止) before submission: money back to the merchant"
+            .into(),
+    );
+    if v {
+        for case in &summary.cases {
+            println!("  {case}");
+        }
+    }
+    Ok(requested)
+}
+
 fn print_summary(summary: &DemoSummary, tb: &acc::TrialBalanceResponse) {
     println!();
     println!(
@@ -821,6 +1286,14 @@ fn print_summary(summary: &DemoSummary, tb: &acc::TrialBalanceResponse) {
     println!(
         "fell back to another method: {}   payouts returned by the bank (退票): {}   holiday refunds batched on the next working day: {}",
         summary.fallbacks, summary.returned, summary.holiday_refunds_batched
+    );
+    println!("the talk's Q&A cases:");
+    for case in &summary.cases {
+        println!("  {case}");
+    }
+    println!(
+        "signed notifications received by Shanghai Tea House's endpoint: {} ({} verified)",
+        summary.notifications_received, summary.notifications_verified
     );
     println!("spreadsheets generated and marked:");
     for p in &summary.spreadsheets {
