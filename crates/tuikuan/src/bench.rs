@@ -395,3 +395,82 @@ pub async fn recon(rows: usize, parse_only: bool) -> anyhow::Result<String> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(format!("bench recon\nhardware: {}\n{report}", hardware()))
 }
+
+/// Daily spreadsheet generation: one batch of `rows` refunds rendered in ICBC's template and
+/// written as .xlsx (the refund center's `GenerateBatches` does this per bank and method), then
+/// read back with calamine to check the row count. Measures the rendering and the file, not the
+/// selection of pending orders from the database.
+pub async fn sheets(rows: usize) -> anyhow::Result<String> {
+    use tuikuan_kernel::{Currency, Money};
+    use tuikuan_refund::domain::batch::{
+        batch_id, render, row_id, BankTemplate, Batch, BatchRow, BatchStatus, RowStatus,
+    };
+    use tuikuan_refund::domain::RefundMethod;
+    let date = crate::demo::demo_start_date();
+    let id = batch_id(date, "ICBC", RefundMethod::FileUpload, 1);
+    let template = BankTemplate::builtin("ICBC")
+        .ok_or_else(|| anyhow::anyhow!("no built-in ICBC template"))?;
+    let started = Instant::now();
+    let batch = Batch {
+        batch_id: id.clone(),
+        bank_code: "ICBC".into(),
+        channel: "ICBC_B2C".into(),
+        method: RefundMethod::FileUpload,
+        date,
+        sequence: 1,
+        status: BatchStatus::Generated,
+        currency: Currency::Cny,
+        rows: (1..=rows as u32)
+            .map(|line| BatchRow {
+                row_id: row_id(&id, line),
+                batch_id: id.clone(),
+                refund_id: format!("rf_{line:032}"),
+                attempt: 1,
+                line,
+                order_no: format!("2026061800000000{line:08}"),
+                amount: Money::from_minor(1000 + i64::from(line % 100_000), Currency::Cny),
+                card_no: "6222020200000000018".into(),
+                holder_name: "张三".into(),
+                status: RowStatus::Included,
+                reason: String::new(),
+            })
+            .collect(),
+        file_name: format!("{id}.xlsx"),
+        file_sha256: String::new(),
+        generated_at_ms: 0,
+        marked_at_ms: None,
+        marked_by: String::new(),
+        note: String::new(),
+        bank_delivered: false,
+        bank_error: String::new(),
+    };
+    let built = started.elapsed();
+    let model = render(&template, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rendered = started.elapsed();
+    let bytes =
+        tuikuan_refund::sheet::write_xlsx(&model, date).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let written = started.elapsed();
+    // Read it back as an independent reader would.
+    let mut book: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(bytes.clone()))?;
+    use calamine::Reader;
+    let sheet = book
+        .worksheet_range_at(0)
+        .ok_or_else(|| anyhow::anyhow!("no sheet"))??;
+    let read_rows = sheet.rows().count();
+    let read = started.elapsed();
+    #[allow(clippy::float_arithmetic)]
+    let per_sec = rows as f64 / (written - built).as_secs_f64().max(1e-9);
+    Ok(format!(
+        "bench sheets: one batch of {rows} refunds in ICBC's template\n\
+         hardware: {}\n\
+         render {:.2} s, write .xlsx {:.2} s ({per_sec:.0} rows/s), file {:.1} MiB; \
+         calamine read back {} rows (header + rows + summary) in {:.2} s",
+        hardware(),
+        (rendered - built).as_secs_f64(),
+        (written - rendered).as_secs_f64(),
+        bytes.len() as f64 / 1048576.0,
+        read_rows,
+        (read - written).as_secs_f64(),
+    ))
+}

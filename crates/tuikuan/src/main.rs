@@ -106,6 +106,19 @@ enum BenchCommand {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Reconciliation: a generated WeChat bill parsed, matched, stored and written back.
+    Recon {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Parse and match only (the peak-memory figure for very large files).
+        #[arg(long)]
+        parse_only: bool,
+    },
+    /// Daily spreadsheet generation (.xlsx) for one large batch.
+    Sheets {
+        #[arg(long, default_value_t = 100_000)]
+        rows: usize,
+    },
     /// Ledger postings per second through the accounting service's batch call.
     Ledger {
         #[arg(long, default_value_t = 100_000)]
@@ -255,6 +268,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     })
                     .await?
                 }
+                BenchCommand::Recon { rows, parse_only } => {
+                    tuikuan::bench::recon(rows, parse_only).await?
+                }
+                BenchCommand::Sheets { rows } => tuikuan::bench::sheets(rows).await?,
                 BenchCommand::Ledger {
                     postings,
                     batch,
