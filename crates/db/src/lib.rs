@@ -228,6 +228,24 @@ pub fn is_unique_violation(e: &DieselError) -> bool {
     )
 }
 
+/// Inserts or replaces one row outside a transaction, portably: `update` first; when it touched
+/// no row, `insert`; when a concurrent writer inserted the row in between (a unique violation),
+/// `update` again, so the last writer wins. Both closures return diesel's affected-row count.
+pub fn update_or_insert(
+    conn: &mut AnyConnection,
+    mut update: impl FnMut(&mut AnyConnection) -> QueryResult<usize>,
+    insert: impl FnOnce(&mut AnyConnection) -> QueryResult<usize>,
+) -> Result<(), Error> {
+    if update(conn).map_err(db_err)? > 0 {
+        return Ok(());
+    }
+    match insert(conn) {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => update(conn).map(|_| ()).map_err(db_err),
+        Err(e) => Err(db_err(e)),
+    }
+}
+
 /// `?`-friendly conversion: `query.execute(conn).map_err(db_err)?`.
 pub fn db_err(e: DieselError) -> Error {
     storage_error(e)

@@ -451,21 +451,12 @@ pub fn upsert_channel(conn: &mut AnyConnection, channel: &Channel, now_ms: i64) 
                 channels::updated_at_ms.eq(row.updated_at_ms),
             ))
             .execute(conn)
-            .map_err(db_err)
     };
-    if update(conn)? == 0 {
-        match diesel::insert_into(channels::table)
+    tuikuan_db::update_or_insert(conn, update, |conn| {
+        diesel::insert_into(channels::table)
             .values(row.clone())
             .execute(conn)
-        {
-            Ok(_) => {}
-            // Someone inserted it between our update and insert: theirs loses to ours.
-            Err(e) if is_unique_violation(&e) => {
-                update(conn)?;
-            }
-            Err(e) => return Err(db_err(e)),
-        }
-    }
+    })?;
     get_channel(conn, &channel.code)?
         .ok_or_else(|| Error::internal(format!("channel {} vanished after upsert", channel.code)))
 }
@@ -1514,20 +1505,12 @@ pub fn upsert_template(
                 bank_templates::updated_at_ms.eq(row.updated_at_ms),
             ))
             .execute(conn)
-            .map_err(db_err)
     };
-    if update(conn)? == 0 {
-        match diesel::insert_into(bank_templates::table)
+    tuikuan_db::update_or_insert(conn, update, |conn| {
+        diesel::insert_into(bank_templates::table)
             .values(row.clone())
             .execute(conn)
-        {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                update(conn)?;
-            }
-            Err(e) => return Err(db_err(e)),
-        }
-    }
+    })?;
     get_template(conn, &template.bank_code)?
         .ok_or_else(|| Error::internal("template vanished after upsert"))
 }
@@ -1719,20 +1702,12 @@ pub fn upsert_risk_rule(
                 risk_rules::updated_at_ms.eq(row.updated_at_ms),
             ))
             .execute(conn)
-            .map_err(db_err)
     };
-    if update(conn)? == 0 {
-        match diesel::insert_into(risk_rules::table)
+    tuikuan_db::update_or_insert(conn, update, |conn| {
+        diesel::insert_into(risk_rules::table)
             .values(row.clone())
             .execute(conn)
-        {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                update(conn)?;
-            }
-            Err(e) => return Err(db_err(e)),
-        }
-    }
+    })?;
     risk_rules::table
         .find(&rule.rule_id)
         .first::<RiskRuleRow>(conn)

@@ -544,6 +544,31 @@ fn audit_to_wire(a: &AuditEntry) -> pb::AuditEntry {
 }
 
 /// The operator of a request, or the status to answer with.
+/// The RPC side of the simple manual controls: the operator from the request's metadata, the
+/// action, the order back on the wire.
+impl RefundCenter {
+    async fn control_rpc(
+        &self,
+        request: Request<pb::ControlRequest>,
+        action: ControlAction,
+    ) -> Result<Response<pb::RefundOrder>, Status> {
+        let operator = who(&request)?;
+        let r = request.into_inner();
+        let (id, reason) = (r.refund_id.as_str(), r.reason.as_str());
+        let order = match action {
+            ControlAction::ReleaseHold => self.release_hold(id, &operator, reason).await,
+            ControlAction::RejectHold => self.reject_hold(id, &operator, reason).await,
+            ControlAction::Suspend => self.suspend(id, &operator, reason).await,
+            ControlAction::Resume => self.resume(id, &operator, reason).await,
+            ControlAction::Terminate => self.terminate(id, &operator, reason).await,
+            ControlAction::ForceFail => self.force_fail(id, &operator, reason).await,
+            other => Err(Error::internal(format!("{other} is not a simple control"))),
+        }
+        .map_err(grpc_err)?;
+        Ok(Response::new(order_to_wire(&order)))
+    }
+}
+
 fn who<T>(request: &Request<T>) -> Result<Operator, Status> {
     operator_of(request).map_err(grpc_err)
 }
@@ -629,12 +654,7 @@ impl RefundControlService for RefundCenter {
         &self,
         request: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::RefundOrder>, Status> {
-        let operator = who(&request)?;
-        let r = request.into_inner();
-        let order = RefundCenter::release_hold(self, &r.refund_id, &operator, &r.reason)
-            .await
-            .map_err(grpc_err)?;
-        Ok(Response::new(order_to_wire(&order)))
+        self.control_rpc(request, ControlAction::ReleaseHold).await
     }
 
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
@@ -642,12 +662,7 @@ impl RefundControlService for RefundCenter {
         &self,
         request: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::RefundOrder>, Status> {
-        let operator = who(&request)?;
-        let r = request.into_inner();
-        let order = RefundCenter::reject_hold(self, &r.refund_id, &operator, &r.reason)
-            .await
-            .map_err(grpc_err)?;
-        Ok(Response::new(order_to_wire(&order)))
+        self.control_rpc(request, ControlAction::RejectHold).await
     }
 
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
@@ -655,12 +670,7 @@ impl RefundControlService for RefundCenter {
         &self,
         request: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::RefundOrder>, Status> {
-        let operator = who(&request)?;
-        let r = request.into_inner();
-        let order = RefundCenter::suspend(self, &r.refund_id, &operator, &r.reason)
-            .await
-            .map_err(grpc_err)?;
-        Ok(Response::new(order_to_wire(&order)))
+        self.control_rpc(request, ControlAction::Suspend).await
     }
 
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
@@ -668,12 +678,7 @@ impl RefundControlService for RefundCenter {
         &self,
         request: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::RefundOrder>, Status> {
-        let operator = who(&request)?;
-        let r = request.into_inner();
-        let order = RefundCenter::resume(self, &r.refund_id, &operator, &r.reason)
-            .await
-            .map_err(grpc_err)?;
-        Ok(Response::new(order_to_wire(&order)))
+        self.control_rpc(request, ControlAction::Resume).await
     }
 
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
@@ -681,12 +686,7 @@ impl RefundControlService for RefundCenter {
         &self,
         request: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::RefundOrder>, Status> {
-        let operator = who(&request)?;
-        let r = request.into_inner();
-        let order = RefundCenter::terminate(self, &r.refund_id, &operator, &r.reason)
-            .await
-            .map_err(grpc_err)?;
-        Ok(Response::new(order_to_wire(&order)))
+        self.control_rpc(request, ControlAction::Terminate).await
     }
 
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
@@ -694,12 +694,7 @@ impl RefundControlService for RefundCenter {
         &self,
         request: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::RefundOrder>, Status> {
-        let operator = who(&request)?;
-        let r = request.into_inner();
-        let order = RefundCenter::force_fail(self, &r.refund_id, &operator, &r.reason)
-            .await
-            .map_err(grpc_err)?;
-        Ok(Response::new(order_to_wire(&order)))
+        self.control_rpc(request, ControlAction::ForceFail).await
     }
 
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
