@@ -372,11 +372,15 @@ impl PeerVerdict {
             | DebitNotActive
             | NoRefundMethod
             | RefundFailed
-            | PayoutReturned => PeerVerdict::Refused,
+            | PayoutReturned
+            | BankMayHavePaid
+            | ProposalExpired => PeerVerdict::Refused,
             // IDEMPOTENCY_CONFLICT means the peer holds other content under our refund id: a bug
             // or tampering that a human must look at; never guess, keep the refund where it is.
-            IdempotencyConflict | Unauthenticated | PermissionDenied | Unavailable | InProgress
-            | Storage | Internal => PeerVerdict::Retry,
+            IdempotencyConflict | Unauthenticated | PermissionDenied | TokenExpired
+            | InvalidCredentials | SelfApproval | Unavailable | InProgress | Storage | Internal => {
+                PeerVerdict::Retry
+            }
         }
     }
 }

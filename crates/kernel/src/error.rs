@@ -23,6 +23,12 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The caller may not do this.
     PermissionDenied,
+    /// The operator token has expired; the operator logs in again.
+    TokenExpired,
+    /// An operator login failed: unknown name, wrong password, disabled or locked (one answer).
+    InvalidCredentials,
+    /// An operator tried to approve or reject their own four-eyes proposal.
+    SelfApproval,
     // not_found
     /// The trade does not exist (or belongs to another merchant).
     TradeNotFound,
@@ -66,6 +72,11 @@ pub enum ErrorCode {
     RefundFailed,
     /// The bank returned a payout after reporting it paid (退票); the money is back with the merchant.
     PayoutReturned,
+    /// A staff action that would give the money back is refused: the bank paid, or may still pay,
+    /// an attempt of the refund.
+    BankMayHavePaid,
+    /// The four-eyes proposal waited longer than its lifetime; propose again.
+    ProposalExpired,
     // unavailable
     /// A downstream service did not answer; the request may be retried with the same key.
     Unavailable,
@@ -99,6 +110,9 @@ impl ErrorCode {
         ErrorCode::MalformedId,
         ErrorCode::Unauthenticated,
         ErrorCode::PermissionDenied,
+        ErrorCode::TokenExpired,
+        ErrorCode::InvalidCredentials,
+        ErrorCode::SelfApproval,
         ErrorCode::TradeNotFound,
         ErrorCode::RefundNotFound,
         ErrorCode::MerchantNotFound,
@@ -119,6 +133,8 @@ impl ErrorCode {
         ErrorCode::NoRefundMethod,
         ErrorCode::RefundFailed,
         ErrorCode::PayoutReturned,
+        ErrorCode::BankMayHavePaid,
+        ErrorCode::ProposalExpired,
         ErrorCode::Unavailable,
         ErrorCode::InProgress,
         ErrorCode::Storage,
@@ -134,6 +150,9 @@ impl ErrorCode {
             ErrorCode::MalformedId => "MALFORMED_ID",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::TokenExpired => "TOKEN_EXPIRED",
+            ErrorCode::InvalidCredentials => "INVALID_CREDENTIALS",
+            ErrorCode::SelfApproval => "SELF_APPROVAL",
             ErrorCode::TradeNotFound => "TRADE_NOT_FOUND",
             ErrorCode::RefundNotFound => "REFUND_NOT_FOUND",
             ErrorCode::MerchantNotFound => "MERCHANT_NOT_FOUND",
@@ -154,6 +173,8 @@ impl ErrorCode {
             ErrorCode::NoRefundMethod => "NO_REFUND_METHOD",
             ErrorCode::RefundFailed => "REFUND_FAILED",
             ErrorCode::PayoutReturned => "PAYOUT_RETURNED",
+            ErrorCode::BankMayHavePaid => "BANK_MAY_HAVE_PAID",
+            ErrorCode::ProposalExpired => "PROPOSAL_EXPIRED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::InProgress => "IN_PROGRESS",
             ErrorCode::Storage => "STORAGE",
@@ -173,8 +194,8 @@ impl ErrorCode {
             InvalidArgument | InvalidAmount | UnsupportedCurrency | MalformedId => {
                 grpc::INVALID_ARGUMENT
             }
-            Unauthenticated => grpc::UNAUTHENTICATED,
-            PermissionDenied => grpc::PERMISSION_DENIED,
+            Unauthenticated | TokenExpired | InvalidCredentials => grpc::UNAUTHENTICATED,
+            PermissionDenied | SelfApproval => grpc::PERMISSION_DENIED,
             TradeNotFound | RefundNotFound | MerchantNotFound | ChannelNotFound | DebitNotFound
             | SettlementNotFound | PayoutNotFound | NotFound => grpc::NOT_FOUND,
             IdempotencyConflict => grpc::ALREADY_EXISTS,
@@ -188,7 +209,9 @@ impl ErrorCode {
             | DebitNotActive
             | NoRefundMethod
             | RefundFailed
-            | PayoutReturned => grpc::FAILED_PRECONDITION,
+            | PayoutReturned
+            | BankMayHavePaid
+            | ProposalExpired => grpc::FAILED_PRECONDITION,
             Unavailable | InProgress => grpc::UNAVAILABLE,
             Storage | Internal => grpc::INTERNAL,
         }

@@ -8,6 +8,7 @@
 //! - [`card`]: payment-card numbers ([`CardNumber`]: digits, 12–19 long, Luhn; shown only masked);
 //! - [`seal`]: values sealed at rest (AES-256-GCM, `enc:v1:`) under the deployment's [`seal::CardKey`],
 //!   and the keyed hash matching card numbers without storing them;
+//! - [`string_enum!`]: fieldless enums with stable string forms;
 //! - [`error`]: [`Error`] with its stable [`ErrorCode`], the only error type that crosses a service boundary.
 //!
 //! The kernel depends on no database and no RPC framework.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod id;
 pub mod money;
 pub mod seal;
+mod string_enum;
 
 pub use calendar::WorkingCalendar;
 pub use card::CardNumber;
