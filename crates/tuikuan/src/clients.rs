@@ -16,7 +16,14 @@ use tuikuan_proto::refund::v1::batch_service_client::BatchServiceClient;
 use tuikuan_proto::refund::v1::refund_control_service_client::RefundControlServiceClient;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 
+use tuikuan_auth::client::OperatorToken;
+use tuikuan_proto::staff::v1::operator_service_client::OperatorServiceClient;
+use tuikuan_proto::staff::v1::staff_service_client::StaffServiceClient;
+
 use crate::config::Service;
+
+/// A channel whose calls carry the operator's token (when the clients have one).
+pub type Staffed = InterceptedService<Channel, OperatorToken>;
 
 /// Adds `authorization: Bearer <api key>` to every merchant call.
 #[derive(Clone)]
@@ -65,7 +72,12 @@ pub struct Clients {
     pub payout: PayoutServiceClient<Channel>,
     pub reconciliation: ReconciliationServiceClient<Channel>,
     pub bank: BankServiceClient<Channel>,
+    /// The operator registry (business layer): login, operator management.
+    pub operators: OperatorServiceClient<Staffed>,
     business_channel: Channel,
+    /// Every service's channel, for its staff desk.
+    channels: std::collections::BTreeMap<Service, Channel>,
+    token: OperatorToken,
 }
 
 impl Clients {
@@ -73,7 +85,18 @@ impl Clients {
     pub fn connect(url: impl Fn(Service) -> String) -> anyhow::Result<Clients> {
         let ch = |s: Service| tuikuan_proto::client::channel(&url(s));
         let business_channel = ch(Service::Business)?;
+        let mut channels = std::collections::BTreeMap::new();
+        for s in Service::ALL {
+            channels.insert(s, ch(s)?);
+        }
+        let token = OperatorToken::none();
         Ok(Clients {
+            operators: OperatorServiceClient::with_interceptor(
+                business_channel.clone(),
+                token.clone(),
+            ),
+            channels,
+            token,
             accounting: AccountingServiceClient::new(ch(Service::Accounting)?),
             clearing: ClearingServiceClient::new(ch(Service::Clearing)?),
             business: BusinessAdminServiceClient::new(business_channel.clone()),
@@ -85,6 +108,27 @@ impl Clients {
             bank: BankServiceClient::new(ch(Service::Bank)?),
             business_channel,
         })
+    }
+
+    /// The same clients acting as the operator whose token this is (empty: none).
+    pub fn with_token(&self, token: &str) -> anyhow::Result<Clients> {
+        let token =
+            OperatorToken::new(token).map_err(|e| anyhow::anyhow!("token: {}", e.message))?;
+        let mut c = self.clone();
+        c.operators =
+            OperatorServiceClient::with_interceptor(self.business_channel.clone(), token.clone());
+        c.token = token;
+        Ok(c)
+    }
+
+    /// A service's staff desk (audit trail, proposals), as this operator.
+    pub fn staff_desk(&self, service: Service) -> StaffServiceClient<Staffed> {
+        let channel = self
+            .channels
+            .get(&service)
+            .cloned()
+            .unwrap_or_else(|| self.business_channel.clone());
+        StaffServiceClient::with_interceptor(channel, self.token.clone())
     }
 
     /// The merchant API as the merchant holding `api_key`.

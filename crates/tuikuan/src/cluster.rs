@@ -15,12 +15,17 @@ use tuikuan_kernel::SharedClock;
 use tuikuan_proto::server::{spawn_on, ServiceHandle};
 
 use crate::config::{DeploymentConfig, Service};
+use crate::keys::OperatorKeys;
 
 /// Services running in this process.
 pub struct Cluster {
     config: DeploymentConfig,
     /// The deployment's `card_key`, parsed once (`None`: unset, the services' development key).
     card_key: Option<CardKey>,
+    /// The operator-token keys (resolved once: the development pair is shared by every service).
+    keys: OperatorKeys,
+    /// What every service checks operator tokens with.
+    staff: tuikuan_auth::StaffConfig,
     clock: SharedClock,
     addrs: BTreeMap<Service, String>,
     handles: BTreeMap<Service, ServiceHandle>,
@@ -43,6 +48,12 @@ impl Cluster {
         services: &[Service],
     ) -> anyhow::Result<Cluster> {
         let card_key = card_key(&config)?;
+        let keys = crate::keys::resolve(&config)?;
+        let staff = tuikuan_auth::StaffConfig {
+            auth: tuikuan_auth::StaffAuth::from_public_keys(&keys.public)
+                .map_err(|e| anyhow::anyhow!("config: {}", e.message))?,
+            four_eyes: config.staff_four_eyes()?,
+        };
         let services: Vec<Service> = if services.is_empty() {
             Service::ALL.to_vec()
         } else {
@@ -67,6 +78,8 @@ impl Cluster {
         let mut cluster = Cluster {
             config,
             card_key,
+            keys,
+            staff,
             clock,
             addrs,
             handles: BTreeMap::new(),
@@ -82,8 +95,14 @@ impl Cluster {
         let card_key = self.card_key.clone();
         let clock = self.clock.clone();
         let addrs = self.addrs.clone();
+        let staff = Staffing {
+            staff: self.staff.clone(),
+            signing_key: self.keys.signing.clone(),
+        };
         let handle = spawn_on(listener, move |listener, shutdown| {
-            run_service(service, config, card_key, clock, addrs, listener, shutdown)
+            run_service(
+                service, config, card_key, staff, clock, addrs, listener, shutdown,
+            )
         })
         .with_context(|| format!("{}: cannot start", service.name()))?;
         tracing::info!(service = service.name(), addr = %handle.addr, "started");
@@ -98,6 +117,11 @@ impl Cluster {
 
     pub fn clock(&self) -> SharedClock {
         self.clock.clone()
+    }
+
+    /// The deployment's operator-token keys (tests, the demo and chaos mint tokens with them).
+    pub fn operator_keys(&self) -> &OperatorKeys {
+        &self.keys
     }
 
     pub fn config(&self) -> &DeploymentConfig {
@@ -197,10 +221,20 @@ fn card_key(config: &DeploymentConfig) -> anyhow::Result<Option<CardKey>> {
     }
 }
 
+/// Staff security handed to each service.
+#[derive(Clone)]
+struct Staffing {
+    staff: tuikuan_auth::StaffConfig,
+    /// Only the business layer receives it.
+    signing_key: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_service(
     service: Service,
     config: DeploymentConfig,
     card_key: Option<CardKey>,
+    staffing: Staffing,
     clock: SharedClock,
     addrs: BTreeMap<Service, String>,
     listener: TcpListener,
@@ -243,6 +277,15 @@ fn run_service(
                     .map(str::trim)
                     .unwrap_or_default()
                     .to_string(),
+                staff: staffing.staff,
+                operators: tuikuan_business::OperatorsConfig {
+                    signing_key: staffing.signing_key,
+                    token_ttl_secs: config.operator_token_ttl_secs,
+                    bootstrap_admin: config
+                        .bootstrap_admin
+                        .clone()
+                        .zip(config.bootstrap_admin_password_hash.clone()),
+                },
             };
             Box::pin(tuikuan_business::serve(cfg, listener, shutdown))
         }

@@ -288,6 +288,30 @@ mod tests {
         assert!(authorize("fiona", &[Role::Finance], Action::ForceFail).is_ok());
     }
 
+    /// docs/security.md prints the permission table; it must say what the code does.
+    #[test]
+    fn the_security_page_prints_this_table() {
+        let page = include_str!("../../../../docs/security.md");
+        for (action, roles) in PERMISSIONS {
+            let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            let row = format!("| `{action}` | {} |", names.join(", "));
+            assert!(page.contains(&row), "docs/security.md lacks {row}");
+        }
+        let rows = page
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`'))
+            .filter(|(name, _)| {
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            })
+            .count();
+        assert_eq!(
+            rows,
+            PERMISSIONS.len(),
+            "the page lists actions the code does not know"
+        );
+    }
+
     #[test]
     fn roles_parse() {
         assert_eq!(
