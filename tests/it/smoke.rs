@@ -159,7 +159,7 @@ async fn binary_up_serves_every_service() {
             "add",
             "--name",
             "fiona",
-            "--role",
+            "--roles",
             "finance",
             "--password-stdin",
         ],
