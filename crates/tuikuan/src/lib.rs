@@ -20,6 +20,7 @@ pub mod config;
 pub mod ctl;
 pub mod ctl_staff;
 pub mod demo;
+pub mod inspect;
 pub mod keys;
 pub mod output;
 pub mod session;
