@@ -12,3 +12,4 @@ mod fuzz_smoke;
 mod idempotency;
 mod recovery;
 mod smoke;
+mod trust;

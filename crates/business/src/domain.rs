@@ -375,8 +375,10 @@ impl PeerVerdict {
             | PayoutReturned => PeerVerdict::Refused,
             // IDEMPOTENCY_CONFLICT means the peer holds other content under our refund id: a bug
             // or tampering that a human must look at; never guess, keep the refund where it is.
-            IdempotencyConflict | Unauthenticated | PermissionDenied | Unavailable | InProgress
-            | Storage | Internal => PeerVerdict::Retry,
+            // CALLER_NOT_ALLOWED: the deployment's certificates or allow-list are wrong; the peer
+            // did nothing, and will once an operator fixes them.
+            IdempotencyConflict | Unauthenticated | PermissionDenied | CallerNotAllowed
+            | Unavailable | InProgress | Storage | Internal => PeerVerdict::Retry,
         }
     }
 }

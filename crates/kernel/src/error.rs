@@ -23,6 +23,9 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The caller may not do this.
     PermissionDenied,
+    /// The calling service (named by its verified client certificate) is not on the RPC's caller
+    /// allow-list, or presented no identity the allow-list knows.
+    CallerNotAllowed,
     // not_found
     /// The trade does not exist (or belongs to another merchant).
     TradeNotFound,
@@ -99,6 +102,7 @@ impl ErrorCode {
         ErrorCode::MalformedId,
         ErrorCode::Unauthenticated,
         ErrorCode::PermissionDenied,
+        ErrorCode::CallerNotAllowed,
         ErrorCode::TradeNotFound,
         ErrorCode::RefundNotFound,
         ErrorCode::MerchantNotFound,
@@ -134,6 +138,7 @@ impl ErrorCode {
             ErrorCode::MalformedId => "MALFORMED_ID",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::CallerNotAllowed => "CALLER_NOT_ALLOWED",
             ErrorCode::TradeNotFound => "TRADE_NOT_FOUND",
             ErrorCode::RefundNotFound => "REFUND_NOT_FOUND",
             ErrorCode::MerchantNotFound => "MERCHANT_NOT_FOUND",
@@ -174,7 +179,7 @@ impl ErrorCode {
                 grpc::INVALID_ARGUMENT
             }
             Unauthenticated => grpc::UNAUTHENTICATED,
-            PermissionDenied => grpc::PERMISSION_DENIED,
+            PermissionDenied | CallerNotAllowed => grpc::PERMISSION_DENIED,
             TradeNotFound | RefundNotFound | MerchantNotFound | ChannelNotFound | DebitNotFound
             | SettlementNotFound | PayoutNotFound | NotFound => grpc::NOT_FOUND,
             IdempotencyConflict => grpc::ALREADY_EXISTS,

@@ -470,7 +470,7 @@ fn rpc<T>(r: Result<tonic::Response<T>, tonic::Status>, what: &str) -> anyhow::R
 
 /// Runs one `ctl` command.
 pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
-    let mut c = Clients::connect(|s| config.peer_addr(s))?;
+    let mut c = Clients::for_deployment(config)?;
     let out = ctl.output;
     match ctl.command {
         CtlCommand::Refund { action } => match action {
