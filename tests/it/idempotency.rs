@@ -1,6 +1,7 @@
 //! Idempotency at the merchant API and at every hop of the chain: a repeat returns the first
 //! result and moves no money twice; the same key with other content is a conflict.
 
+use tuikuan_proto::tls::Principal;
 use tonic::Code;
 use tuikuan_proto::accounting::v1 as acc;
 use tuikuan_proto::bank::v1 as bank;
@@ -35,7 +36,8 @@ async fn every_hop_is_idempotent(store: Store) {
 
     // Clearing: the same debit again returns the same debit and posts nothing new.
     let d1 =
-        sb.c.clearing
+        sb.as_service(Principal::Business)
+            .clearing
             .refund_debit(clr::RefundDebitRequest {
                 refund_id: refund_id.clone(),
                 trade_id: trade.trade_id.clone(),
@@ -49,7 +51,8 @@ async fn every_hop_is_idempotent(store: Store) {
             .into_inner();
     assert_eq!(d1.status, clr::DebitStatus::Debited as i32);
     let conflict =
-        sb.c.clearing
+        sb.as_service(Principal::Business)
+            .clearing
             .refund_debit(clr::RefundDebitRequest {
                 refund_id: refund_id.clone(),
                 trade_id: trade.trade_id.clone(),
@@ -73,7 +76,8 @@ async fn every_hop_is_idempotent(store: Store) {
             .unwrap()
             .into_inner();
     let replay =
-        sb.c.accounting
+        sb.as_service(Principal::Clearing)
+            .accounting
             .post(acc::PostRequest {
                 request_id: posting.request_id.clone(),
                 description: posting.description.clone(),
@@ -96,7 +100,8 @@ async fn every_hop_is_idempotent(store: Store) {
             .unwrap()
             .into_inner();
     let repeat =
-        sb.c.refund
+        sb.as_service(Principal::Business)
+            .refund
             .create_refund(rfd::CreateRefundRequest {
                 refund_id: refund_id.clone(),
                 merchant_id: "MA".into(),
@@ -139,7 +144,8 @@ async fn every_hop_is_idempotent(store: Store) {
             .into_inner();
     assert_eq!(order.submit_status, rfd::SubmitStatus::Submitted as i32);
     let resubmit =
-        sb.c.bank
+        sb.as_service(Principal::Refund)
+            .bank
             .submit_refund(bank::SubmitRefundRequest {
                 channel: CHANNEL.into(),
                 refund_id: refund_id.clone(),
@@ -158,7 +164,8 @@ async fn every_hop_is_idempotent(store: Store) {
     let done = sb.get_refund(KEY_A, "R-1").await.unwrap();
     assert_eq!(done.status, biz::RefundStatus::Succeeded as i32);
     let report =
-        sb.c.business
+        sb.as_service(Principal::Refund)
+            .business
             .report_refund_outcome(biz::ReportRefundOutcomeRequest {
                 refund_id: refund_id.clone(),
                 status: biz::RefundStatus::Succeeded as i32,

@@ -78,6 +78,12 @@ impl Sandbox {
         Some(sb)
     }
 
+    /// Clients with the certificate of `identity`: a test standing in for that service (replaying
+    /// its calls, planting faults) must present its identity, like the service itself.
+    pub fn as_service(&self, identity: tuikuan_proto::tls::Principal) -> Clients {
+        self.cluster.clients_as(identity).expect("clients")
+    }
+
     async fn seed(&mut self) {
         self.c
             .refund
