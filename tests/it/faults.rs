@@ -8,8 +8,8 @@
 //!   load of refunds across all methods, services killed with SIGKILL and restarted, then every
 //!   refund final, none lost, none paid twice, and the auditor satisfied.
 
-use tuikuan_proto::tls::Principal;
 use std::time::Duration;
+use tuikuan_proto::tls::Principal;
 
 use chrono::Duration as Days;
 use tuikuan::audit::{self, AuditOptions, AuditReport};
@@ -529,9 +529,7 @@ fn binary_audit_fails_when_it_cannot_read_the_services() {
         .collect();
     // The deployment's certificates exist; only the services are missing.
     let certs = dir.path().join("certs");
-    tuikuan_proto::pki::testing()
-        .write(&certs, false)
-        .unwrap();
+    tuikuan_proto::pki::testing().write(&certs, false).unwrap();
     std::fs::write(
         &config,
         format!(

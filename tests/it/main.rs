@@ -4,6 +4,7 @@
 mod sandbox;
 
 mod bad_input;
+mod bounded;
 mod chain;
 mod concurrency;
 mod discovery;

@@ -354,6 +354,7 @@ impl PeerVerdict {
             | InvalidAmount
             | UnsupportedCurrency
             | MalformedId
+            | MalformedRequest
             | TradeNotFound
             | RefundNotFound
             | MerchantNotFound
@@ -377,8 +378,9 @@ impl PeerVerdict {
             // or tampering that a human must look at; never guess, keep the refund where it is.
             // CALLER_NOT_ALLOWED: the deployment's certificates or allow-list are wrong; the peer
             // did nothing, and will once an operator fixes them.
+            // REQUEST_TOO_LARGE from a peer: our own request was too big, a bug to look at.
             IdempotencyConflict | Unauthenticated | PermissionDenied | CallerNotAllowed
-            | Unavailable | InProgress | Storage | Internal => PeerVerdict::Retry,
+            | RequestTooLarge | Unavailable | InProgress | Storage | Internal => PeerVerdict::Retry,
         }
     }
 }

@@ -735,7 +735,10 @@ fn settle_from_wire(r: &pb::SettlePaymentRequest) -> Result<SettleRequest, Error
         "" => Money::zero(amount.currency()),
         s => {
             let value = rust_decimal::Decimal::from_str_exact(s).map_err(|_| {
-                Error::field("platform_subsidy", format!("{s:?} is not a decimal amount"))
+                Error::field(
+                    "platform_subsidy",
+                    format!("{} is not a decimal amount", tuikuan_kernel::echo(s)),
+                )
             })?;
             if value.is_zero() {
                 Money::zero(amount.currency())

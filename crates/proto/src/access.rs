@@ -15,7 +15,7 @@
 
 use std::task::{Context, Poll};
 
-use futures::future::{ready, Either, Ready};
+use futures::future::{ready, Either, FutureExt, Map, Ready};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tuikuan_kernel::{echo, Error, ErrorCode};
 
@@ -486,7 +486,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
+    type Future = Either<Ready<Result<S::Response, S::Error>>, Map<S::Future, Rewrite<S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -494,7 +494,7 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         if self.policy == Policy::Open {
-            return Either::Right(self.inner.call(request));
+            return Either::Right(self.inner.call(request).map(stable_codes::<S::Error>));
         }
         let path = request.uri().path().to_string();
         match check(&path, peer_principal(&request)) {
@@ -502,7 +502,7 @@ where
                 if let Some(caller) = caller {
                     request.extensions_mut().insert(caller);
                 }
-                Either::Right(self.inner.call(request))
+                Either::Right(self.inner.call(request).map(stable_codes::<S::Error>))
             }
             Err(e) => {
                 tracing::warn!(rpc = %echo(&path), error = %e.message, "call refused");
@@ -510,6 +510,52 @@ where
             }
         }
     }
+}
+
+/// The response rewrite of [`stable_codes`].
+type Rewrite<E> = fn(
+    Result<http::Response<tonic::body::Body>, E>,
+) -> Result<http::Response<tonic::body::Body>, E>;
+
+/// Gives the framework's own errors stable codes: an undecodable request (tonic answers
+/// INTERNAL "failed to decode Protobuf message") becomes INVALID_ARGUMENT / `MALFORMED_REQUEST`,
+/// and a request over the size limit (tonic answers OUT_OF_RANGE "… message length too large")
+/// RESOURCE_EXHAUSTED / `REQUEST_TOO_LARGE`, as the gRPC status-code table prescribes. Both are
+/// answered before any message, so the status is in the response headers.
+fn stable_codes<E>(
+    result: Result<http::Response<tonic::body::Body>, E>,
+) -> Result<http::Response<tonic::body::Body>, E> {
+    result.map(|mut response| {
+        let headers = response.headers_mut();
+        let status = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok());
+        let message = headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .replace("%20", " ");
+        let code = match status {
+            Some(13) if message.starts_with("failed to decode") => {
+                Some(ErrorCode::MalformedRequest)
+            }
+            Some(11) if message.contains("message length too large") => {
+                Some(ErrorCode::RequestTooLarge)
+            }
+            _ => None,
+        };
+        if let Some(code) = code {
+            if headers.get(crate::status::ERROR_CODE_KEY).is_none() {
+                headers.insert("grpc-status", http::HeaderValue::from(code.grpc_code()));
+                headers.insert(
+                    crate::status::ERROR_CODE_KEY,
+                    http::HeaderValue::from_static(code.as_str()),
+                );
+            }
+        }
+        response
+    })
 }
 
 #[cfg(test)]

@@ -1149,7 +1149,10 @@ impl RefundCenter {
             .ok_or_else(|| {
                 Error::new(
                     ErrorCode::RefundNotFound,
-                    format!("no refund attempt with bank reference {bank_reference_id:?}"),
+                    format!(
+                        "no refund attempt with bank reference {}",
+                        tuikuan_kernel::echo(&bank_reference_id)
+                    ),
                 )
             })?;
         self.reread(&refund_id).await

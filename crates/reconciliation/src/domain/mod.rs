@@ -187,7 +187,10 @@ impl FileFormat {
             "unionpay" | UNIONPAY_FORMAT => Ok(FileFormat::UnionpayZm),
             other => Err(Error::field(
                 "format",
-                format!("unsupported format {other:?} (expected csv, wechat or unionpay)"),
+                format!(
+                    "unsupported format {} (expected csv, wechat or unionpay)",
+                    tuikuan_kernel::echo(other)
+                ),
             )),
         }
     }
@@ -299,7 +302,12 @@ pub fn parse_business_date(value: &str, field: &str) -> Result<NaiveDate> {
     let date = NaiveDate::parse_from_str(value, "%Y-%m-%d")
         .ok()
         .filter(|d| format_date(*d) == value)
-        .ok_or_else(|| Error::field(field, format!("{value:?} is not a date (YYYY-MM-DD)")))?;
+        .ok_or_else(|| {
+            Error::field(
+                field,
+                format!("{} is not a date (YYYY-MM-DD)", tuikuan_kernel::echo(value)),
+            )
+        })?;
     Ok(date)
 }
 
