@@ -1151,7 +1151,7 @@ impl RefundCenter {
                     ErrorCode::RefundNotFound,
                     format!(
                         "no refund attempt with bank reference {}",
-                        tuikuan_kernel::echo(&bank_reference_id)
+                        tuikuan_kernel::echo(bank_reference_id)
                     ),
                 )
             })?;
