@@ -11,6 +11,7 @@ mod discovery;
 mod faults;
 mod fuzz_smoke;
 mod idempotency;
+mod inspect;
 mod recovery;
 mod smoke;
 mod trust;

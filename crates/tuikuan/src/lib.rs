@@ -18,5 +18,6 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod inspect;
 pub mod local;
 pub mod output;
