@@ -187,7 +187,7 @@ pub const TABLE: &[(&str, Rule)] = &[
     ),
     (
         "/tuikuan.refund.v1.RefundService/ListChannels",
-        Rule::Callers(STAFF),
+        callers!(Reconciliation, Ctl, Console),
     ),
     (
         "/tuikuan.refund.v1.RefundService/RunInterfaceCycle",
