@@ -81,7 +81,13 @@ async fn start(db: TestDb, four_eyes: FourEyes) -> Env {
     let handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |listener, shutdown| {
         let routes = tonic::service::Routes::new(auth.guard(OperatorServiceServer::new(registry)))
             .add_service(StaffServer::new(d, e).guarded(&auth));
-        tuikuan_proto::server::serve(listener, routes, &[], shutdown)
+        tuikuan_proto::server::serve(
+            listener,
+            tuikuan_proto::tls::Transport::Insecure,
+            routes,
+            &[],
+            shutdown,
+        )
     })
     .await
     .expect("serve");

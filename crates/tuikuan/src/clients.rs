@@ -1,4 +1,7 @@
 //! Typed clients for every service of a deployment, for the demo, `ctl` commands and tests.
+//!
+//! Internal services are reached under the transport given (mutual TLS as `ctl` for staff tools);
+//! the merchant API on the public listener, with the merchant's API key and no certificate.
 
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -19,8 +22,23 @@ use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 use tuikuan_auth::client::OperatorToken;
 use tuikuan_proto::staff::v1::operator_service_client::OperatorServiceClient;
 use tuikuan_proto::staff::v1::staff_service_client::StaffServiceClient;
+use tuikuan_proto::tls::Transport;
 
-use crate::config::Service;
+use crate::config::{DeploymentConfig, Service};
+
+impl Clients {
+    /// The deployment's services as the staff client `ctl` (`tuikuan ctl`, `tuikuan audit`).
+    pub fn for_deployment(config: &DeploymentConfig) -> anyhow::Result<Clients> {
+        let transport = config.transport(tuikuan_proto::tls::Principal::Ctl)?;
+        let public_ca = config.public_ca()?;
+        Clients::connect(
+            &transport,
+            |s| config.peer_addr(s),
+            &config.public_url(),
+            public_ca.as_deref(),
+        )
+    }
+}
 
 /// A channel whose calls carry the operator's token (when the clients have one).
 pub type Staffed = InterceptedService<Channel, OperatorToken>;
@@ -78,12 +96,20 @@ pub struct Clients {
     /// Every service's channel, for its staff desk.
     channels: std::collections::BTreeMap<Service, Channel>,
     token: OperatorToken,
+    /// The public listener (merchant API).
+    public_channel: Channel,
 }
 
 impl Clients {
-    /// Clients for the services at `url(service)`.
-    pub fn connect(url: impl Fn(Service) -> String) -> anyhow::Result<Clients> {
-        let ch = |s: Service| tuikuan_proto::client::channel(&url(s));
+    /// Clients for the internal services at `url(service)` under `transport`, and for the
+    /// merchant API at `public_url` (HTTPS verified against `public_ca` when given).
+    pub fn connect(
+        transport: &Transport,
+        url: impl Fn(Service) -> String,
+        public_url: &str,
+        public_ca: Option<&str>,
+    ) -> anyhow::Result<Clients> {
+        let ch = |s: Service| transport.channel(s.principal(), &url(s));
         let business_channel = ch(Service::Business)?;
         let mut channels = std::collections::BTreeMap::new();
         for s in Service::ALL {
@@ -106,6 +132,7 @@ impl Clients {
             payout: PayoutServiceClient::new(ch(Service::Payout)?),
             reconciliation: ReconciliationServiceClient::new(ch(Service::Reconciliation)?),
             bank: BankServiceClient::new(ch(Service::Bank)?),
+            public_channel: tuikuan_proto::tls::public_channel(public_url, public_ca)?,
             business_channel,
         })
     }
@@ -136,7 +163,7 @@ impl Clients {
         let value = MetadataValue::try_from(format!("Bearer {api_key}"))
             .map_err(|_| anyhow::anyhow!("api key: not a valid header value"))?;
         Ok(MerchantServiceClient::with_interceptor(
-            self.business_channel.clone(),
+            self.public_channel.clone(),
             BearerAuth { value },
         ))
     }

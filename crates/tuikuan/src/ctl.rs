@@ -548,7 +548,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
         return crate::inspect::run(file, format, encoding, date, ctl.output);
     }
     let session_file = crate::session::session_path(ctl.token_file.as_deref())?;
-    let mut c = Clients::connect(|s| config.peer_addr(s))?;
+    let mut c = Clients::for_deployment(config)?;
     let out = ctl.output;
     let needs_session = !matches!(ctl.command, CtlCommand::Login { .. } | CtlCommand::Logout);
     if needs_session {
