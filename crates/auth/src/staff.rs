@@ -405,8 +405,8 @@ impl Desk {
             Err(e) if e.is_retryable() => Err(Error::new(
                 e.code,
                 format!(
-                    "proposal {} is approved but its action did not finish ({}); approve it again \
-                     to finish",
+                    "proposal {} is approved but its action did not finish ({}); its approver \
+                     approves it again to finish",
                     p.proposal_id, e.message
                 ),
             )),

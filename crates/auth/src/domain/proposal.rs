@@ -151,7 +151,11 @@ pub fn check_decision(
         (ProposalStatus::Pending, _) if now_ms >= p.expires_at_ms => Ok(DecisionStep::Expire),
         (ProposalStatus::Pending, Decision::Approve) => Ok(DecisionStep::Approve),
         (ProposalStatus::Pending, Decision::Reject) => Ok(DecisionStep::Reject),
-        (ProposalStatus::Approved, Decision::Approve) => Ok(DecisionStep::Resume),
+        // Only its approver finishes an interrupted run: a second approver racing the first
+        // would otherwise run the action beside it.
+        (ProposalStatus::Approved, Decision::Approve) if decider.name == p.approver => {
+            Ok(DecisionStep::Resume)
+        }
         (_, Decision::Approve) => Err(illegal(p, "approved")),
         _ => Err(illegal(p, "rejected")),
     }
@@ -265,15 +269,18 @@ mod tests {
     #[test]
     fn only_pending_or_interrupted_proposals_move() {
         let frank = op("frank", Role::Finance);
+        let mut approved = proposal(ProposalStatus::Approved);
+        approved.approver = "frank".into();
         assert_eq!(
-            check_decision(
-                &proposal(ProposalStatus::Approved),
-                &frank,
-                Decision::Approve,
-                1
-            )
-            .unwrap(),
+            check_decision(&approved, &frank, Decision::Approve, 1).unwrap(),
             DecisionStep::Resume
+        );
+        // Another operator does not run it beside its approver.
+        assert_eq!(
+            check_decision(&approved, &op("fred", Role::Finance), Decision::Approve, 1)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidStateTransition
         );
         for s in [
             ProposalStatus::Executed,
