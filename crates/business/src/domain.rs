@@ -372,11 +372,14 @@ impl PeerVerdict {
             | DebitNotActive
             | NoRefundMethod
             | RefundFailed
-            | PayoutReturned => PeerVerdict::Refused,
+            | PayoutReturned
+            | CouponOnlyRefund => PeerVerdict::Refused,
             // IDEMPOTENCY_CONFLICT means the peer holds other content under our refund id: a bug
             // or tampering that a human must look at; never guess, keep the refund where it is.
+            // INSUFFICIENT_FUNDS: the platform's own funds cannot fund its part yet; finance tops
+            // them up and the chain goes on.
             IdempotencyConflict | Unauthenticated | PermissionDenied | Unavailable | InProgress
-            | Storage | Internal => PeerVerdict::Retry,
+            | InsufficientFunds | Storage | Internal => PeerVerdict::Retry,
         }
     }
 }
