@@ -373,13 +373,14 @@ impl PeerVerdict {
             | NoRefundMethod
             | RefundFailed
             | PayoutReturned
-            | CouponOnlyRefund => PeerVerdict::Refused,
+            | CouponOnlyRefund
+            // The platform's own funds cannot fund its part now: nothing was debited; the
+            // merchant may ask again later with a new refund.
+            | InsufficientFunds => PeerVerdict::Refused,
             // IDEMPOTENCY_CONFLICT means the peer holds other content under our refund id: a bug
             // or tampering that a human must look at; never guess, keep the refund where it is.
-            // INSUFFICIENT_FUNDS: the platform's own funds cannot fund its part yet; finance tops
-            // them up and the chain goes on.
             IdempotencyConflict | Unauthenticated | PermissionDenied | Unavailable | InProgress
-            | InsufficientFunds | Storage | Internal => PeerVerdict::Retry,
+            | Storage | Internal => PeerVerdict::Retry,
         }
     }
 }
