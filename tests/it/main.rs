@@ -10,5 +10,6 @@ mod discovery;
 mod faults;
 mod fuzz_smoke;
 mod idempotency;
+mod inspect;
 mod recovery;
 mod smoke;
