@@ -4,6 +4,7 @@
 mod sandbox;
 
 mod bad_input;
+mod bounded;
 mod chain;
 mod concurrency;
 mod discovery;
@@ -13,3 +14,4 @@ mod idempotency;
 mod inspect;
 mod recovery;
 mod smoke;
+mod trust;
