@@ -84,6 +84,10 @@ pub enum ErrorCode {
     BankMayHavePaid,
     /// The four-eyes proposal waited longer than its lifetime; propose again.
     ProposalExpired,
+    /// A reserve, own-funds, in-transit or suspense account would go below zero; nothing was posted.
+    InsufficientFunds,
+    /// The platform's coupon share covers the whole refund: there is no cash to pay back.
+    CouponOnlyRefund,
     // unavailable
     /// A downstream service did not answer; the request may be retried with the same key.
     Unavailable,
@@ -146,6 +150,8 @@ impl ErrorCode {
         ErrorCode::PayoutReturned,
         ErrorCode::BankMayHavePaid,
         ErrorCode::ProposalExpired,
+        ErrorCode::InsufficientFunds,
+        ErrorCode::CouponOnlyRefund,
         ErrorCode::Unavailable,
         ErrorCode::InProgress,
         ErrorCode::Storage,
@@ -189,6 +195,8 @@ impl ErrorCode {
             ErrorCode::PayoutReturned => "PAYOUT_RETURNED",
             ErrorCode::BankMayHavePaid => "BANK_MAY_HAVE_PAID",
             ErrorCode::ProposalExpired => "PROPOSAL_EXPIRED",
+            ErrorCode::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            ErrorCode::CouponOnlyRefund => "COUPON_ONLY_REFUND",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::InProgress => "IN_PROGRESS",
             ErrorCode::Storage => "STORAGE",
@@ -225,7 +233,9 @@ impl ErrorCode {
             | RefundFailed
             | PayoutReturned
             | BankMayHavePaid
-            | ProposalExpired => grpc::FAILED_PRECONDITION,
+            | ProposalExpired
+            | InsufficientFunds
+            | CouponOnlyRefund => grpc::FAILED_PRECONDITION,
             Unavailable | InProgress => grpc::UNAVAILABLE,
             Storage | Internal => grpc::INTERNAL,
         }
