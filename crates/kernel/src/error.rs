@@ -71,6 +71,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The request was accepted but its chain is still running; query it later.
     InProgress,
+    /// A payment channel's answer, notification or bill failed verification (signature, timestamp,
+    /// certificate serial, digest); nothing it said was used. The outcome stays unknown: retry.
+    ChannelUnverified,
     // internal
     /// Storage failed.
     Storage,
@@ -121,6 +124,7 @@ impl ErrorCode {
         ErrorCode::PayoutReturned,
         ErrorCode::Unavailable,
         ErrorCode::InProgress,
+        ErrorCode::ChannelUnverified,
         ErrorCode::Storage,
         ErrorCode::Internal,
     ];
@@ -156,6 +160,7 @@ impl ErrorCode {
             ErrorCode::PayoutReturned => "PAYOUT_RETURNED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::InProgress => "IN_PROGRESS",
+            ErrorCode::ChannelUnverified => "CHANNEL_UNVERIFIED",
             ErrorCode::Storage => "STORAGE",
             ErrorCode::Internal => "INTERNAL",
         }
@@ -189,7 +194,7 @@ impl ErrorCode {
             | NoRefundMethod
             | RefundFailed
             | PayoutReturned => grpc::FAILED_PRECONDITION,
-            Unavailable | InProgress => grpc::UNAVAILABLE,
+            Unavailable | InProgress | ChannelUnverified => grpc::UNAVAILABLE,
             Storage | Internal => grpc::INTERNAL,
         }
     }
@@ -198,7 +203,10 @@ impl ErrorCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Unavailable | ErrorCode::InProgress | ErrorCode::Storage
+            ErrorCode::Unavailable
+                | ErrorCode::InProgress
+                | ErrorCode::ChannelUnverified
+                | ErrorCode::Storage
         )
     }
 }
