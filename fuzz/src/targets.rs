@@ -15,8 +15,10 @@ use tuikuan_bank::domain::parse_clearing_csv;
 use tuikuan_business::domain::RefundRequest;
 use tuikuan_kernel::id::validate_external_id;
 use tuikuan_kernel::{ErrorCode, Money};
+use tuikuan_reconciliation::domain::inspect::inspect;
 use tuikuan_reconciliation::domain::{
-    parse_all, ClearingFileParser, CsvV1Parser, TextEncoding, UnionpayZmParser, WechatBillParser,
+    parse_all, AlipayBillParser, BankRecord, BankRecordStatus, ClearingFileParser, CsvV1Parser,
+    RecordKind, TextEncoding, UnionpayZmParser, WechatBillParser, WechatLayout,
 };
 
 /// A fuzz target: arbitrary bytes in, a panic only on a broken invariant.
@@ -27,6 +29,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("recon_csv", recon_csv),
     ("recon_wechat", recon_wechat),
     ("recon_unionpay", recon_unionpay),
+    ("recon_alipay", recon_alipay),
+    ("recon_detect", recon_detect),
     ("bank_clearing_csv", bank_clearing_csv),
     ("merchant_create_refund", merchant_create_refund),
     ("money_parse", money_parse),
@@ -38,15 +42,49 @@ pub fn recon_csv(data: &[u8]) {
     check_recon(&CsvV1Parser, data);
 }
 
-/// Reconciliation's WeChat Pay trade bill parser.
-pub fn recon_wechat(data: &[u8]) {
-    check_recon(&WechatBillParser, data);
+const ENCODINGS: [TextEncoding; 3] = [TextEncoding::Detect, TextEncoding::Utf8, TextEncoding::Gbk];
+
+fn business_date() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap_or_default()
 }
 
-/// Reconciliation's UnionPay ZM fixed-width parser, in each encoding mode.
+/// Reconciliation's WeChat Pay trade bill parser (every layout), in each encoding mode.
+pub fn recon_wechat(data: &[u8]) {
+    for encoding in ENCODINGS {
+        check_recon(&WechatBillParser { encoding }, data);
+    }
+}
+
+/// Reconciliation's UnionPay ZM parser (42 fields, 607 bytes), in each encoding mode.
 pub fn recon_unionpay(data: &[u8]) {
-    for encoding in [TextEncoding::Detect, TextEncoding::Utf8, TextEncoding::Gbk] {
-        check_recon(&UnionpayZmParser { encoding }, data);
+    for encoding in ENCODINGS {
+        check_recon(
+            &UnionpayZmParser {
+                encoding,
+                business_date: business_date(),
+            },
+            data,
+        );
+    }
+}
+
+/// Reconciliation's Alipay 业务明细 parser, in each encoding mode.
+pub fn recon_alipay(data: &[u8]) {
+    for encoding in ENCODINGS {
+        check_recon(&AlipayBillParser { encoding }, data);
+    }
+}
+
+/// Format detection and `ctl recon inspect`'s reading of any bytes: never a panic; a refusal
+/// names a field; an accepted file's rows are well formed.
+pub fn recon_detect(data: &[u8]) {
+    let report = inspect(data, None, TextEncoding::Detect, business_date());
+    match &report.error {
+        Some(e) => assert!(!e.field.is_empty() && !e.message.is_empty(), "{e:?}"),
+        None => {
+            assert!(report.format.is_some());
+            check_records(&report.rows, &report.stats);
+        }
     }
 }
 
@@ -132,23 +170,42 @@ pub fn external_id(data: &[u8]) {
 
 fn check_recon(parser: &dyn ClearingFileParser, data: &[u8]) {
     match parse_all(parser, data) {
-        Ok((records, stats)) => {
-            assert_eq!(records.len(), stats.records, "{stats:?}");
-            assert!(stats.records + stats.skipped <= stats.rows, "{stats:?}");
-            let mut last_line = 0;
-            for r in &records {
-                assert!(r.line > last_line, "lines in file order: {r:?}");
-                last_line = r.line;
-                assert!(
-                    r.amount.is_positive(),
-                    "accepted a non-positive amount: {r:?}"
-                );
-                assert!(validate_external_id(&r.id, "id").is_ok(), "{r:?}");
-                assert!(!r.bank_ref.is_empty(), "{r:?}");
-                assert_canonical(&r.amount);
-            }
-        }
+        Ok((records, stats)) => check_records(&records, &stats),
         Err(e) => assert_names_line_and_field(&e.code, &e.message),
+    }
+}
+
+/// An accepted file: refund records are what matching can trust (positive amounts, printable ids
+/// of at most 64 characters, a bank reference), payment records are counted apart, lines ascend.
+fn check_records(records: &[BankRecord], stats: &tuikuan_reconciliation::domain::FileStats) {
+    let refunds = records.iter().filter(|r| r.kind.is_refund()).count();
+    assert_eq!(refunds, stats.records, "{stats:?}");
+    assert_eq!(records.len() - refunds, stats.skipped, "{stats:?}");
+    assert!(stats.records + stats.skipped <= stats.rows, "{stats:?}");
+    let mut last_line = 0;
+    for r in records {
+        assert!(r.line > last_line, "lines in file order: {r:?}");
+        last_line = r.line;
+        assert_canonical_or_zero(&r.amount);
+        if r.kind == RecordKind::Payment {
+            assert!(r.amount.to_minor() >= 0, "a negative payment: {r:?}");
+            continue;
+        }
+        assert!(
+            r.amount.is_positive(),
+            "accepted a non-positive amount: {r:?}"
+        );
+        assert!(
+            !r.id.is_empty() && r.id.len() <= 64 && r.id.bytes().all(|b| b.is_ascii_graphic()),
+            "{r:?}"
+        );
+        assert!(!r.bank_ref.is_empty(), "{r:?}");
+    }
+}
+
+fn assert_canonical_or_zero(m: &Money) {
+    if m.is_positive() {
+        assert_canonical(m);
     }
 }
 
@@ -206,6 +263,14 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "recon_csv" | "bank_clearing_csv" => csv_seeds(),
         "recon_wechat" => wechat_seeds(),
         "recon_unionpay" => unionpay_seeds(),
+        "recon_alipay" => alipay_seeds(),
+        "recon_detect" => {
+            let mut all = csv_seeds();
+            all.extend(wechat_seeds());
+            all.extend(unionpay_seeds());
+            all.extend(alipay_seeds());
+            all
+        }
         "merchant_create_refund" => vec![
             b"R-1\nO-1\n12.50\nCNY\ncustomer returned the goods".to_vec(),
             b"R-2\nORDER.2026_11\n1\nJPY\n".to_vec(),
@@ -241,70 +306,83 @@ fn csv_seeds() -> Vec<Vec<u8>> {
     ]
 }
 
-fn wechat_seeds() -> Vec<Vec<u8>> {
-    let mut header: Vec<&str> =
-        tuikuan_reconciliation::domain::wechat::WECHAT_LEGACY_COLUMNS.to_vec();
-    header.extend(tuikuan_reconciliation::domain::wechat::WECHAT_NEW_EXTRA_COLUMNS);
-    let row = |i: u32, amount: &str, status: &str| {
-        format!(
-            "`2026-11-25 10:00:{i:02},`wx2421b1c4370ec43b,`10000100,`0,`,`42000{i:013},`ord{i:010},`oUpF8uMuAJO_M2pxb1Q9zNjWeS6o,`JSAPI,`REFUND,`CMC,`CNY,`0.00,`0.00,`50000{i:013},`rf_{i},`{amount},`0.00,`ORIGINAL,`{status},`T-shirt, blue,`,`0.00,`0.60%,`0.00,`{amount},`\n"
-        )
+/// Hand-written fixtures of every published layout (crates/reconciliation/tests/fixtures).
+macro_rules! fixture {
+    ($name:literal) => {
+        include_bytes!(concat!(
+            "../../crates/reconciliation/tests/fixtures/",
+            $name
+        ))
+        .to_vec()
     };
-    let summary = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\n";
-    let one = format!(
-        "{}\n{}{summary}`1,`0.00,`12.50,`0.00,`0.00,`0.00,`12.50\n",
-        header.join(","),
-        row(1, "12.50", "SUCCESS")
-    );
-    let two = format!(
-        "{}\n{}{}{summary}`2,`0.00,`13.50,`0.00,`0.00,`0.00,`13.50\n",
-        header.join(","),
-        row(1, "12.50", "SUCCESS"),
-        row(2, "1.00", "CHANGE")
-    );
-    vec![one.into_bytes(), two.into_bytes()]
+}
+
+fn seed_records() -> Vec<BankRecord> {
+    let at = |h: u32| {
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 25)
+            .and_then(|d| d.and_hms_opt(h, 0, 0))
+            .map(|t| t.and_utc())
+            .unwrap_or_default()
+    };
+    let cny = |minor| Money::from_minor(minor, tuikuan_kernel::Currency::Cny);
+    let rec = |kind, id: &str, minor, status, line| BankRecord {
+        kind,
+        id: id.into(),
+        bank_ref: format!("4200{line:016}"),
+        original_ref: format!("ORD{line}"),
+        channel: String::new(),
+        amount: cny(minor),
+        status,
+        completed_at: at(2 + line as u32),
+        reason: String::new(),
+        line,
+    };
+    vec![
+        rec(
+            RecordKind::Payment,
+            "ORD1",
+            10_000,
+            BankRecordStatus::Success,
+            2,
+        ),
+        rec(
+            RecordKind::Refund,
+            "TKW1000000000000000001",
+            1250,
+            BankRecordStatus::Success,
+            3,
+        ),
+        rec(RecordKind::Refund, "rf_2", 300, BankRecordStatus::Failed, 4),
+    ]
+}
+
+fn wechat_seeds() -> Vec<Vec<u8>> {
+    use tuikuan_reconciliation::domain::wechat::write_bill;
+    let mut seeds = vec![
+        fixture!("wechat_current_all.csv"),
+        fixture!("wechat_current_refund.csv"),
+        fixture!("wechat_current_refund_gbk.csv"),
+        fixture!("wechat_legacy_all.csv"),
+        fixture!("wechat_legacy_refund.csv"),
+    ];
+    for layout in WechatLayout::ALL {
+        seeds.push(write_bill(layout, TextEncoding::Utf8, &seed_records()));
+    }
+    seeds
 }
 
 fn unionpay_seeds() -> Vec<Vec<u8>> {
-    use tuikuan_reconciliation::domain::unionpay::unionpay_line;
-    let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap_or_default();
-    let cny = |minor| Money::from_minor(minor, tuikuan_kernel::Currency::Cny);
-    let mut file = Vec::new();
-    file.extend(unionpay_line(
-        1,
-        "1125100000",
-        &cny(1250),
-        "04",
-        "RRN000000001",
-        "00",
-        "B20261125-CCB-FILE_UPLOAD-1-0001",
-        date,
-        "",
-        TextEncoding::Utf8,
-    ));
-    file.extend(unionpay_line(
-        2,
-        "1125100500",
-        &cny(300),
-        "04",
-        "RRN000000002",
-        "05",
-        "rf_2",
-        date,
-        "账户已销户",
-        TextEncoding::Gbk,
-    ));
-    file.extend(unionpay_line(
-        3,
-        "1125110000",
-        &cny(9900),
-        "01",
-        "RRN000000003",
-        "00",
-        "pay_3",
-        date,
-        "",
-        TextEncoding::Utf8,
-    ));
-    vec![file]
+    use tuikuan_reconciliation::domain::unionpay::write_zm;
+    vec![
+        fixture!("unionpay_zm_gbk.txt"),
+        write_zm(&seed_records(), TextEncoding::Gbk),
+    ]
+}
+
+fn alipay_seeds() -> Vec<Vec<u8>> {
+    use tuikuan_reconciliation::domain::alipay::write_detail;
+    vec![
+        fixture!("alipay_detail_gbk.csv"),
+        write_detail(&seed_records(), business_date(), TextEncoding::Gbk),
+    ]
 }

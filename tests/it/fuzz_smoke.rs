@@ -214,6 +214,8 @@ fuzz_smoke!(
     recon_csv => 0xC5F1,
     recon_wechat => 0x3EC4,
     recon_unionpay => 0x0419,
+    recon_alipay => 0xA11A,
+    recon_detect => 0xDE7E,
     bank_clearing_csv => 0xBA4C,
     merchant_create_refund => 0x3EF0,
     money_parse => 0x3013,
@@ -229,6 +231,8 @@ fn every_target_is_covered() {
             "recon_csv",
             "recon_wechat",
             "recon_unionpay",
+            "recon_alipay",
+            "recon_detect",
             "bank_clearing_csv",
             "merchant_create_refund",
             "money_parse",
@@ -244,9 +248,8 @@ fn every_target_is_covered() {
 /// seeds — so the corpus starts where the interesting code is, past the first check.
 #[test]
 fn seeds_are_accepted() {
-    use tuikuan_reconciliation::domain::{
-        parse_all, CsvV1Parser, TextEncoding, UnionpayZmParser, WechatBillParser,
-    };
+    use tuikuan_reconciliation::domain::inspect::inspect;
+    use tuikuan_reconciliation::domain::{parse_all, CsvV1Parser, FileFormat, TextEncoding};
     for s in targets::seeds("recon_csv").iter().skip(1) {
         let (records, _) = parse_all(&CsvV1Parser, s).expect("csv seed parses");
         assert!(!records.is_empty());
@@ -256,16 +259,22 @@ fn seeds_are_accepted() {
             .expect("bank csv seed parses")
             .is_empty());
     }
-    for s in targets::seeds("recon_wechat") {
-        let (records, _) = parse_all(&WechatBillParser, &s).expect("wechat seed parses");
-        assert!(!records.is_empty());
-    }
-    for s in targets::seeds("recon_unionpay") {
-        let parser = UnionpayZmParser {
-            encoding: TextEncoding::Detect,
-        };
-        let (records, stats) = parse_all(&parser, &s).expect("unionpay seed parses");
-        assert_eq!((records.len(), stats.skipped), (2, 1), "{stats:?}");
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+    for (target, format) in [
+        ("recon_wechat", FileFormat::WechatBill),
+        ("recon_unionpay", FileFormat::UnionpayZm),
+        ("recon_alipay", FileFormat::AlipayDetail),
+    ] {
+        for (i, s) in targets::seeds(target).iter().enumerate() {
+            let report = inspect(s, None, TextEncoding::Detect, day);
+            assert_eq!(report.format, Some(format), "{target} seed {i}");
+            assert!(
+                report.error.is_none(),
+                "{target} seed {i}: {:?}",
+                report.error
+            );
+            assert!(report.stats.records > 0, "{target} seed {i} has refunds");
+        }
     }
     for s in targets::seeds("merchant_create_refund") {
         let text = String::from_utf8(s).unwrap();

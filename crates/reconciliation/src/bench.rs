@@ -116,13 +116,12 @@ fn io_err(e: std::io::Error) -> Error {
     Error::internal(format!("benchmark file: {e}"))
 }
 
-/// Writes a WeChat Pay trade bill (newer 27-column layout, bill type REFUND) of `rows` successful
+/// Writes a WeChat Pay trade bill (current 27-column ALL layout) of `rows` successful
 /// refunds `rf_bench_0000000000…`, with the summary row. Returns the file size.
 pub fn write_wechat_bill(path: &Path, rows: usize) -> Result<u64> {
     let file = std::fs::File::create(path).map_err(io_err)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    let mut header: Vec<&str> = crate::domain::wechat::WECHAT_LEGACY_COLUMNS.to_vec();
-    header.extend(crate::domain::wechat::WECHAT_NEW_EXTRA_COLUMNS);
+    let header = crate::domain::WechatLayout::CurrentAll.columns();
     writeln!(w, "{}", header.join(",")).map_err(io_err)?;
     let mut total: i64 = 0;
     for i in 0..rows {
@@ -318,7 +317,10 @@ fn parse_match_blocking(rows: usize, dir: &Path) -> Result<BenchReport> {
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let mut totals = Totals::default();
     let mut matched = 0usize;
-    WechatBillParser.parse(&mut reader, &mut |record| {
+    WechatBillParser::default().parse(&mut reader, &mut |record| {
+        if !record.kind.is_refund() {
+            return Ok(());
+        }
         let item = matcher.push(&record);
         if item.outcome == Outcome::Matched {
             matched += 1;

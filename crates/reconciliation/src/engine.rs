@@ -34,8 +34,8 @@ use crate::domain::{
     check_record_channel, check_resolve, discrepancy_kind_of, format_date, judge_write_back,
     new_discrepancy, parser_for, plan_resolution, resolve_bank_only, suspense_decision,
     AdjustmentKind, Discrepancy, DiscrepancyKind, FileFormat, FinalStatus, KnownRefund, MatchItem,
-    Matcher, Outcome, PlatformRefund, Resolution, ResolutionAction, ResolveStep, Run, RunItem,
-    SuspenseDecision, SuspenseEntry, SuspenseStatus, TextEncoding, WriteBackState,
+    Matcher, Outcome, ParseOptions, PlatformRefund, Resolution, ResolutionAction, ResolveStep, Run,
+    RunItem, SuspenseDecision, SuspenseEntry, SuspenseStatus, TextEncoding, WriteBackState,
     WriteBackVerdict, DEFAULT_SUSPENSE_DAYS,
 };
 use crate::store::{self, AuditEntry};
@@ -296,7 +296,13 @@ impl<P: Peers> Engine<P> {
         lap("fetch and hash the file", &mut timings);
         let matcher = self.load_platform(&channel, date).await?;
         lap("list submitted refunds", &mut timings);
-        let parser = parser_for(format, encoding);
+        let parser = parser_for(
+            format,
+            ParseOptions {
+                encoding,
+                business_date: date,
+            },
+        );
         let c = channel.clone();
         let (items, stats) = tokio::task::spawn_blocking(move || match content {
             Content::Memory(bytes) => {
@@ -998,6 +1004,9 @@ pub fn match_file(
 ) -> Result<(Vec<MatchItem>, crate::domain::FileStats)> {
     let mut items = Vec::new();
     let stats = parser.parse(input, &mut |record| {
+        if !record.kind.is_refund() {
+            return Ok(());
+        }
         check_record_channel(&record, channel)?;
         items.push(matcher.push(&record));
         Ok(())

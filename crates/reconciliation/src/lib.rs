@@ -9,9 +9,9 @@
 //! supersedes the earlier run, with an audit entry.
 //!
 //! Files come from the bank subsystem (`RunReconciliation`) or are uploaded
-//! (`RunReconciliationFile`), in one of three formats read as streams: the platform's
-//! `tuikuan-csv-v1`, the WeChat Pay trade bill, and the UnionPay ZM-style fixed-width file (GBK or
-//! UTF-8). Platform-only refunds wait in suspense for the channel's cross-day window, then become a
+//! (`RunReconciliationFile`), in one of four formats read as streams: the platform's
+//! `tuikuan-csv-v1`, the WeChat Pay trade bill (every layout, UTF-8 or GBK), UnionPay's ZM file and
+//! Alipay's 业务明细. Platform-only refunds wait in suspense for the channel's cross-day window, then become a
 //! 银行漏单 discrepancy; bank-only rows (平台漏单), amount mismatches, duplicates and status
 //! conflicts are discrepancies too, resolved by people ("bank wins" corrects the platform through
 //! the refund center and clearing adjustments, "platform wins" is recorded), every resolution
@@ -19,7 +19,7 @@
 //!
 //! Layout:
 //! - [`domain`]: pure — records, the parsers ([`domain::csv_v1`], [`domain::wechat`],
-//!   [`domain::unionpay`]), the streaming [`domain::Matcher`], suspense and discrepancy rules, the
+//!   [`domain::unionpay`], [`domain::alipay`]) and their writers, [`domain::inspect`], the streaming [`domain::Matcher`], suspense and discrepancy rules, the
 //!   write-back state machine;
 //! - [`store`]: diesel tables `runs`, `items`, `item_refs`, `suspense`, `discrepancies`,
 //!   `resolutions`, `audit_log`; repository functions returning domain types;

@@ -716,7 +716,7 @@ mod rust_decimal_free {
 // Scenarios
 // ---------------------------------------------------------------------------------------------
 
-/// Every format (WeChat new and legacy, UnionPay GBK and UTF-8, CSV with payout and file rows),
+/// Every format (WeChat current and legacy, UnionPay ZM in GBK, Alipay 业务明细, CSV with payout and file rows),
 /// every outcome through write-back, a re-run that changes nothing, and the reports.
 async fn formats_and_outcomes(backend: Backend) {
     let Some(h) = Harness::start(backend, "formats").await else {
@@ -733,7 +733,12 @@ async fn formats_and_outcomes(backend: Backend) {
         r.add("wechat", id, amount, "2026-11-25");
     }
     let run = h
-        .upload("wechat", "2026-11-25", "wechat", fixture("wechat_new.csv"))
+        .upload(
+            "wechat",
+            "2026-11-25",
+            "wechat",
+            fixture("wechat_current_all.csv"),
+        )
         .await
         .unwrap();
     assert_eq!(run.format, "wechat-bill");
@@ -774,7 +779,12 @@ async fn formats_and_outcomes(backend: Backend) {
     // The same file again: the first run, nothing written again.
     let applies = r.applies().len();
     let again = h
-        .upload("wechat", "2026-11-25", "wechat", fixture("wechat_new.csv"))
+        .upload(
+            "wechat",
+            "2026-11-25",
+            "wechat",
+            fixture("wechat_current_all.csv"),
+        )
         .await
         .unwrap();
     assert!(again.replayed);
@@ -786,7 +796,7 @@ async fn formats_and_outcomes(backend: Backend) {
     r.add("wechat", "rf_l1", "1.00", "2026-11-24");
     r.add("wechat", "rf_l2", "2.00", "2026-11-24");
     let legacy = h
-        .upload("wechat", "2026-11-24", "", fixture("wechat_legacy.csv"))
+        .upload("wechat", "2026-11-24", "", fixture("wechat_legacy_all.csv"))
         .await
         .unwrap();
     assert_eq!(legacy.format, "wechat-bill");
@@ -800,40 +810,69 @@ async fn formats_and_outcomes(backend: Backend) {
         .contains("CHANGE"));
     assert_eq!(legacy.discrepancies, 1);
 
-    // UnionPay, GBK, from the bank; a payout refund matched on its payout id.
-    r.add("unionpay", "rf_u1", "8.88", "2026-11-25");
+    // UnionPay's ZM file, GBK, from the bank: refunds (退货 and 消费撤销) matched on the orderId
+    // the refund request carried; the payment row is skipped; a refund missing from the file
+    // waits in suspense (a ZM file lists cleared transactions only).
+    r.add_ref(
+        "unionpay",
+        "rf_u1",
+        "TKU10000000000000000000000000001",
+        "8.88",
+        "2026-11-25",
+    );
     r.add("unionpay", "rf_u2", "1.00", "2026-11-25");
-    r.add_ref("unionpay", "rf_u3", "po_u3", "3.33", "2026-11-25");
+    r.add_ref(
+        "unionpay",
+        "rf_u3",
+        "TKU30000000000000000000000000003",
+        "3.33",
+        "2026-11-25",
+    );
+    r.add_ref(
+        "unionpay",
+        "rf_u5",
+        "TKU50000000000000000000000000005",
+        "12.34",
+        "2026-11-25",
+    );
     h.bank
-        .put("unionpay", "2026-11-25", fixture("unionpay_gbk.txt"), "");
+        .put("unionpay", "2026-11-25", fixture("unionpay_zm_gbk.txt"), "");
     let up = h.run("unionpay", "2026-11-25").await.unwrap();
     assert_eq!(up.format, "unionpay-zm");
     assert_eq!((up.file_rows, up.skipped_rows), (4, 1));
-    assert!(item(&up, "rf_u1", pb::Outcome::Matched).written_back);
-    let u2 = item(&up, "rf_u2", pb::Outcome::BankFailed);
-    assert!(u2.detail.contains("卡号已销户"), "{}", u2.detail);
-    let u3 = item(&up, "rf_u3", pb::Outcome::Matched);
-    assert_eq!(u3.bank_reference_id, "po_u3");
-    assert!(r
-        .applies()
-        .iter()
-        .any(|a| a.refund_id == "rf_u3" && a.bank_reference_id == "po_u3"));
-    // UTF-8, declared.
-    r.add("unionpay", "rf_u5", "12.34", "2026-11-24");
-    let utf8 = h
-        .c()
-        .run_reconciliation_file(pb::RunReconciliationFileRequest {
-            channel: "unionpay".into(),
-            date: "2026-11-24".into(),
-            format: "unionpay".into(),
-            encoding: "utf-8".into(),
-            content: fixture("unionpay_utf8.txt"),
-            sha256: hex::encode(Sha256::digest(fixture("unionpay_utf8.txt"))),
-        })
+    let u1 = item(&up, "rf_u1", pb::Outcome::Matched);
+    assert!(u1.written_back);
+    assert_eq!(u1.bank_reference_id, "TKU10000000000000000000000000001");
+    assert_eq!(u1.bank_ref, "201125100000000000001");
+    assert!(item(&up, "rf_u3", pb::Outcome::Matched).written_back);
+    assert!(item(&up, "rf_u5", pb::Outcome::Matched).written_back);
+    assert!(item(&up, "rf_u2", pb::Outcome::PlatformOnly)
+        .detail
+        .contains("in suspense"));
+    assert!(r.applies().iter().any(
+        |a| a.refund_id == "rf_u3" && a.bank_reference_id == "TKU30000000000000000000000000003"
+    ));
+
+    // Alipay's 业务明细, GBK, uploaded: refunds by their request number; one without a request
+    // number is reported by the trade's order number, unknown here: 平台漏单.
+    r.add("alipay", "rf_a1", "12.50", "2026-11-25");
+    r.add("alipay", "rf_a2", "3.00", "2026-11-25");
+    let ali = h
+        .upload(
+            "alipay",
+            "2026-11-25",
+            "alipay",
+            fixture("alipay_detail_gbk.csv"),
+        )
         .await
-        .unwrap()
-        .into_inner();
-    assert!(item(&utf8, "rf_u5", pb::Outcome::Matched).written_back);
+        .unwrap();
+    assert_eq!(ali.format, "alipay-detail");
+    assert_eq!((ali.file_rows, ali.skipped_rows), (5, 2));
+    assert!(item(&ali, "rf_a1", pb::Outcome::Matched).written_back);
+    assert!(item(&ali, "rf_a2", pb::Outcome::Matched).written_back);
+    assert!(!item(&ali, "ORDA0903", pb::Outcome::BankOnly)
+        .discrepancy_id
+        .is_empty());
 
     // The platform CSV: REFUND, PAYOUT and FILE rows all take part.
     r.add("netbank", "rf_c1", "10.00", "2026-11-25");
@@ -1311,8 +1350,14 @@ async fn malformed_files_rejected(backend: Backend) {
         (
             "unionpay",
             "",
-            fixture("unionpay_bad_amount.txt"),
-            "clearing file line 2: amount: ",
+            fixture("unionpay_zm_bad_amount.txt"),
+            "clearing file line 2: 交易金额: ",
+        ),
+        (
+            "alipay",
+            "alipay",
+            fixture("alipay_cut_short.csv"),
+            "clearing file line 9: footer: missing",
         ),
         (
             CHANNEL,
@@ -1330,7 +1375,7 @@ async fn malformed_files_rejected(backend: Backend) {
             "交易时间,商户号\n`2026-11-25 10:00:00,`1\n"
                 .as_bytes()
                 .to_vec(),
-            "clearing file line 1: header: missing column",
+            "clearing file line 1: header: ",
         ),
     ];
     for (channel, format, content, expected) in cases {

@@ -16,9 +16,10 @@ use chrono::{DateTime, Utc};
 use tuikuan_kernel::id::validate_external_id;
 use tuikuan_kernel::{Currency, Money, Result};
 
+use super::text::read_line;
 use super::{
-    check_bank_ref, line_error, read_line, strip_field, BankRecord, BankRecordStatus,
-    ClearingFileParser, FileStats, RecordKind, RecordSink, MAX_FILE_ROWS, MAX_REASON_CHARS,
+    check_bank_ref, line_error, strip_field, BankRecord, BankRecordStatus, ClearingFileParser,
+    FileStats, RecordKind, RecordSink, MAX_REASON_CHARS,
 };
 
 /// The name of the documented CSV clearing-file format.
@@ -77,16 +78,11 @@ impl ClearingFileParser for CsvV1Parser {
             if !header_seen {
                 check_header(&fields, line)?;
                 header_seen = true;
+                stats.layout = CSV_V1_FORMAT.to_string();
+                stats.encoding = "utf-8";
                 continue;
             }
-            if stats.rows >= MAX_FILE_ROWS {
-                return Err(line_error(
-                    line,
-                    "row",
-                    format!("more than {MAX_FILE_ROWS} rows"),
-                ));
-            }
-            stats.rows += 1;
+            stats.add_row(line)?;
             stats.records += 1;
             sink(parse_row(&fields, line)?)?;
         }
@@ -98,7 +94,7 @@ impl ClearingFileParser for CsvV1Parser {
 }
 
 /// Splits one CSV line into fields (RFC 4180 quoting, no line breaks inside fields).
-fn split_csv_line(line: &str, out: &mut Vec<String>) -> std::result::Result<(), String> {
+pub(crate) fn split_csv_line(line: &str, out: &mut Vec<String>) -> std::result::Result<(), String> {
     out.clear();
     let bytes = line.as_bytes();
     let mut i = 0;
@@ -236,6 +232,7 @@ fn parse_row(fields: &[String], line: usize) -> Result<BankRecord> {
         status,
         completed_at,
         reason: reason.to_string(),
+        original_ref: String::new(),
         line,
     })
 }

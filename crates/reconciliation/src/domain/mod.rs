@@ -3,12 +3,15 @@
 //! storage and no RPC here.
 //!
 //! - [`ClearingFileParser`] reads a bank file from a [`BufRead`] line by line and hands each
-//!   [`BankRecord`] to a callback (files are never loaded whole). Three formats:
-//!   [`csv_v1`] (`tuikuan-csv-v1`), [`wechat`] (WeChat Pay trade bill) and [`unionpay`]
-//!   (UnionPay ZM-style fixed width, GBK or UTF-8); [`FileFormat`] names them and
-//!   [`parser_for`] picks one. Parsers are strict: a malformed file is rejected whole,
-//!   `INVALID_ARGUMENT` naming the line and the field. Records handed to the callback before an
-//!   error are provisional: the caller writes nothing until `parse` returned `Ok`.
+//!   [`BankRecord`] to a callback (files are never loaded whole). Four formats:
+//!   [`csv_v1`] (`tuikuan-csv-v1`), [`wechat`] (WeChat Pay trade bills, every layout),
+//!   [`unionpay`] (UnionPay's ZM file) and [`alipay`] (Alipay's 业务明细); [`text`] holds what
+//!   they share (encodings, amounts, the content digest). [`FileFormat`] names them (and detects
+//!   one from a file's first bytes) and [`parser_for`] picks one. Parsers are strict: a malformed
+//!   file is rejected whole, `INVALID_ARGUMENT` naming the line and the field. Records handed to
+//!   the callback before an error are provisional: the caller writes nothing until `parse`
+//!   returned `Ok`. Payment rows are handed on as [`RecordKind::Payment`] records, which matching
+//!   skips. [`inspect`] reads a file for people, without matching it.
 //! - [`Matcher`] matches bank records against the platform's submitted refunds, keyed by the
 //!   refund's bank reference id (the refund id for interface refunds, the payout id for payout
 //!   refunds, the batch row id for file-upload and offline refunds), one record at a time, with
@@ -20,7 +23,10 @@
 //! - [`WriteBackState`] is the life of an item's write-back: `NotNeeded`, or `Pending` → `Done` /
 //!   `Refused` (the refund center already had a different final status: a discrepancy).
 
+pub mod alipay;
 pub mod csv_v1;
+pub mod inspect;
+pub mod text;
 pub mod unionpay;
 pub mod wechat;
 
@@ -31,9 +37,11 @@ use std::io::BufRead;
 use chrono::{DateTime, NaiveDate, Utc};
 use tuikuan_kernel::{Currency, Error, ErrorCode, Money, Result};
 
+pub use alipay::{AlipayBillParser, ALIPAY_FORMAT};
 pub use csv_v1::{CsvV1Parser, CSV_V1_FORMAT, CSV_V1_HEADER};
-pub use unionpay::{TextEncoding, UnionpayZmParser, UNIONPAY_FORMAT};
-pub use wechat::{WechatBillParser, WECHAT_FORMAT};
+pub use text::{ContentDigest, TextEncoding};
+pub use unionpay::{UnionpayZmParser, UNIONPAY_FORMAT};
+pub use wechat::{WechatBillParser, WechatLayout, WECHAT_FORMAT};
 
 /// The most data rows one clearing file may have.
 pub const MAX_FILE_ROWS: usize = 20_000_000;
@@ -61,6 +69,8 @@ pub enum RecordKind {
     Payout,
     /// A row of a file-upload or offline batch (id = batch row id).
     File,
+    /// A payment (or another row that is not a refund) of a bank's bill: shown, never matched.
+    Payment,
 }
 
 impl RecordKind {
@@ -69,7 +79,13 @@ impl RecordKind {
             RecordKind::Refund => "REFUND",
             RecordKind::Payout => "PAYOUT",
             RecordKind::File => "FILE",
+            RecordKind::Payment => "PAYMENT",
         }
+    }
+
+    /// Whether records of this kind take part in refund reconciliation.
+    pub fn is_refund(self) -> bool {
+        self != RecordKind::Payment
     }
 }
 
@@ -126,19 +142,65 @@ pub struct BankRecord {
     pub completed_at: DateTime<Utc>,
     /// The bank's failure reason (may be empty).
     pub reason: String,
+    /// The original transaction's reference where the file carries it (the paid order's id:
+    /// WeChat 商户订单号, ZM 原始交易订单号, Alipay 商户订单号); empty otherwise.
+    pub original_ref: String,
     /// 1-based line of the file.
     pub line: usize,
 }
 
-/// Counts of one parsed file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What one parsed file held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileStats {
     /// Data rows (detail rows; headers and summaries excluded).
     pub rows: usize,
-    /// Rows handed on as records.
+    /// Refund rows (records that take part in matching).
     pub records: usize,
-    /// Rows that are not refunds (payments, revocations), skipped.
+    /// Rows that are not refunds (payments, revocations), not matched.
     pub skipped: usize,
+    /// The layout read, for people (`WeChat Pay ALL bill, legacy layout (24 columns)`).
+    pub layout: String,
+    /// The text encoding read (`utf-8`, `gbk`, `ascii`).
+    pub encoding: &'static str,
+    /// The summary checks that passed, one line each (empty for formats without a summary).
+    pub summary: Vec<String>,
+}
+
+impl FileStats {
+    /// Counts one more data row; a file with more than [`MAX_FILE_ROWS`] is refused.
+    pub(crate) fn add_row(&mut self, line: usize) -> Result<()> {
+        if self.rows >= MAX_FILE_ROWS {
+            return Err(line_error(
+                line,
+                "row",
+                format!("more than {MAX_FILE_ROWS} rows"),
+            ));
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Counts a record as a refund record or a skipped payment row.
+    pub(crate) fn count(&mut self, record: &BankRecord) {
+        if record.kind.is_refund() {
+            self.records += 1;
+        } else {
+            self.skipped += 1;
+        }
+    }
+}
+
+/// A row with the wrong number of values.
+pub(crate) fn check_value_count(found: usize, expected: usize, line: usize) -> Result<()> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(line_error(
+            line,
+            "row",
+            format!("expected {expected} values, found {found}"),
+        ))
+    }
 }
 
 /// Receives each record as it is parsed; an error stops the parse.
@@ -174,20 +236,34 @@ pub enum FileFormat {
     CsvV1,
     /// WeChat Pay trade bill (also "wechat").
     WechatBill,
-    /// UnionPay ZM-style fixed width (also "unionpay").
+    /// UnionPay ZM file (also "unionpay").
     UnionpayZm,
+    /// Alipay 业务明细 (also "alipay").
+    AlipayDetail,
 }
 
 impl FileFormat {
-    /// Accepts the short names of the API (`csv`, `wechat`, `unionpay`) and the stored names.
+    pub const ALL: [FileFormat; 4] = [
+        FileFormat::CsvV1,
+        FileFormat::WechatBill,
+        FileFormat::UnionpayZm,
+        FileFormat::AlipayDetail,
+    ];
+
+    /// Accepts the short names of the API (`csv`, `wechat`, `unionpay`, `alipay`) and the stored
+    /// names.
     pub fn parse(s: &str) -> Result<FileFormat> {
         match s.to_ascii_lowercase().as_str() {
             "csv" | CSV_V1_FORMAT => Ok(FileFormat::CsvV1),
             "wechat" | WECHAT_FORMAT => Ok(FileFormat::WechatBill),
             "unionpay" | UNIONPAY_FORMAT => Ok(FileFormat::UnionpayZm),
+            "alipay" | ALIPAY_FORMAT => Ok(FileFormat::AlipayDetail),
             other => Err(Error::field(
                 "format",
-                format!("unsupported format {other:?} (expected csv, wechat or unionpay)"),
+                format!(
+                    "unsupported format {:?} (expected csv, wechat, unionpay or alipay)",
+                    other.chars().take(32).collect::<String>()
+                ),
             )),
         }
     }
@@ -197,7 +273,45 @@ impl FileFormat {
             FileFormat::CsvV1 => CSV_V1_FORMAT,
             FileFormat::WechatBill => WECHAT_FORMAT,
             FileFormat::UnionpayZm => UNIONPAY_FORMAT,
+            FileFormat::AlipayDetail => ALIPAY_FORMAT,
         }
+    }
+
+    /// The short name (`csv`, `wechat`, `unionpay`, `alipay`).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            FileFormat::CsvV1 => "csv",
+            FileFormat::WechatBill => "wechat",
+            FileFormat::UnionpayZm => "unionpay",
+            FileFormat::AlipayDetail => "alipay",
+        }
+    }
+
+    /// Guesses the format from a file's first line: the platform's CSV header, a WeChat Pay bill
+    /// header (交易时间 and 微信订单号 columns), an Alipay `#` comment, or a ZM line (607 bytes,
+    /// or no bytes at all). `None` when nothing fits.
+    pub fn detect(head: &[u8]) -> Option<FileFormat> {
+        let first = head.split(|b| *b == b'\n').next().unwrap_or(head);
+        let first = first.strip_suffix(b"\r").unwrap_or(first);
+        let first = first.strip_prefix(text::UTF8_BOM).unwrap_or(first);
+        if head.is_empty() || first.len() == unionpay::ZM_LINE_BYTES {
+            return Some(FileFormat::UnionpayZm);
+        }
+        if first.starts_with(b"record_type,") {
+            return Some(FileFormat::CsvV1);
+        }
+        if first.starts_with(b"#") {
+            return Some(FileFormat::AlipayDetail);
+        }
+        let text = text::decode_as(first, TextEncoding::Utf8)
+            .or_else(|| text::decode_as(first, TextEncoding::Gbk))?;
+        if text.contains("交易时间") && text.contains("微信订单号") {
+            return Some(FileFormat::WechatBill);
+        }
+        if text.contains("支付宝交易号") {
+            return Some(FileFormat::AlipayDetail);
+        }
+        None
     }
 
     /// Picks the format: the request's explicit one, else the channel's configured one, else
@@ -216,12 +330,26 @@ impl FileFormat {
     }
 }
 
-/// The parser for a format (`encoding` applies to UnionPay files).
-pub fn parser_for(format: FileFormat, encoding: TextEncoding) -> Box<dyn ClearingFileParser> {
+/// What a parser needs besides the bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseOptions {
+    /// The text encoding (`Detect` decides from the file; the platform CSV is always UTF-8).
+    pub encoding: TextEncoding,
+    /// The business date of the file (gives ZM times their year).
+    pub business_date: NaiveDate,
+}
+
+/// The parser for a format.
+pub fn parser_for(format: FileFormat, options: ParseOptions) -> Box<dyn ClearingFileParser> {
+    let encoding = options.encoding;
     match format {
         FileFormat::CsvV1 => Box::new(CsvV1Parser),
-        FileFormat::WechatBill => Box::new(WechatBillParser),
-        FileFormat::UnionpayZm => Box::new(UnionpayZmParser { encoding }),
+        FileFormat::WechatBill => Box::new(WechatBillParser { encoding }),
+        FileFormat::UnionpayZm => Box::new(UnionpayZmParser {
+            encoding,
+            business_date: options.business_date,
+        }),
+        FileFormat::AlipayDetail => Box::new(AlipayBillParser { encoding }),
     }
 }
 
@@ -232,30 +360,6 @@ pub(crate) fn line_error(line: usize, field: &str, problem: impl fmt::Display) -
     )
 }
 
-/// Reads one line into `buf` without its `\n` / `\r\n`. `false` at the end of the input.
-pub(crate) fn read_line(input: &mut dyn BufRead, buf: &mut Vec<u8>, line: usize) -> Result<bool> {
-    buf.clear();
-    let n = std::io::Read::take(&mut *input, MAX_LINE_BYTES as u64 + 2)
-        .read_until(b'\n', buf)
-        .map_err(|e| line_error(line, "row", format!("unreadable: {e}")))?;
-    if n == 0 {
-        return Ok(false);
-    }
-    if buf.last() == Some(&b'\n') {
-        buf.pop();
-        if buf.last() == Some(&b'\r') {
-            buf.pop();
-        }
-    } else if buf.len() > MAX_LINE_BYTES {
-        return Err(line_error(
-            line,
-            "row",
-            format!("longer than {MAX_LINE_BYTES} bytes"),
-        ));
-    }
-    Ok(true)
-}
-
 /// The problem part of a kernel field error (`"id: is required"` → `"is required"`).
 pub(crate) fn strip_field(e: &Error, field: &str) -> String {
     e.message
@@ -263,6 +367,13 @@ pub(crate) fn strip_field(e: &Error, field: &str) -> String {
         .and_then(|rest| rest.strip_prefix(": "))
         .unwrap_or(&e.message)
         .to_string()
+}
+
+/// A reference id in a bank's bill (the platform's id for a refund, the bank's own number): 1 to
+/// 64 printable ASCII characters without spaces. Channels' own alphabets are narrower (see
+/// `tuikuan_kernel::bank_ref`); the bill is taken as the bank wrote it.
+pub(crate) fn check_reference(value: &str) -> std::result::Result<(), String> {
+    check_bank_ref(value)
 }
 
 pub(crate) fn check_bank_ref(value: &str) -> std::result::Result<(), String> {
@@ -289,6 +400,14 @@ pub fn check_record_channel(record: &BankRecord, channel: &str) -> Result<()> {
             format!("expected {channel:?}, found {:?}", record.channel),
         ))
     }
+}
+
+/// Splits a parser's error (`clearing file line N: field: problem`) into its parts.
+pub fn line_error_parts(e: &Error) -> Option<(usize, String, String)> {
+    let rest = e.message.strip_prefix("clearing file line ")?;
+    let (line, rest) = rest.split_once(": ")?;
+    let (field, problem) = rest.split_once(": ")?;
+    Some((line.parse().ok()?, field.to_string(), problem.to_string()))
 }
 
 /// Parses a business date written `YYYY-MM-DD` (exactly: no other spelling).
@@ -1525,5 +1644,7 @@ pub fn number_items(items: Vec<MatchItem>) -> Result<Vec<RunItem>> {
         .collect()
 }
 
+#[cfg(test)]
+mod format_tests;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@ fn rec(line: usize, id: &str, amount: &str, status: BankRecordStatus) -> BankRec
         } else {
             String::new()
         },
+        original_ref: String::new(),
         line,
     }
 }
@@ -253,8 +254,16 @@ fn csv_rejects_every_bad_field_naming_line_and_field() {
 #[test]
 fn parser_registry_and_channel_check() {
     let pick = |explicit: &str, configured: Option<&str>, declared: &str| {
-        FileFormat::choose(explicit, configured, declared)
-            .map(|f| parser_for(f, TextEncoding::Detect).format())
+        FileFormat::choose(explicit, configured, declared).map(|f| {
+            parser_for(
+                f,
+                ParseOptions {
+                    encoding: TextEncoding::Detect,
+                    business_date: NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
+                },
+            )
+            .format()
+        })
     };
     assert_eq!(pick("", None, "").unwrap(), CSV_V1_FORMAT);
     assert_eq!(pick("", None, CSV_V1_FORMAT).unwrap(), CSV_V1_FORMAT);
