@@ -5,6 +5,7 @@ mod sandbox;
 
 mod bad_input;
 mod chain;
+mod channels;
 mod concurrency;
 mod discovery;
 mod faults;

@@ -183,14 +183,17 @@ pub async fn serve_with_notifications(
         live: Arc::new(live),
     };
     let shutdown = shutdown.boxed().shared();
-    let notify = notify_listener.map(|l| {
+    // Runs inside this future (not spawned), so that a killed bank takes its listener with it.
+    let notify = {
         let (live, stop) = (svc.live.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            if let Err(e) = crate::live::notify::serve(live, l, stop).await {
-                tracing::error!(error = %e, "notification listener stopped");
+        async move {
+            if let Some(l) = notify_listener {
+                if let Err(e) = crate::live::notify::serve(live, l, stop).await {
+                    tracing::error!(error = %e, "notification listener stopped");
+                }
             }
-        })
-    });
+        }
+    };
     let job = config.job_interval.map(|every| {
         let svc = svc.clone();
         tokio::spawn(async move {
@@ -204,18 +207,15 @@ pub async fn serve_with_notifications(
             }
         })
     });
-    let result = tuikuan_proto::server::serve(
+    let grpc = tuikuan_proto::server::serve(
         listener,
         tonic::service::Routes::new(BankServiceServer::new(svc)),
         &[<BankServiceServer<BankSvc> as tonic::server::NamedService>::NAME],
         shutdown,
-    )
-    .await;
+    );
+    let (result, ()) = tokio::join!(grpc, notify);
     if let Some(job) = job {
         job.abort();
-    }
-    if let Some(notify) = notify {
-        let _ = notify.await;
     }
     result
 }

@@ -376,7 +376,7 @@ impl PeerVerdict {
             // IDEMPOTENCY_CONFLICT means the peer holds other content under our refund id: a bug
             // or tampering that a human must look at; never guess, keep the refund where it is.
             IdempotencyConflict | Unauthenticated | PermissionDenied | Unavailable | InProgress
-            | Storage | Internal => PeerVerdict::Retry,
+            | ChannelUnverified | Storage | Internal => PeerVerdict::Retry,
         }
     }
 }

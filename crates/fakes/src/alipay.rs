@@ -570,12 +570,7 @@ fn bill_url(s: &mut Inner, node: &str, bill_type: &str, date: &str) -> Response 
             "账单不存在",
         );
     }
-    let totals: HashMap<String, i64> = s
-        .trades
-        .iter()
-        .map(|(k, t)| (k.clone(), t.total_fen))
-        .collect();
-    let zip = bill_zip(date, &rows, &totals);
+    let zip = bill_zip(date, &rows);
     let token = uuid::Uuid::new_v4().simple().to_string();
     s.bills.insert(token.clone(), zip);
     let url = format!("{}/bill/{token}", s.base_url);
@@ -599,81 +594,75 @@ async fn bill_file(State(inner): State<Arc<Mutex<Inner>>>, Path(token): Path<Str
     }
 }
 
-/// The 业务明细 CSV of a day's refunds, GBK, as Alipay publishes it.
-pub fn business_detail(date: &str, rows: &[FakeRefund], totals: &HashMap<String, i64>) -> Vec<u8> {
+/// The 业务明细 CSV of a day's refunds, GBK with CRLF, as Alipay publishes it: refund rows with
+/// negative 订单金额 and 商家实收, ids with a trailing tab, the footer totals.
+pub fn business_detail(date: &str, rows: &[FakeRefund]) -> Vec<u8> {
     let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").expect("bill date");
     let next = day.succ_opt().expect("next day");
-    let mut text = String::new();
-    text.push_str("#支付宝业务明细查询\n");
-    text.push_str(&format!("#账号：[{SELLER_ID}0156]\n"));
-    text.push_str(&format!(
-        "#起始日期：[{}]   终止日期：[{}]\n",
-        day.format("%Y年%m月%d日 00:00:00"),
-        next.format("%Y年%m月%d日 00:00:00")
-    ));
-    text.push_str("#-----------------------------------------业务明细列表----------------------------------------\n");
-    text.push_str("支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注\n");
-    let mut received = 0i64;
+    let mut lines = vec![
+        "#支付宝业务明细查询".to_string(),
+        format!("#账号：[{SELLER_ID}0156]"),
+        format!(
+            "#起始日期：[{}]   终止日期：[{}]",
+            day.format("%Y年%m月%d日 00:00:00"),
+            next.format("%Y年%m月%d日 00:00:00")
+        ),
+        "#-----------------------------------------业务明细列表----------------------------------------".to_string(),
+        "支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注".to_string(),
+    ];
+    let mut refunded = 0i64;
     for r in rows {
-        let created = china(r.created_ms).format("%Y-%m-%d %H:%M:%S").to_string();
-        let finished = china(r.finished_ms.unwrap_or(r.created_ms))
-            .format("%Y-%m-%d %H:%M:%S")
-            .to_string();
-        let total = totals.get(&r.out_trade_no).copied().unwrap_or(r.refund_fen);
-        received -= r.refund_fen;
+        let at = |ms: i64| china(ms).format("%Y-%m-%d %H:%M:%S").to_string();
+        let minus = format!("-{}", yuan(r.refund_fen));
+        refunded += r.refund_fen;
         let values = [
-            r.trade_no.clone(),
-            r.out_trade_no.clone(),
-            "退款".into(),
+            format!("{}\t", r.trade_no),
+            format!("{}\t", r.out_trade_no),
+            "退款\t".into(),
             "商品".into(),
-            created,
-            finished,
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            "159****5620".into(),
-            yuan(total),
-            format!("-{}", yuan(r.refund_fen)),
+            at(r.created_ms),
+            at(r.finished_ms.unwrap_or(r.created_ms)),
+            "\t".into(),
+            "\t".into(),
+            "\t".into(),
+            "\t".into(),
+            "159****5620\t".into(),
+            minus.clone(),
+            minus,
             "0.00".into(),
             "0.00".into(),
             "0.00".into(),
             "0.00".into(),
             "0.00".into(),
             String::new(),
+            "0.00\t".into(),
             "0.00".into(),
-            "0.00".into(),
-            r.out_request_no.clone(),
+            format!("{}\t", r.out_request_no),
             "0.00".into(),
             "0.00".into(),
             String::new(),
         ];
-        text.push_str(
-            &values
-                .iter()
-                .map(|v| format!("{v}\t"))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        text.push('\n');
+        lines.push(values.join(","));
     }
-    text.push_str("#-----------------------------------------业务明细列表结束------------------------------------\n");
-    text.push_str(&format!(
-        "#交易合计：0笔，商家实收共0.00元，商家优惠共0.00元\n#退款合计：{}笔，商家实收退款共{}元，商家优惠退款共0.00元\n",
+    lines.push("#-----------------------------------------业务明细列表结束------------------------------------".to_string());
+    lines.push("#交易合计：0笔，商家实收共0.00元，商家优惠共0.00元".to_string());
+    lines.push(format!(
+        "#退款合计：{}笔，商家实收退款共-{}元，商家优惠退款共0.00元",
         rows.len(),
-        yuan(received.abs())
+        yuan(refunded)
     ));
-    text.push_str(&format!(
-        "#导出时间：[{} 09:00:00]\n",
+    lines.push(format!(
+        "#导出时间：[{} 09:00:00]",
         next.format("%Y年%m月%d日")
     ));
+    let text = lines.join("\r\n") + "\r\n";
     encoding_rs::GBK.encode(&text).0.into_owned()
 }
 
 /// The bill zip: the 业务明细 and its 汇总, names in GBK.
-pub fn bill_zip(date: &str, rows: &[FakeRefund], totals: &HashMap<String, i64>) -> Vec<u8> {
+pub fn bill_zip(date: &str, rows: &[FakeRefund]) -> Vec<u8> {
     let compact = date.replace('-', "");
-    let detail = business_detail(date, rows, totals);
+    let detail = business_detail(date, rows);
     let summary = encoding_rs::GBK
         .encode(&format!(
             "#支付宝业务汇总查询\n门店编号,门店名称,交易订单总笔数,退款订单总笔数\n,,0,{}\n",

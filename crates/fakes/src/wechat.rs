@@ -626,19 +626,21 @@ fn trade_bill(s: &mut Inner, query: &HashMap<String, String>) -> Response {
     )
 }
 
-/// The REFUND trade bill in the current 27-column layout.
+/// The REFUND trade bill in the current layout (29 columns, 退款申请时间 and 退款成功时间 included;
+/// 应结订单金额 and 订单金额 are 0.00 on refund rows).
 pub fn refund_bill(rows: &[FakeRefund]) -> String {
-    let mut out = String::from("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注\n");
-    let (mut settle, mut refund, mut order, mut applied) = (0i64, 0i64, 0i64, 0i64);
+    let mut out = String::from("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,退款申请时间,退款成功时间,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注\n");
+    let mut refund = 0i64;
     for r in rows {
         let status = match r.status.as_str() {
             "ABNORMAL" => "CHANGE",
             "CLOSED" => "REFUNDCLOSE",
             other => other,
         };
-        let time = china(r.finished_ms.unwrap_or(r.created_ms)).format("%Y-%m-%d %H:%M:%S");
+        let at = |ms: i64| china(ms).format("%Y-%m-%d %H:%M:%S").to_string();
+        let finished = r.finished_ms.map(at).unwrap_or_default();
         let values = [
-            time.to_string(),
+            at(r.created_ms),
             "wxd678efh567hg6787".into(),
             MCHID.into(),
             "0".into(),
@@ -650,8 +652,10 @@ pub fn refund_bill(rows: &[FakeRefund]) -> String {
             "REFUND".into(),
             "OTHERS".into(),
             "CNY".into(),
-            fen(r.total_fen),
             "0.00".into(),
+            "0.00".into(),
+            at(r.created_ms),
+            finished,
             r.refund_id.clone(),
             r.out_refund_no.clone(),
             fen(r.refund_fen),
@@ -660,9 +664,9 @@ pub fn refund_bill(rows: &[FakeRefund]) -> String {
             status.into(),
             "商品".into(),
             String::new(),
-            "0.00".into(),
+            "0.00000".into(),
             "0.60%".into(),
-            fen(r.total_fen),
+            "0.00".into(),
             fen(r.refund_fen),
             String::new(),
         ];
@@ -674,20 +678,17 @@ pub fn refund_bill(rows: &[FakeRefund]) -> String {
                 .join(","),
         );
         out.push('\n');
-        settle += r.total_fen;
         refund += r.refund_fen;
-        order += r.total_fen;
-        applied += r.refund_fen;
     }
     out.push_str("总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\n");
     let summary = [
         rows.len().to_string(),
-        fen(settle),
+        "0.00".into(),
         fen(refund),
         "0.00".into(),
+        "0.00000".into(),
         "0.00".into(),
-        fen(order),
-        fen(applied),
+        fen(refund),
     ];
     out.push_str(
         &summary

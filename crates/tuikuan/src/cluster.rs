@@ -24,6 +24,10 @@ pub struct Cluster {
     clock: SharedClock,
     addrs: BTreeMap<Service, String>,
     handles: BTreeMap<Service, ServiceHandle>,
+    /// The bank's notification listener: its address, and the listener bound at start (taken
+    /// by the bank's first launch; a restart binds the address again).
+    notify_addr: Option<std::net::SocketAddr>,
+    notify_listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -63,6 +67,15 @@ impl Cluster {
                 addrs.insert(service, config.peer_addr(service));
             }
         }
+        let (notify_addr, notify_listener) = if services.contains(&Service::Bank) {
+            let bind = format!("{}:{}", config.host, config.bank.notify_port);
+            let listener = TcpListener::bind(&bind)
+                .await
+                .with_context(|| format!("bank notification listener: cannot bind {bind}"))?;
+            (Some(listener.local_addr()?), Some(listener))
+        } else {
+            (None, None)
+        };
         // Explicit peer overrides win over local addresses only for services not run here.
         let mut cluster = Cluster {
             config,
@@ -70,6 +83,8 @@ impl Cluster {
             clock,
             addrs,
             handles: BTreeMap::new(),
+            notify_addr,
+            notify_listener,
         };
         for (service, listener) in listeners {
             cluster.launch(service, listener)?;
@@ -82,13 +97,42 @@ impl Cluster {
         let card_key = self.card_key.clone();
         let clock = self.clock.clone();
         let addrs = self.addrs.clone();
+        let notify = match (service, self.notify_listener.take(), self.notify_addr) {
+            (Service::Bank, Some(listener), _) => Some(listener),
+            (Service::Bank, None, Some(addr)) => Some(rebind_std(addr)?),
+            _ => None,
+        };
+        let notify_url = self.bank_notify_url();
         let handle = spawn_on(listener, move |listener, shutdown| {
-            run_service(service, config, card_key, clock, addrs, listener, shutdown)
+            run_service(
+                service,
+                config,
+                card_key,
+                clock,
+                addrs,
+                listener,
+                (notify, notify_url),
+                shutdown,
+            )
         })
         .with_context(|| format!("{}: cannot start", service.name()))?;
         tracing::info!(service = service.name(), addr = %handle.addr, "started");
         self.handles.insert(service, handle);
         Ok(())
+    }
+
+    /// The base URL of the bank's notification listener as channels reach it
+    /// (`notify_public_url`, else `http://<listener address>`); `None` when the bank does not run
+    /// here.
+    pub fn bank_notify_url(&self) -> Option<String> {
+        let addr = self.notify_addr?;
+        Some(
+            self.config
+                .bank
+                .notify_public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}")),
+        )
     }
 
     /// The address (`http://host:port`) of a service.
@@ -197,6 +241,28 @@ fn card_key(config: &DeploymentConfig) -> anyhow::Result<Option<CardKey>> {
     }
 }
 
+/// Binds `addr` again (a restarted bank keeps its notification address). The port was released
+/// with the stopped service; a crash releases it when its task is dropped, so retry briefly.
+fn rebind_std(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    let mut last = None;
+    for _ in 0..100 {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => {
+                l.set_nonblocking(true)?;
+                return Ok(TcpListener::from_std(l)?);
+            }
+            Err(e) => {
+                last = Some(e);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+    Err(anyhow::anyhow!(
+        "bank notification listener: cannot bind {addr} again: {last:?}"
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_service(
     service: Service,
     config: DeploymentConfig,
@@ -204,6 +270,7 @@ fn run_service(
     clock: SharedClock,
     addrs: BTreeMap<Service, String>,
     listener: TcpListener,
+    (notify_listener, notify_url): (Option<TcpListener>, Option<String>),
     shutdown: BoxFuture<'static, ()>,
 ) -> BoxFuture<'static, Result<(), tuikuan_kernel::Error>> {
     let db = config.database_url(service);
@@ -308,7 +375,15 @@ fn run_service(
             cfg.payout_callback_addr = Some(peer(Service::Payout));
             cfg.clearing_dir = Some(config.data_dir.join("clearing"));
             cfg.job_interval = jobs;
-            Box::pin(tuikuan_bank::serve(cfg, listener, shutdown))
+            cfg.channels = sim.channels.clone();
+            cfg.notify_base_url = notify_url;
+            cfg.channel_query_interval_secs = sim.channel_query_interval_secs;
+            Box::pin(tuikuan_bank::serve_with_notifications(
+                cfg,
+                listener,
+                notify_listener,
+                shutdown,
+            ))
         }
     }
 }
