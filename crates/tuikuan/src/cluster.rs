@@ -67,7 +67,13 @@ impl Cluster {
                 addrs.insert(service, config.peer_addr(service));
             }
         }
-        let (notify_addr, notify_listener) = if services.contains(&Service::Bank) {
+        // The notification listener only serves real channels; without one, nothing is bound.
+        let real_channels = config
+            .bank
+            .channels
+            .values()
+            .any(|c| c.connector() != "simulator");
+        let (notify_addr, notify_listener) = if services.contains(&Service::Bank) && real_channels {
             let bind = format!("{}:{}", config.host, config.bank.notify_port);
             let listener = TcpListener::bind(&bind)
                 .await
@@ -123,7 +129,7 @@ impl Cluster {
 
     /// The base URL of the bank's notification listener as channels reach it
     /// (`notify_public_url`, else `http://<listener address>`); `None` when the bank does not run
-    /// here.
+    /// here or has no real channel.
     pub fn bank_notify_url(&self) -> Option<String> {
         let addr = self.notify_addr?;
         Some(

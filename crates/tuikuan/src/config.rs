@@ -84,7 +84,8 @@ pub struct BankSimulator {
     /// the simulator's.
     pub channels:
         std::collections::BTreeMap<String, tuikuan_bank::connector::settings::ChannelSettings>,
-    /// Port of the bank's notification listener (`POST /notify/<CHANNEL>`); 0 picks a free one.
+    /// Port of the bank's notification listener (`POST /notify/<CHANNEL>`), bound only when a
+    /// real channel is configured; 0 picks a free one.
     pub notify_port: u16,
     /// The listener's public URL as channels reach it (`https://pay.example.com/bank`); default
     /// `http://<host>:<notify_port>`.
