@@ -11,5 +11,6 @@ mod discovery;
 mod faults;
 mod fuzz_smoke;
 mod idempotency;
+mod inspect;
 mod recovery;
 mod smoke;

@@ -212,6 +212,10 @@ impl Peers for BenchPeers {
         Ok(Some(request.status))
     }
 
+    async fn known_channel(&self, _: &str) -> Result<bool> {
+        Ok(true)
+    }
+
     async fn post_adjustment(&self, _: AdjustmentRequest) -> Result<String> {
         Err(Error::internal("no adjustments in the benchmark"))
     }
@@ -263,6 +267,7 @@ pub async fn run(rows: usize, dir: &Path) -> Result<BenchReport> {
             format: String::new(),
             encoding: String::new(),
             source: FileSource::Path(bill.clone()),
+            operator: String::new(),
         })
         .await?;
     let seconds = secs(start);

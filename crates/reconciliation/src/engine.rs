@@ -30,6 +30,7 @@ use tuikuan_db::Db;
 use tuikuan_kernel::id::{new_id, validate_external_id};
 use tuikuan_kernel::{Error, ErrorCode, Money, Result, SharedClock};
 
+use crate::domain::rejection::FileFacts;
 use crate::domain::{
     check_record_channel, check_resolve, discrepancy_kind_of, format_date, judge_write_back,
     new_discrepancy, parser_for, plan_resolution, resolve_bank_only, suspense_decision,
@@ -39,6 +40,10 @@ use crate::domain::{
     WriteBackVerdict, DEFAULT_SUSPENSE_DAYS,
 };
 use crate::store::{self, AuditEntry};
+
+pub mod intake;
+
+use intake::Digests;
 
 /// Page size for listing submitted refunds.
 pub const LIST_SUBMITTED_PAGE: u32 = 1000;
@@ -125,6 +130,9 @@ pub trait Peers: Clone + Send + Sync + 'static {
         &self,
         request: AdjustmentRequest,
     ) -> impl Future<Output = Result<String>> + Send;
+
+    /// Whether the platform has this channel (the refund center's channels).
+    fn known_channel(&self, channel: &str) -> impl Future<Output = Result<bool>> + Send;
 }
 
 /// Where a run's file comes from.
@@ -144,25 +152,6 @@ enum Content {
     Path(std::path::PathBuf),
 }
 
-fn sha256_file(path: &std::path::Path) -> Result<String> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::field("file", format!("cannot open {}: {e}", path.display())))?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut hasher = Sha256::new();
-    loop {
-        let buf = reader
-            .fill_buf()
-            .map_err(|e| Error::field("file", format!("cannot read {}: {e}", path.display())))?;
-        if buf.is_empty() {
-            break;
-        }
-        hasher.update(buf);
-        let n = buf.len();
-        reader.consume(n);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 /// A run request.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -170,9 +159,11 @@ pub struct RunRequest {
     pub date: NaiveDate,
     /// Explicit format ("" = configured / declared / csv).
     pub format: String,
-    /// UnionPay text encoding ("" = detect).
+    /// Text encoding ("" = detect).
     pub encoding: String,
     pub source: FileSource,
+    /// Who asked (uploads; recorded with a refused file). Empty when unknown.
+    pub operator: String,
 }
 
 /// A run and whether it was made by an earlier call.
@@ -216,8 +207,26 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl<P: Peers> Engine<P> {
-    /// Reconciles one channel's business date. The admin RPCs and the daily job call this.
+    /// Reconciles one channel's business date. The admin RPCs and the daily job call this. A
+    /// refused file (uploaded, or fetched from the bank) is recorded with its error.
     pub async fn run(&self, req: RunRequest) -> Result<RunResult> {
+        let mut facts = intake::facts_of(&req);
+        let mut have_file = !matches!(req.source, FileSource::Bank);
+        let result = self.run_file(req, &mut facts, &mut have_file).await;
+        if let Err(e) = &result {
+            if have_file {
+                self.reject(&facts, e).await;
+            }
+        }
+        result
+    }
+
+    async fn run_file(
+        &self,
+        req: RunRequest,
+        facts: &mut FileFacts,
+        have_file: &mut bool,
+    ) -> Result<RunResult> {
         let mut timings = Vec::new();
         let mut phase = std::time::Instant::now();
         let mut lap =
@@ -244,9 +253,12 @@ impl<P: Peers> Engine<P> {
         if !req.format.is_empty() {
             FileFormat::parse(&req.format)?;
         }
+        self.check_channel(&channel).await?;
         let (content, sha256, declared, source) = match req.source {
             FileSource::Bank => {
                 let file = self.peers.fetch_file(&channel, date).await?;
+                *have_file = true;
+                Digests::of(&file.content).fill(facts);
                 let computed = sha256_hex(&file.content);
                 if !file.sha256.eq_ignore_ascii_case(&computed) {
                     return Err(Error::field(
@@ -271,19 +283,22 @@ impl<P: Peers> Engine<P> {
             }
             FileSource::Path(path) => {
                 let p = path.clone();
-                let computed = tokio::task::spawn_blocking(move || sha256_file(&p))
+                let digests = tokio::task::spawn_blocking(move || Digests::of_path(&p))
                     .await
                     .map_err(|e| Error::internal(format!("hashing task failed: {e}")))??;
-                (Content::Path(path), computed, String::new(), "upload")
+                digests.fill(facts);
+                (Content::Path(path), digests.sha256, String::new(), "upload")
             }
         };
+        let content_sha256 = facts.content_sha256.clone();
         let format = FileFormat::choose(
             &req.format,
             self.settings.formats.get(&channel).map(String::as_str),
             &declared,
         )?;
+        facts.file_format = format.as_str().to_string();
 
-        if let Some(existing) = self.find_by_file(&channel, date, &sha256).await? {
+        if let Some(existing) = self.find_by_file(&channel, date, &content_sha256).await? {
             tracing::info!(run_id = %existing.run_id, "clearing file reconciled before: replaying");
             let run = self.write_back_pending(existing).await?;
             return Ok(RunResult {
@@ -319,13 +334,14 @@ impl<P: Peers> Engine<P> {
         .await
         .map_err(|e| Error::internal(format!("matching task failed: {e}")))??;
         lap("parse and match", &mut timings);
-        let items = self.resolve_bank_only(items).await?;
+        let items = self.resolve_bank_only(items, &channel).await?;
 
         let run = Run {
             run_id: new_id("rcn"),
             channel: channel.clone(),
             date,
             file_sha256: sha256.clone(),
+            content_sha256: content_sha256.clone(),
             file_format: format.as_str().to_string(),
             file_rows: u32::try_from(stats.rows).unwrap_or(u32::MAX),
             skipped_rows: u32::try_from(stats.skipped).unwrap_or(u32::MAX),
@@ -356,7 +372,7 @@ impl<P: Peers> Engine<P> {
             }
             Err(e) if e.code == ErrorCode::IdempotencyConflict => {
                 let winner = self
-                    .find_by_file(&channel, date, &sha256)
+                    .find_by_file(&channel, date, &content_sha256)
                     .await?
                     .ok_or_else(|| Error::internal("concurrent run vanished"))?;
                 tracing::info!(run_id = %winner.run_id, "a concurrent run of the same file won");
@@ -411,7 +427,11 @@ impl<P: Peers> Engine<P> {
     }
 
     /// Checks bank-only items with the refund center (see [`resolve_bank_only`]).
-    async fn resolve_bank_only(&self, items: Vec<MatchItem>) -> Result<Vec<MatchItem>> {
+    async fn resolve_bank_only(
+        &self,
+        items: Vec<MatchItem>,
+        channel: &str,
+    ) -> Result<Vec<MatchItem>> {
         let lookups: Vec<(usize, String)> = items
             .iter()
             .enumerate()
@@ -438,7 +458,7 @@ impl<P: Peers> Engine<P> {
             .into_iter()
             .enumerate()
             .map(|(n, item)| match known.remove(&n) {
-                Some(k) => resolve_bank_only(item, k.as_ref()),
+                Some(k) => resolve_bank_only(item, k.as_ref(), channel),
                 None => item,
             })
             .collect())
@@ -774,6 +794,7 @@ impl<P: Peers> Engine<P> {
                     format: String::new(),
                     encoding: String::new(),
                     source: FileSource::Bank,
+                    operator: String::new(),
                 })
                 .await?;
             tracing::info!(

@@ -26,8 +26,7 @@ use tuikuan_proto::status::{grpc_err, peer_err};
 use crate::domain::{
     format_date, parse_business_date, AdjustmentKind, BankRecordStatus, Discrepancy,
     DiscrepancyKind, DiscrepancyStatus, FileFormat, FinalStatus, KnownRefund, Outcome,
-    PlatformRefund, Resolution, Run, Severity, SuspenseEntry, SuspenseStatus, TextEncoding,
-    WriteBackState,
+    PlatformRefund, Resolution, Run, Severity, SuspenseEntry, SuspenseStatus, WriteBackState,
 };
 use crate::engine::{
     AdjustmentRequest, ApplyRequest, ChannelSettings, Engine, FetchedFile, FileSource, Peers,
@@ -35,6 +34,8 @@ use crate::engine::{
 };
 use crate::report::{self, ReportFormat};
 use crate::store;
+
+pub mod files;
 
 /// `ListRuns` / `ListDiscrepancies` default and maximum page.
 const DEFAULT_LIST_LIMIT: u32 = 20;
@@ -303,6 +304,7 @@ impl Peers for GrpcPeers {
         let final_status = known_status_of(&order, bank_reference_id);
         match Money::parse(&order.amount, &order.currency, "amount") {
             Ok(amount) => Ok(Some(KnownRefund {
+                channel: order.channel,
                 refund_id: order.refund_id,
                 amount,
                 final_status,
@@ -340,6 +342,18 @@ impl Peers for GrpcPeers {
             .map_err(peer_err)
     }
 
+    async fn known_channel(&self, channel: &str) -> Result<bool> {
+        let channels = self
+            .refund
+            .clone()
+            .list_channels(refund_pb::ListChannelsRequest {})
+            .await
+            .map_err(peer_err)?
+            .into_inner()
+            .channels;
+        Ok(channels.iter().any(|c| c.code == channel))
+    }
+
     async fn post_adjustment(&self, request: AdjustmentRequest) -> Result<String> {
         let kind = match request.kind {
             AdjustmentKind::BankToSuspense => clearing_pb::AdjustmentKind::BankToSuspense,
@@ -375,6 +389,7 @@ fn outcome_to_wire(o: Outcome) -> pb::Outcome {
         Outcome::BankOnly => pb::Outcome::BankOnly,
         Outcome::AmountMismatch => pb::Outcome::AmountMismatch,
         Outcome::Duplicate => pb::Outcome::Duplicate,
+        Outcome::OtherChannel => pb::Outcome::OtherChannel,
     }
 }
 
@@ -463,6 +478,7 @@ fn run_to_wire(run: &Run, replayed: bool, with_items: bool) -> Result<pb::Reconc
         discrepancies: run.discrepancies,
         skipped_rows: run.skipped_rows,
         source: run.source.clone(),
+        content_sha256: run.content_sha256.clone(),
     })
 }
 
@@ -473,6 +489,7 @@ fn kind_to_wire(k: DiscrepancyKind) -> pb::DiscrepancyKind {
         DiscrepancyKind::AmountMismatch => pb::DiscrepancyKind::DiscrepancyAmountMismatch,
         DiscrepancyKind::Duplicate => pb::DiscrepancyKind::DuplicateRow,
         DiscrepancyKind::StatusConflict => pb::DiscrepancyKind::StatusConflict,
+        DiscrepancyKind::OtherChannel => pb::DiscrepancyKind::OtherChannelRow,
     }
 }
 
@@ -622,6 +639,7 @@ impl ReconciliationService for ReconciliationSvc {
                 format: req.format,
                 encoding: req.encoding,
                 source: FileSource::Bank,
+                operator: String::new(),
             })
             .await
             .map_err(grpc_err)?;
@@ -634,25 +652,8 @@ impl ReconciliationService for ReconciliationSvc {
         &self,
         request: Request<pb::RunReconciliationFileRequest>,
     ) -> Result<Response<pb::ReconciliationRun>, Status> {
-        let req = request.into_inner();
-        validate_external_id(&req.channel, "channel").map_err(grpc_err)?;
-        let date = parse_business_date(&req.date, "date").map_err(grpc_err)?;
-        TextEncoding::parse(&req.encoding).map_err(grpc_err)?;
-        if req.content.is_empty() {
-            return Err(grpc_err(Error::field("content", "is required")));
-        }
-        let result = self
-            .engine
-            .run(RunRequest {
-                channel: req.channel,
-                date,
-                format: req.format,
-                encoding: req.encoding,
-                source: FileSource::Upload {
-                    content: req.content,
-                    sha256: req.sha256,
-                },
-            })
+        let operator = files::operator_of(&request);
+        let result = files::upload(&self.engine, operator, request.into_inner())
             .await
             .map_err(grpc_err)?;
         let wire = run_to_wire(&result.run, result.replayed, true).map_err(grpc_err)?;
@@ -682,10 +683,19 @@ impl ReconciliationService for ReconciliationSvc {
         let req = request.into_inner();
         let channel = optional_channel(req.channel).map_err(grpc_err)?;
         let limit = limit_of(req.limit).min(100);
-        let runs = self
+        let with_rejected = req.include_rejected;
+        let (runs, rejected) = self
             .engine
             .db
-            .run(move |conn| store::list_runs(conn, channel.as_deref(), limit))
+            .run(move |conn| {
+                let runs = store::list_runs(conn, channel.as_deref(), limit)?;
+                let rejected = if with_rejected {
+                    store::rejected::list(conn, channel.as_deref(), limit)?
+                } else {
+                    Vec::new()
+                };
+                Ok((runs, rejected))
+            })
             .await
             .map_err(grpc_err)?;
         let runs = runs
@@ -693,7 +703,8 @@ impl ReconciliationService for ReconciliationSvc {
             .map(|r| run_to_wire(r, false, false))
             .collect::<Result<Vec<_>>>()
             .map_err(grpc_err)?;
-        Ok(Response::new(pb::ListRunsResponse { runs }))
+        let rejected = rejected.iter().map(files::rejected_to_wire).collect();
+        Ok(Response::new(pb::ListRunsResponse { runs, rejected }))
     }
 
     async fn list_discrepancies(

@@ -1,7 +1,7 @@
 //! Storage of reconciliation runs and their items (diesel, SQLite and PostgreSQL alike).
 //!
 //! A run is written once, with all its items, in one transaction; the UNIQUE
-//! `(channel, business_date, file_sha256)` constraint makes a second run of the same file impossible
+//! `(channel, business_date, content_sha256)` index makes a second run of the same file impossible
 //! (a concurrent duplicate gets [`ErrorCode::IdempotencyConflict`] from [`insert_run`] and re-reads).
 //! Afterwards only an item's write-back state changes, through conditional updates
 //! ([`mark_written_back`], [`mark_refused`]) that succeed only from the pending state.
@@ -20,6 +20,8 @@ use crate::domain::{
 /// The embedded migrations of the reconciliation center's database (run by [`crate::serve`]).
 pub const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
 
+pub mod rejected;
+
 diesel::table! {
     runs (run_id) {
         run_id -> Text,
@@ -35,6 +37,7 @@ diesel::table! {
         supersedes -> Nullable<Text>,
         superseded_by -> Nullable<Text>,
         discrepancies -> BigInt,
+        content_sha256 -> Text,
     }
 }
 
@@ -157,6 +160,7 @@ struct RunRow {
     supersedes: Option<String>,
     superseded_by: Option<String>,
     discrepancies: i64,
+    content_sha256: String,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -211,6 +215,7 @@ fn run_to_row(run: &Run) -> RunRow {
         supersedes: run.supersedes.clone(),
         superseded_by: run.superseded_by.clone(),
         discrepancies: i64::from(run.discrepancies),
+        content_sha256: run.content_sha256.clone(),
     }
 }
 
@@ -320,6 +325,8 @@ fn row_to_item(row: ItemRow, reference: Option<ItemRefRow>) -> Result<RunItem> {
                 .map(|m| Money::from_minor(m, bank_currency)),
             bank_status,
             line: row.file_line.and_then(|l| usize::try_from(l).ok()),
+            // Not stored: only a new run's items open discrepancies keyed by it.
+            occurrence: 0,
             detail: row.detail,
             write_back,
         },
@@ -333,6 +340,7 @@ fn row_to_run(row: RunRow, run_items: Vec<RunItem>) -> Result<Run> {
         run_id: row.run_id,
         channel: row.channel,
         file_sha256: row.file_sha256,
+        content_sha256: row.content_sha256,
         file_format: row.file_format,
         file_rows: u32::try_from(row.file_rows).map_err(|_| corrupt("file_rows"))?,
         skipped_rows: u32::try_from(row.skipped_rows).map_err(|_| corrupt("skipped_rows"))?,
@@ -373,7 +381,7 @@ fn with_items(conn: &mut AnyConnection, row: RunRow) -> Result<Run> {
 }
 
 /// Stores a new run with its items. Call inside a transaction. A run of the same
-/// `(channel, date, file_sha256)` already stored → [`ErrorCode::IdempotencyConflict`] (the caller
+/// `(channel, date, content_sha256)` already stored → [`ErrorCode::IdempotencyConflict`] (the caller
 /// rolls back and re-reads it with [`find_run_by_file`]).
 pub fn insert_run(conn: &mut AnyConnection, run: &Run) -> Result<()> {
     let row = run_to_row(run);
@@ -432,17 +440,17 @@ pub fn insert_run(conn: &mut AnyConnection, run: &Run) -> Result<()> {
     Ok(())
 }
 
-/// The run of this exact file, if one was stored.
+/// The run of this file (by its content digest), if one was stored.
 pub fn find_run_by_file(
     conn: &mut AnyConnection,
     channel: &str,
     date: NaiveDate,
-    sha256: &str,
+    content_sha256: &str,
 ) -> Result<Option<Run>> {
     let row: Option<RunRow> = runs::table
         .filter(runs::channel.eq(channel))
         .filter(runs::business_date.eq(format_date(date)))
-        .filter(runs::file_sha256.eq(sha256))
+        .filter(runs::content_sha256.eq(content_sha256))
         .select(RunRow::as_select())
         .first(conn)
         .optional()

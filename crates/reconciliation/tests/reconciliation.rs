@@ -35,6 +35,19 @@ fn date(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
 }
 
+/// One entry of a zip archive (an .xlsx).
+fn zip_entry(bytes: &[u8], name: &str) -> std::io::Cursor<Vec<u8>> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut out = Vec::new();
+    archive
+        .by_name(name)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    std::io::Cursor::new(out)
+}
+
 fn fixture(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -335,11 +348,26 @@ impl RefundService for FakeRefund {
     ) -> Result<Response<refund_pb::Channel>, Status> {
         unimplemented()
     }
+    /// The channels of the orders, and the ones every scenario uses.
     async fn list_channels(
         &self,
         _: Request<refund_pb::ListChannelsRequest>,
     ) -> Result<Response<refund_pb::ListChannelsResponse>, Status> {
-        unimplemented()
+        let state = self.state.lock().unwrap();
+        let mut codes: std::collections::BTreeSet<String> =
+            [CHANNEL, "wechat", "unionpay", "alipay", "quickpay"]
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+        codes.extend(state.orders.values().map(|o| o.channel.clone()));
+        let channels = codes
+            .into_iter()
+            .map(|code| refund_pb::Channel {
+                code,
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(refund_pb::ListChannelsResponse { channels }))
     }
     async fn run_interface_cycle(
         &self,
@@ -639,6 +667,19 @@ impl Harness {
             })
             .await
             .map(|r| r.into_inner())
+    }
+
+    /// The audit trail of one subject, newest first.
+    async fn audit(&self, subject: &str) -> Vec<pb::AuditEntry> {
+        self.c()
+            .list_audit(pb::ListAuditRequest {
+                subject_id: subject.into(),
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .entries
     }
 
     /// (debits, credits) of an account.
@@ -943,15 +984,34 @@ async fn formats_and_outcomes(backend: Backend) {
         .unwrap()
         .into_inner();
     assert!(xlsx.file_name.ends_with(".xlsx"));
-    use calamine::Reader;
+    // The money format is in the workbook's styles.
+    let styles = {
+        use std::io::Read;
+        let mut zip = zip_entry(&xlsx.content, "xl/styles.xml");
+        let mut text = String::new();
+        zip.read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(styles.contains("#,##0.00"), "{styles}");
+    use calamine::{Data, Reader};
     let mut book: calamine::Xlsx<_> =
         calamine::open_workbook_from_rs(std::io::Cursor::new(xlsx.content)).unwrap();
     let items = book.worksheet_range("items").unwrap();
     assert_eq!(items.height(), run.items.len() + 1);
     let cells: Vec<String> = items.rows().map(|r| r[1].to_string()).collect();
     assert!(cells.contains(&"rf_w4".to_string()), "{cells:?}");
+    // Ids and references are text, amounts numbers finance can sum.
+    let w1 = items
+        .rows()
+        .find(|r| r[1] == Data::String("rf_w1".into()))
+        .unwrap();
+    assert_eq!(w1[3], Data::String("50000001".into()));
+    assert_eq!(w1[5], Data::Float(12.5));
+    assert_eq!(w1[6], Data::Float(12.5));
     let summary = book.worksheet_range("summary").unwrap();
-    assert!(summary.rows().any(|r| r[0] == "MATCHED" && r[2] == "12.50"));
+    assert!(summary
+        .rows()
+        .any(|r| r[0] == "MATCHED" && r[2] == Data::Float(12.5)));
     h.stop().await;
 }
 
@@ -1093,16 +1153,7 @@ async fn discrepancies_resolved_both_ways(backend: Backend) {
     assert_eq!(open[0].bank_reference_id, "rf_bankf");
 
     // The audit trail.
-    let audit = h
-        .c()
-        .list_audit(pb::ListAuditRequest {
-            subject_id: mis.discrepancy_id.clone(),
-            limit: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let audit = h.audit(&mis.discrepancy_id).await;
     let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
     assert_eq!(actions, vec!["RESOLVED", "RESOLVE_STARTED"]);
     assert!(audit
@@ -1280,16 +1331,7 @@ async fn corrected_file_supersedes(backend: Backend) {
         .into_inner();
     assert_eq!(old.superseded_by, second.run_id);
     assert_eq!(old.pending_write_backs, 0);
-    let audit = h
-        .c()
-        .list_audit(pb::ListAuditRequest {
-            subject_id: first.run_id.clone(),
-            limit: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let audit = h.audit(&first.run_id).await;
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].action, "SUPERSEDED");
     assert!(audit[0].after.contains(&second.run_id));
@@ -1397,6 +1439,7 @@ async fn malformed_files_rejected(backend: Backend) {
         .list_runs(pb::ListRunsRequest {
             channel: String::new(),
             limit: 0,
+            include_rejected: false,
         })
         .await
         .unwrap()
@@ -1445,6 +1488,10 @@ async fn pending_write_backs_are_retried(backend: Backend) {
     h.stop().await;
 }
 
+#[path = "reconciliation/bank_files.rs"]
+mod bank_files;
+use bank_files::matching_cannot_be_fooled;
+
 // ---------------------------------------------------------------------------------------------
 // Both databases
 // ---------------------------------------------------------------------------------------------
@@ -1477,4 +1524,5 @@ on_both_databases!(
     corrected_file_supersedes,
     malformed_files_rejected,
     pending_write_backs_are_retried,
+    matching_cannot_be_fooled,
 );

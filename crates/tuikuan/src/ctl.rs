@@ -184,12 +184,28 @@ pub enum ReconAction {
         /// A clearing file to upload instead of fetching the bank's.
         #[arg(long)]
         file: Option<PathBuf>,
-        /// wechat, unionpay or csv (default: the channel's configured format).
+        /// wechat, unionpay, alipay or csv (default: the channel's configured format).
         #[arg(long, default_value = "")]
         format: String,
-        /// gbk or utf-8 (UnionPay files); detected when absent.
+        /// gbk or utf-8; detected when absent.
         #[arg(long, default_value = "")]
         encoding: String,
+    },
+    /// Read a bank's file offline (no service needed) and print what a run would read: format,
+    /// layout, encoding, every row, the summary check and any error with its line and field.
+    /// Exits non-zero if a run would refuse the file.
+    Inspect {
+        #[arg(long)]
+        file: PathBuf,
+        /// auto, wechat, unionpay, alipay or csv.
+        #[arg(long, default_value = "auto")]
+        format: String,
+        /// auto, utf-8 or gbk.
+        #[arg(long, default_value = "auto")]
+        encoding: String,
+        /// The file's business date, YYYY-MM-DD (gives ZM times their year; today by default).
+        #[arg(long, default_value = "")]
+        date: String,
     },
     /// Open (or all) discrepancies (差错).
     Discrepancies {
@@ -250,12 +266,14 @@ pub enum ReconAction {
         #[arg(long)]
         run_id: String,
     },
-    /// Recent runs.
+    /// Recent runs; with --all, also the refused files (who, when, the error's line and field).
     List {
         #[arg(long, default_value = "")]
         channel: String,
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -470,6 +488,19 @@ fn rpc<T>(r: Result<tonic::Response<T>, tonic::Status>, what: &str) -> anyhow::R
 
 /// Runs one `ctl` command.
 pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
+    if let CtlCommand::Recon {
+        action:
+            ReconAction::Inspect {
+                file,
+                format,
+                encoding,
+                date,
+            },
+    } = &ctl.command
+    {
+        // Offline: no service is asked anything.
+        return crate::inspect::run(file, format, encoding, date, ctl.output);
+    }
     let mut c = Clients::connect(|s| config.peer_addr(s))?;
     let out = ctl.output;
     match ctl.command {
@@ -616,17 +647,25 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                             path.display(),
                             content.len()
                         ));
+                        let mut request = tonic::Request::new(rec::RunReconciliationFileRequest {
+                            channel,
+                            date,
+                            format,
+                            encoding,
+                            content,
+                            sha256: String::new(),
+                        });
+                        if !ctl.operator.is_empty() {
+                            // Recorded with the file if it is refused.
+                            let value =
+                                tonic::metadata::MetadataValue::try_from(ctl.operator.as_str())
+                                    .map_err(|_| {
+                                        anyhow::anyhow!("--operator: not a valid header value")
+                                    })?;
+                            request.metadata_mut().insert("x-operator-id", value);
+                        }
                         rpc(
-                            c.reconciliation
-                                .run_reconciliation_file(rec::RunReconciliationFileRequest {
-                                    channel,
-                                    date,
-                                    format,
-                                    encoding,
-                                    content,
-                                    sha256: String::new(),
-                                })
-                                .await,
+                            c.reconciliation.run_reconciliation_file(request).await,
                             "reconciliation",
                         )
                     }
@@ -764,6 +803,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                 )?;
                 print(&r, "tuikuan.reconciliation.v1.ListAuditResponse", out)
             }
+            ReconAction::Inspect { .. } => Ok(()),
             ReconAction::Show { run_id } => {
                 let r = rpc(
                     c.reconciliation
@@ -773,10 +813,18 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                 )?;
                 print(&r, "tuikuan.reconciliation.v1.ReconciliationRun", out)
             }
-            ReconAction::List { channel, limit } => {
+            ReconAction::List {
+                channel,
+                limit,
+                all,
+            } => {
                 let r = rpc(
                     c.reconciliation
-                        .list_runs(rec::ListRunsRequest { channel, limit })
+                        .list_runs(rec::ListRunsRequest {
+                            channel,
+                            limit,
+                            include_rejected: all,
+                        })
                         .await,
                     "list runs",
                 )?;

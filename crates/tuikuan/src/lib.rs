@@ -17,4 +17,5 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod inspect;
 pub mod output;

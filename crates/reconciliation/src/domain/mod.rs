@@ -26,6 +26,7 @@
 pub mod alipay;
 pub mod csv_v1;
 pub mod inspect;
+pub mod rejection;
 pub mod text;
 pub mod unionpay;
 pub mod wechat;
@@ -467,6 +468,8 @@ pub enum Outcome {
     AmountMismatch,
     /// The same reference again in the file; the first occurrence is matched normally.
     Duplicate,
+    /// The row's reference belongs to a refund of another channel: never matched here.
+    OtherChannel,
 }
 
 impl Outcome {
@@ -477,6 +480,7 @@ impl Outcome {
         Outcome::BankOnly,
         Outcome::AmountMismatch,
         Outcome::Duplicate,
+        Outcome::OtherChannel,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -487,6 +491,7 @@ impl Outcome {
             Outcome::BankOnly => "BANK_ONLY",
             Outcome::AmountMismatch => "AMOUNT_MISMATCH",
             Outcome::Duplicate => "DUPLICATE",
+            Outcome::OtherChannel => "OTHER_CHANNEL",
         }
     }
 
@@ -497,7 +502,10 @@ impl Outcome {
     /// Which side's amount an outcome is totalled by: the bank's for rows only the bank vouches
     /// for (bank-only, duplicate), the platform's otherwise.
     fn totals_bank_amount(self) -> bool {
-        matches!(self, Outcome::BankOnly | Outcome::Duplicate)
+        matches!(
+            self,
+            Outcome::BankOnly | Outcome::Duplicate | Outcome::OtherChannel
+        )
     }
 }
 
@@ -559,6 +567,10 @@ pub struct MatchItem {
     pub bank_status: Option<BankRecordStatus>,
     /// The file line the item comes from (none for platform-only items).
     pub line: Option<usize>,
+    /// Which occurrence of its reference in the file the row is (1 for the first, 2 for the
+    /// first repeat, …; 0 for platform-only items). Duplicates are told apart by it, never by
+    /// their line, so that a corrected file that moves a row keeps its discrepancy.
+    pub occurrence: u32,
     /// Human-readable explanation (amounts, duplicate of which line, discrepancies).
     pub detail: String,
     /// The final status to write back, if the item makes one.
@@ -593,6 +605,7 @@ fn from_bank(
         bank_amount: Some(record.amount),
         bank_status: Some(record.status),
         line: Some(record.line),
+        occurrence: 1,
         detail: String::new(),
         write_back: None,
         platform_final: None,
@@ -617,6 +630,8 @@ struct Slot {
     currency: Currency,
     /// The file line of the first row matched on it (0 = none yet).
     first_line: u32,
+    /// Rows seen with its reference so far.
+    seen: u32,
 }
 
 fn line_u32(line: usize) -> u32 {
@@ -637,7 +652,8 @@ fn line_u32(line: usize) -> u32 {
 #[derive(Debug, Default)]
 pub struct Matcher {
     slots: HashMap<Box<str>, Slot>,
-    bank_only: HashMap<Box<str>, u32>,
+    /// References unknown to the platform: (first line, rows seen).
+    bank_only: HashMap<Box<str>, (u32, u32)>,
 }
 
 impl Matcher {
@@ -663,6 +679,7 @@ impl Matcher {
             minor: p.amount.to_minor(),
             currency: p.amount.currency(),
             first_line: 0,
+            seen: 0,
         };
         if let Some(previous) = self.slots.get(&reference) {
             if previous.minor != slot.minor
@@ -682,8 +699,10 @@ impl Matcher {
     /// Matches one record (records must come in file order).
     pub fn push(&mut self, record: &BankRecord) -> MatchItem {
         let Some(slot) = self.slots.get_mut(record.id.as_str()) else {
-            if let Some(first) = self.bank_only.get(record.id.as_str()) {
+            if let Some((first, seen)) = self.bank_only.get_mut(record.id.as_str()) {
+                *seen = seen.saturating_add(1);
                 let mut item = from_bank(record, Outcome::Duplicate, &record.id, None);
+                item.occurrence = *seen;
                 item.detail = format!(
                     "duplicate of line {first}: bank {} {}",
                     record.status.as_str(),
@@ -692,7 +711,7 @@ impl Matcher {
                 return item;
             }
             self.bank_only
-                .insert(record.id.as_str().into(), line_u32(record.line));
+                .insert(record.id.as_str().into(), (line_u32(record.line), 1));
             let mut item = from_bank(record, Outcome::BankOnly, &record.id, None);
             item.detail = format!(
                 "not among the platform's submitted refunds: bank {} {}",
@@ -707,8 +726,10 @@ impl Matcher {
             .unwrap_or(record.id.as_str())
             .to_string();
         let expected = Money::from_minor(slot.minor, slot.currency);
+        slot.seen = slot.seen.saturating_add(1);
         if slot.first_line != 0 {
             let mut item = from_bank(record, Outcome::Duplicate, &refund_id, Some(expected));
+            item.occurrence = slot.seen;
             item.detail = format!(
                 "duplicate of line {}: bank {} {}",
                 slot.first_line,
@@ -775,6 +796,7 @@ impl Matcher {
                     bank_amount: None,
                     bank_status: None,
                     line: None,
+                    occurrence: 0,
                     detail: format!("not in the bank's clearing file: platform {amount}"),
                     write_back: None,
                     platform_final: None,
@@ -804,6 +826,8 @@ pub fn match_refunds(bank: &[BankRecord], platform: &[PlatformRefund]) -> Result
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownRefund {
     pub refund_id: String,
+    /// The channel the refund was submitted on (empty when the refund center did not say).
+    pub channel: String,
     pub amount: Money,
     /// `None` while the refund is not final (processing).
     pub final_status: Option<FinalStatus>,
@@ -812,13 +836,16 @@ pub struct KnownRefund {
 /// Resolves a BANK_ONLY item against what the refund center knows about the refund the row's
 /// bank reference id belongs to (the item takes that refund's id).
 ///
+/// A row of `channel`'s file whose refund was submitted on another channel is OTHER_CHANNEL,
+/// whatever its status: it is never matched here, and never counted as matched.
+///
 /// A bank-only row whose refund the platform already finalised earlier, with the same status and
 /// the same amount (a re-delivered or superseding file, reconciled before), is not a 长款: it is
 /// recorded as MATCHED (bank SUCCESS) or BANK_FAILED (bank FAILED) with detail "already final" and
 /// no write-back. Anything else stays BANK_ONLY, with what the platform knows added to the detail
 /// (and `platform_final` set when the refund center has it final otherwise: a status conflict).
 /// Items that are not BANK_ONLY are returned unchanged.
-pub fn resolve_bank_only(item: MatchItem, known: Option<&KnownRefund>) -> MatchItem {
+pub fn resolve_bank_only(item: MatchItem, known: Option<&KnownRefund>, channel: &str) -> MatchItem {
     if item.outcome != Outcome::BankOnly {
         return item;
     }
@@ -827,6 +854,22 @@ pub fn resolve_bank_only(item: MatchItem, known: Option<&KnownRefund>) -> MatchI
     else {
         return item;
     };
+    if !known.channel.is_empty() && known.channel != channel {
+        return MatchItem {
+            outcome: Outcome::OtherChannel,
+            detail: format!(
+                "refund {} belongs to channel {}, not {channel}: bank {} {}",
+                known.refund_id,
+                known.channel,
+                bank_status.as_str(),
+                bank_amount
+            ),
+            refund_id: known.refund_id.clone(),
+            platform_amount: Some(known.amount),
+            platform_final: known.final_status,
+            ..item
+        };
+    }
     let wanted = bank_status.final_status();
     if wanted.is_some() && known.final_status == wanted && known.amount == bank_amount {
         let outcome = match bank_status {
@@ -1023,6 +1066,8 @@ pub enum DiscrepancyKind {
     Duplicate,
     /// The bank's row contradicts a status the platform already made final.
     StatusConflict,
+    /// A row of this channel's file for a refund submitted on another channel.
+    OtherChannel,
 }
 
 impl DiscrepancyKind {
@@ -1032,6 +1077,7 @@ impl DiscrepancyKind {
         DiscrepancyKind::AmountMismatch,
         DiscrepancyKind::Duplicate,
         DiscrepancyKind::StatusConflict,
+        DiscrepancyKind::OtherChannel,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -1041,6 +1087,7 @@ impl DiscrepancyKind {
             DiscrepancyKind::AmountMismatch => "AMOUNT_MISMATCH",
             DiscrepancyKind::Duplicate => "DUPLICATE",
             DiscrepancyKind::StatusConflict => "STATUS_CONFLICT",
+            DiscrepancyKind::OtherChannel => "OTHER_CHANNEL",
         }
     }
 
@@ -1059,6 +1106,7 @@ impl DiscrepancyKind {
             DiscrepancyKind::AmountMismatch => "金额不符",
             DiscrepancyKind::Duplicate => "重复记录",
             DiscrepancyKind::StatusConflict => "状态冲突",
+            DiscrepancyKind::OtherChannel => "通道不符",
         }
     }
 
@@ -1067,7 +1115,8 @@ impl DiscrepancyKind {
         match self {
             DiscrepancyKind::PlatformMissed
             | DiscrepancyKind::AmountMismatch
-            | DiscrepancyKind::StatusConflict => Severity::High,
+            | DiscrepancyKind::StatusConflict
+            | DiscrepancyKind::OtherChannel => Severity::High,
             DiscrepancyKind::BankMissed | DiscrepancyKind::Duplicate => Severity::Medium,
         }
     }
@@ -1178,7 +1227,8 @@ pub struct Discrepancy {
     /// What "bank wins" did.
     pub actions: String,
     pub adjustment_id: String,
-    /// One discrepancy per fact: `kind:channel:date:reference[:line]` (BANK_MISSED has no date);
+    /// One discrepancy per fact: `kind:channel:date:reference[:#occurrence]` (BANK_MISSED has no
+    /// date; a DUPLICATE is the n-th row of its reference, wherever it sits in the file);
     /// the id derives from it (empty when read back from storage).
     pub dedupe_key: String,
 }
@@ -1190,6 +1240,7 @@ pub fn discrepancy_kind_of(item: &MatchItem) -> Option<DiscrepancyKind> {
         Outcome::BankOnly => Some(DiscrepancyKind::PlatformMissed),
         Outcome::AmountMismatch => Some(DiscrepancyKind::AmountMismatch),
         Outcome::Duplicate => Some(DiscrepancyKind::Duplicate),
+        Outcome::OtherChannel => Some(DiscrepancyKind::OtherChannel),
         Outcome::Matched | Outcome::BankFailed | Outcome::PlatformOnly => None,
     }
 }
@@ -1206,11 +1257,11 @@ pub fn dedupe_key(
             format!("{}:{channel}:{}", kind.as_str(), item.bank_reference_id)
         }
         DiscrepancyKind::Duplicate => format!(
-            "{}:{channel}:{}:{}:{}",
+            "{}:{channel}:{}:{}:#{}",
             kind.as_str(),
             format_date(date),
             item.bank_reference_id,
-            item.line.unwrap_or(0)
+            item.occurrence
         ),
         _ => format!(
             "{}:{channel}:{}:{}",
@@ -1312,8 +1363,9 @@ pub fn adjustment_id_for(discrepancy_id: &str) -> String {
 
 /// What a resolution does. PLATFORM_WINS does nothing but record. BANK_WINS:
 /// - 银行漏单 (platform-only, the bank never paid): write back FAILED;
-/// - 平台漏单 (the bank paid a row we have no refund for): BANK_TO_SUSPENSE of the amount when the
-///   bank reports SUCCESS (nothing moved otherwise);
+/// - 平台漏单 (the bank paid a row we have no refund for) and 通道不符 (a row paid from this
+///   channel for a refund booked on another one): BANK_TO_SUSPENSE of the amount on this channel
+///   when the bank reports SUCCESS (nothing moved otherwise);
 /// - amount mismatch: write back per the bank's status; when the bank paid, post the difference
 ///   (bank more than platform: BANK_TO_SUSPENSE; less: SUSPENSE_TO_BANK);
 /// - duplicate row: the bank paid twice when the row is SUCCESS: BANK_TO_SUSPENSE of it;
@@ -1339,7 +1391,9 @@ pub fn plan_resolution(d: &Discrepancy, resolution: Resolution) -> Result<Vec<Re
             status: FinalStatus::Failed,
             reason: "bank never paid it (银行漏单), bank wins".to_string(),
         }),
-        DiscrepancyKind::PlatformMissed | DiscrepancyKind::Duplicate => {
+        DiscrepancyKind::PlatformMissed
+        | DiscrepancyKind::Duplicate
+        | DiscrepancyKind::OtherChannel => {
             if bank_paid {
                 actions.push(ResolutionAction::Adjust {
                     kind: AdjustmentKind::BankToSuspense,
@@ -1592,6 +1646,9 @@ pub struct Run {
     pub date: NaiveDate,
     /// Lowercase hex SHA-256 of the file.
     pub file_sha256: String,
+    /// The file's content digest ([`ContentDigest`]): a run is idempotent per (channel, date,
+    /// content digest).
+    pub content_sha256: String,
     pub file_format: String,
     /// Data rows in the file.
     pub file_rows: u32,

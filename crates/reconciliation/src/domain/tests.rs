@@ -770,6 +770,7 @@ fn bank_only(status: BankRecordStatus, amount: &str) -> MatchItem {
 fn known(status: Option<FinalStatus>, amount: &str) -> KnownRefund {
     KnownRefund {
         refund_id: "rf_a".into(),
+        channel: "netbank".into(),
         amount: cny(amount),
         final_status: status,
     }
@@ -780,6 +781,7 @@ fn bank_only_already_final_the_same_way_is_matched_without_write_back() {
     let item = resolve_bank_only(
         bank_only(Success, "3.00"),
         Some(&known(Some(FinalStatus::Succeeded), "3.00")),
+        "netbank",
     );
     assert_eq!(item.outcome, Outcome::Matched);
     assert_eq!(item.write_back, None);
@@ -790,6 +792,7 @@ fn bank_only_already_final_the_same_way_is_matched_without_write_back() {
     let item = resolve_bank_only(
         bank_only(Failed, "3.00"),
         Some(&known(Some(FinalStatus::Failed), "3.00")),
+        "netbank",
     );
     assert_eq!(item.outcome, Outcome::BankFailed);
     assert_eq!(item.write_back, None);
@@ -803,7 +806,7 @@ fn bank_only_stays_bank_only_otherwise() {
         Some(known(Some(FinalStatus::Succeeded), "3.01")),
         Some(known(None, "3.00")),
     ] {
-        let item = resolve_bank_only(bank_only(Success, "3.00"), k.as_ref());
+        let item = resolve_bank_only(bank_only(Success, "3.00"), k.as_ref(), "netbank");
         assert_eq!(item.outcome, Outcome::BankOnly, "{k:?}");
         assert_eq!(item.write_back, None);
         assert_eq!(item.platform_amount, k.as_ref().map(|k| k.amount));
@@ -828,7 +831,8 @@ fn bank_only_stays_bank_only_otherwise() {
     assert_eq!(
         resolve_bank_only(
             matched.clone(),
-            Some(&known(Some(FinalStatus::Failed), "1.00"))
+            Some(&known(Some(FinalStatus::Failed), "1.00")),
+            "netbank"
         ),
         matched
     );
@@ -918,6 +922,7 @@ fn numbering_and_pending_count() {
         channel: "netbank".into(),
         date: NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
         file_sha256: String::new(),
+        content_sha256: String::new(),
         file_format: CSV_V1_FORMAT.into(),
         file_rows: 3,
         skipped_rows: 0,
@@ -944,4 +949,82 @@ fn outcome_names_round_trip() {
     for s in [Success, Failed] {
         assert_eq!(BankRecordStatus::parse(s.as_str()), Some(s));
     }
+}
+
+#[test]
+fn a_row_of_another_channels_refund_is_never_matched() {
+    // Final the same way, same amount: on its own channel this would be "already final".
+    let mut other = known(Some(FinalStatus::Succeeded), "3.00");
+    other.channel = "quickpay".into();
+    for k in [
+        other.clone(),
+        KnownRefund {
+            final_status: None,
+            ..other.clone()
+        },
+    ] {
+        let item = resolve_bank_only(bank_only(Success, "3.00"), Some(&k), "netbank");
+        assert_eq!(item.outcome, Outcome::OtherChannel);
+        assert_eq!(item.write_back, None);
+        assert!(
+            item.detail.contains("belongs to channel quickpay"),
+            "{}",
+            item.detail
+        );
+        assert_eq!(
+            discrepancy_kind_of(&item),
+            Some(DiscrepancyKind::OtherChannel)
+        );
+        assert_eq!(item.counted_amount(), Some(cny("3.00")));
+    }
+}
+
+#[test]
+fn a_duplicate_is_keyed_by_its_occurrence_not_its_line() {
+    let day = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+    let key_of = |records: &[BankRecord]| -> Vec<String> {
+        match_refunds(records, &[plat("rf_1", "1.00")])
+            .unwrap()
+            .iter()
+            .filter(|i| i.outcome == Outcome::Duplicate)
+            .map(|i| dedupe_key(DiscrepancyKind::Duplicate, "netbank", day, i))
+            .collect()
+    };
+    let first = key_of(&[
+        rec(2, "rf_1", "1.00", Success),
+        rec(3, "rf_1", "1.00", Success),
+    ]);
+    // A corrected file with the same duplicate on other lines: the same fact.
+    let moved = key_of(&[
+        rec(2, "rf_x", "9.00", Success),
+        rec(5, "rf_1", "1.00", Success),
+        rec(9, "rf_1", "1.00", Success),
+    ]);
+    assert_eq!(first, moved);
+    // A third row is another fact.
+    let third = key_of(&[
+        rec(2, "rf_1", "1.00", Success),
+        rec(3, "rf_1", "1.00", Success),
+        rec(4, "rf_1", "1.00", Success),
+    ]);
+    assert_eq!(third.len(), 2);
+    assert_eq!(third[0], first[0]);
+    assert_ne!(third[1], first[0]);
+    // Bank-only references count their repeats the same way.
+    let unknown = match_refunds(
+        &[
+            rec(2, "rf_u", "1.00", Success),
+            rec(7, "rf_u", "1.00", Success),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            unknown[0].outcome,
+            unknown[1].outcome,
+            unknown[1].occurrence
+        ),
+        (Outcome::BankOnly, Outcome::Duplicate, 2)
+    );
 }
