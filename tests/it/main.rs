@@ -4,6 +4,7 @@
 mod sandbox;
 
 mod bad_input;
+mod bounded;
 mod chain;
 mod channels;
 mod concurrency;
@@ -14,3 +15,4 @@ mod idempotency;
 mod inspect;
 mod recovery;
 mod smoke;
+mod trust;

@@ -63,13 +63,19 @@ pub struct Config {
     pub notify_base_url: Option<String>,
     /// How soon an open refund at a real channel is first queried (then less often as it ages).
     pub channel_query_interval_secs: u64,
+    /// Mutual TLS as `bank` (or plaintext, only when the deployment says so).
+    pub transport: tuikuan_proto::tls::Transport,
 }
 
 impl Config {
     /// The defaults: seed 0, delays 60..=7200 s, 10% failures, 10% duplicate and 10% out-of-order
     /// callbacks, no synchronous rejections, no returns, no callback receivers, no clearing
     /// directory, no job loop.
-    pub fn default_for(database_url: impl Into<String>, clock: SharedClock) -> Config {
+    pub fn default_for(
+        database_url: impl Into<String>,
+        clock: SharedClock,
+        transport: tuikuan_proto::tls::Transport,
+    ) -> Config {
         let p = SimParams::default();
         Config {
             database_url: database_url.into(),
@@ -90,6 +96,7 @@ impl Config {
             channels: BTreeMap::new(),
             notify_base_url: None,
             channel_query_interval_secs: 60,
+            transport,
         }
     }
 
@@ -152,6 +159,7 @@ impl Config {
             self.refund_callback_addr.as_deref(),
             self.payout_callback_addr.as_deref(),
             self.clearing_dir.clone(),
+            &self.transport,
         )?;
         Ok((sim, live))
     }
@@ -209,6 +217,7 @@ pub async fn serve_with_notifications(
     });
     let grpc = tuikuan_proto::server::serve(
         listener,
+        config.transport.clone(),
         tonic::service::Routes::new(BankServiceServer::new(svc)),
         &[<BankServiceServer<BankSvc> as tonic::server::NamedService>::NAME],
         shutdown,

@@ -18,6 +18,7 @@ use tuikuan_fakes::alipay::{self as fa, FakeAlipay};
 use tuikuan_fakes::wechat::{self as fw, FakeWechatPay};
 use tuikuan_fakes::{keys, AnswerFault, NotifyFault, Settle};
 use tuikuan_kernel::{Currency, ErrorCode, ManualClock, Money, SharedClock};
+use tuikuan_proto::tls::Transport;
 
 const WECHAT: &str = "WECHAT_AGG";
 const ALIPAY: &str = "ALIPAY_AGG";
@@ -488,7 +489,7 @@ async fn books(backend: &str) {
         .await
         .expect("bind");
     let notify = format!("http://{}", notify_listener.local_addr().expect("addr"));
-    let mut config = Config::default_for(db.url(), clock.clone());
+    let mut config = Config::default_for(db.url(), clock.clone(), Transport::Insecure);
     config
         .channels
         .insert(WECHAT.into(), wechat_settings(dir.path(), &wf.url));
