@@ -73,6 +73,10 @@ pub enum ErrorCode {
     RefundFailed,
     /// The bank returned a payout after reporting it paid (退票); the money is back with the merchant.
     PayoutReturned,
+    /// A reserve, own-funds, in-transit or suspense account would go below zero; nothing was posted.
+    InsufficientFunds,
+    /// The platform's coupon share covers the whole refund: there is no cash to pay back.
+    CouponOnlyRefund,
     // unavailable
     /// A downstream service did not answer; the request may be retried with the same key.
     Unavailable,
@@ -133,6 +137,8 @@ impl ErrorCode {
         ErrorCode::NoRefundMethod,
         ErrorCode::RefundFailed,
         ErrorCode::PayoutReturned,
+        ErrorCode::InsufficientFunds,
+        ErrorCode::CouponOnlyRefund,
         ErrorCode::Unavailable,
         ErrorCode::InProgress,
         ErrorCode::ChannelUnverified,
@@ -172,6 +178,8 @@ impl ErrorCode {
             ErrorCode::NoRefundMethod => "NO_REFUND_METHOD",
             ErrorCode::RefundFailed => "REFUND_FAILED",
             ErrorCode::PayoutReturned => "PAYOUT_RETURNED",
+            ErrorCode::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            ErrorCode::CouponOnlyRefund => "COUPON_ONLY_REFUND",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::InProgress => "IN_PROGRESS",
             ErrorCode::ChannelUnverified => "CHANNEL_UNVERIFIED",
@@ -207,7 +215,9 @@ impl ErrorCode {
             | DebitNotActive
             | NoRefundMethod
             | RefundFailed
-            | PayoutReturned => grpc::FAILED_PRECONDITION,
+            | PayoutReturned
+            | InsufficientFunds
+            | CouponOnlyRefund => grpc::FAILED_PRECONDITION,
             Unavailable | InProgress | ChannelUnverified => grpc::UNAVAILABLE,
             Storage | Internal => grpc::INTERNAL,
         }
