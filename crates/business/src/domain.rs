@@ -387,7 +387,9 @@ impl PeerVerdict {
             // REQUEST_TOO_LARGE from a peer: our own request was too big, a bug to look at.
             IdempotencyConflict | Unauthenticated | PermissionDenied | TokenExpired
             | InvalidCredentials | SelfApproval | CallerNotAllowed | RequestTooLarge
-            | Unavailable | InProgress | Storage | Internal => PeerVerdict::Retry,
+            | Unavailable | InProgress | ChannelUnverified | Storage | Internal => {
+                PeerVerdict::Retry
+            }
         }
     }
 }
