@@ -6,6 +6,7 @@ mod sandbox;
 mod bad_input;
 mod bounded;
 mod chain;
+mod channels;
 mod concurrency;
 mod discovery;
 mod faults;

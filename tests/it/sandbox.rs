@@ -56,13 +56,26 @@ pub fn deployment(dir: &std::path::Path) -> DeploymentConfig {
 impl Sandbox {
     /// Starts all services with a bank that fails `fail_per_mille` of refunds.
     pub async fn start(store: Store, fail_per_mille: u32) -> Option<Sandbox> {
+        let clock = ManualClock::at_business(tuikuan::demo::demo_start_date(), 10);
+        Sandbox::start_with(store, fail_per_mille, clock, |_, _| {}).await
+    }
+
+    /// Starts all services on `clock`, after `configure` adjusted the deployment (it is given the
+    /// deployment's data directory, e.g. for key files).
+    pub async fn start_with(
+        store: Store,
+        fail_per_mille: u32,
+        clock: ManualClock,
+        configure: impl FnOnce(&mut DeploymentConfig, &std::path::Path),
+    ) -> Option<Sandbox> {
         let (tmp, database_url, pg) = store_config(store)?;
         let mut config = deployment(tmp.path());
         config.database_url = database_url;
         config.bank.fail_per_mille = fail_per_mille;
         config.bank.delay_min_secs = 60;
         config.bank.delay_max_secs = 3600;
-        let clock = ManualClock::at_business(tuikuan::demo::demo_start_date(), 10);
+        config.bank.notify_port = 0;
+        configure(&mut config, tmp.path());
         let cluster = Cluster::start(config, Arc::new(clock.clone()), &[])
             .await
             .expect("cluster starts");

@@ -384,7 +384,8 @@ impl PeerVerdict {
             // did nothing, and will once an operator fixes them.
             // REQUEST_TOO_LARGE from a peer: our own request was too big, a bug to look at.
             IdempotencyConflict | Unauthenticated | PermissionDenied | CallerNotAllowed
-            | RequestTooLarge | Unavailable | InProgress | Storage | Internal => PeerVerdict::Retry,
+            | RequestTooLarge | Unavailable | InProgress | ChannelUnverified | Storage
+            | Internal => PeerVerdict::Retry,
         }
     }
 }

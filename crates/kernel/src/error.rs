@@ -82,6 +82,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The request was accepted but its chain is still running; query it later.
     InProgress,
+    /// A payment channel's answer, notification or bill failed verification (signature, timestamp,
+    /// certificate serial, digest); nothing it said was used. The outcome stays unknown: retry.
+    ChannelUnverified,
     // internal
     /// Storage failed.
     Storage,
@@ -138,6 +141,7 @@ impl ErrorCode {
         ErrorCode::CouponOnlyRefund,
         ErrorCode::Unavailable,
         ErrorCode::InProgress,
+        ErrorCode::ChannelUnverified,
         ErrorCode::Storage,
         ErrorCode::Internal,
     ];
@@ -178,6 +182,7 @@ impl ErrorCode {
             ErrorCode::CouponOnlyRefund => "COUPON_ONLY_REFUND",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::InProgress => "IN_PROGRESS",
+            ErrorCode::ChannelUnverified => "CHANNEL_UNVERIFIED",
             ErrorCode::Storage => "STORAGE",
             ErrorCode::Internal => "INTERNAL",
         }
@@ -213,7 +218,7 @@ impl ErrorCode {
             | PayoutReturned
             | InsufficientFunds
             | CouponOnlyRefund => grpc::FAILED_PRECONDITION,
-            Unavailable | InProgress => grpc::UNAVAILABLE,
+            Unavailable | InProgress | ChannelUnverified => grpc::UNAVAILABLE,
             Storage | Internal => grpc::INTERNAL,
         }
     }
@@ -222,7 +227,10 @@ impl ErrorCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Unavailable | ErrorCode::InProgress | ErrorCode::Storage
+            ErrorCode::Unavailable
+                | ErrorCode::InProgress
+                | ErrorCode::ChannelUnverified
+                | ErrorCode::Storage
         )
     }
 }
