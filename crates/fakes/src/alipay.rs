@@ -232,10 +232,22 @@ fn signing_string(params: &BTreeMap<String, String>, skip: &[&str]) -> String {
 
 /// The signed answer text for `node`.
 fn answer(s: &Inner, node: &str, content: Value) -> Response {
+    answer_text(s, node, content, false)
+}
+
+/// The signed answer text for `node`; with `escape_slashes`, sent with every `/` escaped as `\/`
+/// but signed over the text with `/`, as the gateway may send it (the SDKs' verification retries
+/// with `\/` unescaped).
+fn answer_text(s: &Inner, node: &str, content: Value, escape_slashes: bool) -> Response {
     let text = content.to_string();
     let sign = match s.answer_fault {
         AnswerFault::BadSignature => keys().alipay_platform.sign(format!("{text} ").as_bytes()),
         _ => keys().alipay_platform.sign(text.as_bytes()),
+    };
+    let text = if escape_slashes {
+        text.replace('/', "\\/")
+    } else {
+        text
     };
     let body = format!("{{\"{node}\":{text},\"sign\":\"{sign}\"}}");
     (
@@ -574,10 +586,11 @@ fn bill_url(s: &mut Inner, node: &str, bill_type: &str, date: &str) -> Response 
     let token = uuid::Uuid::new_v4().simple().to_string();
     s.bills.insert(token.clone(), zip);
     let url = format!("{}/bill/{token}", s.base_url);
-    answer(
+    answer_text(
         s,
         node,
         json!({"code": "10000", "msg": "Success", "bill_download_url": url}),
+        true,
     )
 }
 

@@ -120,7 +120,15 @@ impl Alipay {
             .or_else(|| response_node(&text, "error_response"))
             .ok_or_else(|| unverified(format!("{channel}: answer has no {node_name} node")))?;
         let sign = sign.ok_or_else(|| unverified(format!("{channel}: answer is not signed")))?;
-        if !self.cfg.alipay_key.verify_sha256(raw.as_bytes(), &sign) {
+        // The gateway may escape `/` as `\/` in the text it sends while signing the text with `/`;
+        // like the SDKs, verify the raw text, then that text with `\/` unescaped (docs/channels.md).
+        let verified = self.cfg.alipay_key.verify_sha256(raw.as_bytes(), &sign)
+            || (raw.contains("\\/")
+                && self
+                    .cfg
+                    .alipay_key
+                    .verify_sha256(raw.replace("\\/", "/").as_bytes(), &sign));
+        if !verified {
             return Err(unverified(format!(
                 "{channel}: answer signature does not verify with Alipay's public key"
             )));
