@@ -10,9 +10,6 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use tuikuan::config::DeploymentConfig;
-use tuikuan_bank::connector::settings::{
-    AlipaySettings, ChannelSettings, PlatformPublicKey, WechatSettings,
-};
 use tuikuan_fakes::alipay::{self as fa, FakeAlipay};
 use tuikuan_fakes::wechat::{self as fw, FakeWechatPay};
 use tuikuan_fakes::{keys, AnswerFault, NotifyFault, Settle};
@@ -34,44 +31,47 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
-/// The two channels as `[bank.channels.*]` would give them, keys in files.
+/// The two channels as a deployment configures them: `[bank.channels.*]` in a TOML file read by
+/// `DeploymentConfig::load`, keys in files.
 fn configure(config: &mut DeploymentConfig, dir: &Path, wechat_url: &str, alipay_gateway: &str) {
     let k = keys();
-    config.bank.channels.insert(
-        WECHAT.into(),
-        ChannelSettings::WechatpayV3(WechatSettings {
-            mchid: fw::MCHID.into(),
-            merchant_serial_no: fw::MERCHANT_SERIAL.into(),
-            private_key_file: Some(write(dir, "wx_key.pem", &k.wechat_merchant.private_pem)),
-            private_key_env: None,
-            apiv3_key_file: Some(write(dir, "wx_apiv3", fw::APIV3_KEY)),
-            apiv3_key_env: None,
-            platform_certificate_files: Vec::new(),
-            platform_public_keys: vec![PlatformPublicKey {
-                id: fw::PLATFORM_KEY_ID.into(),
-                file: write(dir, "wx_pub.pem", &k.wechat_platform.public_pem),
-            }],
-            base_url: wechat_url.into(),
-            notify_url: None,
-            timeout_ms: 1000,
-            max_clock_skew_secs: 300,
-            refund_reason: "退款".into(),
-        }),
+    let wx_key = write(dir, "wx_key.pem", &k.wechat_merchant.private_pem);
+    let wx_pub = write(dir, "wx_pub.pem", &k.wechat_platform.public_pem);
+    let ali_key = write(dir, "ali_key.txt", &k.alipay_app.private_b64);
+    let ali_pub = write(dir, "ali_pub.txt", &k.alipay_platform.public_b64);
+    let wx_apiv3 = write(dir, "wx_apiv3", fw::APIV3_KEY);
+    let toml = format!(
+        r#"
+[bank.channels.{WECHAT}]
+connector = "wechatpay_v3"
+mchid = "{mchid}"
+merchant_serial_no = "{serial}"
+private_key_file = {wx_key:?}
+apiv3_key_file = {wx_apiv3:?}
+platform_public_keys = [{{ id = "{key_id}", file = {wx_pub:?} }}]
+base_url = "{wechat_url}"
+timeout_ms = 1000
+max_clock_skew_secs = 300
+refund_reason = "退款"
+
+[bank.channels.{ALIPAY}]
+connector = "alipay"
+app_id = "{app_id}"
+private_key_file = {ali_key:?}
+alipay_public_key_file = {ali_pub:?}
+gateway_url = "{alipay_gateway}"
+timeout_ms = 1000
+refund_reason = "退款"
+"#,
+        mchid = fw::MCHID,
+        serial = fw::MERCHANT_SERIAL,
+        key_id = fw::PLATFORM_KEY_ID,
+        app_id = fa::APP_ID,
     );
-    config.bank.channels.insert(
-        ALIPAY.into(),
-        ChannelSettings::Alipay(AlipaySettings {
-            app_id: fa::APP_ID.into(),
-            private_key_file: Some(write(dir, "ali_key.txt", &k.alipay_app.private_b64)),
-            private_key_env: None,
-            alipay_public_key_file: Some(write(dir, "ali_pub.txt", &k.alipay_platform.public_b64)),
-            alipay_public_key_env: None,
-            gateway_url: alipay_gateway.into(),
-            notify_url: None,
-            timeout_ms: 1000,
-            refund_reason: "退款".into(),
-        }),
-    );
+    let file = write(dir, "channels.toml", &toml);
+    let loaded = DeploymentConfig::load(Some(&file)).expect("channels.toml");
+    assert_eq!(loaded.bank.channels.len(), 2);
+    config.bank.channels = loaded.bank.channels;
 }
 
 async fn channel(sb: &mut Sandbox, code: &str) {
