@@ -61,11 +61,18 @@ pub async fn assert_serves_exactly(channel: Channel, what: &str, services: &[&st
     assert_eq!(listed, expected, "{what} lists exactly what it serves");
 }
 
-/// The fully qualified gRPC services of each internal listener.
+/// The fully qualified gRPC services of each internal listener (every one also serves its staff
+/// desk, `tuikuan.staff.v1.StaffService`).
 pub fn internal_services(service: Service) -> &'static [&'static str] {
     match service {
-        Service::Accounting => &["tuikuan.accounting.v1.AccountingService"],
-        Service::Clearing => &["tuikuan.clearing.v1.ClearingService"],
+        Service::Accounting => &[
+            "tuikuan.accounting.v1.AccountingService",
+            "tuikuan.staff.v1.StaffService",
+        ],
+        Service::Clearing => &[
+            "tuikuan.clearing.v1.ClearingService",
+            "tuikuan.staff.v1.StaffService",
+        ],
         Service::Business => &[
             "tuikuan.business.v1.BusinessAdminService",
             "tuikuan.staff.v1.OperatorService",
@@ -76,10 +83,20 @@ pub fn internal_services(service: Service) -> &'static [&'static str] {
             "tuikuan.refund.v1.ErrorRefundService",
             "tuikuan.refund.v1.RefundControlService",
             "tuikuan.refund.v1.RefundService",
+            "tuikuan.staff.v1.StaffService",
         ],
-        Service::Payout => &["tuikuan.payout.v1.PayoutService"],
-        Service::Reconciliation => &["tuikuan.reconciliation.v1.ReconciliationService"],
-        Service::Bank => &["tuikuan.bank.v1.BankService"],
+        Service::Payout => &[
+            "tuikuan.payout.v1.PayoutService",
+            "tuikuan.staff.v1.StaffService",
+        ],
+        Service::Reconciliation => &[
+            "tuikuan.reconciliation.v1.ReconciliationService",
+            "tuikuan.staff.v1.StaffService",
+        ],
+        Service::Bank => &[
+            "tuikuan.bank.v1.BankService",
+            "tuikuan.staff.v1.StaffService",
+        ],
     }
 }
 

@@ -15,4 +15,5 @@ mod idempotency;
 mod inspect;
 mod recovery;
 mod smoke;
+mod staff;
 mod trust;

@@ -123,49 +123,6 @@ async fn binary_up_serves_every_listener_under_mutual_tls() {
     // Nobody without a certificate of this deployment gets anything done on any address printed.
     crate::trust::walk_every_listener(&public_url, &addrs, &ca).await;
 
-    // The operations command line against the running deployment, addresses from the environment.
-    let ctl = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tuikuan"));
-        cmd.arg("ctl").args(args);
-        for (name, url) in &addrs {
-            cmd.env(format!("TUIKUAN_{}_ADDR", name.to_uppercase()), url);
-        }
-        cmd.env("TUIKUAN_TLS_DIR", &certs)
-            .env("TUIKUAN_PUBLIC_ADDR", &public_url);
-        cmd.output().expect("tuikuan ctl runs")
-    };
-    let out = ctl(&["--output", "json", "trial-balance"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
-    assert_eq!(json["balanced"], true, "{json}");
-    let out = ctl(&["run", "interface-cycle"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("sent"));
-    // A wrong key: a clear message with the stable code, and a failing exit status.
-    let out = ctl(&[
-        "refund",
-        "get",
-        "--api-key",
-        "no-such-key-0000000000",
-        "--refund-no",
-        "R-1",
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("UNAUTHENTICATED"), "{stderr}");
-    // A bad flag value names the flag.
-    let out = ctl(&["balance", "--type", "piggy_bank", "--owner", "M1"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--type"));
-
     // Staff log in as the runbook says; the session is kept for later commands.
     let session = dir.path().join("session");
     let session_arg = session.display().to_string();
@@ -210,6 +167,53 @@ async fn binary_up_serves_every_listener_under_mutual_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("logged in as admin"));
+    // The operations command line against the running deployment, addresses from the environment.
+    let ctl = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tuikuan"));
+        cmd.arg("ctl")
+            .arg("--token-file")
+            .arg(&session_arg)
+            .args(args)
+            .env_remove("TUIKUAN_TOKEN");
+        for (name, url) in &addrs {
+            cmd.env(format!("TUIKUAN_{}_ADDR", name.to_uppercase()), url);
+        }
+        cmd.env("TUIKUAN_TLS_DIR", &certs)
+            .env("TUIKUAN_PUBLIC_ADDR", &public_url);
+        cmd.output().expect("tuikuan ctl runs")
+    };
+    let out = ctl(&["--output", "json", "trial-balance"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+    assert_eq!(json["balanced"], true, "{json}");
+    let out = ctl(&["run", "interface-cycle"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sent"));
+    // A wrong key: a clear message with the stable code, and a failing exit status.
+    let out = ctl(&[
+        "refund",
+        "get",
+        "--api-key",
+        "no-such-key-0000000000",
+        "--refund-no",
+        "R-1",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("UNAUTHENTICATED"), "{stderr}");
+    // A bad flag value names the flag.
+    let out = ctl(&["balance", "--type", "piggy_bank", "--owner", "M1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--type"));
+
     let out = ctl_in(
         &[
             "operator",

@@ -35,6 +35,9 @@ pub struct Config {
     pub job_interval: Option<Duration>,
     /// Mutual TLS as `accounting` (or plaintext, only when the deployment says so).
     pub transport: Transport,
+    /// Staff security: the operator-token verifier (every staff RPC needs a token in a role the
+    /// permission table allows). Default: no key, no staff call.
+    pub staff: tuikuan_auth::StaffConfig,
 }
 
 /// Opens the database, runs migrations and serves `AccountingService` on `listener` until
@@ -49,12 +52,20 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let db = Db::connect(&config.database_url, 8)?;
     db.migrate(MIGRATIONS)?;
+    let desk = config.staff.desk("accounting", &db, config.clock.clone())?;
+    let auth = &config.staff.auth;
     let svc = Accounting::new(db, config.clock);
     tuikuan_proto::server::serve(
         listener,
         config.transport.clone(),
-        tonic::service::Routes::new(AccountingServiceServer::new(svc)),
-        &[<AccountingServiceServer<Accounting> as tonic::server::NamedService>::NAME],
+        tonic::service::Routes::new(auth.guard_audited(AccountingServiceServer::new(svc), &desk))
+            .add_service(
+                tuikuan_auth::StaffServer::new(desk, tuikuan_auth::NoProposals).guarded(auth),
+            ),
+        &[
+            <AccountingServiceServer<Accounting> as tonic::server::NamedService>::NAME,
+            tuikuan_auth::STAFF_SERVICE,
+        ],
         shutdown,
     )
     .await

@@ -23,6 +23,7 @@ async fn start(url: &str) -> (ServiceHandle, Client) {
         clock,
         job_interval: None,
         transport: tuikuan_proto::pki::test_transport(Principal::Accounting),
+        staff: tuikuan_auth::StaffConfig::tester(),
     };
     let handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |listener, shutdown| {
         serve(cfg, listener, shutdown)

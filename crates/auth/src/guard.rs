@@ -23,6 +23,7 @@ use tonic::server::NamedService;
 use tonic::Status;
 use tuikuan_kernel::{Error, ErrorCode, Result};
 use tuikuan_proto::status::to_status;
+use tuikuan_proto::tls::Principal;
 
 use crate::domain::{guard_of, Action, Guard, Operator};
 use crate::token::TokenVerifier;
@@ -50,13 +51,32 @@ impl Staff {
 #[derive(Clone, Debug, Default)]
 pub struct StaffAuth {
     verifier: Arc<TokenVerifier>,
+    /// Tests of one service only: a staff call without a token acts as [`TESTER`].
+    untokened_tester: bool,
 }
+
+/// The operator a service's own tests act as when they send no token ([`StaffAuth::for_tests`]);
+/// not a name the registry accepts, so no login's token carries it.
+pub const TESTER: &str = "<tester>";
 
 impl StaffAuth {
     pub fn new(verifier: TokenVerifier) -> StaffAuth {
         StaffAuth {
             verifier: Arc::new(verifier),
+            untokened_tester: false,
         }
+    }
+
+    /// For a service's own tests (feature `testing`, never in a deployment: no configuration
+    /// reaches it): tokens are verified with `keys` when sent, and a staff call without one acts
+    /// as the operator [`TESTER`] with every role, so that tests not about staff security need
+    /// no token plumbing.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn for_tests<S: AsRef<str>>(keys: &[S]) -> Result<StaffAuth> {
+        Ok(StaffAuth {
+            verifier: Arc::new(TokenVerifier::new(keys)?),
+            untokened_tester: true,
+        })
     }
 
     /// Trusting these `k4.public.…` keys.
@@ -73,12 +93,35 @@ impl StaffAuth {
         Guarded {
             inner,
             auth: self.clone(),
+            desk: None,
         }
     }
 
-    /// What the guard decides for a request to `path` with these headers: `Ok(Some)` for an
-    /// authenticated staff caller, `Ok(None)` for a caller that needs no token.
+    /// [`StaffAuth::guard`], and every audited staff call that answers OK is written to `desk`'s
+    /// audit trail ([`crate::recorder`]).
+    pub fn guard_audited<S>(&self, inner: S, desk: &crate::staff::Desk) -> Guarded<S> {
+        Guarded {
+            inner,
+            auth: self.clone(),
+            desk: Some(desk.clone()),
+        }
+    }
+
+    /// What the guard decides for a request to `path` with these headers, from a service:
+    /// `Ok(Some)` for an authenticated staff caller, `Ok(None)` for a caller that needs no token.
     pub fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Staff>> {
+        self.check_from(path, headers, false)
+    }
+
+    /// [`StaffAuth::check`], where `staff_tool` says that mutual TLS verified the caller as a staff
+    /// client (`ctl`, `console`): a staff tool needs an operator token for every RPC but the
+    /// login, also for the reads that services make without one.
+    pub fn check_from(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        staff_tool: bool,
+    ) -> Result<Option<Staff>> {
         let guard = guard_of(path).ok_or_else(|| {
             Error::new(
                 ErrorCode::PermissionDenied,
@@ -87,6 +130,15 @@ impl StaffAuth {
         })?;
         let token = bearer(headers)?;
         let staff = |actions: &[Action], token: Option<&str>| -> Result<Option<Staff>> {
+            if token.is_none() && self.untokened_tester {
+                return Ok(Some(Staff {
+                    operator: Operator {
+                        name: TESTER.to_string(),
+                        roles: crate::domain::Role::ALL.to_vec(),
+                    },
+                    rpc: path.to_string(),
+                }));
+            }
             let token = token.ok_or_else(|| {
                 Error::new(
                     ErrorCode::Unauthenticated,
@@ -104,11 +156,14 @@ impl StaffAuth {
             }))
         };
         match guard {
-            Guard::Merchant | Guard::Service | Guard::Login => Ok(None),
+            Guard::Merchant | Guard::Login => Ok(None),
+            Guard::Service if staff_tool => staff(&[], token),
+            Guard::Service => Ok(None),
             Guard::SignedIn => staff(&[], token),
             Guard::Staff(actions) => staff(actions, token),
             Guard::ServiceOrStaff(actions) => match token {
                 Some(t) => staff(actions, Some(t)),
+                None if staff_tool => staff(actions, None),
                 None => Ok(None),
             },
         }
@@ -152,6 +207,7 @@ fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>> {
 pub struct Guarded<S> {
     inner: S,
     auth: StaffAuth,
+    desk: Option<crate::staff::Desk>,
 }
 
 impl<S: NamedService> NamedService for Guarded<S> {
@@ -182,8 +238,19 @@ where
             req.headers_mut().remove(*h);
         }
         let path = req.uri().path().to_string();
-        match self.auth.check(&path, req.headers()) {
+        let staff_tool = req
+            .extensions()
+            .get::<tuikuan_proto::tls::Caller>()
+            .is_some_and(|c| matches!(c.0, Principal::Ctl | Principal::Console));
+        let mut audit = None;
+        match self.auth.check_from(&path, req.headers(), staff_tool) {
             Ok(Some(staff)) => {
+                let actions = guard_of(&path).map(Guard::actions).unwrap_or_default();
+                if let (Some(desk), Some(action)) =
+                    (&self.desk, crate::recorder::audited_action(&staff, actions))
+                {
+                    audit = Some((desk.clone(), staff.clone(), action));
+                }
                 req.extensions_mut().insert(staff);
             }
             Ok(None) => {}
@@ -196,7 +263,16 @@ where
         // The clone that was polled ready serves this call; a fresh clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(inner.call(req))
+        match audit {
+            Some((desk, staff, action)) => Box::pin(crate::recorder::record(
+                desk,
+                staff,
+                action,
+                req,
+                move |req| inner.call(req),
+            )),
+            None => Box::pin(inner.call(req)),
+        }
     }
 }
 
@@ -209,6 +285,29 @@ pub fn staff<T>(request: &tonic::Request<T>) -> Result<Staff, Status> {
             "an operator token is required: authorization: Bearer <token> (tuikuan ctl login)",
         ))
     })
+}
+
+/// The name of the operator acting in `request` (from the verified token). A request field that
+/// also names an operator (`field`, older clients set it) must be empty or the same name;
+/// otherwise `INVALID_ARGUMENT`, so that nobody acts under another's name.
+pub fn acting_name<T>(
+    request: &tonic::Request<T>,
+    claimed: &str,
+    field: &str,
+) -> Result<String, Status> {
+    let staff = staff(request)?;
+    let name = staff.operator.name;
+    if name == TESTER && !claimed.trim().is_empty() {
+        // A service's own tests without tokens ([`StaffAuth::for_tests`]) name the operator.
+        return Ok(claimed.trim().to_string());
+    }
+    if !claimed.trim().is_empty() && claimed.trim() != name {
+        return Err(to_status(&Error::field(
+            field,
+            "must be empty or the operator of the token (the identity that counts)",
+        )));
+    }
+    Ok(name)
 }
 
 /// The staff caller if a staff tool made the call (reads services call too), else `None`.

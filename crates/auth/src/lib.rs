@@ -9,6 +9,7 @@
 //! - [`password`]: argon2id password hashes;
 //! - [`guard`]: the tonic side, [`guard::Guarded`] around each gRPC server: verifies the token
 //!   with the service's public keys and checks the permission table before a handler runs;
+//! - [`recorder`]: the audit entry of every audited staff call, written around the handler;
 //! - [`store`]: the audit trail, proposals and registry in a service's own database (diesel);
 //! - [`staff`]: a service's [`staff::Desk`] (audit trail, proposals, `StaffService`);
 //! - [`registry`]: the operator registry and `OperatorService` (the business layer hosts it);
@@ -21,6 +22,7 @@ pub mod client;
 pub mod domain;
 pub mod guard;
 pub mod password;
+pub mod recorder;
 pub mod registry;
 pub mod staff;
 pub mod store;
@@ -28,7 +30,7 @@ pub mod testing;
 pub mod token;
 
 pub use domain::{Action, Operator, Role};
-pub use guard::{staff, staff_if_any, Guarded, Staff, StaffAuth};
+pub use guard::{acting_name, staff, staff_if_any, Guarded, Staff, StaffAuth};
 pub use staff::{Desk, Draft, Executor, NoProposals, StaffServer};
 pub use token::{TokenSigner, TokenVerifier};
 
@@ -42,6 +44,38 @@ pub struct StaffConfig {
 }
 
 impl StaffConfig {
+    /// Opens the staff desk of `service` (audit trail, proposals) on its database.
+    pub fn desk(
+        &self,
+        service: &'static str,
+        db: &tuikuan_db::Db,
+        clock: tuikuan_kernel::SharedClock,
+    ) -> tuikuan_kernel::Result<Desk> {
+        db.migrate(store::MIGRATIONS)?;
+        Ok(Desk::new(
+            service,
+            db.clone(),
+            clock,
+            self.four_eyes.clone(),
+        ))
+    }
+
+    /// For a service's own tests: tokens of [`testing::shared`] are verified, and every staff call
+    /// without a token acts as the operator [`guard::TESTER`] with every role.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn tester() -> StaffConfig {
+        StaffConfig::for_tests(&[testing::shared().public_key()]).expect("a fresh key parses")
+    }
+
+    /// For a service's own tests: see [`StaffAuth::for_tests`]; always two operators.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn for_tests<S: AsRef<str>>(public_keys: &[S]) -> tuikuan_kernel::Result<StaffConfig> {
+        Ok(StaffConfig {
+            auth: StaffAuth::for_tests(public_keys)?,
+            four_eyes: domain::FourEyes::always_two(),
+        })
+    }
+
     /// Trusting these public keys, always two operators.
     pub fn trusting<S: AsRef<str>>(public_keys: &[S]) -> tuikuan_kernel::Result<StaffConfig> {
         Ok(StaffConfig {
@@ -50,3 +84,6 @@ impl StaffConfig {
         })
     }
 }
+
+/// The gRPC name of `StaffService` (for a listener's health and reflection).
+pub const STAFF_SERVICE: &str = "tuikuan.staff.v1.StaffService";

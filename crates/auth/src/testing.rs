@@ -79,3 +79,20 @@ impl TestKeys {
         self.token(name, Role::ALL)
     }
 }
+
+/// One key pair per test process, trusted by [`crate::StaffConfig::tester`].
+pub fn shared() -> &'static TestKeys {
+    static KEYS: std::sync::OnceLock<TestKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(TestKeys::new)
+}
+
+/// The `authorization` value a test sends for operator `id` in role `role` (by name), with the
+/// [`shared`] key: no id or no role → a value that is no token (`UNAUTHENTICATED`); a role name
+/// tuikuan does not know → a token with the admin role only, which no refund control allows.
+pub fn bearer_for(id: &str, role: &str) -> String {
+    if id.trim().is_empty() || role.trim().is_empty() {
+        return "Bearer not-a-token".to_string();
+    }
+    let role = Role::parse(&role.trim().to_ascii_lowercase()).unwrap_or(Role::Admin);
+    format!("Bearer {}", shared().token(id.trim(), &[role]))
+}

@@ -65,6 +65,9 @@ pub struct Config {
     pub channel_query_interval_secs: u64,
     /// Mutual TLS as `bank` (or plaintext, only when the deployment says so).
     pub transport: tuikuan_proto::tls::Transport,
+    /// Staff security: the operator-token verifier (every staff RPC needs a token in a role the
+    /// permission table allows). Default: no key, no staff call.
+    pub staff: tuikuan_auth::StaffConfig,
 }
 
 impl Config {
@@ -97,7 +100,14 @@ impl Config {
             notify_base_url: None,
             channel_query_interval_secs: 60,
             transport,
+            staff: tuikuan_auth::StaffConfig::default(),
         }
+    }
+
+    /// The same configuration with staff security.
+    pub fn with_staff(mut self, staff: tuikuan_auth::StaffConfig) -> Config {
+        self.staff = staff;
+        self
     }
 
     pub fn sim_params(&self) -> SimParams {
@@ -186,6 +196,8 @@ pub async fn serve_with_notifications(
 ) -> Result<(), tuikuan_kernel::Error> {
     use futures::FutureExt;
     let (sim, live) = config.open_bank()?;
+    let desk = config.staff.desk("bank", sim.db(), config.clock.clone())?;
+    let auth = &config.staff.auth;
     let svc = BankSvc {
         sim: Arc::new(sim),
         live: Arc::new(live),
@@ -218,8 +230,14 @@ pub async fn serve_with_notifications(
     let grpc = tuikuan_proto::server::serve(
         listener,
         config.transport.clone(),
-        tonic::service::Routes::new(BankServiceServer::new(svc)),
-        &[<BankServiceServer<BankSvc> as tonic::server::NamedService>::NAME],
+        tonic::service::Routes::new(auth.guard_audited(BankServiceServer::new(svc), &desk))
+            .add_service(
+                tuikuan_auth::StaffServer::new(desk, tuikuan_auth::NoProposals).guarded(auth),
+            ),
+        &[
+            <BankServiceServer<BankSvc> as tonic::server::NamedService>::NAME,
+            tuikuan_auth::STAFF_SERVICE,
+        ],
         shutdown,
     );
     let (result, ()) = tokio::join!(grpc, notify);

@@ -94,6 +94,11 @@ pub struct Simulator {
 }
 
 impl Simulator {
+    /// The simulator's database (the bank subsystem's staff desk shares it).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// A simulator over a migrated database. Callback addresses are optional: without one, that
     /// kind's callbacks wait undelivered.
     pub fn new(

@@ -192,7 +192,8 @@ struct Observed {
 async fn script(backend: Backend, seed: u64, name: &str) -> Option<Observed> {
     let db = test_db(backend, name)?;
     let (clock, shared) = clock_at(9);
-    let mut config = Config::default_for(db.url(), shared, Transport::Insecure);
+    let mut config = Config::default_for(db.url(), shared, Transport::Insecure)
+        .with_staff(tuikuan_auth::StaffConfig::tester());
     config.seed = seed;
     config.fail_per_mille = 300;
     config.sync_reject_per_mille = 100;
@@ -307,7 +308,8 @@ async fn idempotency(backend: Backend) {
         return;
     };
     let (_clock, shared) = clock_at(10);
-    let mut config = Config::default_for(db.url(), shared, Transport::Insecure);
+    let mut config = Config::default_for(db.url(), shared, Transport::Insecure)
+        .with_staff(tuikuan_auth::StaffConfig::tester());
     config.seed = 7;
     let (bank, mut c) = start_bank(config).await;
 
@@ -407,7 +409,8 @@ async fn idempotency(backend: Backend) {
         return;
     };
     let (_clock, shared) = clock_at(10);
-    let mut config = Config::default_for(db.url(), shared, Transport::Insecure);
+    let mut config = Config::default_for(db.url(), shared, Transport::Insecure)
+        .with_staff(tuikuan_auth::StaffConfig::tester());
     config.sync_reject_per_mille = 1000;
     let (bank, mut c) = start_bank(config).await;
     let r = c
@@ -439,7 +442,8 @@ async fn tick_only_due(backend: Backend) {
     };
     let (clock, shared) = clock_at(10);
     let t0 = shared.now_ms();
-    let mut config = Config::default_for(db.url(), shared.clone(), Transport::Insecure);
+    let mut config = Config::default_for(db.url(), shared.clone(), Transport::Insecure)
+        .with_staff(tuikuan_auth::StaffConfig::tester());
     config.delay_min_secs = 600;
     config.delay_max_secs = 600;
     let (bank, mut c) = start_bank(config).await;
@@ -502,7 +506,8 @@ async fn clearing_file(backend: Backend) {
     // 23:50 business time on the 26th; everything completes 60 s after submission.
     let clock = ManualClock::new(start_of_business_date(day()) + Duration::minutes(23 * 60 + 50));
     let shared: SharedClock = Arc::new(clock.clone());
-    let mut config = Config::default_for(db.url(), shared, Transport::Insecure);
+    let mut config = Config::default_for(db.url(), shared, Transport::Insecure)
+        .with_staff(tuikuan_auth::StaffConfig::tester());
     config.delay_min_secs = 60;
     config.delay_max_secs = 60;
     config.fail_per_mille = 500;
@@ -727,10 +732,12 @@ async fn callbacks(backend: Backend) {
         shared.clone(),
         bank_url.clone(),
         Transport::Insecure,
-    );
+    )
+    .with_staff(tuikuan_auth::StaffConfig::tester());
     let payout_center = run(payout_l, |l, s| tuikuan_payout::serve(payout_config, l, s));
 
-    let mut config = Config::default_for(bank_db.url(), shared.clone(), Transport::Insecure);
+    let mut config = Config::default_for(bank_db.url(), shared.clone(), Transport::Insecure)
+        .with_staff(tuikuan_auth::StaffConfig::tester());
     config.seed = 2026;
     config.delay_min_secs = 60;
     config.delay_max_secs = 60;
@@ -886,7 +893,8 @@ async fn no_receiver(backend: Backend) {
         return;
     };
     let (clock, shared) = clock_at(10);
-    let mut config = Config::default_for(db.url(), shared, Transport::Insecure);
+    let mut config = Config::default_for(db.url(), shared, Transport::Insecure)
+        .with_staff(tuikuan_auth::StaffConfig::tester());
     config.delay_min_secs = 60;
     config.delay_max_secs = 60;
     let (bank, mut c) = start_bank(config).await;
@@ -957,12 +965,14 @@ async fn file_batches(backend: Backend) {
                 shared.clone(),
                 "http://127.0.0.1:9",
                 Transport::Insecure,
-            ),
+            )
+            .with_staff(tuikuan_auth::StaffConfig::tester()),
             l,
             s,
         )
     });
-    let mut config = Config::default_for(db.url(), shared.clone(), Transport::Insecure);
+    let mut config = Config::default_for(db.url(), shared.clone(), Transport::Insecure)
+        .with_staff(tuikuan_auth::StaffConfig::tester());
     config.seed = 7;
     config.fail_per_mille = 400;
     config.sync_reject_per_mille = 1000; // never applies to file rows
@@ -1183,7 +1193,8 @@ async fn transactions_name_their_refund(backend: Backend) {
         return;
     };
     let (clock, shared) = clock_at(10);
-    let mut config = Config::default_for(db.url(), shared, Transport::Insecure);
+    let mut config = Config::default_for(db.url(), shared, Transport::Insecure)
+        .with_staff(tuikuan_auth::StaffConfig::tester());
     config.delay_min_secs = 60;
     config.delay_max_secs = 60;
     config.fail_per_mille = 0;

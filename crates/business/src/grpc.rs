@@ -16,8 +16,8 @@
 //!
 //! # Error refunds
 //!
-//! `BusinessAdminService.CreateErrorRefund` (operators: metadata `x-operator-id` and
-//! `x-operator-role` ops or finance) reserves the full amount on a trade without other live
+//! `BusinessAdminService.CreateErrorRefund` (an operator token with role ops or finance)
+//! reserves the full amount on a trade without other live
 //! refunds and drives the same chain, with `error_refund = true` on the clearing debit and the
 //! refund center's `ErrorRefundService.CreateErrorRefund` instead of `CreateRefund`.
 //!
@@ -73,9 +73,7 @@ use crate::domain::notify::{
     sign, Notification, NotificationAttempt, NotificationStatus, NotifyTarget, NOTIFY_TIMEOUT_SECS,
     SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use crate::domain::operator::{
-    Operator, ERROR_REFUND_ROLES, OPERATOR_ID_HEADER, OPERATOR_ROLE_HEADER,
-};
+use crate::domain::operator::{Operator, ERROR_REFUND_ROLES};
 use crate::domain::{
     apply_outcome, apply_progress, check_error_refundable, check_refundable, error_refund_no,
     hash_api_key, outcome_error, ChainState, ChannelConfig, ErrorRefundRequest, Merchant,
@@ -285,7 +283,7 @@ pub async fn serve(
     let internal = tuikuan_proto::server::serve(
         internal,
         config.transport.clone(),
-        tonic::service::Routes::new(BusinessAdminServiceServer::new(svc))
+        tonic::service::Routes::new(auth.guard_audited(BusinessAdminServiceServer::new(svc), &desk))
             .add_service(auth.guard(OperatorServiceServer::new(registry)))
             .add_service(
                 tuikuan_auth::StaffServer::new(desk, tuikuan_auth::NoProposals).guarded(&auth),
@@ -1622,29 +1620,16 @@ impl BusinessAdminService for Business {
         &self,
         request: Request<pb::CreateErrorRefundRequest>,
     ) -> Result<Response<pb::Refund>, Status> {
-        let header = |name: &str| {
-            request
-                .metadata()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let operator = Operator::authenticate(
-            header(OPERATOR_ID_HEADER).as_deref(),
-            header(OPERATOR_ROLE_HEADER).as_deref(),
-        )
-        .and_then(|op| {
-            op.require(ERROR_REFUND_ROLES, "raise an error refund")
-                .map(|()| op)
-        })
-        .map_err(grpc_err)?;
+        // The guard checked the operator token and the permission table (ERROR_REFUND).
+        let name = tuikuan_auth::acting_name(&request, &request.get_ref().operator, "operator")?;
+        let staff = tuikuan_auth::staff(&request)?;
+        let operator = Operator::verified(&name, staff.operator.roles.iter().map(|r| r.as_str()))
+            .and_then(|op| {
+                op.require(ERROR_REFUND_ROLES, "raise an error refund")
+                    .map(|()| op)
+            })
+            .map_err(grpc_err)?;
         let r = request.into_inner();
-        if !r.operator.is_empty() && r.operator != operator.id {
-            return Err(grpc_err(Error::field(
-                "operator",
-                format!("must match {OPERATOR_ID_HEADER} when given"),
-            )));
-        }
         let req = ErrorRefundRequest::validate(
             &r.merchant_id,
             &r.order_no,

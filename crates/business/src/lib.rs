@@ -16,9 +16,8 @@
 //!   the notification sender (plain HTTP/1), and [`serve`].
 //!
 //! Security: merchants authenticate with `authorization: Bearer <api key>` (stored as its SHA-256
-//! only) and see and refund only their own trades; operator actions (error refunds) need the
-//! `x-operator-id` and `x-operator-role` headers set by the authenticating proxy in front of the
-//! internal admin service; payer card numbers are stored sealed (`enc:v1:`) and shown masked.
+//! only) and see and refund only their own trades; every admin RPC needs an operator token in a
+//! role the permission table allows (`tuikuan-auth`'s guard; `x-operator-*` headers are ignored); payer card numbers are stored sealed (`enc:v1:`) and shown masked.
 //!
 //! Architecture invariants:
 //! - a trade's `refunded` equals the sum of its refunds that hold a reservation, and never exceeds

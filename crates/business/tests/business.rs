@@ -423,6 +423,7 @@ fn config(url: &str, clock: &ManualClock, clearing: String, refund: String) -> C
         refund_addr: refund,
         job_interval: None,
         card_key: TEST_CARD_KEY.to_string(),
+        staff: tuikuan_auth::StaffConfig::tester(),
         ..Config::new(url, Arc::new(clock.clone()), "", "", Transport::Insecure)
     }
 }
@@ -1456,12 +1457,10 @@ async fn error_refund(
     body: pb::CreateErrorRefundRequest,
 ) -> Result<pb::Refund, Error> {
     let mut req = Request::new(body);
-    if let Some((id, role)) = who {
-        req.metadata_mut()
-            .insert("x-operator-id", id.parse().unwrap());
-        req.metadata_mut()
-            .insert("x-operator-role", role.parse().unwrap());
-    }
+    let (id, role) = who.unwrap_or(("", ""));
+    let bearer = tuikuan_auth::testing::bearer_for(id, role);
+    req.metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
     admin
         .clone()
         .create_error_refund(req)
@@ -2332,6 +2331,7 @@ mod real_chain {
                     clock: shared.clone(),
                     job_interval: None,
                     transport: Transport::Insecure,
+                    staff: tuikuan_auth::StaffConfig::tester(),
                 };
                 spawn("127.0.0.1:0", move |l, s| {
                     tuikuan_accounting::serve(cfg, l, s)
@@ -2346,6 +2346,7 @@ mod real_chain {
                     accounting_addr: accounting.url(),
                     job_interval: None,
                     transport: Transport::Insecure,
+                    staff: tuikuan_auth::StaffConfig::tester(),
                 };
                 spawn("127.0.0.1:0", move |l, s| {
                     tuikuan_clearing::serve(cfg, l, s)
@@ -2366,7 +2367,8 @@ mod real_chain {
                     closed_addr().await,
                     business_url.clone(),
                     Transport::Insecure,
-                );
+                )
+                .with_staff(tuikuan_auth::StaffConfig::tester());
                 spawn_on(refund_listener, move |l, s| {
                     tuikuan_refund::serve(cfg, l, s)
                 })

@@ -48,6 +48,9 @@ pub struct Config {
     pub job_interval: Option<Duration>,
     /// Mutual TLS as `clearing` (or plaintext, only when the deployment says so).
     pub transport: tuikuan_proto::tls::Transport,
+    /// Staff security: the operator-token verifier (every staff RPC needs a token in a role the
+    /// permission table allows). Default: no key, no staff call.
+    pub staff: tuikuan_auth::StaffConfig,
 }
 
 /// Opens the database, runs migrations and serves `ClearingService` on `listener` until
@@ -58,6 +61,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let svc = Clearing::open(&config)?;
+    let desk = config
+        .staff
+        .desk("clearing", &svc.db, config.clock.clone())?;
+    let auth = &config.staff.auth;
     let job = config.job_interval.map(|every| {
         let svc = svc.clone();
         tokio::spawn(async move {
@@ -76,8 +83,14 @@ pub async fn serve(
     let result = tuikuan_proto::server::serve(
         listener,
         config.transport.clone(),
-        tonic::service::Routes::new(ClearingServiceServer::new(svc)),
-        &[<ClearingServiceServer<Clearing> as tonic::server::NamedService>::NAME],
+        tonic::service::Routes::new(auth.guard_audited(ClearingServiceServer::new(svc), &desk))
+            .add_service(
+                tuikuan_auth::StaffServer::new(desk, tuikuan_auth::NoProposals).guarded(auth),
+            ),
+        &[
+            <ClearingServiceServer<Clearing> as tonic::server::NamedService>::NAME,
+            tuikuan_auth::STAFF_SERVICE,
+        ],
         shutdown,
     )
     .await;

@@ -34,6 +34,7 @@ async fn start_accounting(bind: &str, url: &str) -> ServiceHandle {
         clock: clock(),
         job_interval: None,
         transport: Transport::Insecure,
+        staff: tuikuan_auth::StaffConfig::tester(),
     };
     tuikuan_proto::server::spawn(bind, move |l, s| tuikuan_accounting::serve(cfg, l, s))
         .await
@@ -47,6 +48,7 @@ fn clearing_config(url: &str, accounting_addr: &str) -> Config {
         accounting_addr: accounting_addr.to_string(),
         job_interval: None,
         transport: Transport::Insecure,
+        staff: tuikuan_auth::StaffConfig::tester(),
     }
 }
 

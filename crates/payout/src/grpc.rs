@@ -67,6 +67,9 @@ pub struct Config {
     pub job_interval: Option<Duration>,
     /// Mutual TLS as `payout` (or plaintext, only when the deployment says so).
     pub transport: tuikuan_proto::tls::Transport,
+    /// Staff security: the operator-token verifier (every staff RPC needs a token in a role the
+    /// permission table allows). Default: no key, no staff call.
+    pub staff: tuikuan_auth::StaffConfig,
 }
 
 impl Config {
@@ -83,7 +86,14 @@ impl Config {
             refund_addr: None,
             job_interval: None,
             transport,
+            staff: tuikuan_auth::StaffConfig::default(),
         }
+    }
+
+    /// The same configuration with staff security.
+    pub fn with_staff(mut self, staff: tuikuan_auth::StaffConfig) -> Config {
+        self.staff = staff;
+        self
     }
 
     /// The same configuration, reporting to the refund center at `refund_addr`.
@@ -101,6 +111,8 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let db = Db::connect(&config.database_url, 8)?;
     db.migrate(MIGRATIONS)?;
+    let desk = config.staff.desk("payout", &db, config.clock.clone())?;
+    let auth = &config.staff.auth;
     let bank = BankServiceClient::new(
         config
             .transport
@@ -150,8 +162,14 @@ pub async fn serve(
     let result = tuikuan_proto::server::serve(
         listener,
         config.transport.clone(),
-        tonic::service::Routes::new(PayoutServiceServer::new(svc)),
-        &[<PayoutServiceServer<PayoutSvc> as tonic::server::NamedService>::NAME],
+        tonic::service::Routes::new(auth.guard_audited(PayoutServiceServer::new(svc), &desk))
+            .add_service(
+                tuikuan_auth::StaffServer::new(desk, tuikuan_auth::NoProposals).guarded(auth),
+            ),
+        &[
+            <PayoutServiceServer<PayoutSvc> as tonic::server::NamedService>::NAME,
+            tuikuan_auth::STAFF_SERVICE,
+        ],
         shutdown,
     )
     .await;

@@ -272,7 +272,8 @@ impl Pair {
         let (payout_l, payout_url) = bind().await;
         let (bank_l, bank_url) = bind().await;
         let mut bank_config =
-            tuikuan_bank::Config::default_for(bank_db.url(), shared.clone(), Transport::Insecure);
+            tuikuan_bank::Config::default_for(bank_db.url(), shared.clone(), Transport::Insecure)
+                .with_staff(tuikuan_auth::StaffConfig::tester());
         bank_config.delay_min_secs = 60;
         bank_config.delay_max_secs = 60;
         bank_config.fail_per_mille = 0;
@@ -285,7 +286,8 @@ impl Pair {
             shared,
             bank_url.clone(),
             Transport::Insecure,
-        );
+        )
+        .with_staff(tuikuan_auth::StaffConfig::tester());
         tune_payout(&mut payout_config);
         let running = vec![
             run(bank_l, |l, s| tuikuan_bank::serve(bank_config, l, s)),
@@ -632,7 +634,8 @@ async fn bank_down_then_up(backend: Backend) {
                 shared.clone(),
                 bank_url.clone(),
                 Transport::Insecure,
-            ),
+            )
+            .with_staff(tuikuan_auth::StaffConfig::tester()),
             l,
             s,
         )
@@ -661,7 +664,8 @@ async fn bank_down_then_up(backend: Backend) {
 
     // The bank comes up on that address; the next cycle sends it, under the same id.
     let bank_l = TcpListener::bind(bank_addr).await.expect("rebind");
-    let mut config = tuikuan_bank::Config::default_for(bank_db.url(), shared, Transport::Insecure);
+    let mut config = tuikuan_bank::Config::default_for(bank_db.url(), shared, Transport::Insecure)
+        .with_staff(tuikuan_auth::StaffConfig::tester());
     config.payout_callback_addr = Some(payout_url.clone());
     let bank = run(bank_l, |l, s| tuikuan_bank::serve(config, l, s));
     let r = client

@@ -69,6 +69,9 @@ pub struct Config {
     pub suspense_days: HashMap<String, u32>,
     /// Mutual TLS as `reconciliation` (or plaintext, only when the deployment says so).
     pub transport: tuikuan_proto::tls::Transport,
+    /// Staff security: the operator-token verifier (every staff RPC needs a token in a role the
+    /// permission table allows). Default: no key, no staff call.
+    pub staff: tuikuan_auth::StaffConfig,
 }
 
 /// Serves the reconciliation center on `listener` until `shutdown` resolves.
@@ -86,6 +89,10 @@ pub async fn serve(
     }
     let db = Db::connect(&config.database_url, 8)?;
     db.migrate(store::MIGRATIONS)?;
+    let desk = config
+        .staff
+        .desk("reconciliation", &db, config.clock.clone())?;
+    let auth = &config.staff.auth;
     let peers = GrpcPeers::connect(&config)?;
     let engine = Engine {
         db,
@@ -104,11 +111,18 @@ pub async fn serve(
         listener,
         config.transport.clone(),
         tonic::service::Routes::new(
-            ReconciliationServiceServer::new(svc)
-                .max_decoding_message_size(MAX_FILE_BYTES + 64 * 1024)
-                .max_encoding_message_size(MAX_FILE_BYTES + 64 * 1024),
-        ),
-        &[<ReconciliationServiceServer<ReconciliationSvc> as tonic::server::NamedService>::NAME],
+            auth.guard_audited(
+                ReconciliationServiceServer::new(svc)
+                    .max_decoding_message_size(MAX_FILE_BYTES + 64 * 1024)
+                    .max_encoding_message_size(MAX_FILE_BYTES + 64 * 1024),
+                &desk,
+            ),
+        )
+        .add_service(tuikuan_auth::StaffServer::new(desk, tuikuan_auth::NoProposals).guarded(auth)),
+        &[
+            <ReconciliationServiceServer<ReconciliationSvc> as tonic::server::NamedService>::NAME,
+            tuikuan_auth::STAFF_SERVICE,
+        ],
         shutdown,
     )
     .await;
@@ -787,6 +801,8 @@ impl ReconciliationService for ReconciliationSvc {
         &self,
         request: Request<pb::ResolveDiscrepancyRequest>,
     ) -> Result<Response<pb::Discrepancy>, Status> {
+        let operator =
+            tuikuan_auth::acting_name(&request, &request.get_ref().operator, "operator")?;
         let req = request.into_inner();
         let resolution = match pb::Resolution::try_from(req.resolution) {
             Ok(pb::Resolution::BankWins) => Resolution::BankWins,
@@ -800,7 +816,7 @@ impl ReconciliationService for ReconciliationSvc {
         };
         let d = self
             .engine
-            .resolve(&req.discrepancy_id, resolution, &req.operator, &req.reason)
+            .resolve(&req.discrepancy_id, resolution, &operator, &req.reason)
             .await
             .map_err(grpc_err)?;
         Ok(Response::new(discrepancy_to_wire(&d)))

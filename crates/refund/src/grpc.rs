@@ -86,6 +86,9 @@ pub struct Config {
     pub card_key: Option<CardKey>,
     /// Mutual TLS as `refund` (or plaintext, only when the deployment says so).
     pub transport: tuikuan_proto::tls::Transport,
+    /// Staff security: the operator-token verifier (every staff RPC needs a token in a role the
+    /// permission table allows) and the four-eyes thresholds. Default: no key, no staff call.
+    pub staff: tuikuan_auth::StaffConfig,
 }
 
 impl Config {
@@ -111,7 +114,14 @@ impl Config {
             batch_size: DEFAULT_BATCH_SIZE,
             card_key: None,
             transport,
+            staff: tuikuan_auth::StaffConfig::default(),
         }
+    }
+
+    /// The same configuration with staff security.
+    pub fn with_staff(mut self, staff: tuikuan_auth::StaffConfig) -> Config {
+        self.staff = staff;
+        self
     }
 
     /// The same configuration with a card key.
@@ -161,10 +171,17 @@ pub async fn serve(
         let center = center.clone();
         tokio::spawn(async move { center.job_loop(every).await })
     });
-    let routes = tonic::service::Routes::new(RefundServiceServer::new(center.clone()))
-        .add_service(BatchServiceServer::new(center.clone()))
-        .add_service(ErrorRefundServiceServer::new(center.clone()))
-        .add_service(RefundControlServiceServer::new(center));
+    let desk = config
+        .staff
+        .desk("refund", &center.db, config.clock.clone())?;
+    let auth = &config.staff.auth;
+    let routes = tonic::service::Routes::new(
+        auth.guard_audited(RefundServiceServer::new(center.clone()), &desk),
+    )
+    .add_service(auth.guard_audited(BatchServiceServer::new(center.clone()), &desk))
+    .add_service(auth.guard_audited(ErrorRefundServiceServer::new(center.clone()), &desk))
+    .add_service(auth.guard_audited(RefundControlServiceServer::new(center), &desk))
+    .add_service(tuikuan_auth::StaffServer::new(desk, tuikuan_auth::NoProposals).guarded(auth));
     let result = tuikuan_proto::server::serve(
         listener,
         config.transport.clone(),
@@ -174,6 +191,7 @@ pub async fn serve(
             <BatchServiceServer<RefundCenter> as tonic::server::NamedService>::NAME,
             <ErrorRefundServiceServer<RefundCenter> as tonic::server::NamedService>::NAME,
             <RefundControlServiceServer<RefundCenter> as tonic::server::NamedService>::NAME,
+            tuikuan_auth::STAFF_SERVICE,
         ],
         shutdown,
     )

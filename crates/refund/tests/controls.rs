@@ -61,17 +61,13 @@ struct Env {
     stack: Stack,
 }
 
-/// A request carrying an operator identity (empty parts are left out).
+/// A request carrying the operator token of `id` in `role` (no token when either is empty; see
+/// `tuikuan_auth::testing::bearer_for`).
 fn as_op<T>(message: T, id: &str, role: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
-    if !id.is_empty() {
-        r.metadata_mut()
-            .insert("x-operator-id", id.parse().expect("ascii"));
-    }
-    if !role.is_empty() {
-        r.metadata_mut()
-            .insert("x-operator-role", role.parse().expect("ascii"));
-    }
+    let bearer = tuikuan_auth::testing::bearer_for(id, role);
+    r.metadata_mut()
+        .insert("authorization", bearer.parse().expect("ascii"));
     r
 }
 
@@ -446,7 +442,7 @@ async fn risk_holds(url: &str) {
     // Rules are risk's: identity and role are checked, the rule validated.
     let (c, _) = code(
         env.controls
-            .upsert_risk_rule(amount_rule("amt", "NB1", "1000.00", true))
+            .upsert_risk_rule(as_op(amount_rule("amt", "NB1", "1000.00", true), "", ""))
             .await,
     );
     assert_eq!(c, ErrorCode::Unauthenticated);
@@ -812,11 +808,7 @@ async fn manual_controls(url: &str) {
     env.refund("rf-s", "NB1", "10.00").await;
 
     // Identity: missing → UNAUTHENTICATED; unknown or wrong role → PERMISSION_DENIED.
-    let (c, _) = code(
-        env.controls
-            .suspend(tonic::Request::new(ctl("rf-s", "x")))
-            .await,
-    );
+    let (c, _) = code(env.controls.suspend(as_op(ctl("rf-s", "x"), "", "")).await);
     assert_eq!(c, ErrorCode::Unauthenticated);
     let (c, _) = code(
         env.controls
@@ -885,7 +877,7 @@ async fn manual_controls(url: &str) {
     assert_eq!(c, ErrorCode::InvalidStateTransition);
     assert_eq!(env.cycle().await.accepted, 1);
 
-    // Submitted: no suspend, no terminate; finance may force-fail.
+    // Submitted: no suspend, no terminate; finance may force-fail once the bank said it failed.
     let (c, m) = code(
         env.controls
             .suspend(as_op(ctl("rf-s", "late"), "olga", "ops"))
@@ -906,6 +898,26 @@ async fn manual_controls(url: &str) {
             .await,
     );
     assert_eq!(c, ErrorCode::PermissionDenied);
+    // Submitted and no answer of the bank says it failed: the bank may still pay, so finance may
+    // not give the money back yet.
+    let (c, m) = code(
+        env.controls
+            .force_fail(as_op(ctl("rf-s", "merchant insists"), "fred", "finance"))
+            .await,
+    );
+    assert_eq!(c, ErrorCode::BankMayHavePaid);
+    assert!(m.contains("submitted"), "{m}");
+    // The bank answers FAILED: now the refund may be force-failed.
+    env.refunds
+        .bank_callback(pb::BankCallbackRequest {
+            refund_id: "rf-s".into(),
+            bank_ref: "BREF-RF-S".into(),
+            status: pb::BankStatus::BankFailed as i32,
+            reason: "account closed".into(),
+            sequence: 1_000_000,
+        })
+        .await
+        .expect("bank callback");
     let o = env
         .controls
         .force_fail(as_op(
@@ -927,6 +939,33 @@ async fn manual_controls(url: &str) {
     );
     assert_eq!(c, ErrorCode::InvalidStateTransition);
     assert!(m.contains("refund status FAILED"), "{m}");
+
+    // The bank says it paid: force-fail is refused, whatever finance is told; the money stays
+    // where it is.
+    env.refund("rf-p", "NB1", "15.00").await;
+    assert_eq!(env.cycle().await.accepted, 1);
+    env.refunds
+        .bank_callback(pb::BankCallbackRequest {
+            refund_id: "rf-p".into(),
+            bank_ref: "BREF-RF-P".into(),
+            status: pb::BankStatus::BankSucceeded as i32,
+            reason: String::new(),
+            sequence: 1_000_000,
+        })
+        .await
+        .expect("bank callback");
+    let (c, m) = code(
+        env.controls
+            .force_fail(as_op(
+                ctl("rf-p", "merchant says unpaid"),
+                "fred",
+                "finance",
+            ))
+            .await,
+    );
+    assert_eq!(c, ErrorCode::BankMayHavePaid);
+    assert!(m.contains("BANK_SUCCEEDED"), "{m}");
+    assert_eq!(env.debit_status("rf-p").await, clpb::DebitStatus::Debited);
 
     // Terminate before submission: final FAILED, the money back, the bank never saw it.
     env.refund("rf-t", "NB1", "20.00").await;

@@ -802,11 +802,19 @@ async fn batches(url: &str) {
         .await
         .expect_err("wrong status");
     assert_eq!(from_status(&e).code, ErrorCode::InvalidArgument);
+    // The operator is the token's: another name in the request is refused.
+    let mut other = tonic::Request::new(mark(&icbc.batch_id, pb::BatchStatus::Uploaded, "mallory"));
+    other.metadata_mut().insert(
+        "authorization",
+        tuikuan_auth::testing::bearer_for("alice", "ops")
+            .parse()
+            .unwrap(),
+    );
     let e = env
         .batches
-        .mark_batch(mark(&icbc.batch_id, pb::BatchStatus::Uploaded, ""))
+        .mark_batch(other)
         .await
-        .expect_err("no operator");
+        .expect_err("not the token's operator");
     assert_eq!(from_status(&e).code, ErrorCode::InvalidArgument);
     // Rows cannot fail before the batch is with the bank.
     let fail = |id: &str, row: &str| pb::MarkRowsRequest {

@@ -748,12 +748,18 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
     ));
     let clients = {
         let p = procs.lock().await;
+        // The staff steps act as one operator with every role, with a token signed by the
+        // deployment's (development) key that the services made in the data directory.
+        let deployment = crate::config::DeploymentConfig::load(Some(p.config.as_path()))?;
+        let token = crate::keys::resolve(&deployment)?
+            .token(crate::cluster::LOCAL_OPERATOR, tuikuan_auth::Role::ALL)?;
         Clients::connect(
             &p.ctl,
             |s| p.url(s),
             &format!("https://127.0.0.1:{public_port}"),
             Some(&pki.ca.cert_pem),
         )?
+        .with_token(&token)?
     };
     let retries = Arc::new(AtomicUsize::new(0));
     seed(&clients).await?;

@@ -60,39 +60,22 @@ impl Interceptor for BearerAuth {
 
 pub type MerchantClient = MerchantServiceClient<InterceptedService<Channel, BearerAuth>>;
 
-/// Adds the operator's identity (`x-operator-id`, `x-operator-role`) to a request for the
-/// staff-only RPCs (risk holds, manual controls, error refunds).
-pub fn as_operator<T>(message: T, operator: &str, role: &str) -> anyhow::Result<Request<T>> {
-    let mut request = Request::new(message);
-    let value = |v: &str, flag: &str| {
-        MetadataValue::try_from(v).map_err(|_| anyhow::anyhow!("{flag}: not a valid header value"))
-    };
-    request
-        .metadata_mut()
-        .insert("x-operator-id", value(operator, "--operator")?);
-    request
-        .metadata_mut()
-        .insert("x-operator-role", value(role, "--role")?);
-    Ok(request)
-}
-
 /// One client per service.
 #[derive(Clone)]
 pub struct Clients {
-    pub accounting: AccountingServiceClient<Channel>,
-    pub clearing: ClearingServiceClient<Channel>,
-    pub business: BusinessAdminServiceClient<Channel>,
-    pub refund: RefundServiceClient<Channel>,
+    pub accounting: AccountingServiceClient<Staffed>,
+    pub clearing: ClearingServiceClient<Staffed>,
+    pub business: BusinessAdminServiceClient<Staffed>,
+    pub refund: RefundServiceClient<Staffed>,
     /// The refund center's daily spreadsheets.
-    pub batch: BatchServiceClient<Channel>,
-    /// The refund center's risk holds and manual controls (need an operator identity).
-    pub control: RefundControlServiceClient<Channel>,
-    pub payout: PayoutServiceClient<Channel>,
-    pub reconciliation: ReconciliationServiceClient<Channel>,
-    pub bank: BankServiceClient<Channel>,
+    pub batch: BatchServiceClient<Staffed>,
+    /// The refund center's risk holds and manual controls.
+    pub control: RefundControlServiceClient<Staffed>,
+    pub payout: PayoutServiceClient<Staffed>,
+    pub reconciliation: ReconciliationServiceClient<Staffed>,
+    pub bank: BankServiceClient<Staffed>,
     /// The operator registry (business layer): login, operator management.
     pub operators: OperatorServiceClient<Staffed>,
-    business_channel: Channel,
     /// Every service's channel, for its staff desk.
     channels: std::collections::BTreeMap<Service, Channel>,
     token: OperatorToken,
@@ -102,50 +85,61 @@ pub struct Clients {
 
 impl Clients {
     /// Clients for the internal services at `url(service)` under `transport`, and for the
-    /// merchant API at `public_url` (HTTPS verified against `public_ca` when given).
+    /// merchant API at `public_url` (HTTPS verified against `public_ca` when given). They carry
+    /// no operator token until [`Clients::with_token`].
     pub fn connect(
         transport: &Transport,
         url: impl Fn(Service) -> String,
         public_url: &str,
         public_ca: Option<&str>,
     ) -> anyhow::Result<Clients> {
-        let ch = |s: Service| transport.channel(s.principal(), &url(s));
-        let business_channel = ch(Service::Business)?;
         let mut channels = std::collections::BTreeMap::new();
         for s in Service::ALL {
-            channels.insert(s, ch(s)?);
+            channels.insert(s, transport.channel(s.principal(), &url(s))?);
         }
-        let token = OperatorToken::none();
-        Ok(Clients {
-            operators: OperatorServiceClient::with_interceptor(
-                business_channel.clone(),
-                token.clone(),
-            ),
+        let public_channel = tuikuan_proto::tls::public_channel(public_url, public_ca)?;
+        Ok(Clients::build(
+            channels,
+            public_channel,
+            OperatorToken::none(),
+        ))
+    }
+
+    fn build(
+        channels: std::collections::BTreeMap<Service, Channel>,
+        public_channel: Channel,
+        token: OperatorToken,
+    ) -> Clients {
+        let ch = |s: Service| {
+            let channel = channels.get(&s).cloned().expect("a channel per service");
+            InterceptedService::new(channel, token.clone())
+        };
+        Clients {
+            operators: OperatorServiceClient::new(ch(Service::Business)),
+            accounting: AccountingServiceClient::new(ch(Service::Accounting)),
+            clearing: ClearingServiceClient::new(ch(Service::Clearing)),
+            business: BusinessAdminServiceClient::new(ch(Service::Business)),
+            refund: RefundServiceClient::new(ch(Service::Refund)),
+            batch: BatchServiceClient::new(ch(Service::Refund)),
+            control: RefundControlServiceClient::new(ch(Service::Refund)),
+            payout: PayoutServiceClient::new(ch(Service::Payout)),
+            reconciliation: ReconciliationServiceClient::new(ch(Service::Reconciliation)),
+            bank: BankServiceClient::new(ch(Service::Bank)),
             channels,
             token,
-            accounting: AccountingServiceClient::new(ch(Service::Accounting)?),
-            clearing: ClearingServiceClient::new(ch(Service::Clearing)?),
-            business: BusinessAdminServiceClient::new(business_channel.clone()),
-            refund: RefundServiceClient::new(ch(Service::Refund)?),
-            batch: BatchServiceClient::new(ch(Service::Refund)?),
-            control: RefundControlServiceClient::new(ch(Service::Refund)?),
-            payout: PayoutServiceClient::new(ch(Service::Payout)?),
-            reconciliation: ReconciliationServiceClient::new(ch(Service::Reconciliation)?),
-            bank: BankServiceClient::new(ch(Service::Bank)?),
-            public_channel: tuikuan_proto::tls::public_channel(public_url, public_ca)?,
-            business_channel,
-        })
+            public_channel,
+        }
     }
 
     /// The same clients acting as the operator whose token this is (empty: none).
     pub fn with_token(&self, token: &str) -> anyhow::Result<Clients> {
         let token =
             OperatorToken::new(token).map_err(|e| anyhow::anyhow!("token: {}", e.message))?;
-        let mut c = self.clone();
-        c.operators =
-            OperatorServiceClient::with_interceptor(self.business_channel.clone(), token.clone());
-        c.token = token;
-        Ok(c)
+        Ok(Clients::build(
+            self.channels.clone(),
+            self.public_channel.clone(),
+            token,
+        ))
     }
 
     /// A service's staff desk (audit trail, proposals), as this operator.
@@ -154,7 +148,7 @@ impl Clients {
             .channels
             .get(&service)
             .cloned()
-            .unwrap_or_else(|| self.business_channel.clone());
+            .expect("a channel per service");
         StaffServiceClient::with_interceptor(channel, self.token.clone())
     }
 

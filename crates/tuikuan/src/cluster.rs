@@ -22,6 +22,9 @@ use tuikuan_proto::tls::{Principal, PublicTls, Transport};
 use crate::config::{DeploymentConfig, Service};
 use crate::keys::OperatorKeys;
 
+/// The operator that [`Cluster::clients`] acts as.
+pub const LOCAL_OPERATOR: &str = "local-staff";
+
 /// Services running in this process.
 pub struct Cluster {
     config: DeploymentConfig,
@@ -222,9 +225,21 @@ impl Cluster {
         }
     }
 
-    /// Clients of every service as the staff client `ctl`, with its certificate.
+    /// Clients of every service as the staff client `ctl`, with its certificate, acting as the
+    /// operator [`LOCAL_OPERATOR`] with every role (a token signed with the deployment's key):
+    /// for the demo, benchmarks and tests, which run staff steps of every kind.
     pub fn clients(&self) -> anyhow::Result<crate::clients::Clients> {
-        self.clients_as(Principal::Ctl)
+        let token = self.operator_token(LOCAL_OPERATOR, tuikuan_auth::Role::ALL)?;
+        self.clients_as(Principal::Ctl)?.with_token(&token)
+    }
+
+    /// A token for operator `name` with `roles`, signed with the deployment's signing key.
+    pub fn operator_token(
+        &self,
+        name: &str,
+        roles: &[tuikuan_auth::Role],
+    ) -> anyhow::Result<String> {
+        self.keys.token(name, roles)
     }
 
     /// Clients of every service as `identity` (tests and tools that stand in for a service).
@@ -464,6 +479,7 @@ fn run_service(
                 clock,
                 job_interval: jobs,
                 transport,
+                staff: staffing.staff,
             };
             Box::pin(tuikuan_accounting::serve(cfg, listener, shutdown))
         }
@@ -474,6 +490,7 @@ fn run_service(
                 accounting_addr: peer(Service::Accounting),
                 job_interval: jobs,
                 transport,
+                staff: staffing.staff,
             };
             Box::pin(tuikuan_clearing::serve(cfg, listener, shutdown))
         }
@@ -525,6 +542,7 @@ fn run_service(
                 calendar,
                 card_key,
                 transport,
+                staff: staffing.staff,
             };
             Box::pin(tuikuan_refund::serve(cfg, listener, shutdown))
         }
@@ -536,6 +554,7 @@ fn run_service(
                 refund_addr: Some(peer(Service::Refund)),
                 job_interval: jobs,
                 transport,
+                staff: staffing.staff,
             };
             Box::pin(tuikuan_payout::serve(cfg, listener, shutdown))
         }
@@ -559,12 +578,14 @@ fn run_service(
                     .map(|(k, v)| (k.clone(), *v))
                     .collect(),
                 transport,
+                staff: staffing.staff,
             };
             Box::pin(tuikuan_reconciliation::serve(cfg, listener, shutdown))
         }
         Service::Bank => {
             let sim = &config.bank;
             let mut cfg = tuikuan_bank::Config::default_for(db, clock, transport);
+            cfg.staff = staffing.staff;
             cfg.seed = sim.seed;
             cfg.delay_min_secs = sim.delay_min_secs;
             cfg.delay_max_secs = sim.delay_max_secs;

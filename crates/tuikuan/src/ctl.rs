@@ -14,7 +14,7 @@ use tuikuan_proto::business::v1 as biz;
 use tuikuan_proto::reconciliation::v1 as rec;
 use tuikuan_proto::refund::v1 as rfd;
 
-use crate::clients::{as_operator, Clients};
+use crate::clients::Clients;
 use crate::config::DeploymentConfig;
 use crate::output::{print, Output};
 
@@ -23,12 +23,6 @@ pub struct Ctl {
     /// table for people, json for scripts.
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
-    /// Who is acting (staff commands); recorded in the audit trail.
-    #[arg(long, env = "TUIKUAN_OPERATOR", global = true, default_value = "")]
-    pub operator: String,
-    /// The operator's role: ops, finance or risk.
-    #[arg(long, env = "TUIKUAN_ROLE", global = true, default_value = "")]
-    pub role: String,
     /// Where `ctl login` keeps the operator's session (default ~/.config/tuikuan/session;
     /// `TUIKUAN_TOKEN` overrides the session with a token).
     #[arg(long, env = "TUIKUAN_TOKEN_FILE", global = true)]
@@ -268,8 +262,6 @@ pub enum ReconAction {
         #[arg(long)]
         resolution: String,
         #[arg(long)]
-        operator: String,
-        #[arg(long)]
         reason: String,
     },
     /// The day's summary for a channel.
@@ -462,8 +454,6 @@ pub enum BatchAction {
         /// uploaded or sent.
         #[arg(long)]
         status: String,
-        #[arg(long)]
-        operator: String,
         #[arg(long, default_value = "")]
         note: String,
     },
@@ -474,8 +464,6 @@ pub enum BatchAction {
         /// ROW_ID=REASON, repeatable.
         #[arg(long = "row", required = true)]
         rows: Vec<String>,
-        #[arg(long)]
-        operator: String,
         #[arg(long, default_value = "staff confirmation")]
         source: String,
     },
@@ -726,7 +714,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                             path.display(),
                             content.len()
                         ));
-                        let mut request = tonic::Request::new(rec::RunReconciliationFileRequest {
+                        let request = tonic::Request::new(rec::RunReconciliationFileRequest {
                             channel,
                             date,
                             format,
@@ -734,15 +722,6 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                             content,
                             sha256: String::new(),
                         });
-                        if !ctl.operator.is_empty() {
-                            // Recorded with the file if it is refused.
-                            let value =
-                                tonic::metadata::MetadataValue::try_from(ctl.operator.as_str())
-                                    .map_err(|_| {
-                                        anyhow::anyhow!("--operator: not a valid header value")
-                                    })?;
-                            request.metadata_mut().insert("x-operator-id", value);
-                        }
                         rpc(
                             c.reconciliation.run_reconciliation_file(request).await,
                             "reconciliation",
@@ -797,7 +776,6 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
             ReconAction::Resolve {
                 id,
                 resolution,
-                operator,
                 reason,
             } => {
                 let resolution = match resolution.as_str() {
@@ -812,7 +790,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                         .resolve_discrepancy(rec::ResolveDiscrepancyRequest {
                             discrepancy_id: id,
                             resolution: resolution as i32,
-                            operator,
+                            operator: String::new(),
                             reason,
                         })
                         .await,
@@ -911,10 +889,8 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
             }
         },
         CtlCommand::Batch { action } => batch(&mut c, action, out).await,
-        CtlCommand::Hold { action } => hold(&mut c, action, &ctl.operator, &ctl.role, out).await,
-        CtlCommand::Control { action } => {
-            control(&mut c, action, &ctl.operator, &ctl.role, out).await
-        }
+        CtlCommand::Hold { action } => hold(&mut c, action, out).await,
+        CtlCommand::Control { action } => control(&mut c, action, out).await,
         CtlCommand::ErrorRefund {
             merchant,
             order_no,
@@ -928,19 +904,15 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                 "expired" => biz::RefundKind::ExpiredOrder,
                 other => anyhow::bail!("--kind: {other:?} is not duplicate or expired"),
             };
-            let request = as_operator(
-                biz::CreateErrorRefundRequest {
-                    merchant_id: merchant,
-                    order_no,
-                    kind: kind as i32,
-                    amount,
-                    currency,
-                    reason,
-                    operator: ctl.operator.clone(),
-                },
-                &ctl.operator,
-                &ctl.role,
-            )?;
+            let request = biz::CreateErrorRefundRequest {
+                merchant_id: merchant,
+                order_no,
+                kind: kind as i32,
+                amount,
+                currency,
+                reason,
+                operator: String::new(),
+            };
             let r = rpc(
                 c.business.create_error_refund(request).await,
                 "error refund",
@@ -1019,38 +991,16 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
     }
 }
 
-fn need_identity(operator: &str, role: &str) -> anyhow::Result<()> {
-    if operator.is_empty() || role.is_empty() {
-        anyhow::bail!(
-            "--operator and --role (or TUIKUAN_OPERATOR and TUIKUAN_ROLE) are required for staff commands"
-        );
-    }
-    Ok(())
-}
-
-async fn hold(
-    c: &mut Clients,
-    action: HoldAction,
-    operator: &str,
-    role: &str,
-    out: Output,
-) -> anyhow::Result<()> {
-    need_identity(operator, role)?;
-    let ctl_req = |refund_id: String, reason: String| {
-        as_operator(rfd::ControlRequest { refund_id, reason }, operator, role)
-    };
+async fn hold(c: &mut Clients, action: HoldAction, out: Output) -> anyhow::Result<()> {
+    let ctl_req = |refund_id: String, reason: String| rfd::ControlRequest { refund_id, reason };
     match action {
         HoldAction::List => {
             let r = rpc(
                 c.control
-                    .list_held(as_operator(
-                        rfd::ListHeldRequest {
-                            limit: 1000,
-                            after: String::new(),
-                        },
-                        operator,
-                        role,
-                    )?)
+                    .list_held(rfd::ListHeldRequest {
+                        limit: 1000,
+                        after: String::new(),
+                    })
                     .await,
                 "list held",
             )?;
@@ -1058,14 +1008,14 @@ async fn hold(
         }
         HoldAction::Release { refund_id, reason } => {
             let r = rpc(
-                c.control.release_hold(ctl_req(refund_id, reason)?).await,
+                c.control.release_hold(ctl_req(refund_id, reason)).await,
                 "release hold",
             )?;
             print(&r, "tuikuan.refund.v1.RefundOrder", out)
         }
         HoldAction::Reject { refund_id, reason } => {
             let r = rpc(
-                c.control.reject_hold(ctl_req(refund_id, reason)?).await,
+                c.control.reject_hold(ctl_req(refund_id, reason)).await,
                 "reject hold",
             )?;
             print(&r, "tuikuan.refund.v1.RefundOrder", out)
@@ -1073,7 +1023,7 @@ async fn hold(
         HoldAction::Rules => {
             let r = rpc(
                 c.control
-                    .list_risk_rules(as_operator(rfd::ListRiskRulesRequest {}, operator, role)?)
+                    .list_risk_rules(rfd::ListRiskRulesRequest {})
                     .await,
                 "risk rules",
             )?;
@@ -1107,41 +1057,27 @@ async fn hold(
                 enabled: !disabled,
                 ..Default::default()
             };
-            let r = rpc(
-                c.control
-                    .upsert_risk_rule(as_operator(rule, operator, role)?)
-                    .await,
-                "set risk rule",
-            )?;
+            let r = rpc(c.control.upsert_risk_rule(rule).await, "set risk rule")?;
             print(&r, "tuikuan.refund.v1.RiskRule", out)
         }
     }
 }
 
-async fn control(
-    c: &mut Clients,
-    action: ControlAction,
-    operator: &str,
-    role: &str,
-    out: Output,
-) -> anyhow::Result<()> {
-    need_identity(operator, role)?;
-    let req = |refund_id: String, reason: String| {
-        as_operator(rfd::ControlRequest { refund_id, reason }, operator, role)
-    };
+async fn control(c: &mut Clients, action: ControlAction, out: Output) -> anyhow::Result<()> {
+    let req = |refund_id: String, reason: String| rfd::ControlRequest { refund_id, reason };
     let order = match action {
         ControlAction::Suspend { refund_id, reason } => {
-            rpc(c.control.suspend(req(refund_id, reason)?).await, "suspend")?
+            rpc(c.control.suspend(req(refund_id, reason)).await, "suspend")?
         }
         ControlAction::Resume { refund_id, reason } => {
-            rpc(c.control.resume(req(refund_id, reason)?).await, "resume")?
+            rpc(c.control.resume(req(refund_id, reason)).await, "resume")?
         }
         ControlAction::Terminate { refund_id, reason } => rpc(
-            c.control.terminate(req(refund_id, reason)?).await,
+            c.control.terminate(req(refund_id, reason)).await,
             "terminate",
         )?,
         ControlAction::ForceFail { refund_id, reason } => rpc(
-            c.control.force_fail(req(refund_id, reason)?).await,
+            c.control.force_fail(req(refund_id, reason)).await,
             "force-fail",
         )?,
         ControlAction::Confirm {
@@ -1156,16 +1092,12 @@ async fn control(
             };
             rpc(
                 c.control
-                    .confirm_outcome(as_operator(
-                        rfd::ConfirmOutcomeRequest {
-                            refund_id,
-                            status: status as i32,
-                            reason,
-                            bank_reference_id: String::new(),
-                        },
-                        operator,
-                        role,
-                    )?)
+                    .confirm_outcome(rfd::ConfirmOutcomeRequest {
+                        refund_id,
+                        status: status as i32,
+                        reason,
+                        bank_reference_id: String::new(),
+                    })
                     .await,
                 "confirm",
             )?
@@ -1173,15 +1105,11 @@ async fn control(
         ControlAction::Audit { refund_id } => {
             let r = rpc(
                 c.control
-                    .list_audit(as_operator(
-                        rfd::ListAuditRequest {
-                            refund_id,
-                            limit: 1000,
-                            after: String::new(),
-                        },
-                        operator,
-                        role,
-                    )?)
+                    .list_audit(rfd::ListAuditRequest {
+                        refund_id,
+                        limit: 1000,
+                        after: String::new(),
+                    })
                     .await,
                 "audit trail",
             )?;
@@ -1250,7 +1178,6 @@ async fn batch(c: &mut Clients, action: BatchAction, out: Output) -> anyhow::Res
         BatchAction::Mark {
             batch_id,
             status,
-            operator,
             note,
         } => {
             let status = match status.as_str() {
@@ -1263,7 +1190,7 @@ async fn batch(c: &mut Clients, action: BatchAction, out: Output) -> anyhow::Res
                     .mark_batch(rfd::MarkBatchRequest {
                         batch_id,
                         status: status as i32,
-                        operator,
+                        operator: String::new(),
                         note,
                     })
                     .await,
@@ -1274,7 +1201,6 @@ async fn batch(c: &mut Clients, action: BatchAction, out: Output) -> anyhow::Res
         BatchAction::FailRows {
             batch_id,
             rows,
-            operator,
             source,
         } => {
             let failed = rows
@@ -1294,7 +1220,7 @@ async fn batch(c: &mut Clients, action: BatchAction, out: Output) -> anyhow::Res
                     .mark_rows(rfd::MarkRowsRequest {
                         batch_id,
                         failed,
-                        operator,
+                        operator: String::new(),
                         source,
                     })
                     .await,

@@ -452,18 +452,14 @@ async fn drive(
         .await
         .context("notify config")?;
     c.control
-        .upsert_risk_rule(crate::clients::as_operator(
-            rfd::RiskRule {
-                rule_id: "big-refund".into(),
-                kind: rfd::RiskRuleKind::AmountAbove as i32,
-                threshold_amount: "450.00".into(),
-                currency: "CNY".into(),
-                enabled: true,
-                ..Default::default()
-            },
-            "risk.wang",
-            "risk",
-        )?)
+        .upsert_risk_rule(rfd::RiskRule {
+            rule_id: "big-refund".into(),
+            kind: rfd::RiskRuleKind::AmountAbove as i32,
+            threshold_amount: "450.00".into(),
+            currency: "CNY".into(),
+            enabled: true,
+            ..Default::default()
+        })
         .await
         .context("risk rule")?;
     say(
@@ -841,7 +837,7 @@ async fn spreadsheets(
             .mark_batch(rfd::MarkBatchRequest {
                 batch_id: b.batch_id.clone(),
                 status: status as i32,
-                operator: "ops.li".into(),
+                operator: String::new(),
                 note: "demo".into(),
             })
             .await
@@ -1026,19 +1022,15 @@ async fn qa_cases(
     // 差错退款: Hangzhou Books was paid twice; operations refunds the duplicate in full.
     pay(books, "T1002-DUP", "ICBC_B2C", "66.00", Default::default()).await?;
     add_expected(expected, books.id, net_of_fee("66.00", books.fee_rate)?)?;
-    let request = crate::clients::as_operator(
-        biz::CreateErrorRefundRequest {
-            merchant_id: books.id.into(),
-            order_no: "T1002-DUP".into(),
-            kind: biz::RefundKind::DuplicatePayment as i32,
-            amount: "66.00".into(),
-            currency: "CNY".into(),
-            reason: "the customer paid twice".into(),
-            operator: "ops.zhang".into(),
-        },
-        "ops.zhang",
-        "ops",
-    )?;
+    let request = biz::CreateErrorRefundRequest {
+        merchant_id: books.id.into(),
+        order_no: "T1002-DUP".into(),
+        kind: biz::RefundKind::DuplicatePayment as i32,
+        amount: "66.00".into(),
+        currency: "CNY".into(),
+        reason: "the customer paid twice".into(),
+        operator: String::new(),
+    };
     let r = c
         .business
         .create_error_refund(request)
@@ -1168,28 +1160,20 @@ async fn qa_cases(
     // 风控拦截: the big refund was held by the amount rule; risk review releases it.
     let held = c
         .control
-        .list_held(crate::clients::as_operator(
-            rfd::ListHeldRequest {
-                limit: 100,
-                after: String::new(),
-            },
-            "risk.wang",
-            "risk",
-        )?)
+        .list_held(rfd::ListHeldRequest {
+            limit: 100,
+            after: String::new(),
+        })
         .await
         .context("list held")?
         .into_inner()
         .refunds;
     for order in &held {
         c.control
-            .release_hold(crate::clients::as_operator(
-                rfd::ControlRequest {
-                    refund_id: order.refund_id.clone(),
-                    reason: "customer verified by phone".into(),
-                },
-                "risk.wang",
-                "risk",
-            )?)
+            .release_hold(rfd::ControlRequest {
+                refund_id: order.refund_id.clone(),
+                reason: "customer verified by phone".into(),
+            })
             .await
             .context("release hold")?;
         summary.cases.push(format!(
@@ -1227,26 +1211,20 @@ async fn qa_cases(
         .context("refund to terminate")?
         .into_inner();
     requested += 1;
-    let ops = |refund_id: &str, reason: &str| {
-        crate::clients::as_operator(
-            rfd::ControlRequest {
-                refund_id: refund_id.into(),
-                reason: reason.into(),
-            },
-            "ops.li",
-            "ops",
-        )
+    let ops = |refund_id: &str, reason: &str| rfd::ControlRequest {
+        refund_id: refund_id.into(),
+        reason: reason.into(),
     };
     c.control
-        .suspend(ops(&r.refund_id, "merchant asked to wait")?)
+        .suspend(ops(&r.refund_id, "merchant asked to wait"))
         .await
         .context("suspend")?;
     c.control
-        .resume(ops(&r.refund_id, "merchant confirmed")?)
+        .resume(ops(&r.refund_id, "merchant confirmed"))
         .await
         .context("resume")?;
     c.control
-        .terminate(ops(&r.refund_id, "customer and merchant settled offline")?)
+        .terminate(ops(&r.refund_id, "customer and merchant settled offline"))
         .await
         .context("terminate")?;
     summary.cases.push(

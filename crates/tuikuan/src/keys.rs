@@ -55,6 +55,25 @@ impl OperatorKeys {
     }
 }
 
+impl OperatorKeys {
+    /// A one-hour token for operator `name` with `roles`, signed here (the demo, benchmarks,
+    /// chaos and tests act through it); an error where this process holds no signing key.
+    pub fn token(&self, name: &str, roles: &[tuikuan_auth::Role]) -> anyhow::Result<String> {
+        let signer = self
+            .signer(3600)?
+            .context("this deployment's signing key is not here; log in (tuikuan ctl login)")?;
+        let operator = tuikuan_auth::Operator {
+            name: name.to_string(),
+            roles: roles.to_vec(),
+        };
+        let now = chrono::Utc::now().timestamp();
+        signer
+            .issue(&operator, now)
+            .map(|(token, _)| token)
+            .map_err(|e| anyhow::anyhow!("operator token: {}", e.message))
+    }
+}
+
 /// Resolves the keys of `config` (see the module documentation).
 pub fn resolve(config: &DeploymentConfig) -> anyhow::Result<OperatorKeys> {
     let signing = config

@@ -291,7 +291,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { stale_days } => {
             init_tracing("warn");
             let config = DeploymentConfig::load(cli.config.as_deref())?;
-            let clients = tuikuan::clients::Clients::for_deployment(&config)?;
+            let mut clients = tuikuan::clients::Clients::for_deployment(&config)?;
+            // The auditor reads every service's records as the operator logged in with ctl.
+            let session = tuikuan::session::session_path(None)?;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            if let Some(token) = tuikuan::session::current_token(&session, now_ms)? {
+                clients = clients.with_token(&token)?;
+            }
             let report = tuikuan::audit::run_with(
                 &clients,
                 &tuikuan::audit::AuditOptions {

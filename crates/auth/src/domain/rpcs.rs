@@ -238,9 +238,10 @@ pub const RPCS: &[(&str, Guard)] = &[
         "/tuikuan.refund.v1.RefundService/UpsertChannel",
         Staff(&[A::ChangeChannel]),
     ),
+    // Reconciliation reads the channels (it refuses files of unknown channels).
     (
         "/tuikuan.refund.v1.RefundService/ListChannels",
-        Staff(&[A::ViewConfiguration]),
+        ServiceOrStaff(&[A::ViewConfiguration]),
     ),
     (
         "/tuikuan.refund.v1.RefundService/RunInterfaceCycle",
@@ -424,6 +425,27 @@ mod tests {
             Some(Guard::Staff(&[Action::ForceFail]))
         );
         assert_eq!(guard_of("/tuikuan.refund.v1.RefundService/Nope"), None);
+    }
+
+    /// An RPC whose caller allow-list names a service is not staff-only: the service calls it
+    /// without an operator token.
+    #[test]
+    fn what_services_call_needs_no_token() {
+        use tuikuan_proto::access::{rule, Rule};
+        use tuikuan_proto::tls::Principal;
+        for (path, guard) in RPCS {
+            if let Some(Rule::Callers(callers)) = rule(path) {
+                let by_a_service = callers
+                    .iter()
+                    .any(|p| !matches!(p, Principal::Ctl | Principal::Console));
+                if by_a_service {
+                    assert!(
+                        !matches!(guard, Guard::Staff(_) | Guard::SignedIn),
+                        "{path}: a service calls it, but it needs an operator token"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,10 +1,9 @@
 //! Operator identity for staff actions (today: error refunds).
 //!
-//! The caller's identity comes from two request headers, `x-operator-id` and `x-operator-role`
-//! (`ops`, `finance` or `risk`). They are trusted because the admin service is exposed only on the
-//! internal network behind an authenticating proxy (mTLS / SSO) that sets them; merchants never
-//! reach it. Missing or malformed identity is `UNAUTHENTICATED`; a role that may not do the action
-//! is `PERMISSION_DENIED`.
+//! The caller's identity comes from the verified operator token (the staff guard of
+//! `tuikuan-auth` puts it into the request; headers that merely claim an identity are dropped);
+//! [`Operator::verified`] turns it into the business layer's operator. [`Operator::authenticate`]
+//! parses an identity given as two values (kept for its tests).
 
 use std::fmt;
 
@@ -87,6 +86,27 @@ impl Operator {
         })?;
         Ok(Operator {
             id: id.to_string(),
+            role,
+        })
+    }
+
+    /// The operator of a verified token: its name and the first of its roles the business layer
+    /// knows (`PERMISSION_DENIED` when none).
+    pub fn verified<'a>(name: &str, roles: impl IntoIterator<Item = &'a str>) -> Result<Operator> {
+        let roles: Vec<OperatorRole> = roles.into_iter().filter_map(OperatorRole::parse).collect();
+        let role = ERROR_REFUND_ROLES
+            .iter()
+            .find(|r| roles.contains(r))
+            .or(roles.first())
+            .copied()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::PermissionDenied,
+                    format!("operator {name} holds no ops, finance or risk role"),
+                )
+            })?;
+        Ok(Operator {
+            id: name.to_string(),
             role,
         })
     }

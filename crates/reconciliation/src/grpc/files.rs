@@ -12,16 +12,11 @@ use crate::domain::{parse_business_date, TextEncoding};
 use crate::engine::intake::Digests;
 use crate::engine::{Engine, FileSource, RunRequest, RunResult};
 
-/// The metadata key naming the operator of a staff request (set by `ctl --operator`).
-pub const OPERATOR_HEADER: &str = "x-operator-id";
-
-/// The operator a request names, bounded (empty when none).
+/// The operator of a staff request: the verified operator token's (the staff guard put it into
+/// the request), bounded; empty when none.
 pub fn operator_of<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get(OPERATOR_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| bounded(v, 128))
+    tuikuan_auth::staff_if_any(request)
+        .map(|s| bounded(&s.operator.name, 128))
         .unwrap_or_default()
 }
 

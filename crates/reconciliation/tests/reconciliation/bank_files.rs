@@ -19,9 +19,10 @@ async fn upload_as(
         content,
         ..Default::default()
     });
+    let bearer = tuikuan_auth::testing::bearer_for(operator, "finance");
     request
         .metadata_mut()
-        .insert("x-operator-id", operator.parse().unwrap());
+        .insert("authorization", bearer.parse().unwrap());
     h.c()
         .run_reconciliation_file(request)
         .await
@@ -153,9 +154,12 @@ pub(super) async fn matching_cannot_be_fooled(backend: Backend) {
         content: b"x".to_vec(),
         ..Default::default()
     });
-    bad_date
-        .metadata_mut()
-        .insert("x-operator-id", "erin".parse().unwrap());
+    bad_date.metadata_mut().insert(
+        "authorization",
+        tuikuan_auth::testing::bearer_for("erin", "finance")
+            .parse()
+            .unwrap(),
+    );
     assert!(h.c().run_reconciliation_file(bad_date).await.is_err());
 
     // Every refused upload left a trace: listed with --all, and in the audit trail.

@@ -11,8 +11,12 @@
 //! |                 |                   | not in a generated batch)                                    |
 //! | Resume          | ops               | suspended                                                    |
 //! | Terminate       | ops               | attempt not handed over (as Suspend) → final FAILED          |
-//! | ForceFail       | finance           | not HELD (use RejectHold) → final FAILED, debit reversed     |
+//! | ForceFail       | finance           | not HELD (use RejectHold), and the bank has not paid and     |
+//! |                 |                   | cannot still pay ([`RefundOrder::may_be_paid`]: not          |
+//! |                 |                   | BANK_SUCCEEDED, not SUBMITTED without BANK_FAILED)           |
+//! |                 |                   | → final FAILED, debit reversed                               |
 //! | ConfirmOutcome  | finance (ops: SUCCEEDED only) | SUBMITTED file-upload or offline attempt → final  |
+//! |                 |                   | (FAILED not when the bank said BANK_SUCCEEDED)               |
 //! | UpsertRiskRule  | risk              | —                                                            |
 //!
 //! Ops may confirm an offline success (the bank's phone call that the money arrived is routine
@@ -25,9 +29,21 @@ use serde_json::json;
 use tuikuan_kernel::{Error, ErrorCode, Money, Result};
 
 use super::{
-    validate_text, AttemptOutcome, FinalStatus, HoldStatus, Outcome, RefundMethod, RefundOrder,
-    RefundStatus, SubmitStatus,
+    validate_text, AttemptOutcome, BankStatus, FinalStatus, HoldStatus, Outcome, RefundMethod,
+    RefundOrder, RefundStatus, SubmitStatus,
 };
+
+/// The refusal of a staff action that would give back money the bank paid or may still pay.
+fn bank_may_have_paid(refund_id: &str, action: &str, why: &str) -> Error {
+    Error::new(
+        ErrorCode::BankMayHavePaid,
+        format!(
+            "refund {refund_id}: {action} refused, {why}; wait for the bank's answer or \
+             reconciliation (a refund the bank never paid is failed by resolving its BANK_MISSED \
+             discrepancy bank-wins)"
+        ),
+    )
+}
 
 /// The longest operator id accepted.
 pub const MAX_OPERATOR_LEN: usize = 128;
@@ -79,11 +95,12 @@ impl ControlAction {
     }
 }
 
-/// Who acts: the operator id and role the authenticating proxy asserted.
+/// Who acts: the operator named by a verified operator token, with the token's roles that the
+/// refund center knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operator {
     pub id: String,
-    pub role: Role,
+    pub roles: Vec<Role>,
 }
 
 impl Operator {
@@ -112,13 +129,30 @@ impl Operator {
         })?;
         Ok(Operator {
             id: id.to_string(),
-            role,
+            roles: vec![role],
         })
+    }
+
+    /// The operator `id` with those of `roles` (role names) the refund center knows.
+    pub fn with_roles<'a>(id: &str, roles: impl IntoIterator<Item = &'a str>) -> Operator {
+        Operator {
+            id: id.to_string(),
+            roles: roles.into_iter().filter_map(Role::parse).collect(),
+        }
+    }
+
+    /// `ops,finance`.
+    pub fn roles_text(&self) -> String {
+        self.roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// `PERMISSION_DENIED` unless this operator's role may take `action`.
     pub fn authorize(&self, action: ControlAction) -> Result<()> {
-        if action.roles().contains(&self.role) {
+        if self.roles.iter().any(|r| action.roles().contains(r)) {
             return Ok(());
         }
         let needed: Vec<&str> = action.roles().iter().map(|r| r.as_str()).collect();
@@ -127,7 +161,7 @@ impl Operator {
             format!(
                 "operator {} with role {} may not {action}; it needs role {}",
                 self.id,
-                self.role,
+                self.roles_text(),
                 if needed.is_empty() {
                     "(none)".to_string()
                 } else {
@@ -332,7 +366,7 @@ pub fn evaluate_rules(rules: &[RiskRule], facts: &RiskFacts) -> Option<(String, 
 
 impl fmt::Display for Operator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.id, self.role)
+        write!(f, "{} ({})", self.id, self.roles_text())
     }
 }
 
@@ -491,6 +525,13 @@ impl RefundOrder {
                 "it is HELD; risk rejects held orders",
             ));
         }
+        if let Some(why) = self.may_be_paid() {
+            return Err(bank_may_have_paid(
+                &self.refund_id,
+                ControlAction::ForceFail.as_str(),
+                why,
+            ));
+        }
         self.fail_manually(
             &format!("force-failed by finance: {reason}"),
             source,
@@ -525,7 +566,37 @@ impl RefundOrder {
         if self.submit_status != SubmitStatus::Submitted {
             return Err(self.control_illegal(action, "the attempt is not SUBMITTED"));
         }
+        if status == FinalStatus::Failed {
+            self.check_not_paid(action.as_str())?;
+        }
         self.finalize(status, reason, source, now_ms)
+    }
+
+    /// Why the bank has paid or may still pay the current attempt (`None`: it has not and will
+    /// not): it said SUCCEEDED, or the attempt was handed over (SUBMITTED) and no answer of the
+    /// bank says it failed. Earlier attempts ended FAILED before the next one started.
+    pub fn may_be_paid(&self) -> Option<&'static str> {
+        match (self.bank_status, self.submit_status) {
+            (Some(BankStatus::Succeeded), _) => Some("the bank says it paid (BANK_SUCCEEDED)"),
+            (Some(BankStatus::Failed), _) => None,
+            (_, SubmitStatus::Submitted) => {
+                Some("it was submitted and no answer of the bank says it failed")
+            }
+            _ => None,
+        }
+    }
+
+    /// `BANK_MAY_HAVE_PAID` when the bank says it paid the current attempt: a staff action that
+    /// gives the money back (confirm failed, fail a spreadsheet row) is refused.
+    pub fn check_not_paid(&self, action: &str) -> Result<()> {
+        if self.bank_status == Some(BankStatus::Succeeded) {
+            return Err(bank_may_have_paid(
+                &self.refund_id,
+                action,
+                "the bank says it paid (BANK_SUCCEEDED)",
+            ));
+        }
+        Ok(())
     }
 
     /// Final FAILED by a person's decision: the current attempt fails, no next method starts.
@@ -607,7 +678,7 @@ mod tests {
             ErrorCode::PermissionDenied
         );
         let ops = Operator::parse(Some("alice"), Some("OPS")).unwrap();
-        assert_eq!(ops.role, Role::Ops);
+        assert_eq!(ops.roles, vec![Role::Ops]);
         assert!(ops.authorize(ControlAction::Suspend).is_ok());
         assert!(ops.authorize(ControlAction::ConfirmSucceeded).is_ok());
         for denied in [
@@ -686,6 +757,19 @@ mod tests {
             code(o.terminate("x", "s", NOW)),
             ErrorCode::InvalidStateTransition
         );
+        // No answer of the bank says it failed: it may still pay; refused.
+        let e = o
+            .force_fail("merchant insists", "finance: fred", NOW)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BankMayHavePaid);
+        assert!(e.message.contains("submitted"), "{}", e.message);
+        let mut paid = o.clone();
+        paid.bank_status = Some(BankStatus::Succeeded);
+        assert_eq!(
+            code(paid.force_fail("x", "s", NOW)),
+            ErrorCode::BankMayHavePaid
+        );
+        o.bank_status = Some(BankStatus::Failed);
         o.force_fail("bank confirmed by phone", "finance: fred", NOW)
             .unwrap();
         assert_eq!(o.refund_status, RefundStatus::Failed);
@@ -722,6 +806,15 @@ mod tests {
         );
         f.assign_batch_row("b-1-1", NOW).unwrap();
         f.submit_accepted("", NOW, NOW + 1).unwrap();
+        // The bank said it paid: nobody confirms a failure by hand.
+        let mut paid = f.clone();
+        paid.bank_status = Some(BankStatus::Succeeded);
+        assert_eq!(
+            paid.confirm_outcome(FinalStatus::Failed, "phone", "s", NOW)
+                .unwrap_err()
+                .code,
+            ErrorCode::BankMayHavePaid
+        );
         assert_eq!(
             f.confirm_outcome(FinalStatus::Succeeded, "phone", "s", NOW)
                 .unwrap(),

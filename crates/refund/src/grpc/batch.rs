@@ -385,6 +385,8 @@ impl RefundCenter {
                         if o.bank_reference_id != row.row_id || o.refund_status.is_final() {
                             return Ok(false);
                         }
+                        // A row the bank said it paid is not failed by hand.
+                        o.check_not_paid("failing the spreadsheet row")?;
                         o.fail_attempt(&why, channel, &calendar, &final_source, now_ms)
                             .map(|_| true)
                     };
@@ -638,10 +640,11 @@ impl BatchService for RefundCenter {
         &self,
         request: Request<pb::MarkBatchRequest>,
     ) -> Result<Response<pb::Batch>, Status> {
+        let operator =
+            tuikuan_auth::acting_name(&request, &request.get_ref().operator, "operator")?;
         let r = request.into_inner();
         let status = (|| {
             validate_external_id(&r.batch_id, "batch_id")?;
-            required(&r.operator, "operator")?;
             validate_text(&r.note, "note")?;
             match batch_status_from_wire(r.status)? {
                 Some(s @ (BatchStatus::Uploaded | BatchStatus::Sent)) => Ok(s),
@@ -649,7 +652,7 @@ impl BatchService for RefundCenter {
             }
         })()
         .map_err(grpc_err)?;
-        let b = RefundCenter::mark_batch(self, &r.batch_id, status, &r.operator, &r.note)
+        let b = RefundCenter::mark_batch(self, &r.batch_id, status, &operator, &r.note)
             .await
             .map_err(grpc_err)?;
         Ok(Response::new(batch_to_wire(&b)))
@@ -660,10 +663,11 @@ impl BatchService for RefundCenter {
         &self,
         request: Request<pb::MarkRowsRequest>,
     ) -> Result<Response<pb::Batch>, Status> {
+        let operator =
+            tuikuan_auth::acting_name(&request, &request.get_ref().operator, "operator")?;
         let r = request.into_inner();
         let failed = (|| {
             validate_external_id(&r.batch_id, "batch_id")?;
-            required(&r.operator, "operator")?;
             required(&r.source, "source")?;
             if r.failed.is_empty() {
                 return Err(Error::field("failed", "lists no row"));
@@ -681,7 +685,7 @@ impl BatchService for RefundCenter {
                 .collect::<Result<Vec<_>>>()
         })()
         .map_err(grpc_err)?;
-        let b = RefundCenter::mark_rows(self, &r.batch_id, failed, &r.operator, &r.source)
+        let b = RefundCenter::mark_rows(self, &r.batch_id, failed, &operator, &r.source)
             .await
             .map_err(grpc_err)?;
         Ok(Response::new(batch_to_wire(&b)))

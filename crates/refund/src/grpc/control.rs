@@ -4,15 +4,11 @@
 //!
 //! # Operator identity
 //!
-//! Operator RPCs read the caller's identity from gRPC metadata: `x-operator-id` and
-//! `x-operator-role` (`ops`, `finance` or `risk`). Missing → `UNAUTHENTICATED`; a role that may
-//! not take the action → `PERMISSION_DENIED` (the table is in [`crate::domain::control`]).
-//!
-//! The refund center does not authenticate these headers itself: real deployments put an
-//! authenticating proxy (mTLS between services, SSO for staff) in front of it that strips any
-//! incoming `x-operator-*` headers and sets them from the verified identity, and the refund
-//! center listens only on the internal network. A caller that can reach it directly can claim
-//! any role — never expose it beyond the proxy.
+//! Staff RPCs act as the operator of the verified operator token that the staff guard
+//! (`tuikuan_auth::Guarded`, in front of every server of the refund center) put into the
+//! request; the guard has already checked the permission table, and [`Operator::authorize`]
+//! narrows it down where the request decides the action (confirm succeeded or failed). Headers
+//! that merely claim an identity (`x-operator-*`) are dropped by the guard.
 
 use tonic::{Request, Response, Status};
 use tuikuan_kernel::id::{new_id, validate_external_id};
@@ -38,24 +34,21 @@ use crate::domain::{
 };
 use crate::store::{self, RefundFilter};
 
-/// The metadata key of the operator's id.
-pub const OPERATOR_ID_HEADER: &str = "x-operator-id";
-/// The metadata key of the operator's role (ops, finance, risk).
-pub const OPERATOR_ROLE_HEADER: &str = "x-operator-role";
-
-/// The operator a request carries (see the module doc: asserted by the authenticating proxy).
+/// The operator of a request: the verified token's (`UNAUTHENTICATED` without one).
 pub fn operator_of<T>(request: &Request<T>) -> Result<Operator> {
-    let get = |key: &str| {
-        request
-            .metadata()
-            .get(key)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    Operator::parse(
-        get(OPERATOR_ID_HEADER).as_deref(),
-        get(OPERATOR_ROLE_HEADER).as_deref(),
-    )
+    let staff = request
+        .extensions()
+        .get::<tuikuan_auth::Staff>()
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::Unauthenticated,
+                "an operator token is required: authorization: Bearer <token> (tuikuan ctl login)",
+            )
+        })?;
+    Ok(Operator::with_roles(
+        &staff.operator.name,
+        staff.operator.roles.iter().map(|r| r.as_str()),
+    ))
 }
 
 impl RefundCenter {
@@ -170,7 +163,7 @@ impl RefundCenter {
         let source = format!("{action} by {operator}");
         let (who, role, why) = (
             operator.id.clone(),
-            operator.role.as_str().to_string(),
+            operator.roles_text(),
             reason.to_string(),
         );
         let moved: Moved = self

@@ -102,6 +102,7 @@ impl Stack {
             clock: shared.clone(),
             job_interval: None,
             transport: Transport::Insecure,
+            staff: tuikuan_auth::StaffConfig::tester(),
         };
         dbs.push(db);
         let accounting = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
@@ -116,6 +117,7 @@ impl Stack {
             accounting_addr: accounting.url(),
             job_interval: None,
             transport: Transport::Insecure,
+            staff: tuikuan_auth::StaffConfig::tester(),
         };
         dbs.push(db);
         handles.push(accounting);
@@ -147,7 +149,8 @@ impl Stack {
                     db.url(),
                     shared.clone(),
                     Transport::Insecure,
-                );
+                )
+                .with_staff(tuikuan_auth::StaffConfig::tester());
                 dbs.push(db);
                 cfg.seed = p.seed;
                 cfg.delay_min_secs = p.delay_min_secs;
@@ -179,6 +182,7 @@ impl Stack {
                 bank_url.clone(),
                 Transport::Insecure,
             )
+            .with_staff(tuikuan_auth::StaffConfig::tester())
             .with_refund_addr(refund_url.clone());
             dbs.push(db);
             let payout = tuikuan_proto::server::spawn_on(listener, move |l, s| {
@@ -195,7 +199,8 @@ impl Stack {
             bank_url.clone(),
             dead_addr().await,
             Transport::Insecure,
-        );
+        )
+        .with_staff(tuikuan_auth::StaffConfig::tester());
         if let Some(url) = &payout_url {
             cfg = cfg.with_payout_addr(url.clone());
         }
