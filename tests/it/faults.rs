@@ -174,7 +174,7 @@ async fn every_method_day(sb: &mut Sandbox) {
             .mark_batch(rfd::MarkBatchRequest {
                 batch_id: b.batch_id.clone(),
                 status: status as i32,
-                operator: "ops.test".into(),
+                operator: String::new(),
                 note: "faults test".into(),
             })
             .await

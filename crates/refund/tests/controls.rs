@@ -837,7 +837,7 @@ async fn manual_controls(url: &str) {
     assert_eq!(c, ErrorCode::InvalidArgument);
     let (c, _) = code(
         env.controls
-            .list_audit(pb::ListAuditRequest::default())
+            .list_audit(as_op(pb::ListAuditRequest::default(), "", ""))
             .await,
     );
     assert_eq!(c, ErrorCode::Unauthenticated);
