@@ -4,6 +4,7 @@
 mod sandbox;
 
 mod bad_input;
+mod bank_files;
 mod chain;
 mod concurrency;
 mod discovery;

@@ -50,6 +50,15 @@ pub fn store_config(store: Store) -> Option<(tempfile::TempDir, Option<String>, 
 impl Sandbox {
     /// Starts all services with a bank that fails `fail_per_mille` of refunds.
     pub async fn start(store: Store, fail_per_mille: u32) -> Option<Sandbox> {
+        Sandbox::start_with(store, fail_per_mille, |_| {}).await
+    }
+
+    /// [`Sandbox::start`] with the deployment configuration adjusted by `configure` first.
+    pub async fn start_with(
+        store: Store,
+        fail_per_mille: u32,
+        configure: impl FnOnce(&mut DeploymentConfig),
+    ) -> Option<Sandbox> {
         let (tmp, database_url, pg) = store_config(store)?;
         let mut config = DeploymentConfig {
             data_dir: tmp.path().to_path_buf(),
@@ -63,6 +72,7 @@ impl Sandbox {
         config.bank.fail_per_mille = fail_per_mille;
         config.bank.delay_min_secs = 60;
         config.bank.delay_max_secs = 3600;
+        configure(&mut config);
         let clock = ManualClock::at_business(tuikuan::demo::demo_start_date(), 10);
         let cluster = Cluster::start(config, Arc::new(clock.clone()), &[])
             .await
@@ -88,6 +98,7 @@ impl Sandbox {
                 methods: vec![rfd::RefundMethod::Interface as i32],
                 original_route_window_days: 180,
                 bank_code: "ICBC".into(),
+                ..Default::default()
             })
             .await
             .expect("refund channel");

@@ -47,8 +47,11 @@ pub struct Config {
     pub refund_callback_addr: Option<String>,
     /// The payout center (`PayoutService.BankCallback`); `None` keeps payout callbacks waiting.
     pub payout_callback_addr: Option<String>,
-    /// If set, every clearing file served is also written to `<dir>/<channel>/<YYYY-MM-DD>.csv`.
+    /// If set, every clearing file served is also written to `<dir>/<channel>/<YYYY-MM-DD>.<ext>`.
     pub clearing_dir: Option<PathBuf>,
+    /// channel → the layout of its clearing files (`csv`, `wechat`, `wechat-legacy`, `unionpay`,
+    /// `alipay`; see [`crate::layouts`]); channels not listed get `csv`.
+    pub clearing_formats: std::collections::HashMap<String, String>,
     /// Period of the tick loop; `None` runs ticks only through the `Tick` RPC.
     pub job_interval: Option<Duration>,
 }
@@ -74,6 +77,7 @@ impl Config {
             refund_callback_addr: None,
             payout_callback_addr: None,
             clearing_dir: None,
+            clearing_formats: Default::default(),
             job_interval: None,
         }
     }
@@ -94,6 +98,11 @@ impl Config {
 
     /// Opens (and migrates) the database and builds the simulator.
     pub fn open(&self) -> Result<Simulator, tuikuan_kernel::Error> {
+        let mut layouts = std::collections::HashMap::new();
+        for (channel, layout) in &self.clearing_formats {
+            crate::domain::validate_channel(channel)?;
+            layouts.insert(channel.clone(), crate::layouts::Layout::parse(layout)?);
+        }
         let db = tuikuan_db::Db::connect(&self.database_url, 8)?;
         db.migrate(MIGRATIONS)?;
         Simulator::new(
@@ -104,6 +113,7 @@ impl Config {
             self.payout_callback_addr.as_deref(),
             self.clearing_dir.clone(),
         )
+        .map(|sim| sim.with_layouts(layouts))
     }
 }
 

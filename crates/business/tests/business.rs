@@ -2393,6 +2393,7 @@ mod real_chain {
                     methods: vec![],
                     original_route_window_days: 0,
                     bank_code: "ICBC".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap();

@@ -15,6 +15,7 @@
 use std::fmt;
 
 use chrono::NaiveDate;
+use tuikuan_kernel::bank_ref::IdScheme;
 use tuikuan_kernel::clock::{business_date, start_of_business_date};
 use tuikuan_kernel::id::validate_external_id;
 use tuikuan_kernel::{Error, ErrorCode, Money, Result, WorkingCalendar};
@@ -337,9 +338,32 @@ pub struct Channel {
     pub methods: Vec<RefundMethod>,
     pub original_route_window_days: u32,
     pub bank_code: String,
+    /// The rules of the ids the channel's bank is given (`None`: the kind's default).
+    pub id_scheme: Option<IdScheme>,
 }
 
 impl Channel {
+    /// The rules of the bank reference ids of this channel: the configured scheme, else UnionPay's
+    /// for UnionPay channels and the platform's own for the others.
+    pub fn id_scheme(&self) -> IdScheme {
+        self.id_scheme.unwrap_or(match self.kind {
+            ChannelKind::UnionPay => IdScheme::UnionPay,
+            _ => IdScheme::Platform,
+        })
+    }
+
+    /// The bank reference id of attempt `attempt` (by `method`) of a refund on this channel:
+    /// the natural id ([`bank_reference_for`]) fitted to the channel's rules; empty for file-upload
+    /// and offline attempts until a batch takes them.
+    pub fn reference_for(&self, method: RefundMethod, refund_id: &str, attempt: u32) -> String {
+        let natural = bank_reference_for(method, refund_id, attempt);
+        if natural.is_empty() {
+            natural
+        } else {
+            self.id_scheme().fit(&natural)
+        }
+    }
+
     /// Checks the configuration (ids, no repeated method, window bounds).
     pub fn validate(&self) -> Result<()> {
         validate_external_id(&self.code, "code")?;
@@ -636,8 +660,8 @@ pub fn mask_card(card_no: &str) -> String {
 /// The longest id the bank and the payout center accept.
 const MAX_REFERENCE_LEN: usize = 64;
 
-/// The id the bank (or the payout center) knows an attempt by: the refund id for the first
-/// interface attempt, `{refund_id}-{n}` for later ones, `po_{refund_id}_{n}` for payouts; empty for
+/// The natural id the bank (or the payout center) knows an attempt by, before it is fitted to the
+/// channel's rules ([`Channel::reference_for`]): the refund id for the first interface attempt, `{refund_id}-{n}` for later ones, `po_{refund_id}_{n}` for payouts; empty for
 /// file-upload and offline attempts, whose batch row id is assigned when a batch takes them. An id
 /// that would be longer than 64 characters uses a digest of the refund id instead.
 pub fn bank_reference_for(method: RefundMethod, refund_id: &str, attempt: u32) -> String {
@@ -1003,7 +1027,7 @@ impl RefundOrder {
                 });
                 continue;
             }
-            let bank_reference_id = bank_reference_for(method, &self.refund_id, number);
+            let bank_reference_id = channel.reference_for(method, &self.refund_id, number);
             self.attempts.push(Attempt {
                 number,
                 method,
@@ -1397,6 +1421,7 @@ mod tests {
             methods,
             original_route_window_days: DEFAULT_ORIGINAL_ROUTE_WINDOW_DAYS,
             bank_code: "ICBC".into(),
+            id_scheme: None,
         }
     }
 

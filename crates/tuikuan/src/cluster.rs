@@ -307,6 +307,7 @@ fn run_service(
             cfg.refund_callback_addr = Some(peer(Service::Refund));
             cfg.payout_callback_addr = Some(peer(Service::Payout));
             cfg.clearing_dir = Some(config.data_dir.join("clearing"));
+            cfg.clearing_formats = sim.clearing_formats.clone().into_iter().collect();
             cfg.job_interval = jobs;
             Box::pin(tuikuan_bank::serve(cfg, listener, shutdown))
         }

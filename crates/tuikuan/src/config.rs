@@ -79,6 +79,9 @@ pub struct BankSimulator {
     /// Share of paid payouts the bank later returns (退票), and how long after.
     pub return_per_mille: u32,
     pub return_delay_secs: u64,
+    /// channel → the layout of the simulator's clearing files for it: `csv` (default), `wechat`,
+    /// `wechat-legacy`, `unionpay` or `alipay` (the channel's real bank's file).
+    pub clearing_formats: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for BankSimulator {
@@ -92,6 +95,7 @@ impl Default for BankSimulator {
             out_of_order_per_mille: 100,
             return_per_mille: 0,
             return_delay_secs: 3600,
+            clearing_formats: Default::default(),
         }
     }
 }
@@ -115,7 +119,7 @@ pub struct DeploymentConfig {
     pub job_interval_ms: u64,
     /// Channels the reconciliation job reconciles every day.
     pub reconciliation_channels: Vec<String>,
-    /// channel → clearing file format (`csv`, `wechat`, `unionpay`).
+    /// channel → clearing file format (`csv`, `wechat`, `unionpay`, `alipay`).
     pub reconciliation_formats: std::collections::BTreeMap<String, String>,
     /// channel → cross-day window (days) before a platform-only refund becomes a discrepancy.
     pub suspense_days: std::collections::BTreeMap<String, u32>,
