@@ -156,8 +156,11 @@ async fn bad_refund_requests_get_stable_codes(store: Store) {
     // Authentication: none, or an unknown key.
     let mut anonymous =
         tuikuan_proto::business::v1::merchant_service_client::MerchantServiceClient::new(
-            tuikuan_proto::client::channel(&sb.cluster.url(tuikuan::config::Service::Business))
-                .unwrap(),
+            tuikuan_proto::tls::public_channel(
+                &sb.cluster.public_url(),
+                Some(&tuikuan_proto::pki::testing().ca.cert_pem),
+            )
+            .unwrap(),
         );
     let status = anonymous
         .get_refund(biz::GetRefundRequest {

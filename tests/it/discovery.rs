@@ -1,7 +1,10 @@
-//! Every service answers the standard gRPC health check and lists itself through reflection, so
-//! generic clients (grpcurl, grpcio-reflection) work without the project's proto files.
+//! Every listener answers the standard gRPC health check and describes, through reflection,
+//! exactly the services it serves, so generic clients (grpcurl, grpcio-reflection) work without
+//! the project's proto files: each internal listener its service(s), to a caller holding a
+//! certificate of the deployment's CA; the public listener the merchant API alone.
 
 use tokio_stream::StreamExt;
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -9,10 +12,12 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tuikuan::config::Service;
+use tuikuan_proto::tls::Principal;
 
-/// The gRPC services that `url` lists through reflection.
-pub async fn reflected_services(url: &str) -> Vec<String> {
-    let mut client = ServerReflectionClient::new(tuikuan_proto::client::channel(url).unwrap());
+/// The gRPC services that the listener behind `channel` lists through reflection.
+pub async fn reflected_services(channel: Channel) -> Vec<String> {
+    let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -23,59 +28,83 @@ pub async fn reflected_services(url: &str) -> Vec<String> {
         .expect("reflection answers")
         .into_inner();
     let response = stream.next().await.expect("one response").expect("ok");
-    match response.message_response {
+    let mut names: Vec<String> = match response.message_response {
         Some(MessageResponse::ListServicesResponse(list)) => {
             list.service.into_iter().map(|s| s.name).collect()
         }
         other => panic!("unexpected reflection answer {other:?}"),
-    }
+    };
+    names.sort();
+    names
 }
 
-/// Asserts that `url` serves `service` (a full name) and reports it SERVING.
-pub async fn assert_serving(url: &str, service: &str) {
-    let mut health = HealthClient::new(tuikuan_proto::client::channel(url).unwrap());
-    for name in ["", service] {
+/// Asserts that the listener behind `channel` reports SERVING overall and for each of `services`,
+/// and that reflection lists exactly `services` (besides health and reflection).
+pub async fn assert_serves_exactly(channel: Channel, what: &str, services: &[&str]) {
+    let mut health = HealthClient::new(channel.clone());
+    for name in std::iter::once("").chain(services.iter().copied()) {
         let status = health
             .check(HealthCheckRequest {
                 service: name.into(),
             })
             .await
-            .unwrap_or_else(|e| panic!("{url} health check for {name:?}: {e}"))
+            .unwrap_or_else(|e| panic!("{what} health check for {name:?}: {e}"))
             .into_inner()
             .status;
-        assert_eq!(status, ServingStatus::Serving as i32, "{url} {name:?}");
+        assert_eq!(status, ServingStatus::Serving as i32, "{what} {name:?}");
     }
-    let listed = reflected_services(url).await;
-    assert!(listed.iter().any(|s| s == service), "{url}: {listed:?}");
-    assert!(
-        listed.iter().any(|s| s == "grpc.health.v1.Health"),
-        "{listed:?}"
-    );
+    let listed = reflected_services(channel).await;
+    let mut expected: Vec<String> = services.iter().map(|s| s.to_string()).collect();
+    expected.push("grpc.health.v1.Health".into());
+    expected.push("grpc.reflection.v1.ServerReflection".into());
+    expected.sort();
+    assert_eq!(listed, expected, "{what} lists exactly what it serves");
 }
 
-/// The fully qualified gRPC service name of each tuikuan service.
-pub fn grpc_name(service: tuikuan::config::Service) -> &'static str {
-    use tuikuan::config::Service::*;
+/// The fully qualified gRPC services of each internal listener.
+pub fn internal_services(service: Service) -> &'static [&'static str] {
     match service {
-        Accounting => "tuikuan.accounting.v1.AccountingService",
-        Clearing => "tuikuan.clearing.v1.ClearingService",
-        Business => "tuikuan.business.v1.MerchantService",
-        Refund => "tuikuan.refund.v1.RefundService",
-        Payout => "tuikuan.payout.v1.PayoutService",
-        Reconciliation => "tuikuan.reconciliation.v1.ReconciliationService",
-        Bank => "tuikuan.bank.v1.BankService",
+        Service::Accounting => &["tuikuan.accounting.v1.AccountingService"],
+        Service::Clearing => &["tuikuan.clearing.v1.ClearingService"],
+        Service::Business => &["tuikuan.business.v1.BusinessAdminService"],
+        Service::Refund => &[
+            "tuikuan.refund.v1.BatchService",
+            "tuikuan.refund.v1.ErrorRefundService",
+            "tuikuan.refund.v1.RefundControlService",
+            "tuikuan.refund.v1.RefundService",
+        ],
+        Service::Payout => &["tuikuan.payout.v1.PayoutService"],
+        Service::Reconciliation => &["tuikuan.reconciliation.v1.ReconciliationService"],
+        Service::Bank => &["tuikuan.bank.v1.BankService"],
     }
 }
+
+/// The merchant API, the one service of the public listener.
+pub const PUBLIC_SERVICES: &[&str] = &["tuikuan.business.v1.MerchantService"];
 
 #[tokio::test]
-async fn in_process_services_serve_health_and_reflection() {
+async fn every_listener_serves_health_and_reflects_exactly_its_services() {
     let Some(sb) = crate::sandbox::Sandbox::start(crate::sandbox::Store::Sqlite, 0).await else {
         return;
     };
-    for s in tuikuan::config::Service::ALL {
-        assert_serving(&sb.cluster.url(s), grpc_name(s)).await;
+    let ctl = tuikuan_proto::pki::testing().transport(Principal::Ctl);
+    for s in Service::ALL {
+        let channel = ctl.channel(s.principal(), &sb.cluster.url(s)).unwrap();
+        assert_serves_exactly(channel, s.name(), internal_services(s)).await;
     }
-    let business = reflected_services(&sb.cluster.url(tuikuan::config::Service::Business)).await;
-    assert!(business.contains(&"tuikuan.business.v1.BusinessAdminService".to_string()));
+    let public = tuikuan_proto::tls::public_channel(
+        &sb.cluster.public_url(),
+        Some(&tuikuan_proto::pki::testing().ca.cert_pem),
+    )
+    .unwrap();
+    assert_serves_exactly(public.clone(), "public", PUBLIC_SERVICES).await;
+    // The admin service is not known on the public listener.
+    let status = HealthClient::new(public)
+        .check(HealthCheckRequest {
+            service: "tuikuan.business.v1.BusinessAdminService".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
     sb.shutdown().await;
 }

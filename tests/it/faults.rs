@@ -9,6 +9,7 @@
 //!   refund final, none lost, none paid twice, and the auditor satisfied.
 
 use std::time::Duration;
+use tuikuan_proto::tls::Principal;
 
 use chrono::Duration as Days;
 use tuikuan::audit::{self, AuditOptions, AuditReport};
@@ -372,8 +373,8 @@ async fn auditor_catches_planted_faults(store: Store) {
     assert!(clean.ok(), "{clean}");
 
     // The bank pays R-1 again (a payout outside the chain), and pays a refund nobody knows.
-    let c = &mut sb.c;
-    c.bank
+    sb.as_service(Principal::Payout)
+        .bank
         .submit_payout(bank::SubmitPayoutRequest {
             channel: CHANNEL.into(),
             payout_id: "po-rogue-1".into(),
@@ -385,7 +386,8 @@ async fn auditor_catches_planted_faults(store: Store) {
         })
         .await
         .unwrap();
-    c.bank
+    sb.as_service(Principal::Refund)
+        .bank
         .submit_refund(bank::SubmitRefundRequest {
             channel: CHANNEL.into(),
             refund_id: "rf-ghost".into(),
@@ -395,8 +397,9 @@ async fn auditor_catches_planted_faults(store: Store) {
         })
         .await
         .unwrap();
-    // Someone posts to a merchant's account by hand.
-    c.accounting
+    // Someone with the clearing center's certificate posts to a merchant's account by hand.
+    sb.as_service(Principal::Clearing)
+        .accounting
         .post(acc::PostRequest {
             request_id: "manual:oops".into(),
             description: "not through clearing".into(),
@@ -525,7 +528,17 @@ fn binary_audit_fails_when_it_cannot_read_the_services() {
         .zip(&ports)
         .map(|(n, p)| format!("{n} = {p}\n"))
         .collect();
-    std::fs::write(&config, format!("[ports]\n{table}")).unwrap();
+    // The deployment's certificates exist; only the services are missing.
+    let certs = dir.path().join("certs");
+    tuikuan_proto::pki::testing().write(&certs, false).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ndir = {:?}\n[ports]\n{table}",
+            certs.display().to_string()
+        ),
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tuikuan"))
         .arg("--config")
         .arg(&config)

@@ -7,6 +7,7 @@ use tuikuan_proto::bank::v1 as bank;
 use tuikuan_proto::business::v1 as biz;
 use tuikuan_proto::clearing::v1 as clr;
 use tuikuan_proto::refund::v1 as rfd;
+use tuikuan_proto::tls::Principal;
 
 use crate::both_stores;
 use crate::sandbox::{assert_error, code_of, Sandbox, Store, CHANNEL, KEY_A};
@@ -34,32 +35,34 @@ async fn every_hop_is_idempotent(store: Store) {
     let refund_id = first.refund_id.clone();
 
     // Clearing: the same debit again returns the same debit and posts nothing new.
-    let d1 =
-        sb.c.clearing
-            .refund_debit(clr::RefundDebitRequest {
-                refund_id: refund_id.clone(),
-                trade_id: trade.trade_id.clone(),
-                merchant_id: "MA".into(),
-                amount: "30.00".into(),
-                currency: "CNY".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+    let d1 = sb
+        .as_service(Principal::Business)
+        .clearing
+        .refund_debit(clr::RefundDebitRequest {
+            refund_id: refund_id.clone(),
+            trade_id: trade.trade_id.clone(),
+            merchant_id: "MA".into(),
+            amount: "30.00".into(),
+            currency: "CNY".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(d1.status, clr::DebitStatus::Debited as i32);
-    let conflict =
-        sb.c.clearing
-            .refund_debit(clr::RefundDebitRequest {
-                refund_id: refund_id.clone(),
-                trade_id: trade.trade_id.clone(),
-                merchant_id: "MA".into(),
-                amount: "31.00".into(),
-                currency: "CNY".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
+    let conflict = sb
+        .as_service(Principal::Business)
+        .clearing
+        .refund_debit(clr::RefundDebitRequest {
+            refund_id: refund_id.clone(),
+            trade_id: trade.trade_id.clone(),
+            merchant_id: "MA".into(),
+            amount: "31.00".into(),
+            currency: "CNY".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(code_of(&conflict), "IDEMPOTENCY_CONFLICT");
     assert_eq!(sb.postings_with_prefix("refund-debit:").await.len(), 1);
 
@@ -72,16 +75,17 @@ async fn every_hop_is_idempotent(store: Store) {
             .await
             .unwrap()
             .into_inner();
-    let replay =
-        sb.c.accounting
-            .post(acc::PostRequest {
-                request_id: posting.request_id.clone(),
-                description: posting.description.clone(),
-                entries: posting.entries.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+    let replay = sb
+        .as_service(Principal::Clearing)
+        .accounting
+        .post(acc::PostRequest {
+            request_id: posting.request_id.clone(),
+            description: posting.description.clone(),
+            entries: posting.entries.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(replay.replayed);
     assert_eq!(replay.posting.unwrap().posting_id, posting.posting_id);
 
@@ -95,24 +99,25 @@ async fn every_hop_is_idempotent(store: Store) {
             .await
             .unwrap()
             .into_inner();
-    let repeat =
-        sb.c.refund
-            .create_refund(rfd::CreateRefundRequest {
-                refund_id: refund_id.clone(),
-                merchant_id: "MA".into(),
-                trade_id: trade.trade_id.clone(),
-                order_no: "O-1".into(),
-                channel: CHANNEL.into(),
-                amount: "30.00".into(),
-                currency: "CNY".into(),
-                trade_paid_at_ms: trade.paid_at_ms,
-                payer_card_no: String::new(),
-                payer_name: String::new(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+    let repeat = sb
+        .as_service(Principal::Business)
+        .refund
+        .create_refund(rfd::CreateRefundRequest {
+            refund_id: refund_id.clone(),
+            merchant_id: "MA".into(),
+            trade_id: trade.trade_id.clone(),
+            order_no: "O-1".into(),
+            channel: CHANNEL.into(),
+            amount: "30.00".into(),
+            currency: "CNY".into(),
+            trade_paid_at_ms: trade.paid_at_ms,
+            payer_card_no: String::new(),
+            payer_name: String::new(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(repeat.refund_id, order.refund_id);
     assert_eq!(repeat.created_at_ms, order.created_at_ms);
 
@@ -138,18 +143,19 @@ async fn every_hop_is_idempotent(store: Store) {
             .unwrap()
             .into_inner();
     assert_eq!(order.submit_status, rfd::SubmitStatus::Submitted as i32);
-    let resubmit =
-        sb.c.bank
-            .submit_refund(bank::SubmitRefundRequest {
-                channel: CHANNEL.into(),
-                refund_id: refund_id.clone(),
-                original_trade_id: trade.trade_id.clone(),
-                amount: "30.00".into(),
-                currency: "CNY".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+    let resubmit = sb
+        .as_service(Principal::Refund)
+        .bank
+        .submit_refund(bank::SubmitRefundRequest {
+            channel: CHANNEL.into(),
+            refund_id: refund_id.clone(),
+            original_trade_id: trade.trade_id.clone(),
+            amount: "30.00".into(),
+            currency: "CNY".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(resubmit.accepted);
     assert_eq!(resubmit.bank_ref, order.bank_ref);
 
@@ -157,17 +163,18 @@ async fn every_hop_is_idempotent(store: Store) {
     sb.run_day().await;
     let done = sb.get_refund(KEY_A, "R-1").await.unwrap();
     assert_eq!(done.status, biz::RefundStatus::Succeeded as i32);
-    let report =
-        sb.c.business
-            .report_refund_outcome(biz::ReportRefundOutcomeRequest {
-                refund_id: refund_id.clone(),
-                status: biz::RefundStatus::Succeeded as i32,
-                reason: String::new(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+    let report = sb
+        .as_service(Principal::Refund)
+        .business
+        .report_refund_outcome(biz::ReportRefundOutcomeRequest {
+            refund_id: refund_id.clone(),
+            status: biz::RefundStatus::Succeeded as i32,
+            reason: String::new(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(report.status, biz::RefundStatus::Succeeded as i32);
     assert_eq!(sb.postings_with_prefix("refund-complete:").await.len(), 1);
     sb.assert_books_balanced().await;

@@ -5,6 +5,7 @@ mod sandbox;
 
 mod bad_input;
 mod bank_files;
+mod bounded;
 mod chain;
 mod concurrency;
 mod discovery;
@@ -14,3 +15,4 @@ mod idempotency;
 mod inspect;
 mod recovery;
 mod smoke;
+mod trust;

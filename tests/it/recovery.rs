@@ -49,7 +49,7 @@ async fn business_crash_between_debit_and_submit(store: Store) {
         .unwrap();
     sb.cluster.restart_service(Service::Refund).await.unwrap();
     // Connections to the crashed process are gone; clients reconnect (a real caller retries).
-    sb.c = tuikuan::clients::Clients::connect(|s| sb.cluster.url(s)).unwrap();
+    sb.c = sb.cluster.clients().unwrap();
     let report =
         sb.c.business
             .run_recovery(biz::RunRecoveryRequest {})

@@ -47,6 +47,12 @@ pub fn store_config(store: Store) -> Option<(tempfile::TempDir, Option<String>, 
     }
 }
 
+/// A throw-away deployment under `dir` with the test certificates (mutual TLS everywhere, TLS on
+/// the public listener).
+pub fn deployment(dir: &std::path::Path) -> DeploymentConfig {
+    tuikuan::local::throwaway_config(dir, tuikuan_proto::pki::testing()).expect("test deployment")
+}
+
 impl Sandbox {
     /// Starts all services with a bank that fails `fail_per_mille` of refunds.
     pub async fn start(store: Store, fail_per_mille: u32) -> Option<Sandbox> {
@@ -60,15 +66,8 @@ impl Sandbox {
         configure: impl FnOnce(&mut DeploymentConfig),
     ) -> Option<Sandbox> {
         let (tmp, database_url, pg) = store_config(store)?;
-        let mut config = DeploymentConfig {
-            data_dir: tmp.path().to_path_buf(),
-            database_url,
-            job_interval_ms: 0,
-            ..DeploymentConfig::default()
-        };
-        for s in Service::ALL {
-            config.ports.insert(s.name().to_string(), 0);
-        }
+        let mut config = deployment(tmp.path());
+        config.database_url = database_url;
         config.bank.fail_per_mille = fail_per_mille;
         config.bank.delay_min_secs = 60;
         config.bank.delay_max_secs = 3600;
@@ -77,7 +76,7 @@ impl Sandbox {
         let cluster = Cluster::start(config, Arc::new(clock.clone()), &[])
             .await
             .expect("cluster starts");
-        let c = Clients::connect(|s| cluster.url(s)).expect("clients");
+        let c = cluster.clients().expect("clients");
         let mut sb = Sandbox {
             cluster,
             clock,
@@ -87,6 +86,12 @@ impl Sandbox {
         };
         sb.seed().await;
         Some(sb)
+    }
+
+    /// Clients with the certificate of `identity`: a test standing in for that service (replaying
+    /// its calls, planting faults) must present its identity, like the service itself.
+    pub fn as_service(&self, identity: tuikuan_proto::tls::Principal) -> Clients {
+        self.cluster.clients_as(identity).expect("clients")
     }
 
     async fn seed(&mut self) {

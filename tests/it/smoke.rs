@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use tuikuan::config::Service;
 
-use crate::discovery::{assert_serving, grpc_name};
+use crate::discovery::{assert_serves_exactly, internal_services, PUBLIC_SERVICES};
 
 /// Kills the child process when dropped, also when an assertion fails.
 struct Child(std::process::Child);
@@ -18,9 +18,37 @@ impl Drop for Child {
     }
 }
 
+/// `tuikuan certs init DIR`, checked.
+fn certs_init(dir: &std::path::Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tuikuan"))
+        .args(["certs", "init"])
+        .arg(dir)
+        .output()
+        .expect("tuikuan certs init runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in tuikuan_proto::tls::Principal::ALL {
+        assert!(dir.join(format!("{}.pem", p.name())).exists(), "{p}");
+        assert!(dir.join(format!("{}-key.pem", p.name())).exists(), "{p}");
+    }
+    // A second init does not silently replace the CA.
+    let again = Command::new(env!("CARGO_BIN_EXE_tuikuan"))
+        .args(["certs", "init"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+}
+
 #[tokio::test]
-async fn binary_up_serves_every_service() {
+async fn binary_up_serves_every_listener_under_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    certs_init(&certs);
     let config = dir.path().join("tuikuan.toml");
     let ports: String = Service::ALL
         .iter()
@@ -29,8 +57,12 @@ async fn binary_up_serves_every_service() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\njob_interval_ms = 0\n[ports]\n{ports}",
-            dir.path().join("data").display().to_string()
+            "data_dir = {:?}\njob_interval_ms = 0\npublic_port = 0\n[tls]\ndir = {:?}\n\
+             public_cert = {:?}\npublic_key = {:?}\n[ports]\n{ports}",
+            dir.path().join("data").display().to_string(),
+            certs.display().to_string(),
+            certs.join("merchant-api.pem").display().to_string(),
+            certs.join("merchant-api-key.pem").display().to_string(),
         ),
     )
     .unwrap();
@@ -45,28 +77,49 @@ async fn binary_up_serves_every_service() {
         .expect("tuikuan up starts");
     let mut child = Child(child);
     let stdout = child.0.stdout.take().unwrap();
-    // Blocking reads of the child's announcement, off the async runtime.
-    let addrs = tokio::task::spawn_blocking(move || {
-        let mut addrs = Vec::new();
+    // Blocking reads of the child's announcement, off the async runtime: lines of
+    // `public|internal <service> <address> <what>`.
+    let listeners = tokio::task::spawn_blocking(move || {
+        let mut listeners = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let line = line.expect("stdout line");
             if line.starts_with("all services up") {
                 break;
             }
-            let mut parts = line.split_whitespace();
-            if let (Some(name), Some(url)) = (parts.next(), parts.next()) {
-                addrs.push((name.to_string(), url.to_string()));
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            if parts.len() >= 3 && (parts[0] == "public" || parts[0] == "internal") {
+                listeners.push((
+                    parts[0].to_string(),
+                    parts[1].to_string(),
+                    parts[2].to_string(),
+                ));
             }
         }
-        addrs
+        listeners
     })
     .await
     .unwrap();
-    assert_eq!(addrs.len(), 7, "{addrs:?}");
-    for (name, url) in &addrs {
+    assert_eq!(listeners.len(), 8, "{listeners:?}");
+    assert_eq!(listeners[0].0, "public", "{listeners:?}");
+    assert!(listeners[0].2.starts_with("https://"), "{listeners:?}");
+    let ca = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
+    let public_url = listeners[0].2.clone();
+    let public = tuikuan_proto::tls::public_channel(&public_url, Some(&ca)).unwrap();
+    assert_serves_exactly(public, "public", PUBLIC_SERVICES).await;
+    let ctl_tls = tuikuan_proto::tls::Transport::mtls(
+        tuikuan_proto::tls::Credentials::from_dir(&certs, tuikuan_proto::tls::Principal::Ctl)
+            .unwrap(),
+    );
+    let mut addrs = Vec::new();
+    for (kind, name, addr) in &listeners[1..] {
+        assert_eq!(kind, "internal");
         let service = Service::parse(name).unwrap();
-        assert_serving(url, grpc_name(service)).await;
+        let channel = ctl_tls.channel(service.principal(), addr).unwrap();
+        assert_serves_exactly(channel, name, internal_services(service)).await;
+        addrs.push((name.clone(), addr.clone()));
     }
+    // Nobody without a certificate of this deployment gets anything done on any address printed.
+    crate::trust::walk_every_listener(&public_url, &addrs, &ca).await;
 
     // The operations command line against the running deployment, addresses from the environment.
     let ctl = |args: &[&str]| {
@@ -75,6 +128,8 @@ async fn binary_up_serves_every_service() {
         for (name, url) in &addrs {
             cmd.env(format!("TUIKUAN_{}_ADDR", name.to_uppercase()), url);
         }
+        cmd.env("TUIKUAN_TLS_DIR", &certs)
+            .env("TUIKUAN_PUBLIC_ADDR", &public_url);
         cmd.output().expect("tuikuan ctl runs")
     };
     let out = ctl(&["--output", "json", "trial-balance"]);

@@ -16,6 +16,7 @@ use tuikuan_proto::accounting::v1::accounting_service_server::{
     AccountingService, AccountingServiceServer,
 };
 use tuikuan_proto::status::{grpc_err, peer_err};
+use tuikuan_proto::tls::{Principal, Transport};
 
 use crate::domain::{
     self, AccountKey, AccountType, Balance, Entry, PostOutcome, Posting, PostingRequest, Side,
@@ -32,6 +33,8 @@ pub struct Config {
     pub clock: SharedClock,
     /// Unused: accounting has no scheduled work. Kept so every service is configured alike.
     pub job_interval: Option<Duration>,
+    /// Mutual TLS as `accounting` (or plaintext, only when the deployment says so).
+    pub transport: Transport,
 }
 
 /// Opens the database, runs migrations and serves `AccountingService` on `listener` until
@@ -49,6 +52,7 @@ pub async fn serve(
     let svc = Accounting::new(db, config.clock);
     tuikuan_proto::server::serve(
         listener,
+        config.transport.clone(),
         tonic::service::Routes::new(AccountingServiceServer::new(svc)),
         &[<AccountingServiceServer<Accounting> as tonic::server::NamedService>::NAME],
         shutdown,
@@ -396,9 +400,9 @@ pub struct AccountingClient {
 
 impl AccountingClient {
     /// A client for the accounting service at `addr` (`http://host:port`); connects on first use.
-    pub fn connect(addr: &str) -> Result<AccountingClient, Error> {
+    pub fn connect(transport: &Transport, addr: &str) -> Result<AccountingClient, Error> {
         Ok(AccountingClient {
-            inner: AccountingServiceClient::new(tuikuan_proto::client::channel(addr)?),
+            inner: AccountingServiceClient::new(transport.channel(Principal::Accounting, addr)?),
         })
     }
 

@@ -1,6 +1,7 @@
 //! The accounting service end to end over gRPC, on SQLite and on PostgreSQL.
 
 use std::sync::Arc;
+use tuikuan_proto::tls::Principal;
 
 use tonic::transport::Channel;
 use tonic::Code;
@@ -21,14 +22,26 @@ async fn start(url: &str) -> (ServiceHandle, Client) {
         database_url: url.to_string(),
         clock,
         job_interval: None,
+        transport: tuikuan_proto::pki::test_transport(Principal::Accounting),
     };
     let handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |listener, shutdown| {
         serve(cfg, listener, shutdown)
     })
     .await
     .expect("spawn accounting");
-    let channel = tuikuan_proto::client::channel(&handle.url()).expect("channel");
+    // The test posts as the clearing center, the one caller allowed to post.
+    let channel =
+        tuikuan_proto::pki::test_channel(Principal::Clearing, Principal::Accounting, &handle.url());
     (handle, AccountingServiceClient::new(channel))
+}
+
+/// A client as the staff tool `ctl`: listings and the trial balance are staff RPCs.
+fn staff(handle: &ServiceHandle) -> Client {
+    AccountingServiceClient::new(tuikuan_proto::pki::test_channel(
+        Principal::Ctl,
+        Principal::Accounting,
+        &handle.url(),
+    ))
 }
 
 fn chrono_start() -> chrono::DateTime<chrono::Utc> {
@@ -323,7 +336,7 @@ async fn posting_basics(url: &str) {
         .post(settle("settle:t3", "m2", "10.00", "9.94", "0.06"))
         .await
         .expect("post t3");
-    let all = client
+    let all = staff(&handle)
         .list_postings(pb::ListPostingsRequest::default())
         .await
         .expect("list")
@@ -335,7 +348,7 @@ async fn posting_basics(url: &str) {
             .collect::<Vec<_>>(),
         vec!["settle:t1", "settle:t3"]
     );
-    let m2 = client
+    let m2 = staff(&handle)
         .list_postings(pb::ListPostingsRequest {
             account: Some(account(pb::AccountType::MerchantSettlement, "m2")),
             ..Default::default()
@@ -346,7 +359,7 @@ async fn posting_basics(url: &str) {
         .postings;
     assert_eq!(m2.len(), 1);
     assert_eq!(m2[0].request_id, "settle:t3");
-    let page = client
+    let page = staff(&handle)
         .list_postings(pb::ListPostingsRequest {
             limit: 1,
             after: all[0].posting_id.clone(),
@@ -359,12 +372,16 @@ async fn posting_basics(url: &str) {
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].request_id, "settle:t3");
 
-    let tb = assert_trial_balanced(&mut client).await;
+    let tb = assert_trial_balanced(&mut staff(&handle)).await;
     assert_eq!(tb.totals.len(), 1);
     assert_eq!(tb.totals[0].total_debits, "110.00");
 
     // The typed client posts and reads balances.
-    let typed = AccountingClient::connect(&handle.url()).expect("client");
+    let typed = AccountingClient::connect(
+        &tuikuan_proto::pki::test_transport(Principal::Clearing),
+        &handle.url(),
+    )
+    .expect("client");
     let m1 = AccountKey::merchant_settlement("m1", Currency::Cny);
     let rit = AccountKey::platform(AccountType::RefundInTransit, Currency::Cny);
     let amount = Money::parse("9.40", "CNY", "amount").expect("amount");
@@ -451,7 +468,7 @@ async fn merchant_cannot_go_negative(url: &str) {
     assert_eq!(ms.debits, "99.00");
     let rit = balance(&mut client, pb::AccountType::RefundInTransit, "platform").await;
     assert_eq!(rit.balance, "99.00");
-    let listed = client
+    let listed = staff(&handle)
         .list_postings(pb::ListPostingsRequest {
             account: Some(account(pb::AccountType::MerchantSettlement, "m1")),
             limit: 1000,
@@ -462,7 +479,7 @@ async fn merchant_cannot_go_negative(url: &str) {
         .into_inner()
         .postings;
     assert_eq!(listed.len(), 34);
-    assert_trial_balanced(&mut client).await;
+    assert_trial_balanced(&mut staff(&handle)).await;
     handle.stop().await.expect("stop");
 }
 
@@ -511,7 +528,7 @@ async fn advance_cannot_go_negative(url: &str) {
         (adv.balance.as_str(), adv.debits.as_str()),
         ("0.00", "30.00")
     );
-    assert_trial_balanced(&mut client).await;
+    assert_trial_balanced(&mut staff(&handle)).await;
     handle.stop().await.expect("stop");
 }
 
@@ -606,7 +623,7 @@ async fn batch_posts_each_request_on_its_own(url: &str) {
     assert_eq!(again[2].error_code, "INSUFFICIENT_BALANCE");
     let bal = balance(&mut client, pb::AccountType::MerchantSettlement, "m1").await;
     assert_eq!(bal.balance, "0.00");
-    assert_trial_balanced(&mut client).await;
+    assert_trial_balanced(&mut staff(&handle)).await;
     // Too many requests in one call is a clear error.
     let too_many = pb::PostBatchRequest {
         requests: (0..1001)

@@ -1158,11 +1158,15 @@ pub fn parse_date(s: &str, field: &str) -> Result<NaiveDate> {
     if s.len() != 10 {
         return Err(Error::field(
             field,
-            format!("{s:?} is not a YYYY-MM-DD date"),
+            format!("{} is not a YYYY-MM-DD date", tuikuan_kernel::echo(s)),
         ));
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| Error::field(field, format!("{s:?} is not a YYYY-MM-DD date")))
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+        Error::field(
+            field,
+            format!("{} is not a YYYY-MM-DD date", tuikuan_kernel::echo(s)),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -54,13 +54,19 @@ pub struct Config {
     pub clearing_formats: std::collections::HashMap<String, String>,
     /// Period of the tick loop; `None` runs ticks only through the `Tick` RPC.
     pub job_interval: Option<Duration>,
+    /// Mutual TLS as `bank` (or plaintext, only when the deployment says so).
+    pub transport: tuikuan_proto::tls::Transport,
 }
 
 impl Config {
     /// The defaults: seed 0, delays 60..=7200 s, 10% failures, 10% duplicate and 10% out-of-order
     /// callbacks, no synchronous rejections, no returns, no callback receivers, no clearing
     /// directory, no job loop.
-    pub fn default_for(database_url: impl Into<String>, clock: SharedClock) -> Config {
+    pub fn default_for(
+        database_url: impl Into<String>,
+        clock: SharedClock,
+        transport: tuikuan_proto::tls::Transport,
+    ) -> Config {
         let p = SimParams::default();
         Config {
             database_url: database_url.into(),
@@ -79,6 +85,7 @@ impl Config {
             clearing_dir: None,
             clearing_formats: Default::default(),
             job_interval: None,
+            transport,
         }
     }
 
@@ -112,6 +119,7 @@ impl Config {
             self.refund_callback_addr.as_deref(),
             self.payout_callback_addr.as_deref(),
             self.clearing_dir.clone(),
+            &self.transport,
         )
         .map(|sim| sim.with_layouts(layouts))
     }
@@ -149,6 +157,7 @@ pub async fn serve(
     let svc = BankSvc { sim };
     let result = tuikuan_proto::server::serve(
         listener,
+        config.transport.clone(),
         tonic::service::Routes::new(BankServiceServer::new(svc)),
         &[<BankServiceServer<BankSvc> as tonic::server::NamedService>::NAME],
         shutdown,

@@ -107,13 +107,23 @@ impl Simulator {
         refund_callback_addr: Option<&str>,
         payout_callback_addr: Option<&str>,
         clearing_dir: Option<PathBuf>,
+        transport: &tuikuan_proto::tls::Transport,
     ) -> Result<Simulator> {
+        use tuikuan_proto::tls::Principal;
         params.validate()?;
         let refund_client = refund_callback_addr
-            .map(|a| tuikuan_proto::client::channel(a).map(RefundServiceClient::new))
+            .map(|a| {
+                transport
+                    .channel(Principal::Refund, a)
+                    .map(RefundServiceClient::new)
+            })
             .transpose()?;
         let payout_client = payout_callback_addr
-            .map(|a| tuikuan_proto::client::channel(a).map(PayoutServiceClient::new))
+            .map(|a| {
+                transport
+                    .channel(Principal::Payout, a)
+                    .map(PayoutServiceClient::new)
+            })
             .transpose()?;
         Ok(Simulator {
             db,

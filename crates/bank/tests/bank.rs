@@ -2,8 +2,12 @@
 //! idempotency, due-time completion, clearing files, and callbacks delivered to real receivers
 //! (the payout center, and a recording refund-center stand-in served over gRPC in this file).
 
+// The drivers play several callers (refund, payout, staff), so these clusters run plaintext
+// (`insecure_internal`); mutual TLS and the caller allow-list are tested by the integration
+// tests (tests/it/trust.rs).
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use tuikuan_proto::tls::Transport;
 
 use chrono::{Duration, NaiveDate};
 use tokio::net::TcpListener;
@@ -188,7 +192,7 @@ struct Observed {
 async fn script(backend: Backend, seed: u64, name: &str) -> Option<Observed> {
     let db = test_db(backend, name)?;
     let (clock, shared) = clock_at(9);
-    let mut config = Config::default_for(db.url(), shared);
+    let mut config = Config::default_for(db.url(), shared, Transport::Insecure);
     config.seed = seed;
     config.fail_per_mille = 300;
     config.sync_reject_per_mille = 100;
@@ -303,7 +307,7 @@ async fn idempotency(backend: Backend) {
         return;
     };
     let (_clock, shared) = clock_at(10);
-    let mut config = Config::default_for(db.url(), shared);
+    let mut config = Config::default_for(db.url(), shared, Transport::Insecure);
     config.seed = 7;
     let (bank, mut c) = start_bank(config).await;
 
@@ -403,7 +407,7 @@ async fn idempotency(backend: Backend) {
         return;
     };
     let (_clock, shared) = clock_at(10);
-    let mut config = Config::default_for(db.url(), shared);
+    let mut config = Config::default_for(db.url(), shared, Transport::Insecure);
     config.sync_reject_per_mille = 1000;
     let (bank, mut c) = start_bank(config).await;
     let r = c
@@ -435,7 +439,7 @@ async fn tick_only_due(backend: Backend) {
     };
     let (clock, shared) = clock_at(10);
     let t0 = shared.now_ms();
-    let mut config = Config::default_for(db.url(), shared.clone());
+    let mut config = Config::default_for(db.url(), shared.clone(), Transport::Insecure);
     config.delay_min_secs = 600;
     config.delay_max_secs = 600;
     let (bank, mut c) = start_bank(config).await;
@@ -498,7 +502,7 @@ async fn clearing_file(backend: Backend) {
     // 23:50 business time on the 26th; everything completes 60 s after submission.
     let clock = ManualClock::new(start_of_business_date(day()) + Duration::minutes(23 * 60 + 50));
     let shared: SharedClock = Arc::new(clock.clone());
-    let mut config = Config::default_for(db.url(), shared);
+    let mut config = Config::default_for(db.url(), shared, Transport::Insecure);
     config.delay_min_secs = 60;
     config.delay_max_secs = 60;
     config.fail_per_mille = 500;
@@ -715,14 +719,18 @@ async fn callbacks(backend: Backend) {
     recorder.fail_first.store(1, Ordering::SeqCst);
     let rec = recorder.clone();
     let refund_center = run(refund_l, |l, s| async move {
-        tuikuan_proto::server::serve(l, rec.routes(), &[], s).await
+        tuikuan_proto::server::serve(l, Transport::Insecure, rec.routes(), &[], s).await
     });
 
-    let payout_config =
-        tuikuan_payout::Config::new(payout_db.url(), shared.clone(), bank_url.clone());
+    let payout_config = tuikuan_payout::Config::new(
+        payout_db.url(),
+        shared.clone(),
+        bank_url.clone(),
+        Transport::Insecure,
+    );
     let payout_center = run(payout_l, |l, s| tuikuan_payout::serve(payout_config, l, s));
 
-    let mut config = Config::default_for(bank_db.url(), shared.clone());
+    let mut config = Config::default_for(bank_db.url(), shared.clone(), Transport::Insecure);
     config.seed = 2026;
     config.delay_min_secs = 60;
     config.delay_max_secs = 60;
@@ -878,7 +886,7 @@ async fn no_receiver(backend: Backend) {
         return;
     };
     let (clock, shared) = clock_at(10);
-    let mut config = Config::default_for(db.url(), shared);
+    let mut config = Config::default_for(db.url(), shared, Transport::Insecure);
     config.delay_min_secs = 60;
     config.delay_max_secs = 60;
     let (bank, mut c) = start_bank(config).await;
@@ -939,17 +947,22 @@ async fn file_batches(backend: Backend) {
     let recorder = Recorder::default();
     let rec = recorder.clone();
     let refund = run(refund_l, |l, s| {
-        tuikuan_proto::server::serve(l, rec.routes(), &[], s)
+        tuikuan_proto::server::serve(l, Transport::Insecure, rec.routes(), &[], s)
     });
     let (payout_l, payout_url) = bind().await;
     let payout_center = run(payout_l, |l, s| {
         tuikuan_payout::serve(
-            tuikuan_payout::Config::new(payout_db.url(), shared.clone(), "http://127.0.0.1:9"),
+            tuikuan_payout::Config::new(
+                payout_db.url(),
+                shared.clone(),
+                "http://127.0.0.1:9",
+                Transport::Insecure,
+            ),
             l,
             s,
         )
     });
-    let mut config = Config::default_for(db.url(), shared.clone());
+    let mut config = Config::default_for(db.url(), shared.clone(), Transport::Insecure);
     config.seed = 7;
     config.fail_per_mille = 400;
     config.sync_reject_per_mille = 1000; // never applies to file rows
@@ -1170,7 +1183,7 @@ async fn transactions_name_their_refund(backend: Backend) {
         return;
     };
     let (clock, shared) = clock_at(10);
-    let mut config = Config::default_for(db.url(), shared);
+    let mut config = Config::default_for(db.url(), shared, Transport::Insecure);
     config.delay_min_secs = 60;
     config.delay_max_secs = 60;
     config.fail_per_mille = 0;

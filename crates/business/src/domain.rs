@@ -354,6 +354,7 @@ impl PeerVerdict {
             | InvalidAmount
             | UnsupportedCurrency
             | MalformedId
+            | MalformedRequest
             | TradeNotFound
             | RefundNotFound
             | MerchantNotFound
@@ -375,8 +376,11 @@ impl PeerVerdict {
             | PayoutReturned => PeerVerdict::Refused,
             // IDEMPOTENCY_CONFLICT means the peer holds other content under our refund id: a bug
             // or tampering that a human must look at; never guess, keep the refund where it is.
-            IdempotencyConflict | Unauthenticated | PermissionDenied | Unavailable | InProgress
-            | Storage | Internal => PeerVerdict::Retry,
+            // CALLER_NOT_ALLOWED: the deployment's certificates or allow-list are wrong; the peer
+            // did nothing, and will once an operator fixes them.
+            // REQUEST_TOO_LARGE from a peer: our own request was too big, a bug to look at.
+            IdempotencyConflict | Unauthenticated | PermissionDenied | CallerNotAllowed
+            | RequestTooLarge | Unavailable | InProgress | Storage | Internal => PeerVerdict::Retry,
         }
     }
 }

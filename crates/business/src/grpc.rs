@@ -64,6 +64,7 @@ use tuikuan_proto::refund::v1 as refund_pb;
 use tuikuan_proto::refund::v1::error_refund_service_client::ErrorRefundServiceClient;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 use tuikuan_proto::status::{grpc_err, peer_err};
+use tuikuan_proto::tls::Principal;
 
 use crate::domain::crypto::{CardKey, Sealer};
 use crate::domain::notify::{
@@ -117,6 +118,12 @@ pub struct Config {
     /// Empty = the public development key ([`crate::domain::crypto::DEV_CARD_KEY`]) with a loud
     /// warning at start; never in production.
     pub card_key: String,
+    /// Mutual TLS as `business` on the internal listener and towards peers (or plaintext, only
+    /// when the deployment says so).
+    pub transport: tuikuan_proto::tls::Transport,
+    /// The public listener's server certificate; `None` serves the merchant API in plaintext (for
+    /// a TLS-terminating proxy in front).
+    pub public_tls: Option<tuikuan_proto::tls::PublicTls>,
 }
 
 impl std::fmt::Debug for Config {
@@ -127,6 +134,8 @@ impl std::fmt::Debug for Config {
             .field("clearing_addr", &self.clearing_addr)
             .field("refund_addr", &self.refund_addr)
             .field("job_interval", &self.job_interval)
+            .field("transport", &self.transport)
+            .field("public_tls", &self.public_tls.is_some())
             .field(
                 "card_key",
                 &if self.card_key.is_empty() {
@@ -146,6 +155,7 @@ impl Config {
         clock: SharedClock,
         clearing_addr: impl Into<String>,
         refund_addr: impl Into<String>,
+        transport: tuikuan_proto::tls::Transport,
     ) -> Config {
         Config {
             database_url: database_url.into(),
@@ -154,6 +164,8 @@ impl Config {
             refund_addr: refund_addr.into(),
             job_interval: None,
             card_key: String::new(),
+            transport,
+            public_tls: None,
         }
     }
 
@@ -175,10 +187,12 @@ impl Config {
     }
 }
 
-/// Serves `MerchantService` and `BusinessAdminService` on `listener` until `shutdown` resolves.
+/// Serves `MerchantService` on the `public` listener and `BusinessAdminService` on the
+/// `internal` one until `shutdown` resolves.
 pub async fn serve(
     config: Config,
-    listener: tokio::net::TcpListener,
+    internal: tokio::net::TcpListener,
+    public: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let cipher = config.cipher()?;
@@ -191,13 +205,17 @@ pub async fn serve(
     if sealed > 0 {
         tracing::info!(sealed, "sealed payer card numbers stored in plaintext");
     }
-    let refund_channel = tuikuan_proto::client::channel(&config.refund_addr)?;
+    let refund_channel = config
+        .transport
+        .channel(Principal::Refund, &config.refund_addr)?;
     let svc = Business {
         db,
         clock: config.clock.clone(),
-        clearing: ClearingServiceClient::new(tuikuan_proto::client::channel(
-            &config.clearing_addr,
-        )?),
+        clearing: ClearingServiceClient::new(
+            config
+                .transport
+                .channel(Principal::Clearing, &config.clearing_addr)?,
+        ),
         refund: RefundServiceClient::new(refund_channel.clone()),
         error_refund: ErrorRefundServiceClient::new(refund_channel),
         cipher,
@@ -222,18 +240,24 @@ pub async fn serve(
             }
         })
     });
-    let routes = tonic::service::Routes::new(MerchantServiceServer::new(svc.clone()))
-        .add_service(BusinessAdminServiceServer::new(svc));
-    let result = tuikuan_proto::server::serve(
-        listener,
-        routes,
-        &[
-            <MerchantServiceServer<Business> as tonic::server::NamedService>::NAME,
-            <BusinessAdminServiceServer<Business> as tonic::server::NamedService>::NAME,
-        ],
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let public = tuikuan_proto::server::serve_public(
+        public,
+        config.public_tls.as_ref(),
+        tonic::service::Routes::new(MerchantServiceServer::new(svc.clone())),
+        &[<MerchantServiceServer<Business> as tonic::server::NamedService>::NAME],
+        shutdown.clone(),
+    );
+    let internal = tuikuan_proto::server::serve(
+        internal,
+        config.transport.clone(),
+        tonic::service::Routes::new(BusinessAdminServiceServer::new(svc)),
+        &[<BusinessAdminServiceServer<Business> as tonic::server::NamedService>::NAME],
         shutdown,
-    )
-    .await;
+    );
+    let result = futures::future::try_join(public, internal)
+        .await
+        .map(|_| ());
     if let Some(job) = job {
         job.abort();
     }

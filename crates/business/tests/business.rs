@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use tuikuan_business::{serve, Config};
+use tuikuan_business::Config;
 use tuikuan_db::testing::TestDb;
 use tuikuan_kernel::{Error, ErrorCode, ManualClock, SharedClock};
 use tuikuan_proto::business::v1 as pb;
@@ -30,6 +30,7 @@ use tuikuan_proto::refund::v1::error_refund_service_server::{
 use tuikuan_proto::refund::v1::refund_service_server::{RefundService, RefundServiceServer};
 use tuikuan_proto::server::{spawn, ServiceHandle};
 use tuikuan_proto::status::{from_status, to_status};
+use tuikuan_proto::tls::Transport;
 
 // -------------------------------------------------------------------------------------------------
 // Scripted peers
@@ -361,6 +362,7 @@ async fn spawn_peers(peers: &Peers) -> (ServiceHandle, ServiceHandle) {
     let clearing = spawn("127.0.0.1:0", move |listener, shutdown| {
         tuikuan_proto::server::serve(
             listener,
+            Transport::Insecure,
             tonic::service::Routes::new(ClearingServiceServer::new(c)),
             &[],
             shutdown,
@@ -372,6 +374,7 @@ async fn spawn_peers(peers: &Peers) -> (ServiceHandle, ServiceHandle) {
     let refund = spawn("127.0.0.1:0", move |listener, shutdown| {
         tuikuan_proto::server::serve(
             listener,
+            Transport::Insecure,
             tonic::service::Routes::new(RefundServiceServer::new(r.clone()))
                 .add_service(ErrorRefundServiceServer::new(r)),
             &[],
@@ -420,7 +423,46 @@ fn config(url: &str, clock: &ManualClock, clearing: String, refund: String) -> C
         refund_addr: refund,
         job_interval: None,
         card_key: TEST_CARD_KEY.to_string(),
+        transport: Transport::Insecure,
+        public_tls: None,
     }
+}
+
+/// Public listeners of the business instances started here, by internal address (the merchant
+/// API has a listener of its own).
+static PUBLIC: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// Serves the business layer on `internal` and on a public listener bound here, before the
+/// server task starts, so that [`public_url`] knows it at once. These clusters run plaintext:
+/// the drivers play several callers; mutual TLS and the caller allow-list are tested by the
+/// integration tests (tests/it/trust.rs).
+fn serve(
+    cfg: Config,
+    internal: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
+    let public = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the public listener");
+    public.set_nonblocking(true).expect("non-blocking");
+    PUBLIC.lock().unwrap().push((
+        format!("http://{}", internal.local_addr().unwrap()),
+        format!("http://{}", public.local_addr().unwrap()),
+    ));
+    async move {
+        let public = tokio::net::TcpListener::from_std(public).expect("public listener");
+        tuikuan_business::serve(cfg, internal, public, shutdown).await
+    }
+}
+
+/// The public listener of the business instance whose internal listener is `internal_url`.
+fn public_url(internal_url: &str) -> String {
+    PUBLIC
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(i, _)| i == internal_url)
+        .map(|(_, p)| p.clone())
+        .expect("a business instance started here")
 }
 
 async fn start_business(cfg: Config) -> ServiceHandle {
@@ -441,14 +483,15 @@ impl Env {
         let (clearing, refund) = spawn_peers(&peers).await;
         let business = start_business(config(url, &clock, clearing.url(), refund.url())).await;
         let channel = tuikuan_proto::client::channel(&business.url()).unwrap();
+        let public = tuikuan_proto::client::channel(&public_url(&business.url())).unwrap();
         let mut env = Env {
             clock,
             peers,
             clearing,
             refund,
             business,
-            admin: BusinessAdminServiceClient::new(channel.clone()),
-            merchant: MerchantServiceClient::new(channel),
+            admin: BusinessAdminServiceClient::new(channel),
+            merchant: MerchantServiceClient::new(public),
         };
         for (id, key) in [("mA", KEY_A), ("mB", KEY_B)] {
             env.admin
@@ -480,8 +523,10 @@ impl Env {
     /// Reconnects the clients to a new business instance.
     fn connect(&mut self, business: ServiceHandle) -> ServiceHandle {
         let channel = tuikuan_proto::client::channel(&business.url()).unwrap();
-        self.admin = BusinessAdminServiceClient::new(channel.clone());
-        self.merchant = MerchantServiceClient::new(channel);
+        self.admin = BusinessAdminServiceClient::new(channel);
+        self.merchant = MerchantServiceClient::new(
+            tuikuan_proto::client::channel(&public_url(&business.url())).unwrap(),
+        );
         std::mem::replace(&mut self.business, business)
     }
 
@@ -2287,6 +2332,7 @@ mod real_chain {
                     database_url: dbs.accounting.url().to_string(),
                     clock: shared.clone(),
                     job_interval: None,
+                    transport: Transport::Insecure,
                 };
                 spawn("127.0.0.1:0", move |l, s| {
                     tuikuan_accounting::serve(cfg, l, s)
@@ -2300,6 +2346,7 @@ mod real_chain {
                     clock: shared.clone(),
                     accounting_addr: accounting.url(),
                     job_interval: None,
+                    transport: Transport::Insecure,
                 };
                 spawn("127.0.0.1:0", move |l, s| {
                     tuikuan_clearing::serve(cfg, l, s)
@@ -2319,6 +2366,7 @@ mod real_chain {
                     clearing.url(),
                     closed_addr().await,
                     business_url.clone(),
+                    Transport::Insecure,
                 );
                 spawn_on(refund_listener, move |l, s| {
                     tuikuan_refund::serve(cfg, l, s)
@@ -2337,8 +2385,8 @@ mod real_chain {
             let biz = client_channel(&business_url);
             let mut chain = Chain {
                 clock,
-                admin: BusinessAdminServiceClient::new(biz.clone()),
-                merchant: MerchantServiceClient::new(biz),
+                admin: BusinessAdminServiceClient::new(biz),
+                merchant: MerchantServiceClient::new(client_channel(&public_url(&business_url))),
                 clearing_client: ClearingServiceClient::new(client_channel(&clearing.url())),
                 refund_client: RefundServiceClient::new(client_channel(&refund_url)),
                 ledger: AccountingServiceClient::new(client_channel(&accounting.url())),
@@ -2413,8 +2461,8 @@ mod real_chain {
             );
             let fresh = start_business(cfg).await;
             let biz = client_channel(&fresh.url());
-            self.admin = BusinessAdminServiceClient::new(biz.clone());
-            self.merchant = MerchantServiceClient::new(biz);
+            self.admin = BusinessAdminServiceClient::new(biz);
+            self.merchant = MerchantServiceClient::new(client_channel(&public_url(&fresh.url())));
             self.business_addr = fresh.url();
             self.business = Some(fresh);
         }

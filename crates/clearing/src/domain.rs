@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use tuikuan_kernel::echo;
 
 use rust_decimal::Decimal;
 use tuikuan_accounting::domain::{AccountKey, AccountType, Side};
@@ -55,11 +56,11 @@ pub fn parse_fee_rate(value: &str, field: &str) -> Result<Decimal, Error> {
     if value.len() > 20 || !value.chars().all(|c| c.is_ascii_digit() || c == '.') {
         return Err(Error::field(
             field,
-            format!("{value:?} is not a decimal rate"),
+            format!("{} is not a decimal rate", echo(value)),
         ));
     }
     let rate = Decimal::from_str_exact(value)
-        .map_err(|_| Error::field(field, format!("{value:?} is not a decimal rate")))?
+        .map_err(|_| Error::field(field, format!("{} is not a decimal rate", echo(value))))?
         .normalize();
     let max = Decimal::from_str_exact(MAX_FEE_RATE).unwrap_or(Decimal::ZERO);
     if rate.is_sign_negative() || rate > max {
@@ -86,7 +87,7 @@ pub fn parse_advance_limit(value: &str, field: &str) -> Result<Decimal, Error> {
     if value.is_empty() {
         return Ok(Decimal::ZERO);
     }
-    let not_amount = || Error::field(field, format!("{value:?} is not a decimal amount"));
+    let not_amount = || Error::field(field, format!("{} is not a decimal amount", echo(value)));
     if value.len() > 24 || !value.chars().all(|c| c.is_ascii_digit() || c == '.') {
         return Err(not_amount());
     }

@@ -46,6 +46,8 @@ pub struct Config {
     pub accounting_addr: String,
     /// How often the recovery job runs ([`Clearing::run_recovery`]); `None` disables it.
     pub job_interval: Option<Duration>,
+    /// Mutual TLS as `clearing` (or plaintext, only when the deployment says so).
+    pub transport: tuikuan_proto::tls::Transport,
 }
 
 /// Opens the database, runs migrations and serves `ClearingService` on `listener` until
@@ -73,6 +75,7 @@ pub async fn serve(
     });
     let result = tuikuan_proto::server::serve(
         listener,
+        config.transport.clone(),
         tonic::service::Routes::new(ClearingServiceServer::new(svc)),
         &[<ClearingServiceServer<Clearing> as tonic::server::NamedService>::NAME],
         shutdown,
@@ -119,7 +122,7 @@ impl Clearing {
     pub fn open(config: &Config) -> Result<Clearing, Error> {
         let db = Db::connect(&config.database_url, 8)?;
         db.migrate(MIGRATIONS)?;
-        let accounting = AccountingClient::connect(&config.accounting_addr)?;
+        let accounting = AccountingClient::connect(&config.transport, &config.accounting_addr)?;
         Ok(Clearing::new(db, config.clock.clone(), accounting))
     }
 
@@ -732,7 +735,10 @@ fn settle_from_wire(r: &pb::SettlePaymentRequest) -> Result<SettleRequest, Error
         "" => Money::zero(amount.currency()),
         s => {
             let value = rust_decimal::Decimal::from_str_exact(s).map_err(|_| {
-                Error::field("platform_subsidy", format!("{s:?} is not a decimal amount"))
+                Error::field(
+                    "platform_subsidy",
+                    format!("{} is not a decimal amount", tuikuan_kernel::echo(s)),
+                )
             })?;
             if value.is_zero() {
                 Money::zero(amount.currency())

@@ -1,7 +1,11 @@
 //! The clearing center end to end: a real accounting service and a real clearing service over
 //! gRPC, on SQLite and on PostgreSQL.
 
+// The driver plays several callers (business, refund, reconciliation, staff), so these
+// clusters run plaintext (`insecure_internal`); mutual TLS and the caller allow-list are tested
+// by the integration tests (tests/it/trust.rs).
 use std::sync::Arc;
+use tuikuan_proto::tls::Transport;
 
 use tonic::transport::Channel;
 use tonic::Code;
@@ -29,6 +33,7 @@ async fn start_accounting(bind: &str, url: &str) -> ServiceHandle {
         database_url: url.to_string(),
         clock: clock(),
         job_interval: None,
+        transport: Transport::Insecure,
     };
     tuikuan_proto::server::spawn(bind, move |l, s| tuikuan_accounting::serve(cfg, l, s))
         .await
@@ -41,6 +46,7 @@ fn clearing_config(url: &str, accounting_addr: &str) -> Config {
         clock: clock(),
         accounting_addr: accounting_addr.to_string(),
         job_interval: None,
+        transport: Transport::Insecure,
     }
 }
 
@@ -494,7 +500,8 @@ async fn insufficient_balance(acc: &str, clr: &str) {
         .await;
     env.settle("t1", "m1", "100.00").await.expect("settle");
     // The merchant's balance left (a withdrawal posted straight to the ledger).
-    let ledger = AccountingClient::connect(&env.accounting.url()).expect("client");
+    let ledger =
+        AccountingClient::connect(&Transport::Insecure, &env.accounting.url()).expect("client");
     let out = Money::parse("90.00", "CNY", "a").expect("amount");
     ledger
         .post(
@@ -1146,7 +1153,8 @@ impl Env {
 
     /// The merchant's money leaves outside the refund flow (a withdrawal posted to the ledger).
     async fn withdraw(&mut self, id: &str, merchant: &str, amount: &str) {
-        let ledger = AccountingClient::connect(&self.accounting.url()).expect("client");
+        let ledger = AccountingClient::connect(&Transport::Insecure, &self.accounting.url())
+            .expect("client");
         let out = Money::parse(amount, "CNY", "a").expect("amount");
         ledger
             .post(

@@ -18,11 +18,18 @@ pub enum ErrorCode {
     UnsupportedCurrency,
     /// An identifier has characters or a length that is not allowed.
     MalformedId,
+    /// The request could not be decoded (not the RPC's protobuf message).
+    MalformedRequest,
+    /// The request is larger than the listener accepts.
+    RequestTooLarge,
     // unauthenticated / permission_denied
     /// No credentials were given.
     Unauthenticated,
     /// The caller may not do this.
     PermissionDenied,
+    /// The calling service (named by its verified client certificate) is not on the RPC's caller
+    /// allow-list, or presented no identity the allow-list knows.
+    CallerNotAllowed,
     // not_found
     /// The trade does not exist (or belongs to another merchant).
     TradeNotFound,
@@ -84,6 +91,7 @@ pub mod grpc {
     pub const NOT_FOUND: i32 = 5;
     pub const ALREADY_EXISTS: i32 = 6;
     pub const PERMISSION_DENIED: i32 = 7;
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
     pub const FAILED_PRECONDITION: i32 = 9;
     pub const INTERNAL: i32 = 13;
     pub const UNAVAILABLE: i32 = 14;
@@ -97,8 +105,11 @@ impl ErrorCode {
         ErrorCode::InvalidAmount,
         ErrorCode::UnsupportedCurrency,
         ErrorCode::MalformedId,
+        ErrorCode::MalformedRequest,
+        ErrorCode::RequestTooLarge,
         ErrorCode::Unauthenticated,
         ErrorCode::PermissionDenied,
+        ErrorCode::CallerNotAllowed,
         ErrorCode::TradeNotFound,
         ErrorCode::RefundNotFound,
         ErrorCode::MerchantNotFound,
@@ -132,8 +143,11 @@ impl ErrorCode {
             ErrorCode::InvalidAmount => "INVALID_AMOUNT",
             ErrorCode::UnsupportedCurrency => "UNSUPPORTED_CURRENCY",
             ErrorCode::MalformedId => "MALFORMED_ID",
+            ErrorCode::MalformedRequest => "MALFORMED_REQUEST",
+            ErrorCode::RequestTooLarge => "REQUEST_TOO_LARGE",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::CallerNotAllowed => "CALLER_NOT_ALLOWED",
             ErrorCode::TradeNotFound => "TRADE_NOT_FOUND",
             ErrorCode::RefundNotFound => "REFUND_NOT_FOUND",
             ErrorCode::MerchantNotFound => "MERCHANT_NOT_FOUND",
@@ -170,11 +184,11 @@ impl ErrorCode {
     pub fn grpc_code(self) -> i32 {
         use ErrorCode::*;
         match self {
-            InvalidArgument | InvalidAmount | UnsupportedCurrency | MalformedId => {
-                grpc::INVALID_ARGUMENT
-            }
+            InvalidArgument | InvalidAmount | UnsupportedCurrency | MalformedId
+            | MalformedRequest => grpc::INVALID_ARGUMENT,
+            RequestTooLarge => grpc::RESOURCE_EXHAUSTED,
             Unauthenticated => grpc::UNAUTHENTICATED,
-            PermissionDenied => grpc::PERMISSION_DENIED,
+            PermissionDenied | CallerNotAllowed => grpc::PERMISSION_DENIED,
             TradeNotFound | RefundNotFound | MerchantNotFound | ChannelNotFound | DebitNotFound
             | SettlementNotFound | PayoutNotFound | NotFound => grpc::NOT_FOUND,
             IdempotencyConflict => grpc::ALREADY_EXISTS,
@@ -278,6 +292,7 @@ mod doc_tests {
                 grpc::NOT_FOUND => "NOT_FOUND",
                 grpc::ALREADY_EXISTS => "ALREADY_EXISTS",
                 grpc::PERMISSION_DENIED => "PERMISSION_DENIED",
+                grpc::RESOURCE_EXHAUSTED => "RESOURCE_EXHAUSTED",
                 grpc::FAILED_PRECONDITION => "FAILED_PRECONDITION",
                 grpc::INTERNAL => "INTERNAL",
                 grpc::UNAVAILABLE => "UNAVAILABLE",

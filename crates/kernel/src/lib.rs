@@ -9,6 +9,8 @@
 //! - [`card`]: payment-card numbers ([`CardNumber`]: digits, 12–19 long, Luhn; shown only masked);
 //! - [`seal`]: values sealed at rest (AES-256-GCM, `enc:v1:`) under the deployment's [`seal::CardKey`],
 //!   and the keyed hash matching card numbers without storing them;
+//! - [`echo`]: [`echo()`], the one way a request value goes into an error message or a log line
+//!   (quoted, capped, the cut marked);
 //! - [`error`]: [`Error`] with its stable [`ErrorCode`], the only error type that crosses a service boundary.
 //!
 //! The kernel depends on no database and no RPC framework.
@@ -17,6 +19,7 @@ pub mod bank_ref;
 pub mod calendar;
 pub mod card;
 pub mod clock;
+pub mod echo;
 pub mod error;
 pub mod id;
 pub mod money;
@@ -25,5 +28,6 @@ pub mod seal;
 pub use calendar::WorkingCalendar;
 pub use card::CardNumber;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use echo::echo;
 pub use error::{Error, ErrorCode, Result};
 pub use money::{Currency, Money};

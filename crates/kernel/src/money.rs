@@ -62,7 +62,7 @@ impl Currency {
                 } else {
                     Error::new(
                         ErrorCode::UnsupportedCurrency,
-                        format!("{field}: unsupported currency {code:?}"),
+                        format!("{field}: unsupported currency {}", crate::echo(code)),
                     )
                 }
             })
@@ -126,10 +126,13 @@ impl Money {
                 .chars()
                 .all(|c| c.is_ascii_digit() || c == '.' || c == '-' || c == '+')
         {
-            return Err(invalid(&format!("{amount:?} is not a decimal number")));
+            return Err(invalid(&format!(
+                "{} is not a decimal number",
+                crate::echo(amount)
+            )));
         }
         let value = Decimal::from_str_exact(amount)
-            .map_err(|_| invalid(&format!("{amount:?} is not a decimal number")))?;
+            .map_err(|_| invalid(&format!("{} is not a decimal number", crate::echo(amount))))?;
         if value <= Decimal::ZERO {
             return Err(invalid("must be greater than zero"));
         }

@@ -65,6 +65,8 @@ pub struct Config {
     /// Period of the payout cycle (which also retries undelivered updates); `None` runs it only
     /// through `RunPayoutCycle`.
     pub job_interval: Option<Duration>,
+    /// Mutual TLS as `payout` (or plaintext, only when the deployment says so).
+    pub transport: tuikuan_proto::tls::Transport,
 }
 
 impl Config {
@@ -72,6 +74,7 @@ impl Config {
         database_url: impl Into<String>,
         clock: SharedClock,
         bank_addr: impl Into<String>,
+        transport: tuikuan_proto::tls::Transport,
     ) -> Config {
         Config {
             database_url: database_url.into(),
@@ -79,6 +82,7 @@ impl Config {
             bank_addr: bank_addr.into(),
             refund_addr: None,
             job_interval: None,
+            transport,
         }
     }
 
@@ -97,10 +101,16 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let db = Db::connect(&config.database_url, 8)?;
     db.migrate(MIGRATIONS)?;
-    let bank = BankServiceClient::new(tuikuan_proto::client::channel(&config.bank_addr)?);
+    let bank = BankServiceClient::new(
+        config
+            .transport
+            .channel(tuikuan_proto::tls::Principal::Bank, &config.bank_addr)?,
+    );
     let refund = match config.refund_addr.as_deref() {
         Some(addr) if !addr.is_empty() => Some(RefundServiceClient::new(
-            tuikuan_proto::client::channel(addr)?,
+            config
+                .transport
+                .channel(tuikuan_proto::tls::Principal::Refund, addr)?,
         )),
         _ => None,
     };
@@ -139,6 +149,7 @@ pub async fn serve(
     let svc = PayoutSvc { center };
     let result = tuikuan_proto::server::serve(
         listener,
+        config.transport.clone(),
         tonic::service::Routes::new(PayoutServiceServer::new(svc)),
         &[<PayoutServiceServer<PayoutSvc> as tonic::server::NamedService>::NAME],
         shutdown,

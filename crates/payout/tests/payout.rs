@@ -1,7 +1,11 @@
 //! The payout center end to end with a real bank simulator, both served on port 0, on SQLite and
 //! on PostgreSQL.
 
+// The drivers play several callers (refund, payout, staff), so these clusters run plaintext
+// (`insecure_internal`); mutual TLS and the caller allow-list are tested by the integration
+// tests (tests/it/trust.rs).
 use std::sync::Arc;
+use tuikuan_proto::tls::Transport;
 
 use chrono::{Duration, NaiveDate};
 use tokio::net::TcpListener;
@@ -225,6 +229,7 @@ async fn start_recorder() -> (Recorder, tuikuan_proto::server::ServiceHandle) {
     let handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
         tuikuan_proto::server::serve(
             l,
+            Transport::Insecure,
             tonic::service::Routes::new(RefundServiceServer::new(svc)),
             &[],
             s,
@@ -266,7 +271,8 @@ impl Pair {
         let shared: SharedClock = Arc::new(clock.clone());
         let (payout_l, payout_url) = bind().await;
         let (bank_l, bank_url) = bind().await;
-        let mut bank_config = tuikuan_bank::Config::default_for(bank_db.url(), shared.clone());
+        let mut bank_config =
+            tuikuan_bank::Config::default_for(bank_db.url(), shared.clone(), Transport::Insecure);
         bank_config.delay_min_secs = 60;
         bank_config.delay_max_secs = 60;
         bank_config.fail_per_mille = 0;
@@ -274,8 +280,12 @@ impl Pair {
         bank_config.out_of_order_per_mille = 1000;
         bank_config.payout_callback_addr = Some(payout_url.clone());
         tune(&mut bank_config);
-        let mut payout_config =
-            tuikuan_payout::Config::new(payout_db.url(), shared, bank_url.clone());
+        let mut payout_config = tuikuan_payout::Config::new(
+            payout_db.url(),
+            shared,
+            bank_url.clone(),
+            Transport::Insecure,
+        );
         tune_payout(&mut payout_config);
         let running = vec![
             run(bank_l, |l, s| tuikuan_bank::serve(bank_config, l, s)),
@@ -617,7 +627,12 @@ async fn bank_down_then_up(backend: Backend) {
     drop(bank_l);
     let payout = run(payout_l, |l, s| {
         tuikuan_payout::serve(
-            tuikuan_payout::Config::new(db.url(), shared.clone(), bank_url.clone()),
+            tuikuan_payout::Config::new(
+                db.url(),
+                shared.clone(),
+                bank_url.clone(),
+                Transport::Insecure,
+            ),
             l,
             s,
         )
@@ -646,7 +661,7 @@ async fn bank_down_then_up(backend: Backend) {
 
     // The bank comes up on that address; the next cycle sends it, under the same id.
     let bank_l = TcpListener::bind(bank_addr).await.expect("rebind");
-    let mut config = tuikuan_bank::Config::default_for(bank_db.url(), shared);
+    let mut config = tuikuan_bank::Config::default_for(bank_db.url(), shared, Transport::Insecure);
     config.payout_callback_addr = Some(payout_url.clone());
     let bank = run(bank_l, |l, s| tuikuan_bank::serve(config, l, s));
     let r = client

@@ -16,11 +16,20 @@ pub fn channel(addr: &str) -> Result<Channel, Error> {
     } else {
         format!("http://{addr}")
     };
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| Error::field("peer address", format!("{addr:?}: {e}")))?
+    Ok(endpoint(&uri)?.connect_lazy())
+}
+
+/// An endpoint for `uri` with the connect and request timeouts and keep-alives of every channel.
+pub(crate) fn endpoint(uri: &str) -> Result<Endpoint, Error> {
+    Ok(Endpoint::from_shared(uri.to_string())
+        .map_err(|e| {
+            Error::field(
+                "peer address",
+                format!("{}: {e}", tuikuan_kernel::echo(uri)),
+            )
+        })?
         .connect_timeout(Duration::from_secs(3))
         .timeout(DEFAULT_REQUEST_TIMEOUT)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30));
-    Ok(endpoint.connect_lazy())
+        .http2_keep_alive_interval(Duration::from_secs(30)))
 }

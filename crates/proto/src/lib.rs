@@ -3,12 +3,21 @@
 //! Layout:
 //! - `accounting::v1`, `clearing::v1`, … : prost messages and tonic clients/servers;
 //! - [`status`]: the one table from [`tuikuan_kernel::ErrorCode`] to `tonic::Status` and back;
-//! - [`server`]: serve a service with the standard health and reflection services;
+//! - [`server`]: serve a listener (internal: mutual TLS and the caller allow-list; public: the
+//!   merchant API) with the standard health service and reflection of exactly its services
+//!   ([`reflection`]);
+//! - [`tls`]: service identities ([`tls::Principal`]), the verified [`tls::Caller`] extension,
+//!   credentials and transports; [`pki`]: making certificates (`rcgen`);
+//! - [`access`]: the one caller allow-list table and the tower layer enforcing it;
 //! - [`client`]: lazily connected channels with timeouts for peers.
 
+pub mod access;
 pub mod client;
+pub mod pki;
+pub mod reflection;
 pub mod server;
 pub mod status;
+pub mod tls;
 
 /// The encoded descriptor set of every tuikuan proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

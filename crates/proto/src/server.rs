@@ -1,22 +1,81 @@
-//! Serving a tuikuan service: its routes plus the standard gRPC health service (reporting SERVING
-//! for each named service and for the server as a whole) and gRPC reflection over every tuikuan
-//! proto, on a listener the caller bound (port 0 in tests), until `shutdown` resolves.
+//! Serving a tuikuan service on a listener the caller bound (port 0 in tests) until `shutdown`
+//! resolves: its routes, the standard gRPC health service (SERVING for each service of the
+//! listener and for the server as a whole) and gRPC reflection describing exactly the services of
+//! the listener.
+//!
+//! Two kinds of listener (see `docs/security.md`):
+//! - [`serve`]: an **internal** listener, under mutual TLS with the caller allow-list
+//!   ([`crate::access`]) unless the deployment chose plaintext ([`Transport::Insecure`]);
+//! - [`serve_public`]: the **public** listener of the merchant API, TLS when a server certificate
+//!   is configured, no client certificates.
 
 use std::future::Future;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tuikuan_kernel::Error;
 
-/// Serves `routes` with health and reflection until `shutdown` completes.
+use crate::access::{AccessLayer, Policy};
+use crate::tls::{PublicTls, Transport};
+
+/// The largest request a listener decodes (a reconciliation upload raises it for its service).
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Serves `routes` on an internal listener until `shutdown` completes: mutual TLS as the
+/// transport's identity with the caller allow-list, or plaintext (loudly) for
+/// [`Transport::Insecure`].
 ///
 /// `names` are the fully qualified gRPC service names in `routes` (`XServer::<T>::NAME`); each is
-/// reported SERVING on the health service.
+/// reported SERVING on the health service and listed by reflection.
 pub async fn serve(
     listener: TcpListener,
+    transport: Transport,
+    routes: Routes,
+    names: &[&str],
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let (tls, policy) = match transport.server_tls() {
+        Some(tls) => (Some(tls), Policy::Internal),
+        None => {
+            tracing::warn!(
+                addr = ?listener.local_addr().ok(),
+                services = ?names,
+                "INSECURE INTERNAL LISTENER: plaintext, no client certificates, NO CALLER CHECKS \
+                 (insecure_internal = true); anyone who reaches this port can call every RPC"
+            );
+            (None, Policy::Open)
+        }
+    };
+    serve_with(listener, tls, policy, routes, names, shutdown).await
+}
+
+/// Serves `routes` (the merchant API) on the public listener: TLS with `tls` when given, else
+/// plaintext (for a TLS-terminating proxy in front; logged at start).
+pub async fn serve_public(
+    listener: TcpListener,
+    tls: Option<&PublicTls>,
+    routes: Routes,
+    names: &[&str],
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    if tls.is_none() {
+        tracing::warn!(
+            addr = ?listener.local_addr().ok(),
+            "public listener without TLS: put a TLS-terminating proxy in front, or set \
+             tls.public_cert and tls.public_key"
+        );
+    }
+    let tls = tls.map(PublicTls::server_tls);
+    serve_with(listener, tls, Policy::Open, routes, names, shutdown).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    tls: Option<ServerTlsConfig>,
+    policy: Policy,
     routes: Routes,
     names: &[&str],
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -30,13 +89,14 @@ pub async fn serve(
     reporter
         .set_service_status("", ServingStatus::Serving)
         .await;
+    let descriptors = crate::reflection::descriptor_set_of(names)?;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(&descriptors)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::internal(format!("reflection: {e}")))?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(&descriptors)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| Error::internal(format!("reflection: {e}")))?;
@@ -45,9 +105,15 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let addr = listener.local_addr().ok();
-    tracing::info!(?addr, services = ?names, "serving");
-    Server::builder()
-        .tcp_nodelay(true)
+    tracing::info!(?addr, services = ?names, tls = tls.is_some(), ?policy, "serving");
+    let mut builder = Server::builder().tcp_nodelay(true);
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::field("tls", format!("server certificate: {e}")))?;
+    }
+    builder
+        .layer(AccessLayer { policy })
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

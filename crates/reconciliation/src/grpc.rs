@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tuikuan_proto::tls::Principal;
 
 use chrono::NaiveDate;
 use tonic::transport::Channel;
@@ -66,6 +67,8 @@ pub struct Config {
     pub channel_formats: HashMap<String, String>,
     /// channel → cross-day window in days for platform-only refunds (default 1).
     pub suspense_days: HashMap<String, u32>,
+    /// Mutual TLS as `reconciliation` (or plaintext, only when the deployment says so).
+    pub transport: tuikuan_proto::tls::Transport,
 }
 
 /// Serves the reconciliation center on `listener` until `shutdown` resolves.
@@ -99,6 +102,7 @@ pub async fn serve(
     let svc = ReconciliationSvc { engine };
     let result = tuikuan_proto::server::serve(
         listener,
+        config.transport.clone(),
         tonic::service::Routes::new(
             ReconciliationServiceServer::new(svc)
                 .max_decoding_message_size(MAX_FILE_BYTES + 64 * 1024)
@@ -140,12 +144,22 @@ pub struct GrpcPeers {
 impl GrpcPeers {
     pub fn connect(config: &Config) -> Result<GrpcPeers> {
         Ok(GrpcPeers {
-            bank: BankServiceClient::new(tuikuan_proto::client::channel(&config.bank_addr)?)
-                .max_decoding_message_size(MAX_FILE_BYTES + 64 * 1024),
-            refund: RefundServiceClient::new(tuikuan_proto::client::channel(&config.refund_addr)?),
-            clearing: ClearingServiceClient::new(tuikuan_proto::client::channel(
-                &config.clearing_addr,
-            )?),
+            bank: BankServiceClient::new(
+                config
+                    .transport
+                    .channel(Principal::Bank, &config.bank_addr)?,
+            )
+            .max_decoding_message_size(MAX_FILE_BYTES + 64 * 1024),
+            refund: RefundServiceClient::new(
+                config
+                    .transport
+                    .channel(Principal::Refund, &config.refund_addr)?,
+            ),
+            clearing: ClearingServiceClient::new(
+                config
+                    .transport
+                    .channel(Principal::Clearing, &config.clearing_addr)?,
+            ),
         })
     }
 }

@@ -41,7 +41,10 @@ impl ReportFormat {
             "xlsx" => Ok(ReportFormat::Xlsx),
             other => Err(Error::field(
                 "format",
-                format!("expected csv or xlsx, found {other:?}"),
+                format!(
+                    "expected csv or xlsx, found {}",
+                    tuikuan_kernel::echo(other)
+                ),
             )),
         }
     }

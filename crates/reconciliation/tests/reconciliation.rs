@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use tuikuan_proto::pki::{test_channel, test_transport};
+use tuikuan_proto::tls::Principal;
 
 use chrono::NaiveDate;
 use sha2::{Digest, Sha256};
@@ -529,6 +531,7 @@ impl Harness {
         let bank_handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |listener, shutdown| {
             tuikuan_proto::server::serve(
                 listener,
+                test_transport(Principal::Bank),
                 tonic::service::Routes::new(BankServiceServer::new(bank_svc)),
                 &[],
                 shutdown,
@@ -541,6 +544,7 @@ impl Harness {
             tuikuan_proto::server::spawn("127.0.0.1:0", move |listener, shutdown| {
                 tuikuan_proto::server::serve(
                     listener,
+                    test_transport(Principal::Refund),
                     tonic::service::Routes::new(RefundServiceServer::new(refund_svc)),
                     &[],
                     shutdown,
@@ -552,6 +556,7 @@ impl Harness {
             database_url: acc_db.url().to_string(),
             clock: shared.clone(),
             job_interval: None,
+            transport: test_transport(Principal::Accounting),
         };
         let acc_handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
             tuikuan_accounting::serve(acc_cfg, l, s)
@@ -563,6 +568,7 @@ impl Harness {
             clock: shared.clone(),
             accounting_addr: acc_handle.url(),
             job_interval: None,
+            transport: test_transport(Principal::Clearing),
         };
         let clr_handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
             tuikuan_clearing::serve(clr_cfg, l, s)
@@ -582,18 +588,23 @@ impl Harness {
                 ("wechat".to_string(), "wechat".to_string()),
             ]),
             suspense_days: HashMap::from([("slowbank".to_string(), 2)]),
+            transport: test_transport(Principal::Reconciliation),
         };
         let handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |listener, shutdown| {
             serve(config, listener, shutdown)
         })
         .await
         .unwrap();
-        let client = ReconciliationServiceClient::new(
-            tuikuan_proto::client::channel(&handle.url()).unwrap(),
-        );
-        let accounting = AccountingServiceClient::new(
-            tuikuan_proto::client::channel(&acc_handle.url()).unwrap(),
-        );
+        let client = ReconciliationServiceClient::new(test_channel(
+            Principal::Ctl,
+            Principal::Reconciliation,
+            &handle.url(),
+        ));
+        let accounting = AccountingServiceClient::new(test_channel(
+            Principal::Ctl,
+            Principal::Accounting,
+            &acc_handle.url(),
+        ));
         Some(Harness {
             bank,
             refund,

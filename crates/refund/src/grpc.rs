@@ -11,6 +11,7 @@ pub mod control;
 
 use std::sync::Arc;
 use std::time::Duration;
+use tuikuan_proto::tls::Principal;
 
 use chrono::NaiveDate;
 use tonic::transport::Channel as Transport;
@@ -83,6 +84,8 @@ pub struct Config {
     /// variable (64 hex digits; an invalid value stops startup), else the public development key
     /// with a loud warning (never in production). Its `Debug` is redacted.
     pub card_key: Option<CardKey>,
+    /// Mutual TLS as `refund` (or plaintext, only when the deployment says so).
+    pub transport: tuikuan_proto::tls::Transport,
 }
 
 impl Config {
@@ -94,6 +97,7 @@ impl Config {
         clearing_addr: impl Into<String>,
         bank_addr: impl Into<String>,
         business_addr: impl Into<String>,
+        transport: tuikuan_proto::tls::Transport,
     ) -> Config {
         Config {
             database_url: database_url.into(),
@@ -106,6 +110,7 @@ impl Config {
             job_interval: None,
             batch_size: DEFAULT_BATCH_SIZE,
             card_key: None,
+            transport,
         }
     }
 
@@ -162,6 +167,7 @@ pub async fn serve(
         .add_service(RefundControlServiceServer::new(center));
     let result = tuikuan_proto::server::serve(
         listener,
+        config.transport.clone(),
         routes,
         &[
             <RefundServiceServer<RefundCenter> as tonic::server::NamedService>::NAME,
@@ -282,21 +288,31 @@ impl RefundCenter {
         let payout = if config.payout_addr.is_empty() {
             None
         } else {
-            Some(PayoutServiceClient::new(tuikuan_proto::client::channel(
-                &config.payout_addr,
-            )?))
+            Some(PayoutServiceClient::new(
+                config
+                    .transport
+                    .channel(Principal::Payout, &config.payout_addr)?,
+            ))
         };
         Ok(RefundCenter {
             db,
             clock: config.clock.clone(),
             calendar: Arc::new(config.calendar.clone()),
-            clearing: ClearingServiceClient::new(tuikuan_proto::client::channel(
-                &config.clearing_addr,
-            )?),
-            bank: BankServiceClient::new(tuikuan_proto::client::channel(&config.bank_addr)?),
-            business: BusinessAdminServiceClient::new(tuikuan_proto::client::channel(
-                &config.business_addr,
-            )?),
+            clearing: ClearingServiceClient::new(
+                config
+                    .transport
+                    .channel(Principal::Clearing, &config.clearing_addr)?,
+            ),
+            bank: BankServiceClient::new(
+                config
+                    .transport
+                    .channel(Principal::Bank, &config.bank_addr)?,
+            ),
+            business: BusinessAdminServiceClient::new(
+                config
+                    .transport
+                    .channel(Principal::Business, &config.business_addr)?,
+            ),
             payout,
             batch_size: config.batch_size.clamp(1, MAX_LIST_LIMIT),
             vault: Arc::new(Sealer::new(&resolve_key(config.card_key.as_ref())?)),
@@ -1133,7 +1149,10 @@ impl RefundCenter {
             .ok_or_else(|| {
                 Error::new(
                     ErrorCode::RefundNotFound,
-                    format!("no refund attempt with bank reference {bank_reference_id:?}"),
+                    format!(
+                        "no refund attempt with bank reference {}",
+                        tuikuan_kernel::echo(bank_reference_id)
+                    ),
                 )
             })?;
         self.reread(&refund_id).await

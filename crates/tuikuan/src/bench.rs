@@ -12,9 +12,8 @@ use tuikuan_proto::business::v1 as biz;
 use tuikuan_proto::clearing::v1 as clr;
 use tuikuan_proto::refund::v1 as rfd;
 
-use crate::clients::Clients;
 use crate::cluster::Cluster;
-use crate::config::{DeploymentConfig, Service};
+use crate::config::Service;
 
 /// One line describing the machine: CPU model, cores, memory.
 pub fn hardware() -> String {
@@ -133,15 +132,8 @@ pub const GRPC_CALLS_PER_REFUND: u32 = 5;
 /// compared with bare tonic unary round trips on the same machine.
 pub async fn chain(options: ChainOptions) -> anyhow::Result<String> {
     let tmp = tempfile::tempdir()?;
-    let mut config = DeploymentConfig {
-        data_dir: tmp.path().to_path_buf(),
-        database_url: options.database_url.clone(),
-        job_interval_ms: 0,
-        ..DeploymentConfig::default()
-    };
-    for s in Service::ALL {
-        config.ports.insert(s.name().to_string(), 0);
-    }
+    let mut config = crate::local::throwaway_config(tmp.path(), &crate::local::fresh_pki()?)?;
+    config.database_url = options.database_url.clone();
     let clock = ManualClock::at_business(crate::demo::demo_start_date(), 10);
     let cluster = Cluster::start(config, Arc::new(clock.clone()), &[]).await?;
     let result = chain_on(&cluster, &clock, &options).await;
@@ -154,7 +146,7 @@ async fn chain_on(
     clock: &ManualClock,
     options: &ChainOptions,
 ) -> anyhow::Result<String> {
-    let mut c = Clients::connect(|s| cluster.url(s))?;
+    let mut c = cluster.clients()?;
     c.refund
         .upsert_channel(rfd::Channel {
             code: "BENCH".into(),
@@ -237,7 +229,13 @@ async fn chain_on(
 
     // Bare unary round trips: the health check of the business service, same concurrency.
     let health = tonic_health::pb::health_client::HealthClient::new(
-        tuikuan_proto::client::channel(&cluster.url(Service::Business))?,
+        cluster
+            .config()
+            .transport(tuikuan_proto::tls::Principal::Ctl)?
+            .channel(
+                tuikuan_proto::tls::Principal::Business,
+                &cluster.url(Service::Business),
+            )?,
     );
     let bare_total = (options.refunds * GRPC_CALLS_PER_REFUND as usize).clamp(5_000, 100_000);
     let bare = drive(bare_total, options.concurrency, move |_| {
@@ -306,18 +304,20 @@ pub struct LedgerOptions {
 /// Ledger postings per second through the accounting service's batch call.
 pub async fn ledger(options: LedgerOptions) -> anyhow::Result<String> {
     let tmp = tempfile::tempdir()?;
-    let mut config = DeploymentConfig {
-        data_dir: tmp.path().to_path_buf(),
-        database_url: options.database_url.clone(),
-        job_interval_ms: 0,
-        ..DeploymentConfig::default()
-    };
-    config.ports.insert("accounting".into(), 0);
+    let mut config = crate::local::throwaway_config(tmp.path(), &crate::local::fresh_pki()?)?;
+    config.database_url = options.database_url.clone();
     let clock = ManualClock::at_business(crate::demo::demo_start_date(), 10);
     let cluster = Cluster::start(config, Arc::new(clock), &[Service::Accounting]).await?;
     let client =
         tuikuan_proto::accounting::v1::accounting_service_client::AccountingServiceClient::new(
-            tuikuan_proto::client::channel(&cluster.url(Service::Accounting))?,
+            // The benchmark stands in for the clearing center, the one caller of PostBatch.
+            cluster
+                .config()
+                .transport(tuikuan_proto::tls::Principal::Clearing)?
+                .channel(
+                    tuikuan_proto::tls::Principal::Accounting,
+                    &cluster.url(Service::Accounting),
+                )?,
         );
     let account = |t: acc::AccountType, owner: &str| acc::Account {
         r#type: t as i32,

@@ -394,6 +394,8 @@ struct Procs {
     logs: PathBuf,
     ports: BTreeMap<Service, u16>,
     children: BTreeMap<Service, Child>,
+    /// The staff client's transport (mutual TLS as `ctl`), for health checks and staff calls.
+    ctl: tuikuan_proto::tls::Transport,
 }
 
 impl Procs {
@@ -486,7 +488,8 @@ async fn wait_healthy(procs: &Mutex<Procs>, s: Service, within: Duration) -> any
     let deadline = Instant::now() + within;
     loop {
         procs.lock().await.check_alive(s)?;
-        if let Ok(channel) = tuikuan_proto::client::channel(&url) {
+        let channel = procs.lock().await.ctl.channel(s.principal(), &url);
+        if let Ok(channel) = channel {
             let answer = HealthClient::new(channel)
                 .check(HealthCheckRequest {
                     service: String::new(),
@@ -540,8 +543,10 @@ fn config_text(
     proxies: &BTreeMap<Service, u16>,
     seed: u64,
     database_url: Option<&str>,
+    public_port: u16,
 ) -> String {
     let mut s = String::new();
+    s.push_str(&format!("public_port = {public_port}\n"));
     s.push_str(&format!(
         "data_dir = {:?}\n",
         data_dir.display().to_string()
@@ -565,6 +570,15 @@ fn config_text(
             s.push_str(&format!("{} = \"http://127.0.0.1:{port}\"\n", svc.name()));
         }
     }
+    // Certificates next to the data directory (written by `run`); the proxies are plain TCP, and
+    // clients verify each service by its identity's server name, not by the address dialled.
+    let certs = data_dir.with_file_name("certs");
+    s.push_str(&format!(
+        "[tls]\ndir = {:?}\npublic_cert = {:?}\npublic_key = {:?}\n",
+        certs.display().to_string(),
+        certs.join("merchant-api.pem").display().to_string(),
+        certs.join("merchant-api-key.pem").display().to_string()
+    ));
     s.push_str(&format!(
         "[bank]\nseed = {seed}\ndelay_min_secs = 0\ndelay_max_secs = 2\nfail_per_mille = 100\nduplicate_callback_per_mille = 100\nout_of_order_per_mille = 100\nreturn_per_mille = 30\nreturn_delay_secs = 2\n"
     ));
@@ -663,10 +677,14 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let clock = SystemClock;
     let calendar = root.join("calendar.toml");
     std::fs::write(&calendar, calendar_text(clock.today())).context("write calendar")?;
-    let ports: BTreeMap<Service, u16> = Service::ALL
-        .into_iter()
-        .zip(free_ports(Service::ALL.len())?)
-        .collect();
+    let mut free = free_ports(Service::ALL.len() + 1)?;
+    let public_port = free.pop().context("a free port")?;
+    let ports: BTreeMap<Service, u16> = Service::ALL.into_iter().zip(free).collect();
+    let pki = crate::local::fresh_pki()?;
+    let certs = root.join("certs");
+    pki.write(&certs, true)
+        .map_err(|e| anyhow::anyhow!(e.message))
+        .context("certificates")?;
     let net_stats = Arc::new(NetCounters::default());
     let mut proxy_ports = BTreeMap::new();
     let mut proxy_tasks = Vec::new();
@@ -697,6 +715,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
             &proxy_ports,
             options.seed,
             options.database_url.as_deref(),
+            public_port,
         ),
     )
     .context("write config")?;
@@ -712,6 +731,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         logs,
         ports,
         children: BTreeMap::new(),
+        ctl: pki.transport(tuikuan_proto::tls::Principal::Ctl),
     }));
     {
         let mut p = procs.lock().await;
@@ -728,7 +748,12 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
     ));
     let clients = {
         let p = procs.lock().await;
-        Clients::connect(|s| p.url(s))?
+        Clients::connect(
+            &p.ctl,
+            |s| p.url(s),
+            &format!("https://127.0.0.1:{public_port}"),
+            Some(&pki.ca.cert_pem),
+        )?
     };
     let retries = Arc::new(AtomicUsize::new(0));
     seed(&clients).await?;

@@ -1,4 +1,7 @@
 //! Typed clients for every service of a deployment, for the demo, `ctl` commands and tests.
+//!
+//! Internal services are reached under the transport given (mutual TLS as `ctl` for staff tools);
+//! the merchant API on the public listener, with the merchant's API key and no certificate.
 
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -16,7 +19,23 @@ use tuikuan_proto::refund::v1::batch_service_client::BatchServiceClient;
 use tuikuan_proto::refund::v1::refund_control_service_client::RefundControlServiceClient;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 
-use crate::config::Service;
+use tuikuan_proto::tls::Transport;
+
+use crate::config::{DeploymentConfig, Service};
+
+impl Clients {
+    /// The deployment's services as the staff client `ctl` (`tuikuan ctl`, `tuikuan audit`).
+    pub fn for_deployment(config: &DeploymentConfig) -> anyhow::Result<Clients> {
+        let transport = config.transport(tuikuan_proto::tls::Principal::Ctl)?;
+        let public_ca = config.public_ca()?;
+        Clients::connect(
+            &transport,
+            |s| config.peer_addr(s),
+            &config.public_url(),
+            public_ca.as_deref(),
+        )
+    }
+}
 
 /// Adds `authorization: Bearer <api key>` to every merchant call.
 #[derive(Clone)]
@@ -65,25 +84,31 @@ pub struct Clients {
     pub payout: PayoutServiceClient<Channel>,
     pub reconciliation: ReconciliationServiceClient<Channel>,
     pub bank: BankServiceClient<Channel>,
-    business_channel: Channel,
+    /// The public listener (merchant API).
+    public_channel: Channel,
 }
 
 impl Clients {
-    /// Clients for the services at `url(service)`.
-    pub fn connect(url: impl Fn(Service) -> String) -> anyhow::Result<Clients> {
-        let ch = |s: Service| tuikuan_proto::client::channel(&url(s));
-        let business_channel = ch(Service::Business)?;
+    /// Clients for the internal services at `url(service)` under `transport`, and for the
+    /// merchant API at `public_url` (HTTPS verified against `public_ca` when given).
+    pub fn connect(
+        transport: &Transport,
+        url: impl Fn(Service) -> String,
+        public_url: &str,
+        public_ca: Option<&str>,
+    ) -> anyhow::Result<Clients> {
+        let ch = |s: Service| transport.channel(s.principal(), &url(s));
         Ok(Clients {
             accounting: AccountingServiceClient::new(ch(Service::Accounting)?),
             clearing: ClearingServiceClient::new(ch(Service::Clearing)?),
-            business: BusinessAdminServiceClient::new(business_channel.clone()),
+            business: BusinessAdminServiceClient::new(ch(Service::Business)?),
             refund: RefundServiceClient::new(ch(Service::Refund)?),
             batch: BatchServiceClient::new(ch(Service::Refund)?),
             control: RefundControlServiceClient::new(ch(Service::Refund)?),
             payout: PayoutServiceClient::new(ch(Service::Payout)?),
             reconciliation: ReconciliationServiceClient::new(ch(Service::Reconciliation)?),
             bank: BankServiceClient::new(ch(Service::Bank)?),
-            business_channel,
+            public_channel: tuikuan_proto::tls::public_channel(public_url, public_ca)?,
         })
     }
 
@@ -92,7 +117,7 @@ impl Clients {
         let value = MetadataValue::try_from(format!("Bearer {api_key}"))
             .map_err(|_| anyhow::anyhow!("api key: not a valid header value"))?;
         Ok(MerchantServiceClient::with_interceptor(
-            self.business_channel.clone(),
+            self.public_channel.clone(),
             BearerAuth { value },
         ))
     }

@@ -4,6 +4,10 @@
 //! started knowing its peers' real addresses, then starts the services, each on its own port and
 //! each talking to the others over real gRPC. `tuikuan up`, `tuikuan serve`, the demo and the
 //! integration tests all start services through here.
+//!
+//! Every service has an internal listener (mutual TLS with its certificate from `tls.dir`, or
+//! plaintext with `tls.insecure_internal`); the business layer also has the public listener of
+//! the merchant API ([`Cluster::public_url`]).
 
 use std::collections::BTreeMap;
 
@@ -13,6 +17,7 @@ use tokio::net::TcpListener;
 use tuikuan_kernel::seal::CardKey;
 use tuikuan_kernel::SharedClock;
 use tuikuan_proto::server::{spawn_on, ServiceHandle};
+use tuikuan_proto::tls::{Principal, PublicTls, Transport};
 
 use crate::config::{DeploymentConfig, Service};
 
@@ -24,12 +29,19 @@ pub struct Cluster {
     clock: SharedClock,
     addrs: BTreeMap<Service, String>,
     handles: BTreeMap<Service, ServiceHandle>,
+    transports: BTreeMap<Service, Transport>,
+    public_tls: Option<PublicTls>,
+    /// The public listener's address (`host:port`), once bound.
+    public_addr: Option<std::net::SocketAddr>,
+    /// The public listener bound by `start`, until the business layer takes it.
+    public_listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
             .field("addrs", &self.addrs)
+            .field("public_addr", &self.public_addr)
             .finish()
     }
 }
@@ -50,6 +62,27 @@ impl Cluster {
         };
         let mut listeners = BTreeMap::new();
         let mut addrs = BTreeMap::new();
+        let mut transports = BTreeMap::new();
+        for service in &services {
+            transports.insert(*service, config.transport(service.principal())?);
+        }
+        if config.tls.insecure_internal {
+            tracing::warn!(
+                "tls.insecure_internal = true: INTERNAL LISTENERS ARE PLAINTEXT, with no client \
+                 certificates and NO CALLER CHECKS; never where anything else reaches the ports"
+            );
+        }
+        let public_tls = config.public_tls()?;
+        let mut public_listener = None;
+        let mut public_addr = None;
+        if services.contains(&Service::Business) {
+            let bind = config.public_bind_addr();
+            let listener = TcpListener::bind(&bind)
+                .await
+                .with_context(|| format!("public listener: cannot bind {bind}"))?;
+            public_addr = Some(listener.local_addr()?);
+            public_listener = Some(listener);
+        }
         for service in Service::ALL {
             if services.contains(&service) {
                 let bind = config.bind_addr(service);
@@ -70,6 +103,10 @@ impl Cluster {
             clock,
             addrs,
             handles: BTreeMap::new(),
+            transports,
+            public_tls,
+            public_addr,
+            public_listener,
         };
         for (service, listener) in listeners {
             cluster.launch(service, listener)?;
@@ -78,12 +115,25 @@ impl Cluster {
     }
 
     fn launch(&mut self, service: Service, listener: TcpListener) -> anyhow::Result<()> {
-        let config = self.config.clone();
-        let card_key = self.card_key.clone();
-        let clock = self.clock.clone();
-        let addrs = self.addrs.clone();
+        let public = if service == Service::Business {
+            Some(match self.public_listener.take() {
+                Some(l) => l,
+                None => self.rebind_public()?,
+            })
+        } else {
+            None
+        };
+        let env = ServiceEnv {
+            config: self.config.clone(),
+            card_key: self.card_key.clone(),
+            clock: self.clock.clone(),
+            addrs: self.addrs.clone(),
+            transport: self.transports[&service].clone(),
+            public_tls: self.public_tls.clone(),
+            public,
+        };
         let handle = spawn_on(listener, move |listener, shutdown| {
-            run_service(service, config, card_key, clock, addrs, listener, shutdown)
+            run_service(service, env, listener, shutdown)
         })
         .with_context(|| format!("{}: cannot start", service.name()))?;
         tracing::info!(service = service.name(), addr = %handle.addr, "started");
@@ -91,9 +141,53 @@ impl Cluster {
         Ok(())
     }
 
-    /// The address (`http://host:port`) of a service.
+    /// Binds the public listener again on its address (after a restart of the business layer).
+    fn rebind_public(&self) -> anyhow::Result<TcpListener> {
+        let addr = self.public_addr.context("public listener: never bound")?;
+        let std = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("public listener: cannot bind {addr} again"))?;
+        std.set_nonblocking(true)?;
+        Ok(TcpListener::from_std(std)?)
+    }
+
+    /// The address (`http://host:port`) of a service's internal listener.
     pub fn url(&self, service: Service) -> String {
         self.addrs.get(&service).cloned().unwrap_or_default()
+    }
+
+    /// The public listener (the merchant API): `https://…` when it has a certificate.
+    pub fn public_url(&self) -> String {
+        match self.public_addr {
+            Some(addr) => {
+                let scheme = if self.public_tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{addr}")
+            }
+            None => self.config.public_url(),
+        }
+    }
+
+    /// Clients of every service as the staff client `ctl`, with its certificate.
+    pub fn clients(&self) -> anyhow::Result<crate::clients::Clients> {
+        self.clients_as(Principal::Ctl)
+    }
+
+    /// Clients of every service as `identity` (tests and tools that stand in for a service).
+    pub fn clients_as(&self, identity: Principal) -> anyhow::Result<crate::clients::Clients> {
+        let transport = self.config.transport(identity)?;
+        let public_ca = match &self.public_tls {
+            Some(_) => self.config.public_ca()?,
+            None => None,
+        };
+        crate::clients::Clients::connect(
+            &transport,
+            |s| self.url(s),
+            &self.public_url(),
+            public_ca.as_deref(),
+        )
     }
 
     pub fn clock(&self) -> SharedClock {
@@ -184,6 +278,36 @@ impl Cluster {
     }
 }
 
+/// The listeners of a running cluster, one line each, public first: what `tuikuan up` and
+/// `tuikuan serve` print.
+pub fn listener_table(cluster: &Cluster) -> String {
+    let mut out = String::new();
+    let running = cluster.running();
+    if running.contains(&Service::Business) {
+        out.push_str(&format!(
+            "{:<9} {:<15} {:<28} {}\n",
+            "public",
+            "business",
+            cluster.public_url(),
+            "tuikuan.business.v1.MerchantService (merchants, API key)"
+        ));
+    }
+    let internal = if cluster.config().tls.insecure_internal {
+        "PLAINTEXT, no caller checks (insecure_internal)"
+    } else {
+        "mutual TLS, caller allow-list"
+    };
+    for s in running {
+        out.push_str(&format!(
+            "{:<9} {:<15} {:<28} {internal}\n",
+            "internal",
+            s.name(),
+            cluster.url(s).trim_start_matches("http://")
+        ));
+    }
+    out
+}
+
 /// The deployment's card key, shared by the business layer and the refund center: unset or blank
 /// is `None` (each service then falls back to the public development key, loudly); anything else
 /// must be 64 hex digits — an invalid key stops startup rather than silently using the
@@ -197,15 +321,33 @@ fn card_key(config: &DeploymentConfig) -> anyhow::Result<Option<CardKey>> {
     }
 }
 
-fn run_service(
-    service: Service,
+/// What a service needs from the deployment to start.
+struct ServiceEnv {
     config: DeploymentConfig,
     card_key: Option<CardKey>,
     clock: SharedClock,
     addrs: BTreeMap<Service, String>,
+    transport: Transport,
+    public_tls: Option<PublicTls>,
+    /// The business layer's public listener.
+    public: Option<TcpListener>,
+}
+
+fn run_service(
+    service: Service,
+    env: ServiceEnv,
     listener: TcpListener,
     shutdown: BoxFuture<'static, ()>,
 ) -> BoxFuture<'static, Result<(), tuikuan_kernel::Error>> {
+    let ServiceEnv {
+        config,
+        card_key,
+        clock,
+        addrs,
+        transport,
+        public_tls,
+        public,
+    } = env;
     let db = config.database_url(service);
     let jobs = config.job_interval();
     // Validated when the configuration was loaded; an unreadable calendar falls back to weekends.
@@ -217,6 +359,7 @@ fn run_service(
                 database_url: db,
                 clock,
                 job_interval: jobs,
+                transport,
             };
             Box::pin(tuikuan_accounting::serve(cfg, listener, shutdown))
         }
@@ -226,6 +369,7 @@ fn run_service(
                 clock,
                 accounting_addr: peer(Service::Accounting),
                 job_interval: jobs,
+                transport,
             };
             Box::pin(tuikuan_clearing::serve(cfg, listener, shutdown))
         }
@@ -243,8 +387,17 @@ fn run_service(
                     .map(str::trim)
                     .unwrap_or_default()
                     .to_string(),
+                transport,
+                public_tls,
             };
-            Box::pin(tuikuan_business::serve(cfg, listener, shutdown))
+            let Some(public) = public else {
+                return Box::pin(async {
+                    Err(tuikuan_kernel::Error::internal(
+                        "business: no public listener",
+                    ))
+                });
+            };
+            Box::pin(tuikuan_business::serve(cfg, listener, public, shutdown))
         }
         Service::Refund => {
             let cfg = tuikuan_refund::Config {
@@ -258,6 +411,7 @@ fn run_service(
                 batch_size: 200,
                 calendar,
                 card_key,
+                transport,
             };
             Box::pin(tuikuan_refund::serve(cfg, listener, shutdown))
         }
@@ -268,6 +422,7 @@ fn run_service(
                 bank_addr: peer(Service::Bank),
                 refund_addr: Some(peer(Service::Refund)),
                 job_interval: jobs,
+                transport,
             };
             Box::pin(tuikuan_payout::serve(cfg, listener, shutdown))
         }
@@ -290,12 +445,13 @@ fn run_service(
                     .iter()
                     .map(|(k, v)| (k.clone(), *v))
                     .collect(),
+                transport,
             };
             Box::pin(tuikuan_reconciliation::serve(cfg, listener, shutdown))
         }
         Service::Bank => {
             let sim = &config.bank;
-            let mut cfg = tuikuan_bank::Config::default_for(db, clock);
+            let mut cfg = tuikuan_bank::Config::default_for(db, clock, transport);
             cfg.seed = sim.seed;
             cfg.delay_min_secs = sim.delay_min_secs;
             cfg.delay_max_secs = sim.delay_max_secs;

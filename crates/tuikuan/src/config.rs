@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use tuikuan_proto::tls::{Credentials, Principal, PublicTls, Transport};
+
+/// The default port of the public listener (the merchant API); internal listeners use
+/// 50051..50057.
+pub const DEFAULT_PUBLIC_PORT: u16 = 50050;
 
 /// The seven services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,6 +66,19 @@ impl Service {
         50051 + self as u16
     }
 
+    /// The certificate identity of the service.
+    pub fn principal(self) -> Principal {
+        match self {
+            Service::Accounting => Principal::Accounting,
+            Service::Clearing => Principal::Clearing,
+            Service::Business => Principal::Business,
+            Service::Refund => Principal::Refund,
+            Service::Payout => Principal::Payout,
+            Service::Reconciliation => Principal::Reconciliation,
+            Service::Bank => Principal::Bank,
+        }
+    }
+
     fn env_prefix(self) -> String {
         format!("TUIKUAN_{}", self.name().to_uppercase())
     }
@@ -100,6 +118,37 @@ impl Default for BankSimulator {
     }
 }
 
+/// Certificates and transport security (see `docs/security.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The directory `tuikuan certs init` writes: `ca.pem` (trusted CAs), `<identity>.pem` and
+    /// `<identity>-key.pem` for each service and staff client. Also `TUIKUAN_TLS_DIR`.
+    pub dir: PathBuf,
+    /// Plaintext internal listeners without client certificates or caller checks. Only for a
+    /// network where nothing else can reach the ports; logged loudly at start.
+    pub insecure_internal: bool,
+    /// The public (merchant) listener's certificate and key (PEM); unset: plaintext, for a
+    /// TLS-terminating proxy in front.
+    pub public_cert: Option<PathBuf>,
+    pub public_key: Option<PathBuf>,
+    /// The CA certificates a client (ctl, demo) trusts for the public listener; unset: the
+    /// public listener is reached in plaintext unless `public_cert` is set, then `dir/ca.pem`.
+    pub public_ca: Option<PathBuf>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            dir: PathBuf::from("certs"),
+            insecure_internal: false,
+            public_cert: None,
+            public_key: None,
+            public_ca: None,
+        }
+    }
+}
+
 /// The deployment.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -111,8 +160,15 @@ pub struct DeploymentConfig {
     /// A PostgreSQL URL template with `{service}` (e.g. `postgres://u@h/tuikuan_{service}`); when
     /// unset, each service has an SQLite file `<data_dir>/<service>.db`.
     pub database_url: Option<String>,
-    /// Per-service port overrides (`accounting = 7001`); 0 picks a free port.
+    /// Per-service port overrides of the internal listeners (`accounting = 7001`); 0 picks a
+    /// free port.
     pub ports: std::collections::BTreeMap<String, u16>,
+    /// The public listener (the merchant API), on `public_host`; 0 picks a free port.
+    pub public_port: u16,
+    /// Host the public listener binds to (default: `host`).
+    pub public_host: Option<String>,
+    /// Where clients reach the public listener when it runs elsewhere (`https://api.example:443`).
+    pub public_addr: Option<String>,
     /// Per-service address overrides for peers that run elsewhere (`refund = "http://10.0.0.5:50054"`).
     pub peers: std::collections::BTreeMap<String, String>,
     /// How often scheduled jobs run, in milliseconds; 0 disables them (admin RPCs still work).
@@ -129,6 +185,7 @@ pub struct DeploymentConfig {
     /// The AES-256 key (64 hex digits) sealing card numbers at rest; also `TUIKUAN_CARD_KEY`.
     /// Unset: a public development key, with a loud warning — never in production.
     pub card_key: Option<String>,
+    pub tls: TlsSettings,
     pub bank: BankSimulator,
 }
 
@@ -142,6 +199,9 @@ impl Default for DeploymentConfig {
             host: "127.0.0.1".to_string(),
             database_url: None,
             ports: Default::default(),
+            public_port: DEFAULT_PUBLIC_PORT,
+            public_host: None,
+            public_addr: None,
             peers: Default::default(),
             job_interval_ms: 1000,
             reconciliation_channels: Vec::new(),
@@ -149,6 +209,7 @@ impl Default for DeploymentConfig {
             suspense_days: Default::default(),
             calendar_file: None,
             card_key: None,
+            tls: TlsSettings::default(),
             bank: BankSimulator::default(),
         }
     }
@@ -172,6 +233,12 @@ impl DeploymentConfig {
         if let Ok(url) = std::env::var("TUIKUAN_DATABASE_URL") {
             config.database_url = Some(url);
         }
+        if let Ok(dir) = std::env::var("TUIKUAN_TLS_DIR") {
+            config.tls.dir = PathBuf::from(dir);
+        }
+        if let Ok(addr) = std::env::var("TUIKUAN_PUBLIC_ADDR") {
+            config.public_addr = Some(addr);
+        }
         if let Ok(key) = std::env::var("TUIKUAN_CARD_KEY") {
             config.card_key = Some(key);
         }
@@ -194,6 +261,9 @@ impl DeploymentConfig {
             Service::parse(key).with_context(|| format!("config: ports/peers key {key:?}"))?;
         }
         self.calendar()?;
+        if self.tls.public_cert.is_some() != self.tls.public_key.is_some() {
+            bail!("tls: set both public_cert and public_key, or neither");
+        }
         if let Some(url) = &self.database_url {
             if !url.contains("{service}") {
                 bail!("database_url: must contain {{service}} so that each service has its own database");
@@ -211,6 +281,62 @@ impl DeploymentConfig {
 
     pub fn bind_addr(&self, service: Service) -> String {
         format!("{}:{}", self.host, self.port(service))
+    }
+
+    /// Where the public listener binds.
+    pub fn public_bind_addr(&self) -> String {
+        let host = self.public_host.as_deref().unwrap_or(&self.host);
+        format!("{host}:{}", self.public_port)
+    }
+
+    /// Where clients reach the public listener.
+    pub fn public_url(&self) -> String {
+        self.public_addr.clone().unwrap_or_else(|| {
+            let host = self.public_host.as_deref().unwrap_or(&self.host);
+            let scheme = if self.tls.public_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{host}:{}", self.public_port)
+        })
+    }
+
+    /// The transport of `identity`: mutual TLS with its certificate from `tls.dir`, or
+    /// plaintext when `tls.insecure_internal`.
+    pub fn transport(&self, identity: Principal) -> anyhow::Result<Transport> {
+        if self.tls.insecure_internal {
+            return Ok(Transport::Insecure);
+        }
+        let credentials = Credentials::from_dir(&self.tls.dir, identity)
+            .map_err(|e| anyhow::anyhow!("{} (or TUIKUAN_TLS_DIR)", e.message))?;
+        Ok(Transport::mtls(credentials))
+    }
+
+    /// The public listener's certificate, when configured.
+    pub fn public_tls(&self) -> anyhow::Result<Option<PublicTls>> {
+        match (&self.tls.public_cert, &self.tls.public_key) {
+            (Some(cert), Some(key)) => Ok(Some(
+                PublicTls::from_files(cert, key).map_err(|e| anyhow::anyhow!(e.message))?,
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    /// The CA certificates a client trusts for the public listener (see
+    /// [`TlsSettings::public_ca`]); `None`: plaintext.
+    pub fn public_ca(&self) -> anyhow::Result<Option<String>> {
+        let path = match (&self.tls.public_ca, &self.tls.public_cert) {
+            (Some(ca), _) => ca.clone(),
+            (None, Some(_)) => self.tls.dir.join("ca.pem"),
+            (None, None) if self.public_url().starts_with("https://") => {
+                self.tls.dir.join("ca.pem")
+            }
+            (None, None) => return Ok(None),
+        };
+        std::fs::read_to_string(&path)
+            .map(Some)
+            .with_context(|| format!("tls.public_ca: cannot read {}", path.display()))
     }
 
     /// The address peers use to reach `service`.

@@ -501,7 +501,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
         // Offline: no service is asked anything.
         return crate::inspect::run(file, format, encoding, date, ctl.output);
     }
-    let mut c = Clients::connect(|s| config.peer_addr(s))?;
+    let mut c = Clients::for_deployment(config)?;
     let out = ctl.output;
     match ctl.command {
         CtlCommand::Refund { action } => match action {

@@ -30,7 +30,6 @@ use tuikuan_proto::refund::v1 as rfd;
 
 use crate::clients::Clients;
 use crate::cluster::Cluster;
-use crate::config::DeploymentConfig;
 
 /// Options of a demo run.
 #[derive(Debug, Clone)]
@@ -360,15 +359,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         .data_dir
         .clone()
         .unwrap_or_else(|| temp.path().to_path_buf());
-    let mut config = DeploymentConfig {
-        data_dir: data_dir.clone(),
-        database_url: options.database_url.clone(),
-        job_interval_ms: 0,
-        ..DeploymentConfig::default()
-    };
-    for s in crate::config::Service::ALL {
-        config.ports.insert(s.name().to_string(), 0);
-    }
+    let mut config = crate::local::throwaway_config(&data_dir, &crate::local::fresh_pki()?)?;
+    config.database_url = options.database_url.clone();
     config.bank.seed = options.seed;
     // Outcomes come from the scripted amounts only, so every run tells the same story; the
     // seed still decides delays and duplicated or reordered callbacks.
@@ -386,8 +378,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         v,
         format!("tuikuan demo — all services up on a manual clock at {start} 10:00 (UTC+8)"),
     );
-    for s in cluster.running() {
-        say(v, format!("  {:<15} {}", s.name(), cluster.url(s)));
+    for line in crate::cluster::listener_table(&cluster).lines() {
+        say(v, format!("  {line}"));
     }
     let result = drive(&cluster, &clock, &calendar, &data_dir, v).await;
     cluster.shutdown().await?;
@@ -402,7 +394,7 @@ async fn drive(
     data_dir: &std::path::Path,
     v: bool,
 ) -> anyhow::Result<DemoSummary> {
-    let mut c = Clients::connect(|s| cluster.url(s))?;
+    let mut c = cluster.clients()?;
     let mut summary = DemoSummary::default();
 
     // --- seed configuration

@@ -5,6 +5,7 @@
 //! - [`config`]: [`config::DeploymentConfig`] — ports, databases, peers, bank simulator settings;
 //! - [`cluster`]: [`cluster::Cluster`] — starts any set of the seven services on real ports;
 //! - [`clients`]: one typed gRPC client per service;
+//! - [`local`]: throw-away deployments with certificates of their own (demo, bench, chaos, tests);
 //! - [`demo`]: `tuikuan demo`, the whole chain with the bank simulator, days in seconds;
 //! - [`audit`]: `tuikuan audit`, the invariant auditor over every service's records;
 //! - [`chaos`]: `tuikuan chaos`, crash faults with real processes, then the auditor.
@@ -18,4 +19,5 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod inspect;
+pub mod local;
 pub mod output;

@@ -48,6 +48,11 @@ enum Command {
     },
     /// Operations command line: refunds, payments, balances, reconciliation, jobs.
     Ctl(tuikuan::ctl::Ctl),
+    /// Certificates for mutual TLS between services (see docs/security.md).
+    Certs {
+        #[command(subcommand)]
+        what: CertsCommand,
+    },
     /// Check every invariant across all services of a running deployment; exits non-zero on any
     /// violation.
     Audit {
@@ -95,6 +100,30 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum CertsCommand {
+    /// Make a development CA and one certificate and key per identity (the seven services, ctl,
+    /// console) plus the public listener's certificate, in DIR.
+    Init {
+        dir: PathBuf,
+        /// Extra host names or IP addresses for the public listener's certificate.
+        #[arg(long = "public-host")]
+        public_hosts: Vec<String>,
+        /// Replace an existing CA and every certificate in DIR.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue new certificates for NAMEs (identities, or merchant-api) with the CA in DIR,
+    /// replacing their files: leaf rotation.
+    Issue {
+        dir: PathBuf,
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(long = "public-host")]
+        public_hosts: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// Merchant refunds accepted through the whole chain, and bare gRPC round trips.
     Chain {
@@ -138,6 +167,8 @@ fn init_tracing(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        // Logs on stderr; stdout carries what a command prints (listener table, reports, JSON).
+        .with_writer(std::io::stderr)
         .try_init();
 }
 
@@ -154,9 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing("info");
             let config = DeploymentConfig::load(cli.config.as_deref())?;
             let cluster = Cluster::start(config, Arc::new(SystemClock), &[]).await?;
-            for s in cluster.running() {
-                println!("{:<15} {}", s.name(), cluster.url(s));
-            }
+            print!("{}", tuikuan::cluster::listener_table(&cluster));
             println!("all services up; ctrl-c stops them");
             cluster.run_until(ctrl_c()).await?;
             Ok(ExitCode::SUCCESS)
@@ -166,7 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let service = Service::parse(&service)?;
             let config = DeploymentConfig::load(cli.config.as_deref())?;
             let cluster = Cluster::start(config, Arc::new(SystemClock), &[service]).await?;
-            println!("{} {}", service.name(), cluster.url(service));
+            print!("{}", tuikuan::cluster::listener_table(&cluster));
             cluster.run_until(ctrl_c()).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -197,10 +226,43 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tuikuan::ctl::run(&config, ctl).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Certs { what } => {
+            let (dir, written) = match what {
+                CertsCommand::Init {
+                    dir,
+                    public_hosts,
+                    force,
+                } => {
+                    let pki = tuikuan_proto::pki::Pki::generate(&public_hosts)
+                        .map_err(|e| anyhow::anyhow!(e.message))?;
+                    let written = pki
+                        .write(&dir, force)
+                        .map_err(|e| anyhow::anyhow!(e.message))?;
+                    (dir, written)
+                }
+                CertsCommand::Issue {
+                    dir,
+                    names,
+                    public_hosts,
+                } => {
+                    let written = tuikuan_proto::pki::issue(&dir, &names, &public_hosts)
+                        .map_err(|e| anyhow::anyhow!(e.message))?;
+                    (dir, written)
+                }
+            };
+            for f in &written {
+                println!("{}", dir.join(f).display());
+            }
+            println!(
+                "wrote {} files; keep ca-key.pem offline in production (docs/security.md)",
+                written.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit { stale_days } => {
             init_tracing("warn");
             let config = DeploymentConfig::load(cli.config.as_deref())?;
-            let clients = tuikuan::clients::Clients::connect(|s| config.peer_addr(s))?;
+            let clients = tuikuan::clients::Clients::for_deployment(&config)?;
             let report = tuikuan::audit::run_with(
                 &clients,
                 &tuikuan::audit::AuditOptions {

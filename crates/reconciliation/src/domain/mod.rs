@@ -262,8 +262,8 @@ impl FileFormat {
             other => Err(Error::field(
                 "format",
                 format!(
-                    "unsupported format {:?} (expected csv, wechat, unionpay or alipay)",
-                    other.chars().take(32).collect::<String>()
+                    "unsupported format {} (expected csv, wechat, unionpay or alipay)",
+                    tuikuan_kernel::echo(other)
                 ),
             )),
         }
@@ -419,7 +419,12 @@ pub fn parse_business_date(value: &str, field: &str) -> Result<NaiveDate> {
     let date = NaiveDate::parse_from_str(value, "%Y-%m-%d")
         .ok()
         .filter(|d| format_date(*d) == value)
-        .ok_or_else(|| Error::field(field, format!("{value:?} is not a date (YYYY-MM-DD)")))?;
+        .ok_or_else(|| {
+            Error::field(
+                field,
+                format!("{} is not a date (YYYY-MM-DD)", tuikuan_kernel::echo(value)),
+            )
+        })?;
     Ok(date)
 }
 

@@ -8,7 +8,11 @@
 // Each test file is its own crate and uses a different part of this module.
 #![allow(dead_code)]
 
+// The drivers play several callers (business, bank, staff), so these clusters run plaintext
+// (`insecure_internal`); mutual TLS and the caller allow-list are tested by the integration
+// tests (tests/it/trust.rs).
 use std::sync::Arc;
+use tuikuan_proto::tls::Transport;
 
 use chrono::NaiveDate;
 use tokio::net::TcpListener;
@@ -97,6 +101,7 @@ impl Stack {
             database_url: db.url().to_string(),
             clock: shared.clone(),
             job_interval: None,
+            transport: Transport::Insecure,
         };
         dbs.push(db);
         let accounting = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
@@ -110,6 +115,7 @@ impl Stack {
             clock: shared.clone(),
             accounting_addr: accounting.url(),
             job_interval: None,
+            transport: Transport::Insecure,
         };
         dbs.push(db);
         handles.push(accounting);
@@ -137,7 +143,11 @@ impl Stack {
             None => dead_addr().await,
             Some(p) => {
                 let db = TestDb::sqlite("bank");
-                let mut cfg = tuikuan_bank::Config::default_for(db.url(), shared.clone());
+                let mut cfg = tuikuan_bank::Config::default_for(
+                    db.url(),
+                    shared.clone(),
+                    Transport::Insecure,
+                );
                 dbs.push(db);
                 cfg.seed = p.seed;
                 cfg.delay_min_secs = p.delay_min_secs;
@@ -163,8 +173,13 @@ impl Stack {
 
         if let Some((listener, _)) = payout_listener {
             let db = TestDb::sqlite("payout");
-            let cfg = tuikuan_payout::Config::new(db.url(), shared.clone(), bank_url.clone())
-                .with_refund_addr(refund_url.clone());
+            let cfg = tuikuan_payout::Config::new(
+                db.url(),
+                shared.clone(),
+                bank_url.clone(),
+                Transport::Insecure,
+            )
+            .with_refund_addr(refund_url.clone());
             dbs.push(db);
             let payout = tuikuan_proto::server::spawn_on(listener, move |l, s| {
                 tuikuan_payout::serve(cfg, l, s)
@@ -179,6 +194,7 @@ impl Stack {
             clearing_url.clone(),
             bank_url.clone(),
             dead_addr().await,
+            Transport::Insecure,
         );
         if let Some(url) = &payout_url {
             cfg = cfg.with_payout_addr(url.clone());
