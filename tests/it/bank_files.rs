@@ -8,13 +8,16 @@
 
 use chrono::Duration;
 use tuikuan_kernel::bank_ref::IdScheme;
-use tuikuan_kernel::Clock;
+use tuikuan_kernel::{Clock, ManualClock};
 use tuikuan_proto::bank::v1 as bank;
 use tuikuan_proto::business::v1 as biz;
 use tuikuan_proto::reconciliation::v1 as rec;
 use tuikuan_proto::refund::v1 as rfd;
 use tuikuan_reconciliation::domain::inspect::parse_bytes;
-use tuikuan_reconciliation::domain::{unionpay, FileFormat, ParseOptions, TextEncoding};
+use tuikuan_reconciliation::domain::{
+    unionpay, wechat, BankRecord, BankRecordStatus, FileFormat, ParseOptions, RecordKind,
+    TextEncoding, WechatLayout,
+};
 
 use crate::both_stores;
 use crate::sandbox::{Sandbox, Store, KEY_A};
@@ -33,7 +36,8 @@ const CHANNELS: [(&str, rfd::ChannelKind, &str, &str); 4] = [
 ];
 
 async fn start(store: Store) -> Option<Sandbox> {
-    let mut sb = Sandbox::start_with(store, 0, |config| {
+    let clock = ManualClock::at_business(tuikuan::demo::demo_start_date(), 10);
+    let mut sb = Sandbox::start_with(store, 0, clock, |config, _| {
         for (code, _, layout, _) in CHANNELS {
             config
                 .bank
@@ -150,6 +154,22 @@ async fn upload(
         .run_reconciliation_file(request)
         .await
         .map(|r| r.into_inner())
+}
+
+/// A successful refund row reported by `id`, for files written by hand.
+fn record(id: &str, bank_ref: &str, amount: &str, at: chrono::DateTime<chrono::Utc>) -> BankRecord {
+    BankRecord {
+        kind: RecordKind::Refund,
+        id: id.into(),
+        bank_ref: bank_ref.into(),
+        original_ref: String::new(),
+        channel: String::new(),
+        amount: tuikuan_kernel::Money::parse(amount, "CNY", "amount").expect("amount"),
+        status: BankRecordStatus::Success,
+        completed_at: at,
+        reason: String::new(),
+        line: 1,
+    }
 }
 
 fn item<'a>(run: &'a rec::ReconciliationRun, reference: &str) -> &'a rec::Item {
@@ -295,7 +315,7 @@ async fn trouble_cases(store: Store) {
     assert!(same.replayed);
     assert_eq!(same.run_id, first.run_id);
 
-    // The bank's ZM file reconciles; a row for another channel's refund is never matched.
+    // The bank's ZM file reconciles.
     let zm = bank_file(&mut sb, "CUP", &date).await.content;
     assert!(zm
         .split(|b| *b == b'\n')
@@ -303,33 +323,27 @@ async fn trouble_cases(store: Store) {
         .all(|l| l.len() == 607));
     let own = reconcile(&mut sb, "CUP", &date).await;
     assert!(item(&own, &cup_ref).written_back);
-    let wx_record = tuikuan_reconciliation::domain::BankRecord {
-        kind: tuikuan_reconciliation::domain::RecordKind::Refund,
-        id: wx.clone(),
-        bank_ref: "201125100000000099999".into(),
-        original_ref: String::new(),
-        channel: String::new(),
-        amount: tuikuan_kernel::Money::parse("8.00", "CNY", "amount").unwrap(),
-        status: tuikuan_reconciliation::domain::BankRecordStatus::Success,
-        completed_at: chrono::Utc::now(),
-        reason: String::new(),
-        line: 1,
-    };
-    let mut with_other = zm.clone();
-    with_other.extend(unionpay::write_zm(&[wx_record], TextEncoding::Gbk));
-    let corrected = upload(&mut sb, "CUP", &date, "unionpay", with_other.clone())
+
+    let at = chrono::DateTime::from_timestamp_millis(sb.clock.now_ms() - 3_600_000).unwrap();
+    // A row for the UnionPay channel's refund in the WeChat bill is never matched there: a
+    // corrected bill that carries it has an OTHER_CHANNEL discrepancy for it.
+    let mut rows = vec![record(&wx, "4200000001202611250000000001", "8.00", at)];
+    rows.push(record(&cup_ref, "4200000001202611250000000002", "6.60", at));
+    let with_other = wechat::write_bill(WechatLayout::LegacyRefund, TextEncoding::Utf8, &rows);
+    let corrected = upload(&mut sb, "WXOLD", &date, "wechat", with_other)
         .await
         .unwrap();
-    assert_eq!(corrected.supersedes, own.run_id);
-    let other = item(&corrected, &wx);
+    assert_eq!(corrected.supersedes, first.run_id);
+    let other = item(&corrected, &cup_ref);
     assert_eq!(
         other.outcome,
         rec::Outcome::OtherChannel as i32,
         "{other:?}"
     );
     assert!(!other.discrepancy_id.is_empty());
+    assert!(!other.written_back);
 
-    // A duplicate row, then a corrected file that moves it: one discrepancy, resolved once.
+    // A duplicate row, then a corrected file that moves it to another line: one discrepancy.
     let lines: Vec<&[u8]> = zm
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
@@ -342,13 +356,19 @@ async fn trouble_cases(store: Store) {
     let d1 = upload(&mut sb, "CUP", &date, "unionpay", dup.clone())
         .await
         .unwrap();
-    let mut moved = with_other.clone();
-    moved.extend_from_slice(lines[0]);
-    moved.push(b'\n');
+    let unknown = record(
+        "TK00000000000000000000UNKNOWN1",
+        "201125100000000099999",
+        "1.00",
+        at,
+    );
+    let mut moved = unionpay::write_zm(&[unknown], TextEncoding::Gbk);
+    moved.extend(dup);
     let d2 = upload(&mut sb, "CUP", &date, "unionpay", moved)
         .await
         .unwrap();
     assert_ne!(d1.run_id, d2.run_id);
+    assert_eq!(d2.supersedes, d1.run_id);
     let dups: Vec<rec::Discrepancy> =
         sb.c.reconciliation
             .list_discrepancies(rec::ListDiscrepanciesRequest {

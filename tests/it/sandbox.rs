@@ -56,14 +56,17 @@ pub fn deployment(dir: &std::path::Path) -> DeploymentConfig {
 impl Sandbox {
     /// Starts all services with a bank that fails `fail_per_mille` of refunds.
     pub async fn start(store: Store, fail_per_mille: u32) -> Option<Sandbox> {
-        Sandbox::start_with(store, fail_per_mille, |_| {}).await
+        let clock = ManualClock::at_business(tuikuan::demo::demo_start_date(), 10);
+        Sandbox::start_with(store, fail_per_mille, clock, |_, _| {}).await
     }
 
-    /// [`Sandbox::start`] with the deployment configuration adjusted by `configure` first.
+    /// Starts all services on `clock`, after `configure` adjusted the deployment (it is given the
+    /// deployment's data directory, e.g. for key files).
     pub async fn start_with(
         store: Store,
         fail_per_mille: u32,
-        configure: impl FnOnce(&mut DeploymentConfig),
+        clock: ManualClock,
+        configure: impl FnOnce(&mut DeploymentConfig, &std::path::Path),
     ) -> Option<Sandbox> {
         let (tmp, database_url, pg) = store_config(store)?;
         let mut config = deployment(tmp.path());
@@ -71,8 +74,7 @@ impl Sandbox {
         config.bank.fail_per_mille = fail_per_mille;
         config.bank.delay_min_secs = 60;
         config.bank.delay_max_secs = 3600;
-        configure(&mut config);
-        let clock = ManualClock::at_business(tuikuan::demo::demo_start_date(), 10);
+        configure(&mut config, tmp.path());
         let cluster = Cluster::start(config, Arc::new(clock.clone()), &[])
             .await
             .expect("cluster starts");

@@ -18,6 +18,9 @@ use tuikuan_reconciliation::domain::{
 
 use crate::domain::{write_clearing_csv, ClearingRow, ClearingStatus, CLEARING_FILE_FORMAT};
 
+/// Bytes of the ZM file's 商户订单号 field.
+const ZM_ORDER_ID_BYTES: usize = 32;
+
 /// A layout the simulator writes its clearing files in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Layout {
@@ -125,6 +128,19 @@ pub fn render(layout: Layout, rows: &[ClearingRow], date: NaiveDate) -> Result<V
             ));
         }
     }
+    if layout == Layout::Unionpay {
+        // The ZM file's 商户订单号 is 32 bytes: a longer id would be cut and could never match.
+        if let Some(r) = rows.iter().find(|r| r.id.len() > ZM_ORDER_ID_BYTES) {
+            return Err(Error::field(
+                "clearing_formats",
+                format!(
+                    "a unionpay file reports refunds by orderId (at most {ZM_ORDER_ID_BYTES} \
+                     bytes); {:?} is longer: give the channel the unionpay id scheme",
+                    r.id.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+    }
     let records: Vec<BankRecord> = rows
         .iter()
         .enumerate()
@@ -141,4 +157,91 @@ pub fn render(layout: Layout, rows: &[ClearingRow], date: NaiveDate) -> Result<V
         Layout::Unionpay => unionpay::write_zm(&records, TextEncoding::Gbk),
         Layout::Alipay => alipay::write_detail(&records, date, TextEncoding::Gbk),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use tuikuan_kernel::Money;
+    use tuikuan_reconciliation::domain::inspect::parse_bytes;
+    use tuikuan_reconciliation::domain::{FileFormat, ParseOptions};
+
+    use crate::domain::RecordType;
+
+    fn row(id: &str, amount: &str, status: ClearingStatus) -> ClearingRow {
+        ClearingRow {
+            record_type: RecordType::Refund,
+            id: id.into(),
+            bank_ref: "201125100000000000001".into(),
+            channel: "CUP".into(),
+            amount: Money::parse(amount, "CNY", "amount").unwrap(),
+            status,
+            completed_at: Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 5).unwrap(),
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn every_layout_reads_back_as_written() {
+        let date = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+        let rows = [
+            row(
+                "TK0YH2NOHIZ9PFOXJ6I3EYO2H6KRVA1I",
+                "12.50",
+                ClearingStatus::Success,
+            ),
+            row(
+                "TK1000000000000000000000000000AB",
+                "3.13",
+                ClearingStatus::Failed,
+            ),
+        ];
+        for layout in Layout::ALL {
+            let bytes = render(layout, &rows, date).unwrap();
+            let format = FileFormat::parse(layout.format_name()).unwrap();
+            let options = ParseOptions {
+                encoding: tuikuan_reconciliation::domain::TextEncoding::Detect,
+                business_date: date,
+            };
+            let (records, stats) = parse_bytes(&bytes, format, options)
+                .unwrap_or_else(|e| panic!("{}: {e}", layout.as_str()));
+            let lists_failures = !matches!(layout, Layout::Unionpay | Layout::Alipay);
+            assert_eq!(
+                records.len(),
+                if lists_failures { 2 } else { 1 },
+                "{layout:?}"
+            );
+            assert_eq!(records[0].id, rows[0].id, "{layout:?}");
+            assert_eq!(records[0].amount, rows[0].amount, "{layout:?}");
+            assert_eq!(records[0].status, BankRecordStatus::Success, "{layout:?}");
+            if lists_failures {
+                assert_eq!(records[1].status, BankRecordStatus::Failed, "{layout:?}");
+            }
+            if matches!(layout, Layout::Unionpay | Layout::Alipay) {
+                assert_eq!(stats.encoding, "gbk", "{layout:?}");
+            }
+            assert_eq!(Layout::parse(layout.as_str()).unwrap(), layout);
+        }
+    }
+
+    #[test]
+    fn files_that_could_not_be_matched_are_refused() {
+        let date = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+        // A refund id does not fit the ZM file's 32-byte 商户订单号.
+        let long = row(
+            "rf_0190c6a4e3b87c2d9f0a1b2c3d4e5f60",
+            "1.00",
+            ClearingStatus::Success,
+        );
+        let e = render(Layout::Unionpay, &[long.clone()], date).unwrap_err();
+        assert!(e.message.contains("orderId"), "{}", e.message);
+        assert!(render(Layout::Wechat, &[long.clone()], date).is_ok());
+        let mut usd = row("TK1", "1.00", ClearingStatus::Success);
+        usd.amount = Money::parse("1.00", "USD", "amount").unwrap();
+        let e = render(Layout::Alipay, &[usd], date).unwrap_err();
+        assert!(e.message.contains("CNY only"), "{}", e.message);
+        let e = Layout::parse("swift").unwrap_err();
+        assert!(e.message.starts_with("clearing_formats: "), "{}", e.message);
+    }
 }
