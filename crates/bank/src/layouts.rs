@@ -234,9 +234,9 @@ mod tests {
             "1.00",
             ClearingStatus::Success,
         );
-        let e = render(Layout::Unionpay, &[long.clone()], date).unwrap_err();
+        let e = render(Layout::Unionpay, std::slice::from_ref(&long), date).unwrap_err();
         assert!(e.message.contains("orderId"), "{}", e.message);
-        assert!(render(Layout::Wechat, &[long.clone()], date).is_ok());
+        assert!(render(Layout::Wechat, std::slice::from_ref(&long), date).is_ok());
         let mut usd = row("TK1", "1.00", ClearingStatus::Success);
         usd.amount = Money::parse("1.00", "USD", "amount").unwrap();
         let e = render(Layout::Alipay, &[usd], date).unwrap_err();

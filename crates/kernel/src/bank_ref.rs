@@ -8,8 +8,8 @@
 //! | `alipay` | Alipay `out_request_no` (退款请求号) | 1–64 | `0-9 a-z A-Z _ -` |
 //! | `unionpay` | UnionPay `orderId` (商户订单号; the ZM file's field is 32 bytes) | 8–32 | `0-9 a-z A-Z` |
 //!
-//! [`IdScheme::fit`] turns the platform's natural id for an attempt (the refund id, `{refund}-{n}`,
-//! `po_{refund}_{n}`, a batch row id) into one the channel accepts: unchanged when it already fits
+//! [`IdScheme::fit`] turns the platform's natural id for an interface refund attempt (the refund
+//! id, `{refund}-{n}`) into one the channel accepts: unchanged when it already fits
 //! (so ids issued before a channel had a scheme keep working), otherwise `TK` followed by a base-36
 //! digest of it, long enough (150 bits and more) that distinct natural ids never meet.
 

@@ -20,6 +20,7 @@ use tuikuan_kernel::clock::{business_date, start_of_business_date};
 use tuikuan_kernel::id::validate_external_id;
 use tuikuan_kernel::{Error, ErrorCode, Money, Result, WorkingCalendar};
 
+pub mod bank_ids;
 pub mod batch;
 
 /// How long after payment the original route (interface) takes refunds, unless the channel says
@@ -343,27 +344,6 @@ pub struct Channel {
 }
 
 impl Channel {
-    /// The rules of the bank reference ids of this channel: the configured scheme, else UnionPay's
-    /// for UnionPay channels and the platform's own for the others.
-    pub fn id_scheme(&self) -> IdScheme {
-        self.id_scheme.unwrap_or(match self.kind {
-            ChannelKind::UnionPay => IdScheme::UnionPay,
-            _ => IdScheme::Platform,
-        })
-    }
-
-    /// The bank reference id of attempt `attempt` (by `method`) of a refund on this channel:
-    /// the natural id ([`bank_reference_for`]) fitted to the channel's rules; empty for file-upload
-    /// and offline attempts until a batch takes them.
-    pub fn reference_for(&self, method: RefundMethod, refund_id: &str, attempt: u32) -> String {
-        let natural = bank_reference_for(method, refund_id, attempt);
-        if natural.is_empty() {
-            natural
-        } else {
-            self.id_scheme().fit(&natural)
-        }
-    }
-
     /// Checks the configuration (ids, no repeated method, window bounds).
     pub fn validate(&self) -> Result<()> {
         validate_external_id(&self.code, "code")?;

@@ -88,12 +88,6 @@ impl RefundCenter {
                 let expected = expected_for_batch(date, &calendar);
                 let mut created = Vec::new();
                 for ((bank_code, channel, _, _), orders) in groups {
-                    // Row ids are the bank reference ids: within the channel's rules.
-                    let scheme = channels
-                        .get(&channel)
-                        .and_then(Option::as_ref)
-                        .map(|c| c.id_scheme())
-                        .unwrap_or_default();
                     let method = orders[0].method;
                     let currency = orders[0].amount.currency();
                     let sequence = store::next_batch_sequence(conn, &bank_code, method, date)?;
@@ -106,7 +100,7 @@ impl RefundCenter {
                     for order in orders {
                         let line = u32::try_from(rows.len() + 1)
                             .map_err(|_| Error::internal("too many rows"))?;
-                        let rid = scheme.fit(&row_id(&id, line));
+                        let rid = row_id(&id, line);
                         let attempt = order.attempt;
                         let claim = |o: &mut RefundOrder, _: &crate::domain::Channel| {
                             if o.attempt != attempt || !o.bank_reference_id.is_empty() {
