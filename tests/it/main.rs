@@ -7,6 +7,7 @@ mod bad_input;
 mod bank_files;
 mod bounded;
 mod chain;
+mod channels;
 mod concurrency;
 mod discovery;
 mod faults;

@@ -74,6 +74,7 @@ impl Sandbox {
         config.bank.fail_per_mille = fail_per_mille;
         config.bank.delay_min_secs = 60;
         config.bank.delay_max_secs = 3600;
+        config.bank.notify_port = 0;
         configure(&mut config, tmp.path());
         let cluster = Cluster::start(config, Arc::new(clock.clone()), &[])
             .await

@@ -24,121 +24,8 @@ pub const DEFAULT_PAGE: usize = 100;
 /// The owner of the platform's own accounts.
 pub const PLATFORM: &str = "platform";
 
-/// The kinds of account in the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AccountType {
-    /// What the platform owes a merchant (liability, credit-normal). Owner: merchant id.
-    MerchantSettlement,
-    /// Fees the platform earned (income, credit-normal). Owner: "platform".
-    FeeIncome,
-    /// Refunds debited from merchants and not yet delivered (liability, credit-normal).
-    RefundInTransit,
-    /// Customer funds held at a channel's bank (备付金; asset, debit-normal). Owner: channel code.
-    ChannelReserve,
-    /// Platform-funded subsidies (expense, debit-normal).
-    Subsidy,
-    /// Advances the platform made for merchants (asset, debit-normal). Owner: merchant id.
-    Advance,
-    /// Money waiting for a decision (liability, credit-normal).
-    Suspense,
-}
-
-impl AccountType {
-    pub const ALL: [AccountType; 7] = [
-        AccountType::MerchantSettlement,
-        AccountType::FeeIncome,
-        AccountType::RefundInTransit,
-        AccountType::ChannelReserve,
-        AccountType::Subsidy,
-        AccountType::Advance,
-        AccountType::Suspense,
-    ];
-
-    /// The stable string form (the proto enum name), also the prefix of account ids.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountType::MerchantSettlement => "MERCHANT_SETTLEMENT",
-            AccountType::FeeIncome => "FEE_INCOME",
-            AccountType::RefundInTransit => "REFUND_IN_TRANSIT",
-            AccountType::ChannelReserve => "CHANNEL_RESERVE",
-            AccountType::Subsidy => "SUBSIDY",
-            AccountType::Advance => "ADVANCE",
-            AccountType::Suspense => "SUSPENSE",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AccountType> {
-        AccountType::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-
-    /// The side on which the account's balance grows.
-    pub fn normal_side(self) -> Side {
-        match self {
-            AccountType::MerchantSettlement
-            | AccountType::FeeIncome
-            | AccountType::RefundInTransit
-            | AccountType::Suspense => Side::Credit,
-            AccountType::ChannelReserve | AccountType::Subsidy | AccountType::Advance => {
-                Side::Debit
-            }
-        }
-    }
-
-    /// Whether a posting may not take the balance (on the normal side) below zero:
-    /// - a merchant's settlement account (its available balance; money the platform lends it is
-    ///   booked on its ADVANCE account, never as a negative settlement balance);
-    /// - a merchant's ADVANCE account (debit-normal: what the merchant owes the platform). A
-    ///   repayment can never exceed what was advanced. That an advance stays within the merchant's
-    ///   credit line is the clearing center's rule; the ledger only refuses a negative advance.
-    pub fn must_not_go_negative(self) -> bool {
-        matches!(self, AccountType::MerchantSettlement | AccountType::Advance)
-    }
-
-    /// Whether a posting that moves this account by `debit` and `credit` (minor units) takes it
-    /// towards zero, i.e. against its normal side.
-    pub fn reduces(self, debit: i64, credit: i64) -> bool {
-        match self.normal_side() {
-            Side::Credit => debit > credit,
-            Side::Debit => credit > debit,
-        }
-    }
-}
-
-impl fmt::Display for AccountType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Debit or credit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Side {
-    Debit,
-    Credit,
-}
-
-impl Side {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Debit => "DEBIT",
-            Side::Credit => "CREDIT",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Side> {
-        match s {
-            "DEBIT" => Some(Side::Debit),
-            "CREDIT" => Some(Side::Credit),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+mod chart;
+pub use chart::{AccountClass, AccountType, OwnerKind, ReserveRole, Side};
 
 /// Names one account: its type, its owner (merchant id, channel code or "platform") and currency.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -539,24 +426,6 @@ mod tests {
             entry(AccountType::MerchantSettlement, "m1", Side::Credit, "99.40"),
             entry(AccountType::FeeIncome, PLATFORM, Side::Credit, "0.60"),
         ]
-    }
-
-    #[test]
-    fn normal_sides() {
-        for t in AccountType::ALL {
-            assert_eq!(AccountType::parse(t.as_str()), Some(t));
-        }
-        assert_eq!(AccountType::MerchantSettlement.normal_side(), Side::Credit);
-        assert_eq!(AccountType::Suspense.normal_side(), Side::Credit);
-        assert_eq!(AccountType::ChannelReserve.normal_side(), Side::Debit);
-        assert_eq!(AccountType::Advance.normal_side(), Side::Debit);
-        assert!(AccountType::MerchantSettlement.must_not_go_negative());
-        assert!(AccountType::Advance.must_not_go_negative());
-        assert!(!AccountType::Subsidy.must_not_go_negative());
-        assert!(AccountType::MerchantSettlement.reduces(5, 3));
-        assert!(!AccountType::MerchantSettlement.reduces(3, 5));
-        assert!(AccountType::Advance.reduces(3, 5));
-        assert!(!AccountType::Advance.reduces(5, 3));
     }
 
     #[test]

@@ -143,28 +143,16 @@ impl Accounting {
 
 fn account_type_from_wire(value: i32, field: &str) -> Result<AccountType, Error> {
     match pb::AccountType::try_from(value) {
-        Ok(pb::AccountType::MerchantSettlement) => Ok(AccountType::MerchantSettlement),
-        Ok(pb::AccountType::FeeIncome) => Ok(AccountType::FeeIncome),
-        Ok(pb::AccountType::RefundInTransit) => Ok(AccountType::RefundInTransit),
-        Ok(pb::AccountType::ChannelReserve) => Ok(AccountType::ChannelReserve),
-        Ok(pb::AccountType::Subsidy) => Ok(AccountType::Subsidy),
-        Ok(pb::AccountType::Advance) => Ok(AccountType::Advance),
-        Ok(pb::AccountType::Suspense) => Ok(AccountType::Suspense),
         Ok(pb::AccountType::Unspecified) => Err(Error::field(field, "is required")),
+        // The wire names are the ledger's names (`MERCHANT_SETTLEMENT`, ...).
+        Ok(t) => AccountType::parse(t.as_str_name())
+            .ok_or_else(|| Error::field(field, format!("unknown account type {value}"))),
         Err(_) => Err(Error::field(field, format!("unknown account type {value}"))),
     }
 }
 
 fn account_type_to_wire(t: AccountType) -> pb::AccountType {
-    match t {
-        AccountType::MerchantSettlement => pb::AccountType::MerchantSettlement,
-        AccountType::FeeIncome => pb::AccountType::FeeIncome,
-        AccountType::RefundInTransit => pb::AccountType::RefundInTransit,
-        AccountType::ChannelReserve => pb::AccountType::ChannelReserve,
-        AccountType::Subsidy => pb::AccountType::Subsidy,
-        AccountType::Advance => pb::AccountType::Advance,
-        AccountType::Suspense => pb::AccountType::Suspense,
-    }
+    pb::AccountType::from_str_name(t.as_str()).unwrap_or(pb::AccountType::Unspecified)
 }
 
 fn side_from_wire(value: i32, field: &str) -> Result<Side, Error> {

@@ -261,6 +261,35 @@ impl From<diesel::result::Error> for TxError {
     }
 }
 
+/// The refusal of a posting that would take `key` below zero: INSUFFICIENT_BALANCE for a
+/// merchant's money (the merchant cannot cover it), INSUFFICIENT_FUNDS for a platform account (a
+/// reserve, own funds, an in-transit or a suspense account).
+fn shortfall_error(key: &AccountKey, have: Money, need: Money) -> Error {
+    match key.account_type {
+        AccountType::Advance | AccountType::MerchantReceivable => Error::new(
+            ErrorCode::InsufficientBalance,
+            format!(
+                "merchant {} owes {have} on {}, the posting repays {need}",
+                key.owner, key.account_type
+            ),
+        ),
+        t if t.is_merchant_balance() => Error::new(
+            ErrorCode::InsufficientBalance,
+            format!(
+                "merchant {} has {have} on {}, the posting needs {need}",
+                key.owner, key.account_type
+            ),
+        ),
+        t => Error::new(
+            ErrorCode::InsufficientFunds,
+            format!(
+                "{t} of {} holds {have}, the posting needs {need}",
+                key.owner
+            ),
+        ),
+    }
+}
+
 /// Posts a validated request: replays a repeat, otherwise writes posting, entries and totals in
 /// one transaction. `posting_id` and `now_ms` come from the caller (ids and clock live there).
 pub fn post(
@@ -351,22 +380,7 @@ pub fn post(
                         Money::from_minor(balance, key.currency),
                         Money::from_minor((debit - credit).abs(), key.currency),
                     );
-                    return Err(TxError::Rule(match key.account_type {
-                        AccountType::Advance => Error::new(
-                            ErrorCode::InsufficientBalance,
-                            format!(
-                                "merchant {} owes {have} of advances, the posting repays {need}",
-                                key.owner
-                            ),
-                        ),
-                        _ => Error::new(
-                            ErrorCode::InsufficientBalance,
-                            format!(
-                                "merchant {} has {have} available, the posting needs {need}",
-                                key.owner
-                            ),
-                        ),
-                    }));
+                    return Err(TxError::Rule(shortfall_error(key, have, need)));
                 }
                 return Err(TxError::Rule(Error::internal(format!(
                     "account {id} vanished while posting"

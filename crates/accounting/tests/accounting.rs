@@ -518,7 +518,7 @@ async fn advance_cannot_go_negative(url: &str) {
         .await
         .expect_err("over-repaid");
     assert_eq!(code_of(&err), "INSUFFICIENT_BALANCE");
-    assert!(err.message().contains("advances"), "{}", err.message());
+    assert!(err.message().contains("owes"), "{}", err.message());
     client
         .post(repay("settle:t_ok", "30.00"))
         .await

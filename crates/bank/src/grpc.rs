@@ -1,6 +1,7 @@
 //! The bank simulator as a gRPC service (`tuikuan.bank.v1.BankService`): configuration, `serve`,
 //! and wire <-> domain conversions (validated on receipt).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +13,13 @@ use tuikuan_proto::bank::v1 as pb;
 use tuikuan_proto::bank::v1::bank_service_server::{BankService, BankServiceServer};
 use tuikuan_proto::status::grpc_err;
 
+use crate::connector::settings::ChannelSettings;
 use crate::domain::{
     parse_date, BankConnector, BankTx, FileBatchSubmission, FileRowSubmission, PayoutSubmission,
     RefundSubmission, SimParams, SubmitOutcome, TxKind, TxStatus, MAX_FILE_ROWS,
 };
+use crate::live::state::{LiveRefund, LiveStatus};
+use crate::live::{LiveChannel, LiveChannels};
 use crate::simulator::Simulator;
 
 const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
@@ -54,6 +58,14 @@ pub struct Config {
     pub clearing_formats: std::collections::HashMap<String, String>,
     /// Period of the tick loop; `None` runs ticks only through the `Tick` RPC.
     pub job_interval: Option<Duration>,
+    /// Channels served by a real connector (WeChat Pay, Alipay); every other channel is the
+    /// simulator's.
+    pub channels: BTreeMap<String, ChannelSettings>,
+    /// The public base URL of the notification listener (`https://host/bank`): a channel without
+    /// its own `notify_url` is notified at `<base>/notify/<CHANNEL>`.
+    pub notify_base_url: Option<String>,
+    /// How soon an open refund at a real channel is first queried (then less often as it ages).
+    pub channel_query_interval_secs: u64,
     /// Mutual TLS as `bank` (or plaintext, only when the deployment says so).
     pub transport: tuikuan_proto::tls::Transport,
 }
@@ -85,6 +97,9 @@ impl Config {
             clearing_dir: None,
             clearing_formats: Default::default(),
             job_interval: None,
+            channels: BTreeMap::new(),
+            notify_base_url: None,
+            channel_query_interval_secs: 60,
             transport,
         }
     }
@@ -105,6 +120,12 @@ impl Config {
 
     /// Opens (and migrates) the database and builds the simulator.
     pub fn open(&self) -> Result<Simulator, tuikuan_kernel::Error> {
+        Ok(self.open_bank()?.0)
+    }
+
+    /// The simulator and the real channels, over one migrated database. Loads every channel's
+    /// keys: a missing or malformed key stops startup, naming the channel and the setting.
+    pub fn open_bank(&self) -> Result<(Simulator, LiveChannels), tuikuan_kernel::Error> {
         let mut layouts = std::collections::HashMap::new();
         for (channel, layout) in &self.clearing_formats {
             crate::domain::validate_channel(channel)?;
@@ -112,7 +133,35 @@ impl Config {
         }
         let db = tuikuan_db::Db::connect(&self.database_url, 8)?;
         db.migrate(MIGRATIONS)?;
-        Simulator::new(
+        let mut live = BTreeMap::new();
+        for (code, settings) in &self.channels {
+            crate::domain::validate_channel(code)?;
+            let Some(connector) = settings.build(code, self.clock.clone())? else {
+                continue;
+            };
+            let notify_url = match (settings.notify_url(), &self.notify_base_url) {
+                (Some(url), _) => url.to_string(),
+                (None, Some(base)) => format!("{}/notify/{code}", base.trim_end_matches('/')),
+                (None, None) => String::new(),
+            };
+            tracing::info!(channel = %code, connector = connector.kind(), %notify_url, "real channel configured");
+            live.insert(
+                code.clone(),
+                LiveChannel {
+                    connector,
+                    notify_url,
+                },
+            );
+        }
+        let live = LiveChannels::new(
+            db.clone(),
+            self.clock.clone(),
+            live,
+            i64::try_from(self.channel_query_interval_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            self.clearing_dir.clone(),
+        );
+        let sim = Simulator::new(
             db,
             self.clock.clone(),
             self.sim_params(),
@@ -120,64 +169,123 @@ impl Config {
             self.payout_callback_addr.as_deref(),
             self.clearing_dir.clone(),
             &self.transport,
-        )
-        .map(|sim| sim.with_layouts(layouts))
+        )?
+        .with_layouts(layouts);
+        Ok((sim, live))
     }
 }
 
-/// Serves the bank simulator on `listener` until `shutdown` resolves, with its tick loop if
-/// `config.job_interval` is set.
+/// Serves the bank subsystem on `listener` until `shutdown` resolves, with its tick loop if
+/// `config.job_interval` is set. Real channels take no notifications without a listener: see
+/// [`serve_with_notifications`].
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tuikuan_kernel::Error> {
-    let sim = Arc::new(config.open()?);
+    serve_with_notifications(config, listener, None, shutdown).await
+}
+
+/// Serves the bank subsystem (gRPC on `listener`) and, on `notify_listener`, the HTTP listener
+/// where real channels post their notifications (`POST /notify/<CHANNEL>`).
+pub async fn serve_with_notifications(
+    config: Config,
+    listener: TcpListener,
+    notify_listener: Option<TcpListener>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tuikuan_kernel::Error> {
+    use futures::FutureExt;
+    let (sim, live) = config.open_bank()?;
+    let svc = BankSvc {
+        sim: Arc::new(sim),
+        live: Arc::new(live),
+    };
+    let shutdown = shutdown.boxed().shared();
+    // Runs inside this future (not spawned), so that a killed bank takes its listener with it.
+    let notify = {
+        let (live, stop) = (svc.live.clone(), shutdown.clone());
+        async move {
+            if let Some(l) = notify_listener {
+                if let Err(e) = crate::live::notify::serve(live, l, stop).await {
+                    tracing::error!(error = %e, "notification listener stopped");
+                }
+            }
+        }
+    };
     let job = config.job_interval.map(|every| {
-        let sim = sim.clone();
+        let svc = svc.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(every);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 interval.tick().await;
-                match sim.tick().await {
-                    Ok(r)
-                        if r.completed + r.returned + r.callbacks_sent + r.callbacks_failed > 0 =>
-                    {
-                        tracing::info!(?r, "bank tick")
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::error!(code = %e.code, error = %e.message, "bank tick failed")
-                    }
+                if let Err(e) = svc.run_tick().await {
+                    tracing::error!(code = %e.code, error = %e.message, "bank tick failed")
                 }
             }
         })
     });
-    let svc = BankSvc { sim };
-    let result = tuikuan_proto::server::serve(
+    let grpc = tuikuan_proto::server::serve(
         listener,
         config.transport.clone(),
         tonic::service::Routes::new(BankServiceServer::new(svc)),
         &[<BankServiceServer<BankSvc> as tonic::server::NamedService>::NAME],
         shutdown,
-    )
-    .await;
+    );
+    let (result, ()) = tokio::join!(grpc, notify);
     if let Some(job) = job {
         job.abort();
     }
     result
 }
 
-/// The gRPC face of a [`Simulator`].
+/// The gRPC face of the bank subsystem: the simulator, and the real channels' books.
 #[derive(Debug, Clone)]
 pub struct BankSvc {
     sim: Arc<Simulator>,
+    live: Arc<LiveChannels>,
 }
 
 impl BankSvc {
-    pub fn new(sim: Arc<Simulator>) -> BankSvc {
-        BankSvc { sim }
+    pub fn new(sim: Arc<Simulator>, live: Arc<LiveChannels>) -> BankSvc {
+        BankSvc { sim, live }
+    }
+
+    /// One tick: ask the real channels about open refunds, then the simulator's work loop, which
+    /// also delivers every pending callback (the simulator's and the real channels').
+    pub async fn run_tick(&self) -> Result<crate::simulator::TickReport, Error> {
+        let polled = self.live.poll().await?;
+        let r = self.sim.tick().await?;
+        if r.completed + r.returned + r.callbacks_sent + r.callbacks_failed + polled.asked > 0 {
+            tracing::info!(?r, ?polled, "bank tick");
+        }
+        Ok(r)
+    }
+}
+
+/// A real channel's refund on the wire.
+fn live_to_wire(r: LiveRefund) -> pb::BankTransaction {
+    let status = match r.status {
+        // Sent; the outcome is not known or not final: the bank has (or may have) it.
+        LiveStatus::Pending | LiveStatus::Accepted => pb::TxStatus::TxAccepted,
+        LiveStatus::Succeeded => pb::TxStatus::TxSucceeded,
+        LiveStatus::Failed => pb::TxStatus::TxFailed,
+        LiveStatus::Rejected => pb::TxStatus::TxRejected,
+    };
+    pb::BankTransaction {
+        id: r.reference.clone(),
+        bank_ref: r.channel_ref,
+        channel: r.channel,
+        amount: r.amount.amount_string(),
+        currency: r.amount.currency().code().to_string(),
+        status: status as i32,
+        reason: r.reason,
+        submitted_at_ms: r.submitted_at_ms,
+        completed_at_ms: r.completed_at_ms.unwrap_or(0),
+        kind: pb::TxKind::Refund as i32,
+        refund_id: r.reference,
+        batch_id: String::new(),
+        returned_at_ms: 0,
     }
 }
 
@@ -292,7 +400,12 @@ impl BankService for BankSvc {
         let amount = Money::parse(&r.amount, &r.currency, "amount").map_err(grpc_err)?;
         let s = RefundSubmission::new(&r.channel, &r.refund_id, &r.original_trade_id, amount)
             .map_err(grpc_err)?;
-        let out = self.sim.submit_refund(s).await.map_err(grpc_err)?;
+        let out = if self.live.has(&s.channel) {
+            self.live.submit_refund(s).await
+        } else {
+            self.sim.submit_refund(s).await
+        }
+        .map_err(grpc_err)?;
         Ok(Response::new(submit_response(out)))
     }
 
@@ -303,6 +416,9 @@ impl BankService for BankSvc {
     ) -> Result<Response<pb::BankTransaction>, Status> {
         let id = request.into_inner().id;
         tuikuan_kernel::id::validate_external_id(&id, "id").map_err(grpc_err)?;
+        if let Some(r) = self.live.query(&id).await.map_err(grpc_err)? {
+            return Ok(Response::new(live_to_wire(r)));
+        }
         let tx = self
             .sim
             .query(TxKind::Refund, &id)
@@ -345,7 +461,7 @@ impl BankService for BankSvc {
         &self,
         _request: Request<pb::TickRequest>,
     ) -> Result<Response<pb::TickResponse>, Status> {
-        let r = self.sim.tick().await.map_err(grpc_err)?;
+        let r = self.run_tick().await.map_err(grpc_err)?;
         Ok(Response::new(pb::TickResponse {
             completed: r.completed,
             callbacks_sent: r.callbacks_sent,
@@ -373,11 +489,22 @@ impl BankService for BankSvc {
         };
         let txs = self
             .sim
-            .list(kind, after, i64::from(limit))
+            .list(kind, after.clone(), i64::from(limit))
             .await
             .map_err(grpc_err)?;
+        let mut all: Vec<pb::BankTransaction> = txs.into_iter().map(tx_to_wire).collect();
+        if matches!(kind, None | Some(TxKind::Refund)) {
+            let live = self
+                .live
+                .list(after, i64::from(limit))
+                .await
+                .map_err(grpc_err)?;
+            all.extend(live.into_iter().map(live_to_wire));
+            all.sort_by(|a, b| a.id.cmp(&b.id));
+            all.truncate(limit as usize);
+        }
         Ok(Response::new(pb::ListTransactionsResponse {
-            transactions: txs.into_iter().map(tx_to_wire).collect(),
+            transactions: all,
         }))
     }
 
@@ -388,11 +515,12 @@ impl BankService for BankSvc {
     ) -> Result<Response<pb::ClearingFile>, Status> {
         let r = request.into_inner();
         let date = parse_date(&r.date, "date").map_err(grpc_err)?;
-        let f = self
-            .sim
-            .clearing_file(&r.channel, date)
-            .await
-            .map_err(grpc_err)?;
+        let f = if self.live.has(&r.channel) {
+            self.live.clearing_file(&r.channel, date).await
+        } else {
+            self.sim.clearing_file(&r.channel, date).await
+        }
+        .map_err(grpc_err)?;
         Ok(Response::new(pb::ClearingFile {
             channel: f.channel,
             date: f.date.format("%Y-%m-%d").to_string(),

@@ -13,7 +13,13 @@
 //! - [`simulator`]: the [`simulator::Simulator`], which implements [`domain::BankConnector`] and
 //!   runs the bank's tick (complete due transactions at their due time, return paid payouts,
 //!   deliver callbacks to the refund and payout centers);
-//! - [`grpc`]: [`Config`], [`serve`] and the tonic service.
+//! - [`connector`]: the channel connector interface ([`connector::Connector`]: submit a refund,
+//!   query it, verify a notification, download the bill) with the simulator, WeChat Pay API v3
+//!   and Alipay as implementations, and the channel settings of the configuration;
+//! - [`live`]: the books of refunds sent to real channels, their polling, the notification
+//!   listener, and the callbacks that carry their changes to the refund center;
+//! - [`grpc`]: [`Config`], [`serve`] and the tonic service, which routes each channel to the
+//!   simulator or to its real connector.
 //!
 //! # Invariants
 //! - One transaction per id (refund_id, payout_id, or the row id of a file-upload / offline
@@ -34,13 +40,15 @@
 //! - A synchronous refusal is `TX_REJECTED` on the wire (nothing happened at the bank), distinct
 //!   from `TX_FAILED` (accepted, then failed).
 
+pub mod connector;
 pub mod domain;
 pub mod grpc;
 pub mod layouts;
+pub mod live;
 pub mod simulator;
 pub mod store;
 
-pub use grpc::{serve, Config};
+pub use grpc::{serve, serve_with_notifications, Config};
 
 /// The clearing file (清算文件) format `tuikuan-csv-v1`, and the functions that write and read it.
 ///

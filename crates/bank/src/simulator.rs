@@ -480,7 +480,11 @@ impl Simulator {
     }
 }
 
-async fn write_file_atomically(dir: &std::path::Path, name: &str, content: &[u8]) -> Result<()> {
+pub(crate) async fn write_file_atomically(
+    dir: &std::path::Path,
+    name: &str,
+    content: &[u8],
+) -> Result<()> {
     let io = |what: &str, e: std::io::Error| Error::internal(format!("clearing file {what}: {e}"));
     tokio::fs::create_dir_all(dir)
         .await

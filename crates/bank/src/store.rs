@@ -382,6 +382,17 @@ pub fn return_tx(conn: &mut AnyConnection, tx: &BankTx, cb: &Callback) -> Result
 }
 
 /// Undelivered callbacks with fewer than `max_attempts` attempts, in creation order.
+/// Enqueues one callback (inside the caller's transaction).
+pub fn insert_callback(
+    conn: &mut AnyConnection,
+    cb: &Callback,
+) -> std::result::Result<(), diesel::result::Error> {
+    diesel::insert_into(callbacks::table)
+        .values(CallbackRow::from(cb))
+        .execute(conn)
+        .map(|_| ())
+}
+
 pub fn pending_callbacks(
     conn: &mut AnyConnection,
     max_attempts: i32,

@@ -373,14 +373,19 @@ impl PeerVerdict {
             | DebitNotActive
             | NoRefundMethod
             | RefundFailed
-            | PayoutReturned => PeerVerdict::Refused,
+            | PayoutReturned
+            | CouponOnlyRefund
+            // The platform's own funds cannot fund its part now: nothing was debited; the
+            // merchant may ask again later with a new refund.
+            | InsufficientFunds => PeerVerdict::Refused,
             // IDEMPOTENCY_CONFLICT means the peer holds other content under our refund id: a bug
             // or tampering that a human must look at; never guess, keep the refund where it is.
             // CALLER_NOT_ALLOWED: the deployment's certificates or allow-list are wrong; the peer
             // did nothing, and will once an operator fixes them.
             // REQUEST_TOO_LARGE from a peer: our own request was too big, a bug to look at.
             IdempotencyConflict | Unauthenticated | PermissionDenied | CallerNotAllowed
-            | RequestTooLarge | Unavailable | InProgress | Storage | Internal => PeerVerdict::Retry,
+            | RequestTooLarge | Unavailable | InProgress | ChannelUnverified | Storage
+            | Internal => PeerVerdict::Retry,
         }
     }
 }

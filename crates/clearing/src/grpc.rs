@@ -636,25 +636,6 @@ impl Clearing {
                 }
             }
         }
-        let unposted = self
-            .db
-            .run(|conn| store::unposted_adjustments(conn, RECOVERY_BATCH))
-            .await?;
-        for adjustment_id in unposted {
-            let Some(adjustment) = self.adjustment(&adjustment_id).await? else {
-                continue;
-            };
-            if adjustment.posting_id.is_some() {
-                continue;
-            }
-            match self.post_stored_adjustment(adjustment).await {
-                Ok(_) => report.adjustments_posted += 1,
-                Err(e) => {
-                    tracing::warn!(%adjustment_id, error = %e, "adjustment still unposted");
-                    report.still_pending += 1;
-                }
-            }
-        }
         for (status, goal) in [
             (DebitStatus::Pending, Goal::Debit),
             (DebitStatus::Reversing, Goal::Reverse),
@@ -676,6 +657,26 @@ impl Clearing {
                         tracing::warn!(%refund_id, error = %e, "debit still unfinished");
                         report.still_pending += 1;
                     }
+                }
+            }
+        }
+        // Adjustments last: a correction may need money a returned payout brings back first.
+        let unposted = self
+            .db
+            .run(|conn| store::unposted_adjustments(conn, RECOVERY_BATCH))
+            .await?;
+        for adjustment_id in unposted {
+            let Some(adjustment) = self.adjustment(&adjustment_id).await? else {
+                continue;
+            };
+            if adjustment.posting_id.is_some() {
+                continue;
+            }
+            match self.post_stored_adjustment(adjustment).await {
+                Ok(_) => report.adjustments_posted += 1,
+                Err(e) => {
+                    tracing::warn!(%adjustment_id, error = %e, "adjustment still unposted");
+                    report.still_pending += 1;
                 }
             }
         }

@@ -73,11 +73,18 @@ pub enum ErrorCode {
     RefundFailed,
     /// The bank returned a payout after reporting it paid (退票); the money is back with the merchant.
     PayoutReturned,
+    /// A reserve, own-funds, in-transit or suspense account would go below zero; nothing was posted.
+    InsufficientFunds,
+    /// The platform's coupon share covers the whole refund: there is no cash to pay back.
+    CouponOnlyRefund,
     // unavailable
     /// A downstream service did not answer; the request may be retried with the same key.
     Unavailable,
     /// The request was accepted but its chain is still running; query it later.
     InProgress,
+    /// A payment channel's answer, notification or bill failed verification (signature, timestamp,
+    /// certificate serial, digest); nothing it said was used. The outcome stays unknown: retry.
+    ChannelUnverified,
     // internal
     /// Storage failed.
     Storage,
@@ -130,8 +137,11 @@ impl ErrorCode {
         ErrorCode::NoRefundMethod,
         ErrorCode::RefundFailed,
         ErrorCode::PayoutReturned,
+        ErrorCode::InsufficientFunds,
+        ErrorCode::CouponOnlyRefund,
         ErrorCode::Unavailable,
         ErrorCode::InProgress,
+        ErrorCode::ChannelUnverified,
         ErrorCode::Storage,
         ErrorCode::Internal,
     ];
@@ -168,8 +178,11 @@ impl ErrorCode {
             ErrorCode::NoRefundMethod => "NO_REFUND_METHOD",
             ErrorCode::RefundFailed => "REFUND_FAILED",
             ErrorCode::PayoutReturned => "PAYOUT_RETURNED",
+            ErrorCode::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            ErrorCode::CouponOnlyRefund => "COUPON_ONLY_REFUND",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::InProgress => "IN_PROGRESS",
+            ErrorCode::ChannelUnverified => "CHANNEL_UNVERIFIED",
             ErrorCode::Storage => "STORAGE",
             ErrorCode::Internal => "INTERNAL",
         }
@@ -202,8 +215,10 @@ impl ErrorCode {
             | DebitNotActive
             | NoRefundMethod
             | RefundFailed
-            | PayoutReturned => grpc::FAILED_PRECONDITION,
-            Unavailable | InProgress => grpc::UNAVAILABLE,
+            | PayoutReturned
+            | InsufficientFunds
+            | CouponOnlyRefund => grpc::FAILED_PRECONDITION,
+            Unavailable | InProgress | ChannelUnverified => grpc::UNAVAILABLE,
             Storage | Internal => grpc::INTERNAL,
         }
     }
@@ -212,7 +227,10 @@ impl ErrorCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Unavailable | ErrorCode::InProgress | ErrorCode::Storage
+            ErrorCode::Unavailable
+                | ErrorCode::InProgress
+                | ErrorCode::ChannelUnverified
+                | ErrorCode::Storage
         )
     }
 }

@@ -605,6 +605,40 @@ impl Harness {
             Principal::Accounting,
             &acc_handle.url(),
         ));
+        // Customer money in the channel's reserve (a settled payment): the ledger never lets a
+        // correction take a reserve below zero.
+        let line = |t: acc_pb::AccountType, owner: &str, side: acc_pb::Side| acc_pb::Entry {
+            account: Some(acc_pb::Account {
+                r#type: t as i32,
+                owner: owner.into(),
+                currency: "CNY".into(),
+            }),
+            side: side as i32,
+            amount: "1000.00".into(),
+        };
+        AccountingServiceClient::new(test_channel(
+            Principal::Clearing,
+            Principal::Accounting,
+            &acc_handle.url(),
+        ))
+        .post(acc_pb::PostRequest {
+            request_id: "settle:seed".into(),
+            description: "payments collected before the test".into(),
+            entries: vec![
+                line(
+                    acc_pb::AccountType::ChannelReserve,
+                    CHANNEL,
+                    acc_pb::Side::Debit,
+                ),
+                line(
+                    acc_pb::AccountType::MerchantSettlement,
+                    "seed",
+                    acc_pb::Side::Credit,
+                ),
+            ],
+        })
+        .await
+        .unwrap();
         Some(Harness {
             bank,
             refund,

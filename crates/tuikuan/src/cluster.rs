@@ -35,6 +35,10 @@ pub struct Cluster {
     public_addr: Option<std::net::SocketAddr>,
     /// The public listener bound by `start`, until the business layer takes it.
     public_listener: Option<TcpListener>,
+    /// The bank's notification listener: its address, and the listener bound at start (taken
+    /// by the bank's first launch; a restart binds the address again).
+    notify_addr: Option<std::net::SocketAddr>,
+    notify_listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -96,6 +100,21 @@ impl Cluster {
                 addrs.insert(service, config.peer_addr(service));
             }
         }
+        // The notification listener only serves real channels; without one, nothing is bound.
+        let real_channels = config
+            .bank
+            .channels
+            .values()
+            .any(|c| c.connector() != "simulator");
+        let (notify_addr, notify_listener) = if services.contains(&Service::Bank) && real_channels {
+            let bind = format!("{}:{}", config.host, config.bank.notify_port);
+            let listener = TcpListener::bind(&bind)
+                .await
+                .with_context(|| format!("bank notification listener: cannot bind {bind}"))?;
+            (Some(listener.local_addr()?), Some(listener))
+        } else {
+            (None, None)
+        };
         // Explicit peer overrides win over local addresses only for services not run here.
         let mut cluster = Cluster {
             config,
@@ -107,6 +126,8 @@ impl Cluster {
             public_tls,
             public_addr,
             public_listener,
+            notify_addr,
+            notify_listener,
         };
         for (service, listener) in listeners {
             cluster.launch(service, listener)?;
@@ -118,10 +139,17 @@ impl Cluster {
         let public = if service == Service::Business {
             Some(match self.public_listener.take() {
                 Some(l) => l,
-                None => self.rebind_public()?,
+                None => rebind(self.public_addr, "public listener")?,
             })
         } else {
             None
+        };
+        let notify = match (service, self.notify_listener.take()) {
+            (Service::Bank, Some(listener)) => Some(listener),
+            (Service::Bank, None) if self.notify_addr.is_some() => {
+                Some(rebind(self.notify_addr, "bank notification listener")?)
+            }
+            _ => None,
         };
         let env = ServiceEnv {
             config: self.config.clone(),
@@ -131,6 +159,8 @@ impl Cluster {
             transport: self.transports[&service].clone(),
             public_tls: self.public_tls.clone(),
             public,
+            notify,
+            notify_url: self.bank_notify_url(),
         };
         let handle = spawn_on(listener, move |listener, shutdown| {
             run_service(service, env, listener, shutdown)
@@ -141,13 +171,18 @@ impl Cluster {
         Ok(())
     }
 
-    /// Binds the public listener again on its address (after a restart of the business layer).
-    fn rebind_public(&self) -> anyhow::Result<TcpListener> {
-        let addr = self.public_addr.context("public listener: never bound")?;
-        let std = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("public listener: cannot bind {addr} again"))?;
-        std.set_nonblocking(true)?;
-        Ok(TcpListener::from_std(std)?)
+    /// The base URL of the bank's notification listener as channels reach it
+    /// (`notify_public_url`, else `http://<listener address>`); `None` when the bank does not run
+    /// here or has no real channel.
+    pub fn bank_notify_url(&self) -> Option<String> {
+        let addr = self.notify_addr?;
+        Some(
+            self.config
+                .bank
+                .notify_public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}")),
+        )
     }
 
     /// The address (`http://host:port`) of a service's internal listener.
@@ -292,6 +327,15 @@ pub fn listener_table(cluster: &Cluster) -> String {
             "tuikuan.business.v1.MerchantService (merchants, API key)"
         ));
     }
+    if let (Some(addr), true) = (cluster.notify_addr, running.contains(&Service::Bank)) {
+        out.push_str(&format!(
+            "{:<9} {:<15} {:<28} {}\n",
+            "public",
+            "bank-notify",
+            format!("http://{addr}"),
+            "POST /notify/<CHANNEL> (payment channels, channel signatures)"
+        ));
+    }
     let internal = if cluster.config().tls.insecure_internal {
         "PLAINTEXT, no caller checks (insecure_internal)"
     } else {
@@ -321,6 +365,29 @@ fn card_key(config: &DeploymentConfig) -> anyhow::Result<Option<CardKey>> {
     }
 }
 
+/// Binds `addr` again (a restarted service keeps its public or notification address). The port
+/// was released with the stopped service; a crash releases it when its task is dropped, so retry
+/// briefly.
+fn rebind(addr: Option<std::net::SocketAddr>, what: &str) -> anyhow::Result<TcpListener> {
+    let addr = addr.with_context(|| format!("{what}: never bound"))?;
+    let mut last = None;
+    for _ in 0..100 {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => {
+                l.set_nonblocking(true)?;
+                return Ok(TcpListener::from_std(l)?);
+            }
+            Err(e) => {
+                last = Some(e);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+    Err(anyhow::anyhow!(
+        "{what}: cannot bind {addr} again: {last:?}"
+    ))
+}
+
 /// What a service needs from the deployment to start.
 struct ServiceEnv {
     config: DeploymentConfig,
@@ -331,6 +398,9 @@ struct ServiceEnv {
     public_tls: Option<PublicTls>,
     /// The business layer's public listener.
     public: Option<TcpListener>,
+    /// The bank's notification listener (real channels only), and its URL as channels reach it.
+    notify: Option<TcpListener>,
+    notify_url: Option<String>,
 }
 
 fn run_service(
@@ -347,6 +417,8 @@ fn run_service(
         transport,
         public_tls,
         public,
+        notify,
+        notify_url,
     } = env;
     let db = config.database_url(service);
     let jobs = config.job_interval();
@@ -465,7 +537,12 @@ fn run_service(
             cfg.clearing_dir = Some(config.data_dir.join("clearing"));
             cfg.clearing_formats = sim.clearing_formats.clone().into_iter().collect();
             cfg.job_interval = jobs;
-            Box::pin(tuikuan_bank::serve(cfg, listener, shutdown))
+            cfg.channels = sim.channels.clone();
+            cfg.notify_base_url = notify_url;
+            cfg.channel_query_interval_secs = sim.channel_query_interval_secs;
+            Box::pin(tuikuan_bank::serve_with_notifications(
+                cfg, listener, notify, shutdown,
+            ))
         }
     }
 }

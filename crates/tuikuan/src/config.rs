@@ -84,7 +84,8 @@ impl Service {
     }
 }
 
-/// Settings of the bank simulator.
+/// Settings of the bank subsystem: the simulator's knobs, and the channels served by a real
+/// connector (`[bank.channels.<CODE>]`, see `docs/channels.md`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BankSimulator {
@@ -97,6 +98,18 @@ pub struct BankSimulator {
     /// Share of paid payouts the bank later returns (退票), and how long after.
     pub return_per_mille: u32,
     pub return_delay_secs: u64,
+    /// Channels served by a real connector (WeChat Pay API v3, Alipay); every other channel is
+    /// the simulator's.
+    pub channels:
+        std::collections::BTreeMap<String, tuikuan_bank::connector::settings::ChannelSettings>,
+    /// Port of the bank's notification listener (`POST /notify/<CHANNEL>`), bound only when a
+    /// real channel is configured; 0 picks a free one.
+    pub notify_port: u16,
+    /// The listener's public URL as channels reach it (`https://pay.example.com/bank`); default
+    /// `http://<host>:<notify_port>`.
+    pub notify_public_url: Option<String>,
+    /// How soon an open refund at a real channel is first queried (then less often as it ages).
+    pub channel_query_interval_secs: u64,
     /// channel → the layout of the simulator's clearing files for it: `csv` (default), `wechat`,
     /// `wechat-legacy`, `unionpay` or `alipay` (the channel's real bank's file).
     pub clearing_formats: std::collections::BTreeMap<String, String>,
@@ -113,6 +126,10 @@ impl Default for BankSimulator {
             out_of_order_per_mille: 100,
             return_per_mille: 0,
             return_delay_secs: 3600,
+            channels: Default::default(),
+            notify_port: 50058,
+            notify_public_url: None,
+            channel_query_interval_secs: 60,
             clearing_formats: Default::default(),
         }
     }
@@ -387,9 +404,28 @@ mod tests {
             refund = 7004
             [peers]
             bank = "http://bank.internal:9000"
+            [bank.channels.WECHAT_AGG]
+            connector = "wechatpay_v3"
+            mchid = "1900000109"
+            merchant_serial_no = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
+            private_key_file = "/etc/tuikuan/wechatpay/apiclient_key.pem"
+            apiv3_key_env = "TUIKUAN_WECHATPAY_APIV3_KEY"
+            platform_public_keys = [{ id = "PUB_KEY_ID_01", file = "/etc/tuikuan/wechatpay/pub_key.pem" }]
+            [bank.channels.ALIPAY_AGG]
+            connector = "alipay"
+            app_id = "2021000000000001"
+            private_key_env = "TUIKUAN_ALIPAY_APP_KEY"
+            alipay_public_key_file = "/etc/tuikuan/alipay/alipay_public_key.txt"
             "#,
         )
         .unwrap();
+        assert_eq!(c.bank.channels.len(), 2);
+        assert_eq!(c.bank.channels["WECHAT_AGG"].connector(), "wechatpay_v3");
+        assert_eq!(c.bank.channels["ALIPAY_AGG"].connector(), "alipay");
+        assert_eq!(c.bank.notify_port, 50058);
+        let example: DeploymentConfig =
+            toml::from_str(include_str!("../../../tuikuan.example.toml")).expect("example config");
+        example.validate().expect("example config is valid");
         c.validate().unwrap();
         assert_eq!(c.port(Service::Refund), 7004);
         assert_eq!(c.port(Service::Accounting), 50051);
