@@ -10,9 +10,6 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use tuikuan::config::DeploymentConfig;
-use tuikuan_bank::connector::settings::{
-    AlipaySettings, ChannelSettings, PlatformPublicKey, WechatSettings,
-};
 use tuikuan_fakes::alipay::{self as fa, FakeAlipay};
 use tuikuan_fakes::wechat::{self as fw, FakeWechatPay};
 use tuikuan_fakes::{keys, AnswerFault, NotifyFault, Settle};
@@ -34,44 +31,47 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
-/// The two channels as `[bank.channels.*]` would give them, keys in files.
+/// The two channels as a deployment configures them: `[bank.channels.*]` in a TOML file read by
+/// `DeploymentConfig::load`, keys in files.
 fn configure(config: &mut DeploymentConfig, dir: &Path, wechat_url: &str, alipay_gateway: &str) {
     let k = keys();
-    config.bank.channels.insert(
-        WECHAT.into(),
-        ChannelSettings::WechatpayV3(WechatSettings {
-            mchid: fw::MCHID.into(),
-            merchant_serial_no: fw::MERCHANT_SERIAL.into(),
-            private_key_file: Some(write(dir, "wx_key.pem", &k.wechat_merchant.private_pem)),
-            private_key_env: None,
-            apiv3_key_file: Some(write(dir, "wx_apiv3", fw::APIV3_KEY)),
-            apiv3_key_env: None,
-            platform_certificate_files: Vec::new(),
-            platform_public_keys: vec![PlatformPublicKey {
-                id: fw::PLATFORM_KEY_ID.into(),
-                file: write(dir, "wx_pub.pem", &k.wechat_platform.public_pem),
-            }],
-            base_url: wechat_url.into(),
-            notify_url: None,
-            timeout_ms: 1000,
-            max_clock_skew_secs: 300,
-            refund_reason: "退款".into(),
-        }),
+    let wx_key = write(dir, "wx_key.pem", &k.wechat_merchant.private_pem);
+    let wx_pub = write(dir, "wx_pub.pem", &k.wechat_platform.public_pem);
+    let ali_key = write(dir, "ali_key.txt", &k.alipay_app.private_b64);
+    let ali_pub = write(dir, "ali_pub.txt", &k.alipay_platform.public_b64);
+    let wx_apiv3 = write(dir, "wx_apiv3", fw::APIV3_KEY);
+    let toml = format!(
+        r#"
+[bank.channels.{WECHAT}]
+connector = "wechatpay_v3"
+mchid = "{mchid}"
+merchant_serial_no = "{serial}"
+private_key_file = {wx_key:?}
+apiv3_key_file = {wx_apiv3:?}
+platform_public_keys = [{{ id = "{key_id}", file = {wx_pub:?} }}]
+base_url = "{wechat_url}"
+timeout_ms = 1000
+max_clock_skew_secs = 300
+refund_reason = "退款"
+
+[bank.channels.{ALIPAY}]
+connector = "alipay"
+app_id = "{app_id}"
+private_key_file = {ali_key:?}
+alipay_public_key_file = {ali_pub:?}
+gateway_url = "{alipay_gateway}"
+timeout_ms = 1000
+refund_reason = "退款"
+"#,
+        mchid = fw::MCHID,
+        serial = fw::MERCHANT_SERIAL,
+        key_id = fw::PLATFORM_KEY_ID,
+        app_id = fa::APP_ID,
     );
-    config.bank.channels.insert(
-        ALIPAY.into(),
-        ChannelSettings::Alipay(AlipaySettings {
-            app_id: fa::APP_ID.into(),
-            private_key_file: Some(write(dir, "ali_key.txt", &k.alipay_app.private_b64)),
-            private_key_env: None,
-            alipay_public_key_file: Some(write(dir, "ali_pub.txt", &k.alipay_platform.public_b64)),
-            alipay_public_key_env: None,
-            gateway_url: alipay_gateway.into(),
-            notify_url: None,
-            timeout_ms: 1000,
-            refund_reason: "退款".into(),
-        }),
-    );
+    let file = write(dir, "channels.toml", &toml);
+    let loaded = DeploymentConfig::load(Some(&file)).expect("channels.toml");
+    assert_eq!(loaded.bank.channels.len(), 2);
+    config.bank.channels = loaded.bank.channels;
 }
 
 async fn channel(sb: &mut Sandbox, code: &str) {
@@ -186,6 +186,7 @@ async fn wechat_and_alipay_channels_end_to_end(store: Store) {
         assert_eq!(r.status, biz::RefundStatus::Processing as i32);
         refund_ids.push(r.refund_id);
     }
+    let mut alipay_ids = Vec::new();
     for (i, amount) in ["80.00", "20.00"].iter().enumerate() {
         let t = pay(&mut sb, ALIPAY, &format!("OA-{i}"), amount).await;
         af.pay(
@@ -193,22 +194,40 @@ async fn wechat_and_alipay_channels_end_to_end(store: Store) {
             amount.replace('.', "").parse().expect("fen"),
             &format!("{notify}/notify/{ALIPAY}"),
         );
-        sb.refund(KEY_A, &format!("RA-{i}"), &format!("OA-{i}"), "5.00")
+        let r = sb
+            .refund(KEY_A, &format!("RA-{i}"), &format!("OA-{i}"), "5.00")
             .await
             .expect("accepted");
+        alipay_ids.push(r.refund_id);
     }
 
     // WeChat Pay answers PROCESSING; the third submission is carried out and never answered.
-    // Alipay's first answer is signed wrongly (the channel acted; the answer is refused).
+    // Alipay's first answer is signed wrongly (the channel acted; the answer is refused), and
+    // the notifications of the refunds it made are tampered with.
     wf.set_settle(Settle::LaterSuccess);
     wf.hang_after_acting(1);
     af.set_answer_fault(AnswerFault::BadSignature);
+    af.set_notify_fault(NotifyFault::Tampered);
     let first = interface_cycle(&mut sb).await;
     assert!(
         first.errors >= 2,
         "a lost answer and an unverifiable one: {first:?}"
     );
+    let refused = af.deliver_notifications().await;
+    assert!(
+        refused.len() == 2 && refused.iter().all(|(s, b)| *s == 200 && b == "failure"),
+        "tampered Alipay notifications refused: {refused:?}"
+    );
+    tick(&mut sb).await;
+    for id in &alipay_ids {
+        assert_ne!(
+            bank_status(&mut sb, id).await,
+            rfd::BankStatus::BankSucceeded as i32,
+            "a refused notification moves nothing"
+        );
+    }
     af.set_answer_fault(AnswerFault::None);
+    af.set_notify_fault(NotifyFault::None);
     let second = interface_cycle(&mut sb).await;
     assert_eq!(second.errors, 0, "{second:?}");
     // The channels paid each refund once, retries included.
@@ -283,11 +302,26 @@ async fn wechat_and_alipay_channels_end_to_end(store: Store) {
         "a stale notification moves nothing"
     );
 
-    // Alipay's notifications (sent to the payments' notify_url) are verified and accepted.
+    // Alipay's notifications (sent to the payments' notify_url) are verified and accepted; a
+    // replay (the same notify_id again) is acknowledged and changes nothing.
+    let t = pay(&mut sb, ALIPAY, "OA-2", "7.00").await;
+    af.pay(&t.trade_id, 700, &format!("{notify}/notify/{ALIPAY}"));
+    let ra2 = sb
+        .refund(KEY_A, "RA-2", "OA-2", "7.00")
+        .await
+        .expect("accepted")
+        .refund_id;
+    af.set_notify_fault(NotifyFault::Duplicate);
+    interface_cycle(&mut sb).await;
     let statuses = af.deliver_notifications().await;
-    assert!(
-        statuses.iter().all(|(s, b)| *s == 200 && b == "success"),
-        "{statuses:?}"
+    assert_eq!(
+        statuses,
+        vec![(200, "success".to_string()), (200, "success".to_string())]
+    );
+    tick(&mut sb).await;
+    assert_eq!(
+        bank_status(&mut sb, &ra2).await,
+        rfd::BankStatus::BankSucceeded as i32
     );
 
     // Next morning: reconciliation from the bills the connectors downloaded.
@@ -297,12 +331,14 @@ async fn wechat_and_alipay_channels_end_to_end(store: Store) {
     let wrun = reconcile(&mut sb, WECHAT, &date).await;
     assert_eq!(matched(&wrun), 5, "{wrun:?}");
     let arun = reconcile(&mut sb, ALIPAY, &date).await;
-    assert_eq!(matched(&arun), 2, "{arun:?}");
+    assert_eq!(matched(&arun), 3, "{arun:?}");
     sb.c.refund
         .run_outbox(rfd::RunOutboxRequest {})
         .await
         .expect("outbox");
-    for no in ["RW-0", "RW-1", "RW-2", "RW-9", "RW-8", "RA-0", "RA-1"] {
+    for no in [
+        "RW-0", "RW-1", "RW-2", "RW-9", "RW-8", "RA-0", "RA-1", "RA-2",
+    ] {
         let r = sb.get_refund(KEY_A, no).await.expect("refund");
         assert_eq!(r.status, biz::RefundStatus::Succeeded as i32, "{no}: {r:?}");
     }
@@ -326,7 +362,7 @@ async fn wechat_and_alipay_channels_end_to_end(store: Store) {
             .iter()
             .filter(|t| t.channel == WECHAT || t.channel == ALIPAY)
             .count(),
-        7
+        8
     );
     sb.assert_books_balanced().await;
     sb.shutdown().await;

@@ -661,3 +661,40 @@ async fn books_on_sqlite() {
 async fn books_on_postgres() {
     books("postgres").await;
 }
+
+/// Alipay's bill zip names its entries in GBK without the zip's UTF-8 flag; the connector picks
+/// the 业务明细 (not its 汇总) by those names and hands over its bytes unchanged (GBK).
+#[test]
+fn alipay_bill_zip_with_gbk_entry_names() {
+    let row = fa::FakeRefund {
+        out_request_no: "rf_a1".into(),
+        out_trade_no: "tr_a1".into(),
+        trade_no: "2026120222001400000000000001".into(),
+        refund_fen: 1_250,
+        status: "REFUND_SUCCESS".into(),
+        created_ms: 1_764_640_000_000,
+        finished_ms: Some(1_764_640_001_000),
+        paid: 1,
+    };
+    let zip = fa::bill_zip("2026-12-02", std::slice::from_ref(&row));
+    let gbk_name = encoding_rs::GBK
+        .encode("20880000000000010156_20261202_业务明细.csv")
+        .0
+        .into_owned();
+    assert!(
+        zip.windows(gbk_name.len())
+            .any(|w| w == gbk_name.as_slice()),
+        "entry names are GBK bytes"
+    );
+    assert!(
+        !zip.windows("业务明细".len())
+            .any(|w| w == "业务明细".as_bytes()),
+        "no UTF-8 entry names"
+    );
+    let detail = tuikuan_bank::connector::alipay::business_detail_csv(&zip).expect("detail");
+    assert_eq!(detail, fa::business_detail("2026-12-02", &[row]));
+    let text = encoding_rs::GBK.decode(&detail).0;
+    assert!(text.starts_with("#支付宝业务明细查询"), "{text}");
+    assert!(text.contains("rf_a1\t"), "{text}");
+    assert!(tuikuan_bank::connector::alipay::business_detail_csv(b"PK not a zip").is_err());
+}

@@ -232,10 +232,22 @@ fn signing_string(params: &BTreeMap<String, String>, skip: &[&str]) -> String {
 
 /// The signed answer text for `node`.
 fn answer(s: &Inner, node: &str, content: Value) -> Response {
+    answer_text(s, node, content, false)
+}
+
+/// The signed answer text for `node`; with `escape_slashes`, sent with every `/` escaped as `\/`
+/// but signed over the text with `/`, as the gateway may send it (the SDKs' verification retries
+/// with `\/` unescaped).
+fn answer_text(s: &Inner, node: &str, content: Value, escape_slashes: bool) -> Response {
     let text = content.to_string();
     let sign = match s.answer_fault {
         AnswerFault::BadSignature => keys().alipay_platform.sign(format!("{text} ").as_bytes()),
         _ => keys().alipay_platform.sign(text.as_bytes()),
+    };
+    let text = if escape_slashes {
+        text.replace('/', "\\/")
+    } else {
+        text
     };
     let body = format!("{{\"{node}\":{text},\"sign\":\"{sign}\"}}");
     (
@@ -574,10 +586,11 @@ fn bill_url(s: &mut Inner, node: &str, bill_type: &str, date: &str) -> Response 
     let token = uuid::Uuid::new_v4().simple().to_string();
     s.bills.insert(token.clone(), zip);
     let url = format!("{}/bill/{token}", s.base_url);
-    answer(
+    answer_text(
         s,
         node,
         json!({"code": "10000", "msg": "Success", "bill_download_url": url}),
+        true,
     )
 }
 
@@ -659,7 +672,8 @@ pub fn business_detail(date: &str, rows: &[FakeRefund]) -> Vec<u8> {
     encoding_rs::GBK.encode(&text).0.into_owned()
 }
 
-/// The bill zip: the 业务明细 and its 汇总, names in GBK.
+/// The bill zip: the 业务明细 and its 汇总, entry names in GBK without the zip's UTF-8 flag, as
+/// Alipay publishes them.
 pub fn bill_zip(date: &str, rows: &[FakeRefund]) -> Vec<u8> {
     let compact = date.replace('-', "");
     let detail = business_detail(date, rows);
@@ -670,18 +684,39 @@ pub fn bill_zip(date: &str, rows: &[FakeRefund]) -> Vec<u8> {
         ))
         .0
         .into_owned();
+    let names = [
+        format!("{SELLER_ID}0156_{compact}_业务明细.csv"),
+        format!("{SELLER_ID}0156_{compact}_业务明细(汇总).csv"),
+    ];
+    // The zip writer takes UTF-8 names (and flags them so); entries are written under ASCII
+    // placeholders of the GBK names' length, whose bytes are then replaced by the GBK names.
+    let gbk: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| encoding_rs::GBK.encode(n).0.into_owned())
+        .collect();
+    let placeholders: Vec<String> = gbk
+        .iter()
+        .enumerate()
+        .map(|(i, g)| format!("{i}{}", "~".repeat(g.len() - 1)))
+        .collect();
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
-    for (name, content) in [
-        (format!("{SELLER_ID}0156_{compact}_业务明细.csv"), detail),
-        (
-            format!("{SELLER_ID}0156_{compact}_业务明细(汇总).csv"),
-            summary,
-        ),
-    ] {
-        w.start_file(name, options).expect("zip entry");
+    for (name, content) in placeholders.iter().zip([detail, summary]) {
+        w.start_file(name.as_str(), options).expect("zip entry");
         w.write_all(&content).expect("zip write");
     }
-    w.finish().expect("zip").into_inner()
+    let mut bytes = w.finish().expect("zip").into_inner();
+    for (placeholder, name) in placeholders.iter().zip(&gbk) {
+        let p = placeholder.as_bytes();
+        let mut at = 0;
+        let mut replaced = 0;
+        while let Some(i) = bytes[at..].windows(p.len()).position(|w| w == p) {
+            bytes[at + i..at + i + p.len()].copy_from_slice(name);
+            at += i + p.len();
+            replaced += 1;
+        }
+        assert_eq!(replaced, 2, "local header and central directory");
+    }
+    bytes
 }
