@@ -233,10 +233,22 @@ async fn subsidised_refund_pays_back_cash(store: Store) {
     sb.run_day().await;
     let r = sb.get_refund(KEY_A, "R-S").await.unwrap();
     assert_eq!(r.status, biz::RefundStatus::Succeeded as i32, "{r:?}");
+    // The customers' part of the reserve is what the merchant holds; the coupon went in from the
+    // platform's own funds (20.00 + the 0.30 fee share), its share of the refund back to the
+    // platform's part (0.60 fee + 10.00).
     assert_eq!(
         sb.balance(acc::AccountType::ChannelReserve, crate::sandbox::CHANNEL)
             .await,
-        "40.00"
+        "49.70"
+    );
+    assert_eq!(
+        sb.balance(acc::AccountType::PlatformInReserve, crate::sandbox::CHANNEL)
+            .await,
+        "10.60"
+    );
+    assert_eq!(
+        sb.balance(acc::AccountType::OwnFunds, "platform").await,
+        "-20.30"
     );
     assert_eq!(
         sb.balance(acc::AccountType::Subsidy, "platform").await,
@@ -253,6 +265,17 @@ async fn subsidised_refund_pays_back_cash(store: Store) {
         "0.00"
     );
     sb.assert_books_balanced().await;
+    // The auditor's books checks: the reserve identity holds, no part of a reserve is negative.
+    let report = tuikuan::audit::run_with(
+        &sb.c,
+        &tuikuan::audit::AuditOptions {
+            now_ms: Some(tuikuan_kernel::Clock::now_ms(&sb.clock)),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("audit");
+    assert!(report.ok(), "{report}");
     sb.shutdown().await;
 }
 both_stores!(subsidised_refund_pays_back_cash);

@@ -649,6 +649,34 @@ async fn books(backend: &str) {
     // Nothing was paid twice at either channel.
     assert!(wf.refunds().iter().all(|r| r.paid <= 1));
     assert!(af.refunds().iter().all(|r| r.paid <= 1));
+
+    // A flood of forged notifications on the public listener: every one refused, at most the
+    // minute's budget of them stored.
+    let client = reqwest::Client::new();
+    let flood = tuikuan_bank::live::budget::REFUSALS_STORED_PER_MINUTE + 10;
+    for i in 0..flood {
+        let answer = client
+            .post(format!("{notify}/notify/{ALIPAY}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "notify_id=forged{i}&out_biz_no=rf_a1&refund_fee=1.00&sign=AAAA"
+            ))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(answer.text().await.expect("body"), "failure");
+    }
+    let refused = live
+        .notifications(ALIPAY)
+        .await
+        .expect("log")
+        .iter()
+        .filter(|n| n.outcome == "REFUSED")
+        .count();
+    assert_eq!(
+        refused,
+        tuikuan_bank::live::budget::REFUSALS_STORED_PER_MINUTE as usize
+    );
     server.abort();
 }
 

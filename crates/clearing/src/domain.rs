@@ -15,6 +15,9 @@ use tuikuan_accounting::domain::{AccountKey, AccountType, Side};
 use tuikuan_kernel::money::MAX_AMOUNT_UNITS;
 use tuikuan_kernel::{Currency, Error, ErrorCode, Money};
 
+pub mod funds;
+use funds::reserve_lines;
+
 /// The highest fee rate a merchant may have (20%).
 pub const MAX_FEE_RATE: &str = "0.2";
 /// The most decimals a fee rate may have.
@@ -535,23 +538,24 @@ impl Settlement {
         settle_request_id(&self.trade_id)
     }
 
-    /// Dr CHANNEL_RESERVE(channel) cash (= amount − subsidy); Dr SUBSIDY(platform) subsidy;
-    /// per receiver Cr ADVANCE(receiver) its repayment and Cr MERCHANT_SETTLEMENT(receiver)
-    /// share − fee − repayment; Cr FEE_INCOME(platform) the fees.
+    /// Dr CHANNEL_RESERVE(channel) cash (= amount − subsidy); Dr SUBSIDY(platform) subsidy, paid
+    /// into the reserve from OWN_FUNDS; per receiver Cr ADVANCE(receiver) its repayment and Cr
+    /// MERCHANT_SETTLEMENT(receiver) share − fee − repayment; Cr FEE_INCOME(platform) the fees.
+    /// Fees and repayments are the platform's: they move to PLATFORM_IN_RESERVE (see [`funds`]).
     pub fn postings(&self) -> Vec<(AccountKey, Side, Money)> {
         let c = self.currency();
-        let mut entries = vec![
-            (
-                AccountKey::channel_reserve(&self.channel, c),
-                Side::Debit,
-                self.cash(),
-            ),
-            (
-                AccountKey::platform(AccountType::Subsidy, c),
-                Side::Debit,
-                self.subsidy,
-            ),
-        ];
+        let mut entries = reserve_lines(
+            &self.channel,
+            c,
+            self.cash().to_minor(),
+            self.subsidy.to_minor(),
+            self.fee.to_minor() + self.advance_repaid().to_minor(),
+        );
+        entries.push((
+            AccountKey::platform(AccountType::Subsidy, c),
+            Side::Debit,
+            self.subsidy,
+        ));
         for r in &self.receivers {
             entries.push((
                 AccountKey::merchant_settlement(&r.receiver_id, c),
@@ -1110,10 +1114,18 @@ impl Debit {
 
     /// Per receiver Dr MERCHANT_SETTLEMENT covered part and Dr ADVANCE advanced part; Dr
     /// FEE_INCOME fee share → Cr REFUND_IN_TRANSIT cash (amount − subsidy share); Cr SUBSIDY
-    /// subsidy share.
+    /// subsidy share. The fee share and the advances are paid into the reserve from OWN_FUNDS;
+    /// the subsidy share goes back to the platform's part of the reserve (see [`funds`]).
     pub fn debit_postings(&self) -> Vec<(AccountKey, Side, Money)> {
         let c = self.currency();
-        let mut entries = Vec::new();
+        let advanced: i64 = self.parts.iter().map(|p| p.advance.to_minor()).sum();
+        let mut entries = reserve_lines(
+            &self.channel,
+            c,
+            0,
+            self.fee_amount.to_minor() + advanced,
+            self.subsidy_amount.to_minor(),
+        );
         for p in &self.parts {
             entries.push((
                 AccountKey::merchant_settlement(&p.receiver_id, c),
@@ -1160,14 +1172,19 @@ impl Debit {
         ])
     }
 
-    /// The credits that give a debit back: per receiver Cr ADVANCE what repays its advance
+    /// The lines that give a debit back, with `reserve_minor` coming back into the customers' part
+    /// of the reserve for the step's own reason: per receiver Cr ADVANCE what repays its advance
     /// (`back_to_advance`, or with `exact` the advance this debit took) and Cr MERCHANT_SETTLEMENT
-    /// the rest of its part; Cr FEE_INCOME the fee share.
-    fn give_back_credits(&self, exact: bool) -> Vec<(AccountKey, Side, Money)> {
+    /// the rest of its part; Cr FEE_INCOME the fee share; Dr SUBSIDY the subsidy share. Funding
+    /// ([`funds`]): the subsidy share is paid into the reserve again from OWN_FUNDS; the fee share
+    /// and what repays advances go to the platform's part of the reserve.
+    fn give_back(&self, reserve_minor: i64, exact: bool) -> Vec<(AccountKey, Side, Money)> {
         let c = self.currency();
+        let mut repaid = 0;
         let mut entries = Vec::new();
         for p in &self.parts {
             let to_advance = if exact { p.advance } else { p.back_to_advance };
+            repaid += to_advance.to_minor();
             entries.push((
                 AccountKey::merchant_settlement(&p.receiver_id, c),
                 Side::Credit,
@@ -1175,72 +1192,54 @@ impl Debit {
             ));
             entries.push((advance_account(&p.receiver_id, c), Side::Credit, to_advance));
         }
-        entries.push((
-            AccountKey::platform(AccountType::FeeIncome, c),
-            Side::Credit,
-            self.fee_amount,
-        ));
-        entries
-    }
-
-    /// Dr REFUND_IN_TRANSIT cash; Dr SUBSIDY subsidy share → per receiver Cr ADVANCE
-    /// `back_to_advance` (repay first) and Cr MERCHANT_SETTLEMENT the rest; Cr FEE_INCOME fee share.
-    pub fn reverse_postings(&self) -> Vec<(AccountKey, Side, Money)> {
-        let c = self.currency();
-        let mut entries = vec![
+        entries.extend([
             (
-                AccountKey::platform(AccountType::RefundInTransit, c),
-                Side::Debit,
-                self.cash_amount(),
+                AccountKey::platform(AccountType::FeeIncome, c),
+                Side::Credit,
+                self.fee_amount,
             ),
             (
                 AccountKey::platform(AccountType::Subsidy, c),
                 Side::Debit,
                 self.subsidy_amount,
             ),
-        ];
-        entries.extend(self.give_back_credits(false));
+        ]);
+        entries.extend(reserve_lines(
+            &self.channel,
+            c,
+            reserve_minor,
+            self.subsidy_amount.to_minor(),
+            self.fee_amount.to_minor() + repaid,
+        ));
         non_zero(entries)
+    }
+
+    /// Dr REFUND_IN_TRANSIT cash → the money back where it came from ([`Debit::give_back`],
+    /// repaying advances first).
+    pub fn reverse_postings(&self) -> Vec<(AccountKey, Side, Money)> {
+        self.out_of_transit(false)
     }
 
     /// The exact undo of [`Debit::debit_postings`] (every line back to the account it came from),
     /// used when a retry's debit posting landed after the debit was already REJECTED.
     pub fn undo_postings(&self) -> Vec<(AccountKey, Side, Money)> {
-        let c = self.currency();
-        let mut entries = vec![
-            (
-                AccountKey::platform(AccountType::RefundInTransit, c),
-                Side::Debit,
-                self.cash_amount(),
-            ),
-            (
-                AccountKey::platform(AccountType::Subsidy, c),
-                Side::Debit,
-                self.subsidy_amount,
-            ),
-        ];
-        entries.extend(self.give_back_credits(true));
+        self.out_of_transit(true)
+    }
+
+    fn out_of_transit(&self, exact: bool) -> Vec<(AccountKey, Side, Money)> {
+        let mut entries = vec![(
+            AccountKey::platform(AccountType::RefundInTransit, self.currency()),
+            Side::Debit,
+            self.cash_amount(),
+        )];
+        entries.extend(self.give_back(0, exact));
         non_zero(entries)
     }
 
-    /// The returned payout (退票): Dr CHANNEL_RESERVE(channel) cash (the money came back to the
-    /// reserve); Dr SUBSIDY subsidy share → the same credits as a reversal.
+    /// The returned payout (退票): the cash came back to the reserve (Dr CHANNEL_RESERVE) → the
+    /// same as a reversal ([`Debit::give_back`]).
     pub fn return_postings(&self) -> Vec<(AccountKey, Side, Money)> {
-        let c = self.currency();
-        let mut entries = vec![
-            (
-                AccountKey::channel_reserve(&self.channel, c),
-                Side::Debit,
-                self.cash_amount(),
-            ),
-            (
-                AccountKey::platform(AccountType::Subsidy, c),
-                Side::Debit,
-                self.subsidy_amount,
-            ),
-        ];
-        entries.extend(self.give_back_credits(false));
-        non_zero(entries)
+        self.give_back(self.cash_amount().to_minor(), false)
     }
 }
 
@@ -1551,8 +1550,23 @@ mod tests {
             self.0.get(id).copied().unwrap_or(0)
         }
 
+        /// Every account back at zero once the sweep has moved the platform's part of the
+        /// reserves to its own funds.
         fn all_zero(&self) -> bool {
-            self.0.values().all(|v| *v == 0)
+            let swept: i64 = self
+                .0
+                .iter()
+                .filter(|(id, _)| {
+                    id.starts_with("PLATFORM_IN_RESERVE:") || id.starts_with("OWN_FUNDS:")
+                })
+                .map(|(_, v)| v)
+                .sum();
+            swept == 0
+                && self.0.iter().all(|(id, v)| {
+                    *v == 0
+                        || id.starts_with("PLATFORM_IN_RESERVE:")
+                        || id.starts_with("OWN_FUNDS:")
+                })
         }
     }
 
@@ -1602,7 +1616,8 @@ mod tests {
         assert_eq!(s.fee.to_minor(), 60);
         assert_eq!(s.net().to_minor(), 9940);
         let p = s.postings();
-        assert_eq!(p.len(), 3);
+        // The reserve, the fee as the platform's part of it, the merchant, fee income.
+        assert_eq!(p.len(), 4);
         // Half-even: 0.125 → 0.12
         let s = settlement("12.5", "0.01", FeeRefundPolicy::None);
         assert_eq!(s.fee.to_minor(), 12);
@@ -1686,7 +1701,11 @@ mod tests {
         assert_eq!(ledger.get("MERCHANT_SETTLEMENT:m1:CNY"), 0);
         assert_eq!(ledger.get("MERCHANT_SETTLEMENT:r2:CNY"), -33);
         assert_eq!(ledger.get("FEE_INCOME:platform:CNY"), 33);
-        assert_eq!(ledger.get("CHANNEL_RESERVE:netbank:CNY"), 0);
+        // The customers' part of the reserve is what the merchants hold: r2 paid the fee it kept
+        // from other money. The platform's part holds the fees it kept.
+        assert_eq!(ledger.get("CHANNEL_RESERVE:netbank:CNY"), -33);
+        assert_eq!(ledger.get("PLATFORM_IN_RESERVE:netbank:CNY"), 53);
+        assert_eq!(ledger.get("OWN_FUNDS:platform:CNY"), -20);
         assert_eq!(
             s.plan_debit(&debit_req("x", "0.01")).unwrap_err().code,
             ErrorCode::RefundExceedsPaid
@@ -1775,7 +1794,11 @@ mod tests {
         let mut s = Settlement::new(&settle_req("100", &[], "20"), |_| Some(p.clone())).unwrap();
         let mut ledger = Ledger::default();
         ledger.post(s.postings());
-        assert_eq!(ledger.get("CHANNEL_RESERVE:netbank:CNY"), 8000);
+        // Cash 80.00 and the coupon 20.00 paid in from own funds, less the fee 0.60 (the
+        // platform's part of the reserve).
+        assert_eq!(ledger.get("CHANNEL_RESERVE:netbank:CNY"), 9940);
+        assert_eq!(ledger.get("PLATFORM_IN_RESERVE:netbank:CNY"), 60);
+        assert_eq!(ledger.get("OWN_FUNDS:platform:CNY"), -2000);
         assert_eq!(ledger.get("SUBSIDY:platform:CNY"), 2000);
         assert_eq!(ledger.get("MERCHANT_SETTLEMENT:m1:CNY"), 9940);
         let d = take(&mut s, &debit_req("rf1", "33.33"));
@@ -2071,11 +2094,6 @@ mod tests {
             p,
             vec![
                 (
-                    AccountKey::channel_reserve("netbank", Currency::Cny),
-                    Side::Debit,
-                    cny("50")
-                ),
-                (
                     AccountKey::merchant_settlement("m1", Currency::Cny),
                     Side::Credit,
                     cny("49.70")
@@ -2083,6 +2101,17 @@ mod tests {
                 (
                     AccountKey::platform(AccountType::FeeIncome, Currency::Cny),
                     Side::Credit,
+                    cny("0.30")
+                ),
+                // 50.00 came back; the fee share of it is the platform's again.
+                (
+                    AccountKey::channel_reserve("netbank", Currency::Cny),
+                    Side::Debit,
+                    cny("49.70")
+                ),
+                (
+                    funds::platform_in_reserve("netbank", Currency::Cny),
+                    Side::Debit,
                     cny("0.30")
                 ),
             ]

@@ -98,18 +98,22 @@
 //!
 //! `cash = R − s`; per receiver `i`: part `R_i`, fee share `φ_i`, merchant part `m_i = R_i − φ_i`,
 //! advance `a_i ≤ m_i`, and on a reversal or return `b_i` (repays its advance). Zero lines are
-//! omitted; every posting balances.
+//! omitted; every posting balances. Customer funds stay apart from the platform's own
+//! ([`domain::funds`]): what the platform pays in (coupon, fee share given back, advance) is Cr
+//! OWN_FUNDS and Dr CHANNEL_RESERVE; what comes back to it (fee, coupon share, advance repaid) is
+//! Dr PLATFORM_IN_RESERVE and Cr CHANNEL_RESERVE; the CHANNEL_RESERVE lines of a posting are netted
+//! into one. So CHANNEL_RESERVE always equals what the platform owes customers and merchants.
 //!
-//! | step (request id) | debit | credit |
-//! |---|---|---|
-//! | settle (`settle:{trade}`) | CHANNEL_RESERVE(channel) amount − subsidy; SUBSIDY subsidy | per receiver MERCHANT_SETTLEMENT(i) share_i − fee_i − repaid_i and ADVANCE(i) repaid_i; FEE_INCOME Σ fee_i |
-//! | debit (`refund-debit:{refund}`) | per receiver MERCHANT_SETTLEMENT(i) m_i − a_i and ADVANCE(i) a_i; FEE_INCOME Σ φ_i | REFUND_IN_TRANSIT cash; SUBSIDY s |
-//! | complete (`refund-complete:{refund}`) | REFUND_IN_TRANSIT cash | CHANNEL_RESERVE(channel) cash (nothing when cash = 0) |
-//! | reverse (`refund-reverse:{refund}`) | REFUND_IN_TRANSIT cash; SUBSIDY s | per receiver MERCHANT_SETTLEMENT(i) m_i − b_i and ADVANCE(i) b_i; FEE_INCOME Σ φ_i |
-//! | return (`refund-return:{refund}`) | CHANNEL_RESERVE(channel) cash; SUBSIDY s | as reverse |
+//! | step (request id) | debit | credit | funding: paid in from OWN_FUNDS / back to PLATFORM_IN_RESERVE |
+//! |---|---|---|---|
+//! | settle (`settle:{trade}`) | CHANNEL_RESERVE(channel) amount − subsidy; SUBSIDY subsidy | per receiver MERCHANT_SETTLEMENT(i) share_i − fee_i − repaid_i and ADVANCE(i) repaid_i; FEE_INCOME Σ fee_i | subsidy / Σ fee_i + Σ repaid_i |
+//! | debit (`refund-debit:{refund}`) | per receiver MERCHANT_SETTLEMENT(i) m_i − a_i and ADVANCE(i) a_i; FEE_INCOME Σ φ_i | REFUND_IN_TRANSIT cash; SUBSIDY s | Σ φ_i + Σ a_i / s |
+//! | complete (`refund-complete:{refund}`) | REFUND_IN_TRANSIT cash | CHANNEL_RESERVE(channel) cash (nothing when cash = 0) | — |
+//! | reverse (`refund-reverse:{refund}`) | REFUND_IN_TRANSIT cash; SUBSIDY s | per receiver MERCHANT_SETTLEMENT(i) m_i − b_i and ADVANCE(i) b_i; FEE_INCOME Σ φ_i | s / Σ φ_i + Σ b_i |
+//! | return (`refund-return:{refund}`) | CHANNEL_RESERVE(channel) cash; SUBSIDY s | as reverse | as reverse |
 //!
-//! After a full refund completed, every account is back where it started: the reserve paid back
-//! the cash it took, SUBSIDY got back the whole subsidy, REFUND_IN_TRANSIT is empty, and under
+//! After a full refund completed, every account is back where it started once the sweep has moved
+//! PLATFORM_IN_RESERVE to OWN_FUNDS: the reserve paid back the cash it took, SUBSIDY got back the whole subsidy, REFUND_IN_TRANSIT is empty, and under
 //! PROPORTIONAL each receiver gave back its share less its fee and FEE_INCOME the fees. (Under NONE
 //! a receiver gives back its whole share and FEE_INCOME keeps its fee: the receiver ends that fee
 //! lower, paid from its other balance.)
@@ -117,12 +121,14 @@
 //! # Worked example
 //!
 //! A 100.00 order with a 20.00 platform coupon, split m1 60.00 (fee 0.6%) / r2 40.00 (fee 1%),
-//! both PROPORTIONAL. Settled: Dr CHANNEL_RESERVE 80.00, Dr SUBSIDY 20.00 → Cr m1 59.64, Cr r2
-//! 39.60, Cr FEE_INCOME 0.76. A refund of 33.33: m1 `⌊33.33 × 0.6⌋ = 19.99` (remainder .8), r2
+//! both PROPORTIONAL. Settled: Dr CHANNEL_RESERVE 99.24 (80.00 cash + 20.00
+//! coupon − 0.76 fees), Dr PLATFORM_IN_RESERVE 0.76, Dr SUBSIDY 20.00 → Cr OWN_FUNDS 20.00, Cr m1
+//! 59.64, Cr r2 39.60, Cr FEE_INCOME 0.76. A refund of 33.33: m1 `⌊33.33 × 0.6⌋ = 19.99` (remainder .8), r2
 //! `⌊33.33 × 0.4⌋ = 13.33` (remainder .2); the missing cent goes to m1 → 20.00 / 13.33. Fee
 //! shares 0.36 × 20/60 = 0.12 and 0.40 × 13.33/40 = 0.1333 → 0.13; subsidy share 20 × 33.33/100 =
 //! 6.666 → 6.67; cash 26.66. Posted: Dr m1 19.88, Dr r2 13.20, Dr FEE_INCOME 0.25 → Cr
-//! REFUND_IN_TRANSIT 26.66, Cr SUBSIDY 6.67. Had r2 only 10.00 available and a line of 50.00, its
+//! REFUND_IN_TRANSIT 26.66, Cr SUBSIDY 6.67, with the funding Dr PLATFORM_IN_RESERVE 6.67 →
+//! Cr OWN_FUNDS 0.25, Cr CHANNEL_RESERVE 6.42. Had r2 only 10.00 available and a line of 50.00, its
 //! 13.20 would be Dr r2 10.00 and Dr ADVANCE(r2) 3.20.
 //!
 //! ```
@@ -168,7 +174,9 @@
 //! assert_eq!(advance, 320);
 //! let debit = Debit::new(&refund, &settlement, &plan, &[0, advance], 0);
 //! assert_eq!(debit.cash_amount(), cny("26.66"));
-//! assert_eq!(debit.debit_postings().len(), 6);
+//! // Six lines of the merchant's side, and the funding: Cr OWN_FUNDS 0.25 + 3.20, Dr
+//! // PLATFORM_IN_RESERVE 6.67, Cr CHANNEL_RESERVE the net 3.22.
+//! assert_eq!(debit.debit_postings().len(), 9);
 //! ```
 
 pub mod domain;

@@ -251,7 +251,8 @@ fn status(d: &pb::Debit) -> pb::DebitStatus {
 }
 
 use apb::AccountType::{
-    Advance, ChannelReserve, FeeIncome, MerchantSettlement, RefundInTransit, Subsidy, Suspense,
+    Advance, ChannelReserve, FeeIncome, MerchantSettlement, OwnFunds, PlatformInReserve,
+    RefundInTransit, Subsidy, Suspense,
 };
 
 fn adjustment_req(
@@ -305,7 +306,9 @@ async fn settle_debit_complete(acc: &str, clr: &str) {
     assert_eq!(code_of(&err), "IDEMPOTENCY_CONFLICT");
     assert_eq!(env.balance(MerchantSettlement, "m1").await, "99.40");
     assert_eq!(env.balance(FeeIncome, "platform").await, "0.60");
-    assert_eq!(env.balance(ChannelReserve, "netbank").await, "100.00");
+    // The customers' part of the reserve is what the merchant holds; the fee is the platform's.
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "99.40");
+    assert_eq!(env.balance(PlatformInReserve, "netbank").await, "0.60");
 
     // Full refund debit: the merchant part is 99.40, the fee share 0.60.
     let d = env.debit("rf1", "t1", "m1", "100.00").await.expect("debit");
@@ -328,6 +331,9 @@ async fn settle_debit_complete(acc: &str, clr: &str) {
     assert_eq!(code_of(&err), "IDEMPOTENCY_CONFLICT");
     assert_eq!(env.balance(MerchantSettlement, "m1").await, "0.00");
     assert_eq!(env.balance(RefundInTransit, "platform").await, "100.00");
+    // The fee share given back came from the platform's own funds into the reserve.
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "100.00");
+    assert_eq!(env.balance(OwnFunds, "platform").await, "-0.60");
 
     // Complete: the money leaves through the channel reserve.
     let c = env.complete("rf1").await.expect("complete");
@@ -349,8 +355,8 @@ async fn settle_debit_complete(acc: &str, clr: &str) {
     let ids: Vec<&str> = postings.iter().map(|p| p.request_id.as_str()).collect();
     assert_eq!(ids, vec!["settle:t1", "refund-debit:rf1"]);
     let reserve = env.postings_of(ChannelReserve, "netbank").await;
-    assert_eq!(reserve.len(), 2);
-    assert_eq!(reserve[1].request_id, "refund-complete:rf1");
+    assert_eq!(reserve.len(), 3);
+    assert_eq!(reserve[2].request_id, "refund-complete:rf1");
     env.assert_trial_balanced().await;
 
     // Bad input.
@@ -742,7 +748,7 @@ async fn returned_payout(acc: &str, clr: &str) {
     assert_eq!(code_of(&err), "INVALID_ARGUMENT");
 
     let completed = env.complete("rf1").await.expect("complete");
-    assert_eq!(env.balance(ChannelReserve, "netbank").await, "50.00");
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "49.70");
     assert_eq!(env.balance(MerchantSettlement, "m1").await, "49.70");
     assert_eq!(env.balance(FeeIncome, "platform").await, "0.30");
 
@@ -770,11 +776,19 @@ async fn returned_payout(acc: &str, clr: &str) {
     let ids: Vec<&str> = reserve.iter().map(|p| p.request_id.as_str()).collect();
     assert_eq!(
         ids,
-        vec!["settle:t1", "refund-complete:rf1", "refund-return:rf1"]
+        vec![
+            "settle:t1",
+            "refund-debit:rf1",
+            "refund-complete:rf1",
+            "refund-return:rf1"
+        ]
     );
 
-    // Dr CHANNEL_RESERVE 50; Cr MERCHANT_SETTLEMENT 49.70; Cr FEE_INCOME 0.30: back as settled.
-    assert_eq!(env.balance(ChannelReserve, "netbank").await, "100.00");
+    // 50.00 back in the reserve bank account: Cr MERCHANT_SETTLEMENT 49.70, Cr FEE_INCOME 0.30;
+    // the customers' part is the merchant's 49.70, the fee share stays with the platform.
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "99.40");
+    assert_eq!(env.balance(PlatformInReserve, "netbank").await, "0.90");
+    assert_eq!(env.balance(OwnFunds, "platform").await, "-0.30");
     assert_eq!(env.balance(MerchantSettlement, "m1").await, "99.40");
     assert_eq!(env.balance(FeeIncome, "platform").await, "0.60");
     assert_eq!(env.balance(RefundInTransit, "platform").await, "0.00");
@@ -1053,7 +1067,8 @@ async fn returns_and_adjustments_recover(acc: &str, clr: &str) {
         .await
         .expect("b")
         .into_inner();
-    assert_eq!(reserve.balance, "97.00");
+    // The merchant's 99.40 back (the fee share is the platform's again), less 3.00 to suspense.
+    assert_eq!(reserve.balance, "96.40");
     let merchant = ledger
         .get_balance(balance(MerchantSettlement, "m1"))
         .await
@@ -1398,7 +1413,11 @@ async fn subsidies(acc: &str, clr: &str) {
         .await
         .expect_err("other subsidy");
     assert_eq!(code_of(&err), "IDEMPOTENCY_CONFLICT");
-    assert_eq!(env.balance(ChannelReserve, "netbank").await, "80.00");
+    // The coupon was paid into the reserve from the platform's own funds; the fee is the
+    // platform's part of the reserve: the customers' part is what the merchant holds.
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "99.40");
+    assert_eq!(env.balance(PlatformInReserve, "netbank").await, "0.60");
+    assert_eq!(env.balance(OwnFunds, "platform").await, "-20.00");
     assert_eq!(env.balance(Subsidy, "platform").await, "20.00");
     assert_eq!(env.balance(MerchantSettlement, "m1").await, "99.40");
     assert_eq!(env.balance(FeeIncome, "platform").await, "0.60");
@@ -1419,7 +1438,7 @@ async fn subsidies(acc: &str, clr: &str) {
     assert_eq!(env.balance(RefundInTransit, "platform").await, "26.66");
     assert_eq!(env.balance(Subsidy, "platform").await, "13.33");
     env.complete("rf1").await.expect("complete");
-    assert_eq!(env.balance(ChannelReserve, "netbank").await, "53.34");
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "66.27");
     assert_eq!(env.balance(RefundInTransit, "platform").await, "0.00");
 
     // A reversed one puts everything back, the subsidy share included.
@@ -1437,7 +1456,7 @@ async fn subsidies(acc: &str, clr: &str) {
         .return_debit(return_req("rf3", "returned"))
         .await
         .expect("return");
-    assert_eq!(env.balance(ChannelReserve, "netbank").await, "53.34");
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "66.27");
     assert_eq!(env.balance(Subsidy, "platform").await, "13.33");
     assert_eq!(env.balance(MerchantSettlement, "m1").await, "66.27");
 
@@ -1454,6 +1473,14 @@ async fn subsidies(acc: &str, clr: &str) {
     ] {
         assert_eq!(env.balance(t, owner).await, "0.00", "{t:?}");
     }
+    // What the platform paid in and what came back to it cancel out once swept.
+    let platform_part: rust_decimal::Decimal = env
+        .balance(PlatformInReserve, "netbank")
+        .await
+        .parse()
+        .unwrap();
+    let own: rust_decimal::Decimal = env.balance(OwnFunds, "platform").await.parse().unwrap();
+    assert!((platform_part + own).is_zero(), "{platform_part} {own}");
     env.assert_trial_balanced().await;
     env.stop().await;
 }

@@ -26,6 +26,9 @@
 //!    business layer's status matches the refund center's once its steps are delivered; every
 //!    PAID payout belongs to an attempt of its refund; the payout center and the bank agree on
 //!    whether a payout paid.
+//! 7. **The books themselves** ([`books`]): every posting has a reason the auditor knows, the
+//!    journal sums to the balances the ledger reports, the reserve identity of `docs/ledger.md`
+//!    holds per currency and no part of a reserve is negative.
 //!
 //! States that are legitimately half-way (a debit PENDING, REVERSING, COMPLETING; an outcome not
 //! yet delivered) are counted as in flight, not as violations: an audit of a running system is a
@@ -48,6 +51,8 @@ use tuikuan_proto::payout::v1 as pay;
 use tuikuan_proto::refund::v1 as rfd;
 
 use crate::clients::Clients;
+
+mod books;
 
 /// Page size of every listing.
 const PAGE: u32 = 1000;
@@ -191,6 +196,7 @@ pub async fn run_with(clients: &Clients, options: &AuditOptions) -> anyhow::Resu
     let mut report = AuditReport::default();
     snapshot.count(&mut report);
     snapshot.trial_balance(&mut report);
+    books::check(snapshot.postings.values(), &snapshot.trial, &mut report)?;
     snapshot.refunds_within_payments(&mut report)?;
     snapshot.paid_at_most_once(&mut report);
     snapshot.final_or_in_progress(&mut report, now_ms, options.stale_after_ms);
@@ -547,11 +553,20 @@ impl Snapshot {
                 _ => {}
             }
             if let Some(p) = posted {
-                let moved = side_total(p, acc::Side::Debit)?;
+                // What the payment is split into: the receivers' credits, advances repaid, fees
+                // (the funding lines between own funds and the reserve are not the payment).
+                let mut moved = Decimal::ZERO;
+                for kind in [
+                    acc::AccountType::MerchantSettlement,
+                    acc::AccountType::Advance,
+                    acc::AccountType::FeeIncome,
+                ] {
+                    moved += account_total(p, kind, acc::Side::Credit)?;
+                }
                 let paid = dec(&t.amount, "trade amount")?;
                 if moved != paid {
                     report.violation(format!(
-                        "trade {}: settlement posting moves {moved}, the payment is {paid}",
+                        "trade {}: settlement posting credits {moved}, the payment is {paid}",
                         t.trade_id
                     ));
                 }
@@ -1167,16 +1182,6 @@ fn refund_of(request_id: &str) -> Option<&str> {
         .find_map(|p| request_id.strip_prefix(p))
 }
 
-fn side_total(p: &acc::Posting, side: acc::Side) -> anyhow::Result<Decimal> {
-    let mut sum = Decimal::ZERO;
-    for e in &p.entries {
-        if e.side == side as i32 {
-            sum += dec(&e.amount, "entry amount")?;
-        }
-    }
-    Ok(sum)
-}
-
 fn account_total(
     p: &acc::Posting,
     kind: acc::AccountType,
@@ -1302,7 +1307,12 @@ fn account_type_name(v: i32) -> &'static str {
 mod tests {
     use super::*;
 
-    fn entry(kind: acc::AccountType, owner: &str, side: acc::Side, amount: &str) -> acc::Entry {
+    pub(super) fn entry(
+        kind: acc::AccountType,
+        owner: &str,
+        side: acc::Side,
+        amount: &str,
+    ) -> acc::Entry {
         acc::Entry {
             account: Some(acc::Account {
                 r#type: kind as i32,
@@ -1345,10 +1355,6 @@ mod tests {
         assert_eq!(
             account_total(&p, acc::AccountType::MerchantSettlement, acc::Side::Debit).unwrap(),
             "9.94".parse::<Decimal>().unwrap()
-        );
-        assert_eq!(
-            side_total(&p, acc::Side::Credit).unwrap(),
-            Decimal::from(10)
         );
         let effects = credit_normal_effects(&p).unwrap();
         assert_eq!(effects.len(), 2, "fee income is not watched");

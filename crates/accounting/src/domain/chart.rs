@@ -172,7 +172,7 @@ chart! {
     /// The platform's own money in the channel's reserve bank account, until the sweep (asset).
     PlatformInReserve = "PLATFORM_IN_RESERVE", Asset, Channel, true, None;
     /// The platform's own bank account (自有资金, asset).
-    OwnFunds = "OWN_FUNDS", Asset, Platform, true, None;
+    OwnFunds = "OWN_FUNDS", Asset, Platform, false, None;
     /// Money the platform's owners paid into its own funds (equity).
     Capital = "CAPITAL", Equity, Platform, false, None;
     /// A merchant's settled money not yet available (T+N, 待结算; liability).
@@ -269,7 +269,7 @@ mod tests {
         );
         assert_eq!(AccountType::ChannelReserve.normal_side(), Side::Debit);
         assert!(AccountType::ChannelReserve.must_not_go_negative());
-        assert!(AccountType::OwnFunds.must_not_go_negative());
+        assert!(!AccountType::OwnFunds.must_not_go_negative());
         assert!(!AccountType::FeeIncome.must_not_go_negative());
         assert!(AccountType::MerchantSettlement.reduces(5, 3));
         assert!(AccountType::Advance.reduces(3, 5));

@@ -15,6 +15,7 @@
 //! - Status changes follow [`state::step`]: monotone, and a channel's word that contradicts a
 //!   final state, or names another amount or trade, moves nothing and is logged as an error.
 
+pub mod budget;
 pub mod notify;
 pub mod state;
 pub mod store;
@@ -59,6 +60,8 @@ pub struct LiveChannels {
     channels: BTreeMap<String, LiveChannel>,
     query_interval_ms: i64,
     clearing_dir: Option<PathBuf>,
+    /// How many unverifiable notifications are still stored this minute.
+    refusals: budget::RefusalBudget,
 }
 
 impl LiveChannels {
@@ -75,6 +78,7 @@ impl LiveChannels {
             channels,
             query_interval_ms: query_interval_ms.max(1),
             clearing_dir,
+            refusals: budget::RefusalBudget::default(),
         }
     }
 

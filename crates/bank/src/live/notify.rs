@@ -5,7 +5,8 @@
 //! checked against the books (the refund exists, same amount and trade), applied, and only then
 //! acknowledged. Refused ones get the channel's failure answer (the channel sends again later);
 //! replays (a notification id already accepted) are acknowledged and change nothing. Every
-//! notification is recorded with its outcome (ACCEPTED, DUPLICATE, REFUSED) and logged.
+//! notification is logged and recorded with its outcome (ACCEPTED, DUPLICATE, REFUSED), except
+//! unverifiable ones beyond a per-minute budget (`super::budget`), which are only logged.
 
 use std::sync::Arc;
 
@@ -90,8 +91,12 @@ impl LiveChannels {
         let verified = match connector.verify_notification(&n) {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(%channel, code = %e.code, error = %e.message, "notification refused");
-                self.record(record("REFUSED", "", e.message)).await;
+                if self.refusals.take(channel, self.now_ms()) {
+                    tracing::warn!(%channel, code = %e.code, error = %e.message, "notification refused");
+                    self.record(record("REFUSED", "", e.message)).await;
+                } else {
+                    tracing::warn!(%channel, code = %e.code, error = %e.message, "notification refused (not stored: over {} a minute)", super::budget::REFUSALS_STORED_PER_MINUTE);
+                }
                 return Some(connector.notification_reply(false));
             }
         };
