@@ -15,7 +15,7 @@ use tuikuan_proto::reconciliation::v1 as rec;
 use tuikuan_proto::refund::v1 as rfd;
 use tuikuan_reconciliation::domain::inspect::parse_bytes;
 use tuikuan_reconciliation::domain::{
-    unionpay, wechat, BankRecord, BankRecordStatus, FileFormat, ParseOptions, RecordKind,
+    alipay, unionpay, wechat, BankRecord, BankRecordStatus, FileFormat, ParseOptions, RecordKind,
     TextEncoding, WechatLayout,
 };
 
@@ -418,3 +418,115 @@ async fn trouble_cases(store: Store) {
     sb.shutdown().await;
 }
 both_stores!(trouble_cases);
+
+/// A bank's bill that disagrees, in Alipay's 业务明细 (GBK) and WeChat Pay's current bill: a wrong
+/// amount and an unknown row are discrepancies, a missing refund waits in suspense, nothing is
+/// written back for them, a re-upload changes nothing, and the export gives finance the amounts.
+async fn disagreeing_bills(store: Store) {
+    let Some(mut sb) = start(store).await else {
+        return;
+    };
+    for (channel, format) in [("ALIPAY", "alipay"), ("WXPAY", "wechat")] {
+        let short = paid_and_refunded(&mut sb, channel, &format!("{channel}-D1"), "20.00").await;
+        let missing = paid_and_refunded(&mut sb, channel, &format!("{channel}-D2"), "5.00").await;
+        let date = bank_day(&mut sb).await;
+        let (short_ref, missing_ref) = (
+            reference_of(&mut sb, &short).await,
+            reference_of(&mut sb, &missing).await,
+        );
+        let at = chrono::DateTime::from_timestamp_millis(sb.clock.now_ms() - 3_600_000).unwrap();
+        let mut rows = vec![record(
+            &short_ref,
+            "2026112522001400000000000001",
+            "19.00",
+            at,
+        )];
+        rows.push(record(
+            "UNKNOWN-REQUEST-1",
+            "2026112522001400000000000002",
+            "2.00",
+            at,
+        ));
+        let content = if format == "alipay" {
+            alipay::write_detail(&rows, date.parse().unwrap(), TextEncoding::Gbk)
+        } else {
+            wechat::write_bill(WechatLayout::CurrentRefund, TextEncoding::Utf8, &rows)
+        };
+        let run = upload(&mut sb, channel, &date, format, content.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{channel}: {e}"));
+        let wrong = item(&run, &short_ref);
+        assert_eq!(
+            wrong.outcome,
+            rec::Outcome::AmountMismatch as i32,
+            "{wrong:?}"
+        );
+        assert_eq!(
+            (wrong.platform_amount.as_str(), wrong.bank_amount.as_str()),
+            ("20.00", "19.00")
+        );
+        assert!(!wrong.written_back && !wrong.discrepancy_id.is_empty());
+        let absent = item(&run, &missing_ref);
+        assert_eq!(
+            absent.outcome,
+            rec::Outcome::PlatformOnly as i32,
+            "{absent:?}"
+        );
+        assert!(!absent.written_back);
+        let unknown = item(&run, "UNKNOWN-REQUEST-1");
+        assert_eq!(
+            unknown.outcome,
+            rec::Outcome::BankOnly as i32,
+            "{unknown:?}"
+        );
+        assert!(!unknown.discrepancy_id.is_empty());
+        assert_eq!(run.discrepancies, 2, "{channel}: {run:#?}");
+        for no in ["D1", "D2"] {
+            assert_eq!(
+                merchant_status(&mut sb, &format!("{channel}-{no}")).await,
+                biz::RefundStatus::Processing,
+                "{channel}-{no} stays open"
+            );
+        }
+
+        // The same bill again: the same run, no new discrepancy.
+        let again = upload(&mut sb, channel, &date, format, content)
+            .await
+            .unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.run_id, run.run_id);
+        let open =
+            sb.c.reconciliation
+                .list_discrepancies(rec::ListDiscrepanciesRequest {
+                    channel: channel.into(),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .discrepancies;
+        assert_eq!(open.len(), 2, "{open:#?}");
+
+        // Finance's export of the run keeps the amounts with their two decimals.
+        let csv =
+            sb.c.reconciliation
+                .export_report(rec::ExportReportRequest {
+                    run_id: run.run_id.clone(),
+                    format: "csv".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+        let text = String::from_utf8(csv.content).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains(&short_ref))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(line.contains(",20.00,19.00,"), "{line}");
+    }
+    sb.assert_books_balanced().await;
+    sb.shutdown().await;
+}
+both_stores!(disagreeing_bills);
