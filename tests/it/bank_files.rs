@@ -172,6 +172,20 @@ fn record(id: &str, bank_ref: &str, amount: &str, at: chrono::DateTime<chrono::U
     }
 }
 
+/// The channel's discrepancies.
+async fn discrepancies(sb: &mut Sandbox, channel: &str) -> Vec<rec::Discrepancy> {
+    sb.c.reconciliation
+        .list_discrepancies(rec::ListDiscrepanciesRequest {
+            channel: channel.into(),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("discrepancies")
+        .into_inner()
+        .discrepancies
+}
+
 fn item<'a>(run: &'a rec::ReconciliationRun, reference: &str) -> &'a rec::Item {
     run.items
         .iter()
@@ -369,20 +383,11 @@ async fn trouble_cases(store: Store) {
         .unwrap();
     assert_ne!(d1.run_id, d2.run_id);
     assert_eq!(d2.supersedes, d1.run_id);
-    let dups: Vec<rec::Discrepancy> =
-        sb.c.reconciliation
-            .list_discrepancies(rec::ListDiscrepanciesRequest {
-                channel: "CUP".into(),
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .discrepancies
-            .into_iter()
-            .filter(|d| d.kind == rec::DiscrepancyKind::DuplicateRow as i32)
-            .collect();
+    let dups: Vec<rec::Discrepancy> = discrepancies(&mut sb, "CUP")
+        .await
+        .into_iter()
+        .filter(|d| d.kind == rec::DiscrepancyKind::DuplicateRow as i32)
+        .collect();
     assert_eq!(dups.len(), 1, "{dups:#?}");
 
     // Blank lines are not a ZM file; every refused upload leaves a trace.
@@ -495,17 +500,7 @@ async fn disagreeing_bills(store: Store) {
             .unwrap();
         assert!(again.replayed);
         assert_eq!(again.run_id, run.run_id);
-        let open =
-            sb.c.reconciliation
-                .list_discrepancies(rec::ListDiscrepanciesRequest {
-                    channel: channel.into(),
-                    limit: 100,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .discrepancies;
+        let open = discrepancies(&mut sb, channel).await;
         assert_eq!(open.len(), 2, "{open:#?}");
 
         // Finance's export of the run keeps the amounts with their two decimals.
