@@ -2440,6 +2440,7 @@ mod real_chain {
                     methods: vec![],
                     original_route_window_days: 0,
                     bank_code: "ICBC".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap();

@@ -1312,6 +1312,7 @@ fn channel_from_wire(c: pb::Channel) -> Result<Channel> {
         },
         code: c.code,
         bank_code: c.bank_code,
+        id_scheme: tuikuan_kernel::bank_ref::IdScheme::parse(&c.id_scheme, "id_scheme")?,
     };
     channel.validate()?;
     Ok(channel)
@@ -1328,6 +1329,7 @@ fn channel_to_wire(c: &Channel) -> pb::Channel {
             .collect(),
         original_route_window_days: c.original_route_window_days,
         bank_code: c.bank_code.clone(),
+        id_scheme: c.id_scheme().as_str().to_string(),
     }
 }
 
@@ -1704,6 +1706,7 @@ mod tests {
             methods: vec![],
             original_route_window_days: 0,
             bank_code: "ICBC".into(),
+            id_scheme: String::new(),
         };
         let c = channel_from_wire(wire).unwrap();
         assert_eq!(

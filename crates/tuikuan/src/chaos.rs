@@ -929,6 +929,7 @@ async fn seed(c: &Clients) -> anyhow::Result<()> {
                     methods: ch.methods.iter().map(|m| *m as i32).collect(),
                     original_route_window_days: 180,
                     bank_code: ch.bank.into(),
+                    ..Default::default()
                 }
             )
         })
