@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "tuikuan/payout/v1/payout.proto",
     "tuikuan/reconciliation/v1/reconciliation.proto",
     "tuikuan/bank/v1/bank.proto",
+    "tuikuan/staff/v1/staff.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -66,7 +66,11 @@ pub fn internal_services(service: Service) -> &'static [&'static str] {
     match service {
         Service::Accounting => &["tuikuan.accounting.v1.AccountingService"],
         Service::Clearing => &["tuikuan.clearing.v1.ClearingService"],
-        Service::Business => &["tuikuan.business.v1.BusinessAdminService"],
+        Service::Business => &[
+            "tuikuan.business.v1.BusinessAdminService",
+            "tuikuan.staff.v1.OperatorService",
+            "tuikuan.staff.v1.StaffService",
+        ],
         Service::Refund => &[
             "tuikuan.refund.v1.BatchService",
             "tuikuan.refund.v1.ErrorRefundService",

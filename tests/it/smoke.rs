@@ -54,10 +54,12 @@ async fn binary_up_serves_every_listener_under_mutual_tls() {
         .iter()
         .map(|s| format!("{} = 0\n", s.name()))
         .collect();
+    let admin_hash = tuikuan_auth::password::hash_password("admin-password-1").unwrap();
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\njob_interval_ms = 0\npublic_port = 0\n[tls]\ndir = {:?}\n\
+            "data_dir = {:?}\njob_interval_ms = 0\npublic_port = 0\nbootstrap_admin = \"admin\"\n\
+             bootstrap_admin_password_hash = {admin_hash:?}\n[tls]\ndir = {:?}\n\
              public_cert = {:?}\npublic_key = {:?}\n[ports]\n{ports}",
             dir.path().join("data").display().to_string(),
             certs.display().to_string(),
@@ -163,6 +165,88 @@ async fn binary_up_serves_every_listener_under_mutual_tls() {
     let out = ctl(&["balance", "--type", "piggy_bank", "--owner", "M1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--type"));
+
+    // Staff log in as the runbook says; the session is kept for later commands.
+    let session = dir.path().join("session");
+    let session_arg = session.display().to_string();
+    let ctl_in = |args: &[&str], stdin: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tuikuan"));
+        cmd.arg("ctl")
+            .arg("--token-file")
+            .arg(&session_arg)
+            .args(args)
+            .env_remove("TUIKUAN_TOKEN")
+            .env("TUIKUAN_TLS_DIR", &certs)
+            .env("TUIKUAN_PUBLIC_ADDR", &public_url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, url) in &addrs {
+            cmd.env(format!("TUIKUAN_{}_ADDR", name.to_uppercase()), url);
+        }
+        let mut child = cmd.spawn().expect("tuikuan ctl runs");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("ctl output")
+    };
+    let out = ctl_in(
+        &["login", "--name", "admin", "--password-stdin"],
+        "wrong-password\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_CREDENTIALS"));
+    let out = ctl_in(
+        &["login", "--name", "admin", "--password-stdin"],
+        "admin-password-1\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("logged in as admin"));
+    let out = ctl_in(
+        &[
+            "operator",
+            "add",
+            "--name",
+            "fiona",
+            "--roles",
+            "finance",
+            "--password-stdin",
+        ],
+        "fiona-password-1\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctl_in(&["--output", "json", "whoami"], "");
+    let me: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(me["name"], "admin", "{me}");
+    let out = ctl_in(&["proposals", "list"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctl_in(&["--output", "json", "trail", "--service", "business"], "");
+    let trail = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        trail.contains("LOGIN_FAILED") && trail.contains("MANAGE_OPERATORS"),
+        "{trail}"
+    );
+    let out = ctl_in(&["logout"], "");
+    assert!(out.status.success());
+    let out = ctl_in(&["whoami"], "");
+    assert!(!out.status.success(), "no session, no identity");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UNAUTHENTICATED"));
 }
 
 #[test]

@@ -374,6 +374,8 @@ impl PeerVerdict {
             | NoRefundMethod
             | RefundFailed
             | PayoutReturned
+            | BankMayHavePaid
+            | ProposalExpired
             | CouponOnlyRefund
             // The platform's own funds cannot fund its part now: nothing was debited; the
             // merchant may ask again later with a new refund.
@@ -383,9 +385,11 @@ impl PeerVerdict {
             // CALLER_NOT_ALLOWED: the deployment's certificates or allow-list are wrong; the peer
             // did nothing, and will once an operator fixes them.
             // REQUEST_TOO_LARGE from a peer: our own request was too big, a bug to look at.
-            IdempotencyConflict | Unauthenticated | PermissionDenied | CallerNotAllowed
-            | RequestTooLarge | Unavailable | InProgress | ChannelUnverified | Storage
-            | Internal => PeerVerdict::Retry,
+            IdempotencyConflict | Unauthenticated | PermissionDenied | TokenExpired
+            | InvalidCredentials | SelfApproval | CallerNotAllowed | RequestTooLarge
+            | Unavailable | InProgress | ChannelUnverified | Storage | Internal => {
+                PeerVerdict::Retry
+            }
         }
     }
 }

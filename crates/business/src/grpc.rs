@@ -63,6 +63,8 @@ use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
 use tuikuan_proto::refund::v1 as refund_pb;
 use tuikuan_proto::refund::v1::error_refund_service_client::ErrorRefundServiceClient;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
+use tuikuan_proto::staff::v1::operator_service_server::OperatorServiceServer;
+use tuikuan_proto::staff::v1::staff_service_server::StaffServiceServer;
 use tuikuan_proto::status::{grpc_err, peer_err};
 use tuikuan_proto::tls::Principal;
 
@@ -124,6 +126,34 @@ pub struct Config {
     /// The public listener's server certificate; `None` serves the merchant API in plaintext (for
     /// a TLS-terminating proxy in front).
     pub public_tls: Option<tuikuan_proto::tls::PublicTls>,
+    /// Staff security: the operator-token verifier and the four-eyes thresholds.
+    pub staff: tuikuan_auth::StaffConfig,
+    /// The operator registry: the signing key and token lifetime, and the first administrator.
+    pub operators: OperatorsConfig,
+}
+
+/// The business layer hosts the operator registry (`OperatorService`).
+#[derive(Clone, Default)]
+pub struct OperatorsConfig {
+    /// The PASERK `k4.secret.…` key that signs operator tokens; `None`: nobody can log in here.
+    pub signing_key: Option<String>,
+    /// Token lifetime in seconds (0: one hour).
+    pub token_ttl_secs: i64,
+    /// The first administrator (name, argon2id hash), created when the registry is empty.
+    pub bootstrap_admin: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for OperatorsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorsConfig")
+            .field("signing_key", &self.signing_key.as_ref().map(|_| "<set>"))
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field(
+                "bootstrap_admin",
+                &self.bootstrap_admin.as_ref().map(|(n, _)| n),
+            )
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -166,6 +196,8 @@ impl Config {
             card_key: String::new(),
             transport,
             public_tls: None,
+            staff: tuikuan_auth::StaffConfig::default(),
+            operators: OperatorsConfig::default(),
         }
     }
 
@@ -240,6 +272,8 @@ pub async fn serve(
             }
         })
     });
+    let (registry, desk) = crate::staff::open(&config, &svc.db).await?;
+    let auth = config.staff.auth.clone();
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let public = tuikuan_proto::server::serve_public(
         public,
@@ -251,8 +285,16 @@ pub async fn serve(
     let internal = tuikuan_proto::server::serve(
         internal,
         config.transport.clone(),
-        tonic::service::Routes::new(BusinessAdminServiceServer::new(svc)),
-        &[<BusinessAdminServiceServer<Business> as tonic::server::NamedService>::NAME],
+        tonic::service::Routes::new(BusinessAdminServiceServer::new(svc))
+            .add_service(auth.guard(OperatorServiceServer::new(registry)))
+            .add_service(
+                tuikuan_auth::StaffServer::new(desk, tuikuan_auth::NoProposals).guarded(&auth),
+            ),
+        &[
+            <BusinessAdminServiceServer<Business> as tonic::server::NamedService>::NAME,
+            <OperatorServiceServer<tuikuan_auth::registry::Registry> as tonic::server::NamedService>::NAME,
+            <StaffServiceServer<tuikuan_auth::StaffServer<tuikuan_auth::NoProposals>> as tonic::server::NamedService>::NAME,
+        ],
         shutdown,
     );
     let result = futures::future::try_join(public, internal)
@@ -267,7 +309,7 @@ pub async fn serve(
 /// The service: storage, clock, the peers it calls and the merchants' notification endpoints.
 #[derive(Clone)]
 pub struct Business {
-    db: Db,
+    pub(crate) db: Db,
     clock: SharedClock,
     clearing: ClearingServiceClient<GrpcChannel>,
     refund: RefundServiceClient<GrpcChannel>,

@@ -30,6 +30,7 @@
 
 pub mod domain;
 pub mod grpc;
+pub mod staff;
 pub mod store;
 
-pub use grpc::{serve, Config};
+pub use grpc::{serve, Config, OperatorsConfig};

@@ -430,8 +430,7 @@ fn config(url: &str, clock: &ManualClock, clearing: String, refund: String) -> C
         refund_addr: refund,
         job_interval: None,
         card_key: TEST_CARD_KEY.to_string(),
-        transport: Transport::Insecure,
-        public_tls: None,
+        ..Config::new(url, Arc::new(clock.clone()), "", "", Transport::Insecure)
     }
 }
 

@@ -27,6 +27,12 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The caller may not do this.
     PermissionDenied,
+    /// The operator token has expired; the operator logs in again.
+    TokenExpired,
+    /// An operator login failed: unknown name, wrong password, disabled or locked (one answer).
+    InvalidCredentials,
+    /// An operator tried to approve or reject their own four-eyes proposal.
+    SelfApproval,
     /// The calling service (named by its verified client certificate) is not on the RPC's caller
     /// allow-list, or presented no identity the allow-list knows.
     CallerNotAllowed,
@@ -73,6 +79,11 @@ pub enum ErrorCode {
     RefundFailed,
     /// The bank returned a payout after reporting it paid (退票); the money is back with the merchant.
     PayoutReturned,
+    /// A staff action that would give the money back is refused: the bank paid, or may still pay,
+    /// an attempt of the refund.
+    BankMayHavePaid,
+    /// The four-eyes proposal waited longer than its lifetime; propose again.
+    ProposalExpired,
     /// A reserve, own-funds, in-transit or suspense account would go below zero; nothing was posted.
     InsufficientFunds,
     /// The platform's coupon share covers the whole refund: there is no cash to pay back.
@@ -116,6 +127,9 @@ impl ErrorCode {
         ErrorCode::RequestTooLarge,
         ErrorCode::Unauthenticated,
         ErrorCode::PermissionDenied,
+        ErrorCode::TokenExpired,
+        ErrorCode::InvalidCredentials,
+        ErrorCode::SelfApproval,
         ErrorCode::CallerNotAllowed,
         ErrorCode::TradeNotFound,
         ErrorCode::RefundNotFound,
@@ -137,6 +151,8 @@ impl ErrorCode {
         ErrorCode::NoRefundMethod,
         ErrorCode::RefundFailed,
         ErrorCode::PayoutReturned,
+        ErrorCode::BankMayHavePaid,
+        ErrorCode::ProposalExpired,
         ErrorCode::InsufficientFunds,
         ErrorCode::CouponOnlyRefund,
         ErrorCode::Unavailable,
@@ -157,6 +173,9 @@ impl ErrorCode {
             ErrorCode::RequestTooLarge => "REQUEST_TOO_LARGE",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::TokenExpired => "TOKEN_EXPIRED",
+            ErrorCode::InvalidCredentials => "INVALID_CREDENTIALS",
+            ErrorCode::SelfApproval => "SELF_APPROVAL",
             ErrorCode::CallerNotAllowed => "CALLER_NOT_ALLOWED",
             ErrorCode::TradeNotFound => "TRADE_NOT_FOUND",
             ErrorCode::RefundNotFound => "REFUND_NOT_FOUND",
@@ -178,6 +197,8 @@ impl ErrorCode {
             ErrorCode::NoRefundMethod => "NO_REFUND_METHOD",
             ErrorCode::RefundFailed => "REFUND_FAILED",
             ErrorCode::PayoutReturned => "PAYOUT_RETURNED",
+            ErrorCode::BankMayHavePaid => "BANK_MAY_HAVE_PAID",
+            ErrorCode::ProposalExpired => "PROPOSAL_EXPIRED",
             ErrorCode::InsufficientFunds => "INSUFFICIENT_FUNDS",
             ErrorCode::CouponOnlyRefund => "COUPON_ONLY_REFUND",
             ErrorCode::Unavailable => "UNAVAILABLE",
@@ -200,8 +221,8 @@ impl ErrorCode {
             InvalidArgument | InvalidAmount | UnsupportedCurrency | MalformedId
             | MalformedRequest => grpc::INVALID_ARGUMENT,
             RequestTooLarge => grpc::RESOURCE_EXHAUSTED,
-            Unauthenticated => grpc::UNAUTHENTICATED,
-            PermissionDenied | CallerNotAllowed => grpc::PERMISSION_DENIED,
+            Unauthenticated | TokenExpired | InvalidCredentials => grpc::UNAUTHENTICATED,
+            PermissionDenied | SelfApproval | CallerNotAllowed => grpc::PERMISSION_DENIED,
             TradeNotFound | RefundNotFound | MerchantNotFound | ChannelNotFound | DebitNotFound
             | SettlementNotFound | PayoutNotFound | NotFound => grpc::NOT_FOUND,
             IdempotencyConflict => grpc::ALREADY_EXISTS,
@@ -216,6 +237,8 @@ impl ErrorCode {
             | NoRefundMethod
             | RefundFailed
             | PayoutReturned
+            | BankMayHavePaid
+            | ProposalExpired
             | InsufficientFunds
             | CouponOnlyRefund => grpc::FAILED_PRECONDITION,
             Unavailable | InProgress | ChannelUnverified => grpc::UNAVAILABLE,

@@ -8,6 +8,7 @@
 //! - [`card`]: payment-card numbers ([`CardNumber`]: digits, 12–19 long, Luhn; shown only masked);
 //! - [`seal`]: values sealed at rest (AES-256-GCM, `enc:v1:`) under the deployment's [`seal::CardKey`],
 //!   and the keyed hash matching card numbers without storing them;
+//! - [`string_enum!`]: fieldless enums with stable string forms;
 //! - [`echo`]: [`echo()`], the one way a request value goes into an error message or a log line
 //!   (quoted, capped, the cut marked);
 //! - [`error`]: [`Error`] with its stable [`ErrorCode`], the only error type that crosses a service boundary.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod id;
 pub mod money;
 pub mod seal;
+mod string_enum;
 
 pub use calendar::WorkingCalendar;
 pub use card::CardNumber;

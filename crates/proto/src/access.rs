@@ -397,6 +397,63 @@ pub const TABLE: &[(&str, Rule)] = &[
     (
         "/tuikuan.bank.v1.BankService/ListTransactions",
         Rule::Callers(STAFF),
+    ), // staff: the operator registry (business layer) and each service's staff desk (audit
+    // trail, four-eyes proposals); the operator token decides what an operator may do.
+    (
+        "/tuikuan.staff.v1.OperatorService/Login",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.staff.v1.OperatorService/WhoAmI",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.staff.v1.OperatorService/CreateOperator",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.staff.v1.OperatorService/ListOperators",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.staff.v1.OperatorService/SetOperatorRoles",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.staff.v1.OperatorService/SetOperatorEnabled",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.staff.v1.OperatorService/ResetPassword",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.staff.v1.OperatorService/ChangePassword",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.staff.v1.StaffService/ListAudit",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.staff.v1.StaffService/ListProposals",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.staff.v1.StaffService/GetProposal",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.staff.v1.StaffService/ApproveProposal",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.staff.v1.StaffService/RejectProposal",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.staff.v1.StaffService/CancelProposal",
+        Rule::Callers(STAFF),
     ),
 ];
 

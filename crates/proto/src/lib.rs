@@ -41,3 +41,4 @@ package!(refund, "tuikuan.refund.v1");
 package!(payout, "tuikuan.payout.v1");
 package!(reconciliation, "tuikuan.reconciliation.v1");
 package!(bank, "tuikuan.bank.v1");
+package!(staff, "tuikuan.staff.v1");

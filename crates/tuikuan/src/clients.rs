@@ -19,6 +19,9 @@ use tuikuan_proto::refund::v1::batch_service_client::BatchServiceClient;
 use tuikuan_proto::refund::v1::refund_control_service_client::RefundControlServiceClient;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 
+use tuikuan_auth::client::OperatorToken;
+use tuikuan_proto::staff::v1::operator_service_client::OperatorServiceClient;
+use tuikuan_proto::staff::v1::staff_service_client::StaffServiceClient;
 use tuikuan_proto::tls::Transport;
 
 use crate::config::{DeploymentConfig, Service};
@@ -36,6 +39,9 @@ impl Clients {
         )
     }
 }
+
+/// A channel whose calls carry the operator's token (when the clients have one).
+pub type Staffed = InterceptedService<Channel, OperatorToken>;
 
 /// Adds `authorization: Bearer <api key>` to every merchant call.
 #[derive(Clone)]
@@ -84,6 +90,12 @@ pub struct Clients {
     pub payout: PayoutServiceClient<Channel>,
     pub reconciliation: ReconciliationServiceClient<Channel>,
     pub bank: BankServiceClient<Channel>,
+    /// The operator registry (business layer): login, operator management.
+    pub operators: OperatorServiceClient<Staffed>,
+    business_channel: Channel,
+    /// Every service's channel, for its staff desk.
+    channels: std::collections::BTreeMap<Service, Channel>,
+    token: OperatorToken,
     /// The public listener (merchant API).
     public_channel: Channel,
 }
@@ -98,10 +110,22 @@ impl Clients {
         public_ca: Option<&str>,
     ) -> anyhow::Result<Clients> {
         let ch = |s: Service| transport.channel(s.principal(), &url(s));
+        let business_channel = ch(Service::Business)?;
+        let mut channels = std::collections::BTreeMap::new();
+        for s in Service::ALL {
+            channels.insert(s, ch(s)?);
+        }
+        let token = OperatorToken::none();
         Ok(Clients {
+            operators: OperatorServiceClient::with_interceptor(
+                business_channel.clone(),
+                token.clone(),
+            ),
+            channels,
+            token,
             accounting: AccountingServiceClient::new(ch(Service::Accounting)?),
             clearing: ClearingServiceClient::new(ch(Service::Clearing)?),
-            business: BusinessAdminServiceClient::new(ch(Service::Business)?),
+            business: BusinessAdminServiceClient::new(business_channel.clone()),
             refund: RefundServiceClient::new(ch(Service::Refund)?),
             batch: BatchServiceClient::new(ch(Service::Refund)?),
             control: RefundControlServiceClient::new(ch(Service::Refund)?),
@@ -109,7 +133,29 @@ impl Clients {
             reconciliation: ReconciliationServiceClient::new(ch(Service::Reconciliation)?),
             bank: BankServiceClient::new(ch(Service::Bank)?),
             public_channel: tuikuan_proto::tls::public_channel(public_url, public_ca)?,
+            business_channel,
         })
+    }
+
+    /// The same clients acting as the operator whose token this is (empty: none).
+    pub fn with_token(&self, token: &str) -> anyhow::Result<Clients> {
+        let token =
+            OperatorToken::new(token).map_err(|e| anyhow::anyhow!("token: {}", e.message))?;
+        let mut c = self.clone();
+        c.operators =
+            OperatorServiceClient::with_interceptor(self.business_channel.clone(), token.clone());
+        c.token = token;
+        Ok(c)
+    }
+
+    /// A service's staff desk (audit trail, proposals), as this operator.
+    pub fn staff_desk(&self, service: Service) -> StaffServiceClient<Staffed> {
+        let channel = self
+            .channels
+            .get(&service)
+            .cloned()
+            .unwrap_or_else(|| self.business_channel.clone());
+        StaffServiceClient::with_interceptor(channel, self.token.clone())
     }
 
     /// The merchant API as the merchant holding `api_key`.

@@ -20,12 +20,17 @@ use tuikuan_proto::server::{spawn_on, ServiceHandle};
 use tuikuan_proto::tls::{Principal, PublicTls, Transport};
 
 use crate::config::{DeploymentConfig, Service};
+use crate::keys::OperatorKeys;
 
 /// Services running in this process.
 pub struct Cluster {
     config: DeploymentConfig,
     /// The deployment's `card_key`, parsed once (`None`: unset, the services' development key).
     card_key: Option<CardKey>,
+    /// The operator-token keys (resolved once: the development pair is shared by every service).
+    keys: OperatorKeys,
+    /// What every service checks operator tokens with.
+    staff: tuikuan_auth::StaffConfig,
     clock: SharedClock,
     addrs: BTreeMap<Service, String>,
     handles: BTreeMap<Service, ServiceHandle>,
@@ -59,6 +64,12 @@ impl Cluster {
         services: &[Service],
     ) -> anyhow::Result<Cluster> {
         let card_key = card_key(&config)?;
+        let keys = crate::keys::resolve(&config)?;
+        let staff = tuikuan_auth::StaffConfig {
+            auth: tuikuan_auth::StaffAuth::from_public_keys(&keys.public)
+                .map_err(|e| anyhow::anyhow!("config: {}", e.message))?,
+            four_eyes: config.staff_four_eyes()?,
+        };
         let services: Vec<Service> = if services.is_empty() {
             Service::ALL.to_vec()
         } else {
@@ -119,6 +130,8 @@ impl Cluster {
         let mut cluster = Cluster {
             config,
             card_key,
+            keys,
+            staff,
             clock,
             addrs,
             handles: BTreeMap::new(),
@@ -159,6 +172,10 @@ impl Cluster {
             transport: self.transports[&service].clone(),
             public_tls: self.public_tls.clone(),
             public,
+            staffing: Staffing {
+                staff: self.staff.clone(),
+                signing_key: self.keys.signing.clone(),
+            },
             notify,
             notify_url: self.bank_notify_url(),
         };
@@ -227,6 +244,11 @@ impl Cluster {
 
     pub fn clock(&self) -> SharedClock {
         self.clock.clone()
+    }
+
+    /// The deployment's operator-token keys (tests, the demo and chaos mint tokens with them).
+    pub fn operator_keys(&self) -> &OperatorKeys {
+        &self.keys
     }
 
     pub fn config(&self) -> &DeploymentConfig {
@@ -365,6 +387,14 @@ fn card_key(config: &DeploymentConfig) -> anyhow::Result<Option<CardKey>> {
     }
 }
 
+/// Staff security handed to each service.
+#[derive(Clone)]
+struct Staffing {
+    staff: tuikuan_auth::StaffConfig,
+    /// Only the business layer receives it.
+    signing_key: Option<String>,
+}
+
 /// Binds `addr` again (a restarted service keeps its public or notification address). The port
 /// was released with the stopped service; a crash releases it when its task is dropped, so retry
 /// briefly.
@@ -392,6 +422,7 @@ fn rebind(addr: Option<std::net::SocketAddr>, what: &str) -> anyhow::Result<TcpL
 struct ServiceEnv {
     config: DeploymentConfig,
     card_key: Option<CardKey>,
+    staffing: Staffing,
     clock: SharedClock,
     addrs: BTreeMap<Service, String>,
     transport: Transport,
@@ -417,6 +448,7 @@ fn run_service(
         transport,
         public_tls,
         public,
+        staffing,
         notify,
         notify_url,
     } = env;
@@ -461,6 +493,15 @@ fn run_service(
                     .to_string(),
                 transport,
                 public_tls,
+                staff: staffing.staff,
+                operators: tuikuan_business::OperatorsConfig {
+                    signing_key: staffing.signing_key,
+                    token_ttl_secs: config.operator_token_ttl_secs,
+                    bootstrap_admin: config
+                        .bootstrap_admin
+                        .clone()
+                        .zip(config.bootstrap_admin_password_hash.clone()),
+                },
             };
             let Some(public) = public else {
                 return Box::pin(async {

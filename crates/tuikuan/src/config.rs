@@ -198,6 +198,23 @@ pub struct DeploymentConfig {
     /// The AES-256 key (64 hex digits) sealing card numbers at rest; also `TUIKUAN_CARD_KEY`.
     /// Unset: a public development key, with a loud warning — never in production.
     pub card_key: Option<String>,
+    /// PASERK `k4.public.…` keys every service verifies operator tokens with (two during a
+    /// rotation); also `TUIKUAN_OPERATOR_PUBLIC_KEYS` (comma-separated). See `docs/security.md`.
+    pub operator_public_keys: Vec<String>,
+    /// A file with the PASERK `k4.secret.…` key that signs operator tokens (the business layer
+    /// only); also `TUIKUAN_OPERATOR_SIGNING_KEY_FILE`. Neither set: a development key pair in
+    /// the data directory, with a loud warning.
+    pub operator_signing_key_file: Option<PathBuf>,
+    /// Operator token lifetime in seconds (default one hour, at most 12 hours).
+    pub operator_token_ttl_secs: i64,
+    /// The first administrator, created by the business layer when no operator exists.
+    pub bootstrap_admin: Option<String>,
+    /// Its argon2id hash (`tuikuan operator hash-password`); also
+    /// `TUIKUAN_BOOTSTRAP_ADMIN_PASSWORD_HASH`.
+    pub bootstrap_admin_password_hash: Option<String>,
+    /// Single-operator thresholds of money moved by hand: action → "amount CURRENCY", e.g.
+    /// `force_fail = "100.00 CNY"`. Default: always two operators.
+    pub four_eyes: std::collections::BTreeMap<String, String>,
     pub tls: TlsSettings,
     pub bank: BankSimulator,
 }
@@ -222,6 +239,12 @@ impl Default for DeploymentConfig {
             suspense_days: Default::default(),
             calendar_file: None,
             card_key: None,
+            operator_public_keys: Vec::new(),
+            operator_signing_key_file: None,
+            operator_token_ttl_secs: 0,
+            bootstrap_admin: None,
+            bootstrap_admin_password_hash: None,
+            four_eyes: Default::default(),
             tls: TlsSettings::default(),
             bank: BankSimulator::default(),
         }
@@ -255,6 +278,19 @@ impl DeploymentConfig {
         if let Ok(key) = std::env::var("TUIKUAN_CARD_KEY") {
             config.card_key = Some(key);
         }
+        if let Ok(keys) = std::env::var("TUIKUAN_OPERATOR_PUBLIC_KEYS") {
+            config.operator_public_keys = keys
+                .split(',')
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect();
+        }
+        if let Ok(path) = std::env::var("TUIKUAN_OPERATOR_SIGNING_KEY_FILE") {
+            config.operator_signing_key_file = Some(PathBuf::from(path));
+        }
+        if let Ok(hash) = std::env::var("TUIKUAN_BOOTSTRAP_ADMIN_PASSWORD_HASH") {
+            config.bootstrap_admin_password_hash = Some(hash);
+        }
         if let Ok(ms) = std::env::var("TUIKUAN_JOB_INTERVAL_MS") {
             config.job_interval_ms = ms
                 .parse()
@@ -274,6 +310,10 @@ impl DeploymentConfig {
             Service::parse(key).with_context(|| format!("config: ports/peers key {key:?}"))?;
         }
         self.calendar()?;
+        self.staff_four_eyes()?;
+        if self.bootstrap_admin.is_some() != self.bootstrap_admin_password_hash.is_some() {
+            bail!("bootstrap_admin and bootstrap_admin_password_hash: set both or neither");
+        }
         if self.tls.public_cert.is_some() != self.tls.public_key.is_some() {
             bail!("tls: set both public_cert and public_key, or neither");
         }
@@ -379,6 +419,12 @@ impl DeploymentConfig {
             None => tuikuan_kernel::WorkingCalendar::from_toml_str(BUNDLED_CALENDAR)
                 .map_err(|e| anyhow::anyhow!("bundled calendar: {e}")),
         }
+    }
+
+    /// The four-eyes thresholds, parsed.
+    pub fn staff_four_eyes(&self) -> anyhow::Result<tuikuan_auth::domain::FourEyes> {
+        tuikuan_auth::domain::FourEyes::parse(&self.four_eyes)
+            .map_err(|e| anyhow::anyhow!("config: {}", e.message))
     }
 
     pub fn job_interval(&self) -> Option<std::time::Duration> {

@@ -31,6 +31,10 @@ pub struct Ctl {
     /// The operator's role: ops, finance or risk.
     #[arg(long, env = "TUIKUAN_ROLE", global = true, default_value = "")]
     pub role: String,
+    /// Where `ctl login` keeps the operator's session (default ~/.config/tuikuan/session;
+    /// `TUIKUAN_TOKEN` overrides the session with a token).
+    #[arg(long, env = "TUIKUAN_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -111,6 +115,45 @@ pub enum CtlCommand {
     Run {
         #[command(subcommand)]
         job: JobAction,
+    },
+    /// Log in as an operator; the token is kept for later commands (see docs/security.md).
+    Login {
+        #[arg(long)]
+        name: String,
+        /// Read the password from standard input instead of asking at the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Print the token instead of keeping it (`export TUIKUAN_TOKEN=$(…)`).
+        #[arg(long)]
+        print: bool,
+    },
+    /// Forget the kept session.
+    Logout,
+    /// The operator the session belongs to.
+    Whoami,
+    /// Operators and their roles (admin); your own password.
+    Operator {
+        #[command(subcommand)]
+        action: crate::ctl_staff::OperatorAction,
+    },
+    /// Four-eyes proposals of every service: list, show, approve, reject, cancel.
+    Proposals {
+        #[command(subcommand)]
+        action: crate::ctl_staff::ProposalAction,
+    },
+    /// A service's audit trail of staff actions (who, what, when, before -> after, why).
+    Trail {
+        /// accounting, clearing, business, refund, payout, reconciliation or bank.
+        #[arg(long)]
+        service: String,
+        #[arg(long, default_value = "")]
+        subject: String,
+        #[arg(long = "by", default_value = "")]
+        by: String,
+        #[arg(long, default_value = "")]
+        action: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
 }
 
@@ -477,7 +520,10 @@ fn account_type(s: &str) -> anyhow::Result<acc::AccountType> {
 }
 
 /// Turns a gRPC error into a message with its stable code.
-fn rpc<T>(r: Result<tonic::Response<T>, tonic::Status>, what: &str) -> anyhow::Result<T> {
+pub(crate) fn rpc<T>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    what: &str,
+) -> anyhow::Result<T> {
     r.map(|r| r.into_inner()).map_err(|s| {
         let code = s
             .metadata()
@@ -508,9 +554,42 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
         // Offline: no service is asked anything.
         return crate::inspect::run(file, format, encoding, date, ctl.output);
     }
+    let session_file = crate::session::session_path(ctl.token_file.as_deref())?;
     let mut c = Clients::for_deployment(config)?;
     let out = ctl.output;
+    let needs_session = !matches!(ctl.command, CtlCommand::Login { .. } | CtlCommand::Logout);
+    if needs_session {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        if let Some(token) = crate::session::current_token(&session_file, now_ms)? {
+            c = c.with_token(&token)?;
+        }
+    }
     match ctl.command {
+        CtlCommand::Login {
+            name,
+            password_stdin,
+            print,
+        } => crate::ctl_staff::login(&mut c, name, password_stdin, print, &session_file).await,
+        CtlCommand::Logout => crate::ctl_staff::logout(&session_file),
+        CtlCommand::Whoami => crate::ctl_staff::whoami(&mut c, out).await,
+        CtlCommand::Operator { action } => crate::ctl_staff::operator(&mut c, action, out).await,
+        CtlCommand::Proposals { action } => crate::ctl_staff::proposals(&mut c, action, out).await,
+        CtlCommand::Trail {
+            service,
+            subject,
+            by,
+            action,
+            limit,
+        } => {
+            let request = tuikuan_proto::staff::v1::ListAuditRequest {
+                subject,
+                operator: by,
+                action,
+                limit,
+                before: String::new(),
+            };
+            crate::ctl_staff::trail(&mut c, &service, request, out).await
+        }
         CtlCommand::Refund { action } => match action {
             RefundAction::Create {
                 api_key,

@@ -8,7 +8,9 @@
 //! - [`local`]: throw-away deployments with certificates of their own (demo, bench, chaos, tests);
 //! - [`demo`]: `tuikuan demo`, the whole chain with the bank simulator, days in seconds;
 //! - [`audit`]: `tuikuan audit`, the invariant auditor over every service's records;
-//! - [`chaos`]: `tuikuan chaos`, crash faults with real processes, then the auditor.
+//! - [`chaos`]: `tuikuan chaos`, crash faults with real processes, then the auditor;
+//! - [`keys`]: the operator-token keys of a deployment; [`session`]: `ctl`'s login session;
+//!   [`ctl_staff`]: `ctl` for operators, proposals and audit trails.
 
 pub mod audit;
 pub mod bench;
@@ -17,7 +19,10 @@ pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod ctl;
+pub mod ctl_staff;
 pub mod demo;
 pub mod inspect;
+pub mod keys;
 pub mod local;
 pub mod output;
+pub mod session;

@@ -92,10 +92,37 @@ enum Command {
         #[arg(long)]
         network_faults: bool,
     },
+    /// Operator-token keys: `keys init DIR` makes a signing key (business layer) and its public key
+    /// (every service).
+    Keys {
+        #[command(subcommand)]
+        what: KeysCommand,
+    },
+    /// Offline operator tools: `operator hash-password` prints an argon2id hash for
+    /// `bootstrap_admin_password_hash`.
+    Operator {
+        #[command(subcommand)]
+        what: OperatorCommand,
+    },
     /// Benchmarks: print figures with the hardware they ran on.
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write DIR/operator-signing.key (mode 0600) and DIR/operator-public.key.
+    Init { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Print the argon2id hash of a password (asked twice, or one line of standard input).
+    HashPassword {
+        #[arg(long)]
+        password_stdin: bool,
     },
 }
 
@@ -164,6 +191,8 @@ enum BenchCommand {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Logs go to standard error: standard output carries what a command prints (addresses,
+    // tables, JSON), which scripts and tests read.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -315,6 +344,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Keys {
+            what: KeysCommand::Init { dir },
+        } => {
+            let (secret, public) = tuikuan::keys::init(&dir)?;
+            println!("signing key (business layer only): {}", secret.display());
+            println!("operator_signing_key_file = \"{}\"", secret.display());
+            println!("operator_public_keys = [\"{public}\"]");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Operator {
+            what: OperatorCommand::HashPassword { password_stdin },
+        } => {
+            let password = tuikuan::session::read_password("password: ", password_stdin)?;
+            if !password_stdin && tuikuan::session::read_password("again: ", false)? != password {
+                anyhow::bail!("the passwords differ");
+            }
+            tuikuan_auth::domain::registry::validate_password(&password, "password")
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let hash = tuikuan_auth::password::hash_password(&password)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            println!("{hash}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { what } => {
             init_tracing("warn");
             let report = match what {
@@ -373,5 +425,15 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks of the whole command line (unique flags, valid defaults).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

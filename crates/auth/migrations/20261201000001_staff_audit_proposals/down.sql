@@ -1,0 +1,2 @@
+DROP TABLE staff_proposals;
+DROP TABLE staff_audit;
