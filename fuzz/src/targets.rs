@@ -13,6 +13,7 @@
 
 use tuikuan_bank::domain::parse_clearing_csv;
 use tuikuan_business::domain::RefundRequest;
+use tuikuan_kernel::bank_ref::IdScheme;
 use tuikuan_kernel::id::validate_external_id;
 use tuikuan_kernel::{ErrorCode, Money};
 use tuikuan_reconciliation::domain::inspect::inspect;
@@ -35,6 +36,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("merchant_create_refund", merchant_create_refund),
     ("money_parse", money_parse),
     ("external_id", external_id),
+    ("bank_reference_id", bank_reference_id),
 ];
 
 /// Reconciliation's `tuikuan-csv-v1` parser.
@@ -168,6 +170,31 @@ pub fn external_id(data: &[u8]) {
     }
 }
 
+/// Bank reference ids (`tuikuan_kernel::bank_ref`): for every channel's scheme, `check` accepts
+/// exactly the ids within its length and alphabet, and `fit` always gives an id the scheme accepts,
+/// the same one every time, and the input itself when it already fits.
+pub fn bank_reference_id(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    for scheme in IdScheme::ALL {
+        let rules = scheme.rules();
+        let len = text.chars().count();
+        let want = (rules.min_len..=rules.max_len).contains(&len)
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || rules.extra.contains(c));
+        assert_eq!(scheme.check(&text).is_ok(), want, "{scheme} check {text:?}");
+        let fitted = scheme.fit(&text);
+        assert!(
+            scheme.check(&fitted).is_ok(),
+            "{scheme} fit {text:?} -> {fitted:?}"
+        );
+        assert_eq!(scheme.fit(&text), fitted, "{scheme} fit is deterministic");
+        if want {
+            assert_eq!(fitted, text, "{scheme} keeps an id that fits");
+        }
+    }
+}
+
 fn check_recon(parser: &dyn ClearingFileParser, data: &[u8]) {
     match parse_all(parser, data) {
         Ok((records, stats)) => check_records(&records, &stats),
@@ -285,6 +312,13 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "external_id" => vec![
             b"ORDER-2026.11_26".to_vec(),
             b"rf_0190c6a4e3b87c2d9f0a1b2c3d4e5f60".to_vec(),
+        ],
+        "bank_reference_id" => vec![
+            b"rf_0190c6a4e3b87c2d9f0a1b2c3d4e5f60".to_vec(),
+            b"rf_0190c6a4e3b87c2d9f0a1b2c3d4e5f60-2".to_vec(),
+            b"TK0YH2NOHIZ9PFOXJ6I3EYO2H6KRVA1I".to_vec(),
+            b"a|b*c@d".to_vec(),
+            b"ORD.2026".to_vec(),
         ],
         _ => Vec::new(),
     }

@@ -82,6 +82,7 @@ async fn channel(sb: &mut Sandbox, code: &str) {
             methods: vec![rfd::RefundMethod::Interface as i32],
             original_route_window_days: 365,
             bank_code: code.into(),
+            ..Default::default()
         })
         .await
         .expect("refund channel");

@@ -97,6 +97,7 @@ async fn add_method_channels(sb: &mut Sandbox) {
                 methods: methods.iter().map(|m| *m as i32).collect(),
                 original_route_window_days: 180,
                 bank_code: (*bank_code).into(),
+                ..Default::default()
             })
             .await
             .expect("refund channel");

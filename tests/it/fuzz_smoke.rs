@@ -220,6 +220,7 @@ fuzz_smoke!(
     merchant_create_refund => 0x3EF0,
     money_parse => 0x3013,
     external_id => 0x1D5,
+    bank_reference_id => 0xB4EF,
 );
 
 #[test]
@@ -236,7 +237,8 @@ fn every_target_is_covered() {
             "bank_clearing_csv",
             "merchant_create_refund",
             "money_parse",
-            "external_id"
+            "external_id",
+            "bank_reference_id"
         ]
     );
     for n in names {

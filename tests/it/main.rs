@@ -4,6 +4,7 @@
 mod sandbox;
 
 mod bad_input;
+mod bank_files;
 mod bounded;
 mod chain;
 mod channels;

@@ -106,6 +106,7 @@ impl Sandbox {
                 methods: vec![rfd::RefundMethod::Interface as i32],
                 original_route_window_days: 180,
                 bank_code: "ICBC".into(),
+                ..Default::default()
             })
             .await
             .expect("refund channel");

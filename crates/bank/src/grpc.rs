@@ -51,8 +51,11 @@ pub struct Config {
     pub refund_callback_addr: Option<String>,
     /// The payout center (`PayoutService.BankCallback`); `None` keeps payout callbacks waiting.
     pub payout_callback_addr: Option<String>,
-    /// If set, every clearing file served is also written to `<dir>/<channel>/<YYYY-MM-DD>.csv`.
+    /// If set, every clearing file served is also written to `<dir>/<channel>/<YYYY-MM-DD>.<ext>`.
     pub clearing_dir: Option<PathBuf>,
+    /// channel → the layout of its clearing files (`csv`, `wechat`, `wechat-legacy`, `unionpay`,
+    /// `alipay`; see [`crate::layouts`]); channels not listed get `csv`.
+    pub clearing_formats: std::collections::HashMap<String, String>,
     /// Period of the tick loop; `None` runs ticks only through the `Tick` RPC.
     pub job_interval: Option<Duration>,
     /// Channels served by a real connector (WeChat Pay, Alipay); every other channel is the
@@ -95,6 +98,7 @@ impl Config {
             refund_callback_addr: None,
             payout_callback_addr: None,
             clearing_dir: None,
+            clearing_formats: Default::default(),
             job_interval: None,
             channels: BTreeMap::new(),
             notify_base_url: None,
@@ -132,6 +136,11 @@ impl Config {
     /// The simulator and the real channels, over one migrated database. Loads every channel's
     /// keys: a missing or malformed key stops startup, naming the channel and the setting.
     pub fn open_bank(&self) -> Result<(Simulator, LiveChannels), tuikuan_kernel::Error> {
+        let mut layouts = std::collections::HashMap::new();
+        for (channel, layout) in &self.clearing_formats {
+            crate::domain::validate_channel(channel)?;
+            layouts.insert(channel.clone(), crate::layouts::Layout::parse(layout)?);
+        }
         let db = tuikuan_db::Db::connect(&self.database_url, 8)?;
         db.migrate(MIGRATIONS)?;
         let mut live = BTreeMap::new();
@@ -170,7 +179,8 @@ impl Config {
             self.payout_callback_addr.as_deref(),
             self.clearing_dir.clone(),
             &self.transport,
-        )?;
+        )?
+        .with_layouts(layouts);
         Ok((sim, live))
     }
 }

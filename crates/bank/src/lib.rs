@@ -7,6 +7,8 @@
 //!   seeded decisions, and the clearing file format ([`domain::write_clearing_csv`],
 //!   [`domain::parse_clearing_csv`], which the reconciliation center reuses);
 //! - [`clearing_file`]: the documented clearing file format and its API in one place;
+//! - [`layouts`]: the clearing file in a channel's real bank layout (WeChat Pay bill, UnionPay ZM,
+//!   Alipay 业务明细), per `Config.clearing_formats`;
 //! - [`store`]: diesel tables (`transactions`, `callbacks`) and repository functions;
 //! - [`simulator`]: the [`simulator::Simulator`], which implements [`domain::BankConnector`] and
 //!   runs the bank's tick (complete due transactions at their due time, return paid payouts,
@@ -41,6 +43,7 @@
 pub mod connector;
 pub mod domain;
 pub mod grpc;
+pub mod layouts;
 pub mod live;
 pub mod simulator;
 pub mod store;

@@ -18,6 +18,7 @@
 //! working day; set the delay range to about a day to simulate that. FILE rows get no callbacks:
 //! the bank's answer is its clearing file.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
@@ -34,11 +35,12 @@ use tuikuan_proto::status::peer_err;
 use tuikuan_kernel::card::mask_card;
 
 use crate::domain::{
-    completion_callbacks, sha256_hex, validate_channel, write_clearing_csv, BankConnector, BankTx,
-    Callback, CallbackStatus, ClearingFile, ClearingRow, Decision, FileBatchOutcome,
-    FileBatchSubmission, PayoutSubmission, RefundSubmission, SimParams, SubmitOutcome, TxKind,
-    TxStatus, CLEARING_FILE_FORMAT, REASON_RETURNED, SEQ_PROCESSING, SEQ_RETURNED,
+    completion_callbacks, sha256_hex, validate_channel, BankConnector, BankTx, Callback,
+    CallbackStatus, ClearingFile, ClearingRow, Decision, FileBatchOutcome, FileBatchSubmission,
+    PayoutSubmission, RefundSubmission, SimParams, SubmitOutcome, TxKind, TxStatus,
+    REASON_RETURNED, SEQ_PROCESSING, SEQ_RETURNED,
 };
+use crate::layouts::{render, Layout};
 use crate::store::{self, BatchInserted, Inserted};
 
 /// Transactions completed per batch in a tick.
@@ -86,6 +88,8 @@ pub struct Simulator {
     clock: SharedClock,
     params: SimParams,
     clearing_dir: Option<PathBuf>,
+    /// channel → the layout of its clearing files (csv when absent).
+    layouts: HashMap<String, Layout>,
     refund_client: Option<RefundServiceClient<Channel>>,
     payout_client: Option<PayoutServiceClient<Channel>>,
     /// Ticks (and clearing-file builds, which complete due work first) run one at a time, so a
@@ -131,6 +135,7 @@ impl Simulator {
             clock,
             params,
             clearing_dir,
+            layouts: HashMap::new(),
             refund_client,
             payout_client,
             tick_lock: tokio::sync::Mutex::new(()),
@@ -139,6 +144,12 @@ impl Simulator {
 
     pub fn params(&self) -> &SimParams {
         &self.params
+    }
+
+    /// Writes the clearing files of these channels in their banks' layouts.
+    pub fn with_layouts(mut self, layouts: HashMap<String, Layout>) -> Simulator {
+        self.layouts = layouts;
+        self
     }
 
     /// Stores a new submission or answers a repeat; `check` is the bank's own synchronous check.
@@ -453,18 +464,19 @@ impl Simulator {
             .run(move |c| store::completed_between(c, &ch, start, end))
             .await?;
         let rows: Vec<ClearingRow> = txs.iter().filter_map(ClearingRow::from_tx).collect();
-        let content = write_clearing_csv(&rows)?;
+        let layout = self.layouts.get(channel).copied().unwrap_or_default();
+        let content = render(layout, &rows, date)?;
         let file = ClearingFile {
             channel: channel.to_string(),
             date,
-            format: CLEARING_FILE_FORMAT.to_string(),
+            format: layout.format_name().to_string(),
             sha256: sha256_hex(&content),
             content,
         };
         if let Some(dir) = &self.clearing_dir {
             write_file_atomically(
                 &dir.join(channel),
-                &format!("{}.csv", date.format("%Y-%m-%d")),
+                &format!("{}.{}", date.format("%Y-%m-%d"), layout.extension()),
                 &file.content,
             )
             .await?;

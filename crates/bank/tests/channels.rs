@@ -203,6 +203,7 @@ async fn wechat_answers_that_fail_verification_are_refused_and_retries_pay_once(
         AnswerFault::BadSignature,
         AnswerFault::ExpiredTimestamp,
         AnswerFault::UnknownSerial,
+        AnswerFault::SignatureProbe,
     ] {
         w.fake.set_answer_fault(fault);
         let e = w
@@ -725,4 +726,23 @@ fn alipay_bill_zip_with_gbk_entry_names() {
     assert!(text.starts_with("#支付宝业务明细查询"), "{text}");
     assert!(text.contains("rf_a1\t"), "{text}");
     assert!(tuikuan_bank::connector::alipay::business_detail_csv(b"PK not a zip").is_err());
+}
+
+/// Secrets never show in Debug output (what a log line of a connector or its settings would
+/// print): the private keys and the APIv3 key read `<redacted>`.
+#[tokio::test]
+async fn connectors_print_no_secrets() {
+    let (_c, clock) = clock();
+    let w = wechat(clock.clone()).await;
+    let a = alipay(clock).await;
+    let k = keys();
+    for printed in [format!("{:?}", w.connector), format!("{:?}", a.connector)] {
+        assert!(printed.contains("<redacted>"), "{printed}");
+        assert!(!printed.contains(fw::APIV3_KEY), "{printed}");
+        for private in [&k.wechat_merchant.private_b64, &k.alipay_app.private_b64] {
+            // Any 24-character piece of a private key would be a leak.
+            let piece = &private[private.len() / 2..private.len() / 2 + 24];
+            assert!(!printed.contains(piece), "{printed}");
+        }
+    }
 }

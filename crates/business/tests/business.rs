@@ -205,6 +205,13 @@ impl ClearingService for Peers {
         Ok(Response::new(cpb::RecoveryReport::default()))
     }
 
+    async fn sweep_reserves(
+        &self,
+        _r: Request<cpb::SweepReservesRequest>,
+    ) -> Result<Response<cpb::SweepReservesResponse>, Status> {
+        Ok(Response::new(cpb::SweepReservesResponse::default()))
+    }
+
     async fn get_debit(
         &self,
         r: Request<cpb::GetDebitRequest>,
@@ -2442,6 +2449,7 @@ mod real_chain {
                     methods: vec![],
                     original_route_window_days: 0,
                     bank_code: "ICBC".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap();

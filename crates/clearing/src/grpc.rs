@@ -30,6 +30,8 @@ use crate::domain::{
 };
 use crate::store::{self, Reserved};
 
+pub mod sweep;
+
 const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
 
 /// How many unfinished records one recovery pass picks up per kind.
@@ -76,6 +78,9 @@ pub async fn serve(
                     Ok(report) if report.is_empty() => {}
                     Ok(report) => tracing::info!(?report, "clearing recovery"),
                     Err(e) => tracing::warn!(error = %e, "clearing recovery failed"),
+                }
+                if let Err(e) = svc.sweep_reserves(svc.clock.today()).await {
+                    tracing::warn!(error = %e, "sweep failed");
                 }
             }
         })
@@ -1014,6 +1019,18 @@ impl ClearingService for Clearing {
         refund_id_from_wire(refund_id).map_err(grpc_err)?;
         let debit = self.debit(refund_id).await.map_err(grpc_err)?;
         Ok(Response::new(debit_to_wire(&debit)))
+    }
+
+    async fn sweep_reserves(
+        &self,
+        request: Request<pb::SweepReservesRequest>,
+    ) -> Result<Response<pb::SweepReservesResponse>, Status> {
+        let date = sweep::sweep_date_from_wire(&request.get_ref().date, self.clock.today())
+            .map_err(grpc_err)?;
+        let sweeps = Clearing::sweep_reserves(self, date)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(sweep::sweeps_to_wire(&sweeps)))
     }
 
     async fn run_recovery(

@@ -805,6 +805,20 @@ pub fn pending_settlements(conn: &mut AnyConnection, limit: i64) -> Result<Vec<S
         .map_err(db_err)
 }
 
+/// The channels and currencies of settled payments: the reserves whose platform part the sweep
+/// moves ([`crate::grpc::Clearing::sweep_reserves`]).
+pub fn reserve_accounts(conn: &mut AnyConnection) -> Result<Vec<(String, Currency)>, Error> {
+    let rows: Vec<(String, String)> = settlements::table
+        .select((settlements::channel, settlements::currency))
+        .distinct()
+        .order((settlements::channel.asc(), settlements::currency.asc()))
+        .load(conn)
+        .map_err(db_err)?;
+    rows.into_iter()
+        .map(|(channel, c)| Ok((channel, Currency::parse(&c, "currency")?)))
+        .collect()
+}
+
 /// The receivers of a trade whose merchant part may need an advance: those whose policy has a
 /// line (in the trade's currency), with the line in minor units. Empty for an unknown trade.
 pub fn receivers_with_line(

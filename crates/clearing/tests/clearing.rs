@@ -1707,6 +1707,56 @@ async fn error_refunds(acc: &str, clr: &str) {
     env.stop().await;
 }
 
+/// The sweep (资金归集): the platform's part of the reserve moves to its own funds once per
+/// channel, currency and value date; a repeat moves nothing; the customers' part stays.
+async fn sweep(acc: &str, clr: &str) {
+    let mut env = Env::start(acc, clr).await;
+    env.policy("m1", "0.006", pb::FeeRefundPolicy::Proportional)
+        .await;
+    env.settle("t1", "m1", "100.00").await.expect("settle");
+    let client = env.client.clone();
+    let sweep = |date: &str| {
+        let mut client = client.clone();
+        let date = date.to_string();
+        async move {
+            client
+                .sweep_reserves(pb::SweepReservesRequest { date })
+                .await
+                .map(|r| r.into_inner().sweeps)
+        }
+    };
+    let first = sweep("2026-12-01").await.expect("sweep");
+    assert_eq!(first.len(), 1, "{first:?}");
+    let s = &first[0];
+    assert_eq!(
+        (
+            s.channel.as_str(),
+            s.currency.as_str(),
+            s.amount.as_str(),
+            s.already_swept
+        ),
+        ("netbank", "CNY", "0.60", false)
+    );
+    // The same date again, after another fee came in: nothing moves, the first sweep is named.
+    env.settle("t2", "m1", "50.00").await.expect("settle");
+    let again = sweep("2026-12-01").await.expect("repeat");
+    assert!(again[0].already_swept, "{again:?}");
+    assert_eq!(again[0].posting_id, s.posting_id);
+    assert_eq!(again[0].amount, "");
+    let next = sweep("2026-12-02").await.expect("next day");
+    assert_eq!(next[0].amount, "0.30");
+    let err = sweep("tomorrow").await.expect_err("bad date");
+    assert_eq!(code_of(&err), "INVALID_ARGUMENT");
+    assert!(err.message().starts_with("date:"), "{}", err.message());
+
+    assert_eq!(env.balance(PlatformInReserve, "netbank").await, "0.00");
+    assert_eq!(env.balance(OwnFunds, "platform").await, "0.90");
+    assert_eq!(env.balance(ChannelReserve, "netbank").await, "149.10");
+    assert_eq!(env.balance(MerchantSettlement, "m1").await, "149.10");
+    env.assert_trial_balanced().await;
+    env.stop().await;
+}
+
 // ---------- both databases ----------
 
 macro_rules! on_both_databases {
@@ -1743,6 +1793,7 @@ on_both_databases! {
     advances => advances_sqlite, advances_postgres;
     concurrent_advances => concurrent_advances_sqlite, concurrent_advances_postgres;
     error_refunds => error_refunds_sqlite, error_refunds_postgres;
+    sweep => sweep_sqlite, sweep_postgres;
 }
 
 /// The domain module is pure: no storage, no RPC framework (CI greps for the same).

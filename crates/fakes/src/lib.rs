@@ -129,6 +129,9 @@ pub enum AnswerFault {
     ExpiredTimestamp,
     /// A serial the connector does not know (WeChat Pay).
     UnknownSerial,
+    /// WeChat Pay's signature probe: a wrong signature prefixed `WECHATPAY/SIGNTEST/`, sent now
+    /// and then to check that merchants verify.
+    SignatureProbe,
 }
 
 /// How the fake settles the refunds it takes.

@@ -262,7 +262,10 @@ fn signed_headers(s: &mut Inner, body: &[u8], fault: AnswerFault) -> Vec<(String
     if fault == AnswerFault::BadSignature {
         message.extend_from_slice(b"tampered");
     }
-    let signature = keys().wechat_platform.sign(&message);
+    let mut signature = keys().wechat_platform.sign(&message);
+    if fault == AnswerFault::SignatureProbe {
+        signature = format!("WECHATPAY/SIGNTEST/{}", &signature[19..]);
+    }
     s.seq += 1;
     vec![
         ("Wechatpay-Timestamp".to_string(), ts.to_string()),

@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`money`]: [`Money`] and [`Currency`], decimal amounts validated on receipt, minor units for storage;
 //! - [`id`]: validated identifiers supplied by merchants and generated ids;
+//! - [`bank_ref`]: bank reference ids within each channel's rules ([`bank_ref::IdScheme`]);
 //! - [`clock`]: the injectable [`Clock`] (system or manual) so days can pass in seconds;
 //! - [`calendar`]: the working-day calendar (工作日), loaded from a TOML file;
 //! - [`card`]: payment-card numbers ([`CardNumber`]: digits, 12–19 long, Luhn; shown only masked);
@@ -15,6 +16,7 @@
 //!
 //! The kernel depends on no database and no RPC framework.
 
+pub mod bank_ref;
 pub mod calendar;
 pub mod card;
 pub mod clock;

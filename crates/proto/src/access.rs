@@ -109,6 +109,10 @@ pub const TABLE: &[(&str, Rule)] = &[
         "/tuikuan.clearing.v1.ClearingService/RunRecovery",
         Rule::Callers(STAFF),
     ),
+    (
+        "/tuikuan.clearing.v1.ClearingService/SweepReserves",
+        Rule::Callers(STAFF),
+    ),
     // business: the merchant API is public; everything else is staff, except the refund
     // center's outcome report.
     (

@@ -15,10 +15,12 @@
 use std::fmt;
 
 use chrono::NaiveDate;
+use tuikuan_kernel::bank_ref::IdScheme;
 use tuikuan_kernel::clock::{business_date, start_of_business_date};
 use tuikuan_kernel::id::validate_external_id;
 use tuikuan_kernel::{Error, ErrorCode, Money, Result, WorkingCalendar};
 
+pub mod bank_ids;
 pub mod batch;
 
 /// How long after payment the original route (interface) takes refunds, unless the channel says
@@ -337,6 +339,8 @@ pub struct Channel {
     pub methods: Vec<RefundMethod>,
     pub original_route_window_days: u32,
     pub bank_code: String,
+    /// The rules of the ids the channel's bank is given (`None`: the kind's default).
+    pub id_scheme: Option<IdScheme>,
 }
 
 impl Channel {
@@ -636,8 +640,8 @@ pub fn mask_card(card_no: &str) -> String {
 /// The longest id the bank and the payout center accept.
 const MAX_REFERENCE_LEN: usize = 64;
 
-/// The id the bank (or the payout center) knows an attempt by: the refund id for the first
-/// interface attempt, `{refund_id}-{n}` for later ones, `po_{refund_id}_{n}` for payouts; empty for
+/// The natural id the bank (or the payout center) knows an attempt by, before it is fitted to the
+/// channel's rules ([`Channel::reference_for`]): the refund id for the first interface attempt, `{refund_id}-{n}` for later ones, `po_{refund_id}_{n}` for payouts; empty for
 /// file-upload and offline attempts, whose batch row id is assigned when a batch takes them. An id
 /// that would be longer than 64 characters uses a digest of the refund id instead.
 pub fn bank_reference_for(method: RefundMethod, refund_id: &str, attempt: u32) -> String {
@@ -1003,7 +1007,7 @@ impl RefundOrder {
                 });
                 continue;
             }
-            let bank_reference_id = bank_reference_for(method, &self.refund_id, number);
+            let bank_reference_id = channel.reference_for(method, &self.refund_id, number);
             self.attempts.push(Attempt {
                 number,
                 method,
@@ -1397,6 +1401,7 @@ mod tests {
             methods,
             original_route_window_days: DEFAULT_ORIGINAL_ROUTE_WINDOW_DAYS,
             bank_code: "ICBC".into(),
+            id_scheme: None,
         }
     }
 

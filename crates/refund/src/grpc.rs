@@ -1330,6 +1330,7 @@ fn channel_from_wire(c: pb::Channel) -> Result<Channel> {
         },
         code: c.code,
         bank_code: c.bank_code,
+        id_scheme: tuikuan_kernel::bank_ref::IdScheme::parse(&c.id_scheme, "id_scheme")?,
     };
     channel.validate()?;
     Ok(channel)
@@ -1346,6 +1347,7 @@ fn channel_to_wire(c: &Channel) -> pb::Channel {
             .collect(),
         original_route_window_days: c.original_route_window_days,
         bank_code: c.bank_code.clone(),
+        id_scheme: c.id_scheme().as_str().to_string(),
     }
 }
 
@@ -1722,6 +1724,7 @@ mod tests {
             methods: vec![],
             original_route_window_days: 0,
             bank_code: "ICBC".into(),
+            id_scheme: String::new(),
         };
         let c = channel_from_wire(wire).unwrap();
         assert_eq!(

@@ -23,6 +23,7 @@ use crate::domain::{
     RefundKind, RefundMethod, RefundOrder, RefundStatus, SubmitStatus,
 };
 use crate::vault::Sealer;
+use tuikuan_kernel::bank_ref::IdScheme;
 
 diesel::table! {
     channels (code) {
@@ -32,6 +33,7 @@ diesel::table! {
         original_route_window_days -> Integer,
         bank_code -> Text,
         updated_at_ms -> BigInt,
+        id_scheme -> Text,
     }
 }
 
@@ -144,6 +146,7 @@ struct ChannelRow {
     original_route_window_days: i32,
     bank_code: String,
     updated_at_ms: i64,
+    id_scheme: String,
 }
 
 #[derive(Debug, Clone, Queryable, Insertable)]
@@ -273,6 +276,7 @@ impl ChannelRow {
                 .map_err(|_| Error::field("original_route_window_days", "is too large"))?,
             bank_code: c.bank_code.clone(),
             updated_at_ms: now_ms,
+            id_scheme: c.id_scheme.map(|s| s.as_str()).unwrap_or("").to_string(),
         })
     }
 
@@ -284,6 +288,8 @@ impl ChannelRow {
                 .map_err(|_| corrupt("window", &self.original_route_window_days.to_string()))?,
             code: self.code,
             bank_code: self.bank_code,
+            id_scheme: IdScheme::parse(&self.id_scheme, "id_scheme")
+                .map_err(|_| corrupt("id scheme", &self.id_scheme))?,
         })
     }
 }
@@ -449,6 +455,7 @@ pub fn upsert_channel(conn: &mut AnyConnection, channel: &Channel, now_ms: i64) 
                 channels::original_route_window_days.eq(row.original_route_window_days),
                 channels::bank_code.eq(&row.bank_code),
                 channels::updated_at_ms.eq(row.updated_at_ms),
+                channels::id_scheme.eq(&row.id_scheme),
             ))
             .execute(conn)
     };

@@ -125,6 +125,7 @@ impl Env {
                     methods,
                     original_route_window_days: 0,
                     bank_code: "ICBC".into(),
+                    ..Default::default()
                 })
                 .await
                 .expect("upsert channel");

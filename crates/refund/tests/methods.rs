@@ -123,6 +123,7 @@ impl Env {
                 methods: methods.iter().map(|m| *m as i32).collect(),
                 original_route_window_days: 0,
                 bank_code: bank.into(),
+                ..Default::default()
             })
             .await
             .expect("upsert channel");

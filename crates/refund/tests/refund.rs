@@ -93,6 +93,7 @@ impl Env {
                 methods: vec![],
                 original_route_window_days: 0,
                 bank_code: "ICBC".into(),
+                ..Default::default()
             })
             .await
             .expect("upsert channel")

@@ -154,6 +154,7 @@ async fn chain_on(
             methods: vec![rfd::RefundMethod::Interface as i32],
             original_route_window_days: 180,
             bank_code: "BENCH".into(),
+            ..Default::default()
         })
         .await?;
     c.business

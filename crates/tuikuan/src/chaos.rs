@@ -935,6 +935,7 @@ async fn seed(c: &Clients) -> anyhow::Result<()> {
                     methods: ch.methods.iter().map(|m| *m as i32).collect(),
                     original_route_window_days: 180,
                     bank_code: ch.bank.into(),
+                    ..Default::default()
                 }
             )
         })

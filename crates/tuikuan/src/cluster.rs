@@ -597,6 +597,7 @@ fn run_service(
             cfg.refund_callback_addr = Some(peer(Service::Refund));
             cfg.payout_callback_addr = Some(peer(Service::Payout));
             cfg.clearing_dir = Some(config.data_dir.join("clearing"));
+            cfg.clearing_formats = sim.clearing_formats.clone().into_iter().collect();
             cfg.job_interval = jobs;
             cfg.channels = sim.channels.clone();
             cfg.notify_base_url = notify_url;

@@ -110,6 +110,9 @@ pub struct BankSimulator {
     pub notify_public_url: Option<String>,
     /// How soon an open refund at a real channel is first queried (then less often as it ages).
     pub channel_query_interval_secs: u64,
+    /// channel → the layout of the simulator's clearing files for it: `csv` (default), `wechat`,
+    /// `wechat-legacy`, `unionpay` or `alipay` (the channel's real bank's file).
+    pub clearing_formats: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for BankSimulator {
@@ -127,6 +130,7 @@ impl Default for BankSimulator {
             notify_port: 50058,
             notify_public_url: None,
             channel_query_interval_secs: 60,
+            clearing_formats: Default::default(),
         }
     }
 }
@@ -188,7 +192,7 @@ pub struct DeploymentConfig {
     pub job_interval_ms: u64,
     /// Channels the reconciliation job reconciles every day.
     pub reconciliation_channels: Vec<String>,
-    /// channel → clearing file format (`csv`, `wechat`, `unionpay`).
+    /// channel → clearing file format (`csv`, `wechat`, `unionpay`, `alipay`).
     pub reconciliation_formats: std::collections::BTreeMap<String, String>,
     /// channel → cross-day window (days) before a platform-only refund becomes a discrepancy.
     pub suspense_days: std::collections::BTreeMap<String, u32>,

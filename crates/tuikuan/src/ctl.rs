@@ -18,6 +18,8 @@ use crate::clients::Clients;
 use crate::config::DeploymentConfig;
 use crate::output::{print, Output};
 
+mod ledger;
+
 #[derive(Debug, Args)]
 pub struct Ctl {
     /// table for people, json for scripts.
@@ -56,6 +58,11 @@ pub enum CtlCommand {
     },
     /// The trial balance: every account, and whether debits equal credits.
     TrialBalance,
+    /// The books' staff commands (the sweep of the platform's money out of the reserves).
+    Ledger {
+        #[command(subcommand)]
+        action: ledger::LedgerAction,
+    },
     /// Reconciliation runs.
     Recon {
         #[command(subcommand)]
@@ -890,6 +897,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
         },
         CtlCommand::Batch { action } => batch(&mut c, action, out).await,
         CtlCommand::Hold { action } => hold(&mut c, action, out).await,
+        CtlCommand::Ledger { action } => ledger::run(&mut c, action, out).await,
         CtlCommand::Control { action } => control(&mut c, action, out).await,
         CtlCommand::ErrorRefund {
             merchant,

@@ -406,6 +406,7 @@ async fn drive(
                 methods: ch.methods.iter().map(|m| *m as i32).collect(),
                 original_route_window_days: 180,
                 bank_code: ch.bank.into(),
+                ..Default::default()
             })
             .await
             .context("refund center: upsert channel")?;

@@ -167,6 +167,10 @@ pub const RPCS: &[(&str, Guard)] = &[
         "/tuikuan.clearing.v1.ClearingService/RunRecovery",
         Staff(&[A::RunJob]),
     ),
+    (
+        "/tuikuan.clearing.v1.ClearingService/SweepReserves",
+        Staff(&[A::RunJob]),
+    ),
     // payout center
     ("/tuikuan.payout.v1.PayoutService/CreatePayout", Service),
     ("/tuikuan.payout.v1.PayoutService/GetPayout", Service),

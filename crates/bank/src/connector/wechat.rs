@@ -118,6 +118,12 @@ impl WechatPayV3 {
         };
         let (timestamp, nonce) = (get("Wechatpay-Timestamp")?, get("Wechatpay-Nonce")?);
         let (signature, serial) = (get("Wechatpay-Signature")?, get("Wechatpay-Serial")?);
+        if signature.starts_with("WECHATPAY/SIGNTEST/") {
+            return Err(unverified(format!(
+                "{}: WeChat Pay signature probe (WECHATPAY/SIGNTEST/) refused, as the probe expects",
+                self.cfg.channel
+            )));
+        }
         let ts: i64 = timestamp
             .parse()
             .map_err(|_| unverified(format!("{}: timestamp is not a number", self.cfg.channel)))?;

@@ -635,6 +635,7 @@ mod tests {
             methods,
             original_route_window_days: 180,
             bank_code: "ICBC".into(),
+            id_scheme: None,
         };
         RefundOrder::accept(
             NewRefund {

@@ -27,6 +27,7 @@ pub const KNOWN_REASONS: &[&str] = &[
     "refund-reverse:",
     "refund-return:",
     "adjust:",
+    "sweep:",
 ];
 
 /// (account type, owner, currency) → balance on the normal side.
