@@ -384,3 +384,32 @@ mod tests {
         );
     }
 }
+
+/// The operator-token table agrees with the caller allow-list (`tuikuan_proto::access`); kept out
+/// of the pure domain module because it reads the RPC layer's table.
+#[cfg(test)]
+mod agrees_with_access {
+    /// An RPC whose caller allow-list names a service is not staff-only: the service calls it
+    /// without an operator token.
+    #[test]
+    fn what_services_call_needs_no_token() {
+        use tuikuan_proto::access::{rule, Rule};
+        use tuikuan_proto::tls::Principal;
+        for (path, guard) in crate::domain::RPCS {
+            if let Some(Rule::Callers(callers)) = rule(path) {
+                let by_a_service = callers
+                    .iter()
+                    .any(|p| !matches!(p, Principal::Ctl | Principal::Console));
+                if by_a_service {
+                    assert!(
+                        !matches!(
+                            guard,
+                            crate::domain::Guard::Staff(_) | crate::domain::Guard::SignedIn
+                        ),
+                        "{path}: a service calls it, but it needs an operator token"
+                    );
+                }
+            }
+        }
+    }
+}
