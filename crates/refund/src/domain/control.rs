@@ -24,6 +24,7 @@
 //! the bank); confirming a failure gives the money back to the merchant, so it needs finance.
 
 use std::fmt;
+use tuikuan_kernel::string_enum;
 
 use serde_json::json;
 use tuikuan_kernel::{Error, ErrorCode, Money, Result};
