@@ -13,11 +13,13 @@
 //! - [`store`]: the audit trail, proposals and registry in a service's own database (diesel);
 //! - [`staff`]: a service's [`staff::Desk`] (audit trail, proposals, `StaffService`);
 //! - [`registry`]: the operator registry and `OperatorService` (the business layer hosts it);
+//! - [`answer`]: how a four-eyes action's RPC answers (the proposal in the response metadata);
 //! - [`client`]: attach a token to a client's calls; [`testing`]: keys and tokens for tests.
 //!
 //! Invariants: identity comes only from a verified token (the `x-operator-*` headers are dropped);
 //! an RPC missing from the table is refused; only the business layer holds the signing key.
 
+pub mod answer;
 pub mod client;
 pub mod domain;
 pub mod guard;
@@ -30,8 +32,10 @@ pub mod testing;
 pub mod token;
 
 pub use domain::{Action, Operator, Role};
+/// The future an [`Executor`] answers with.
+pub use futures::future::BoxFuture;
 pub use guard::{acting_name, staff, staff_if_any, Guarded, Staff, StaffAuth};
-pub use staff::{Desk, Draft, Executor, NoProposals, StaffServer};
+pub use staff::{mark_executed, Desk, Draft, Executed, Executor, NoProposals, StaffServer};
 pub use token::{TokenSigner, TokenVerifier};
 
 /// What every service needs for staff security: the token verifier and the four-eyes thresholds.
@@ -60,11 +64,16 @@ impl StaffConfig {
         ))
     }
 
-    /// For a service's own tests: tokens of [`testing::shared`] are verified, and every staff call
-    /// without a token acts as the operator [`guard::TESTER`] with every role.
+    /// For a service's own tests: tokens of [`testing::shared`] are verified, every staff call
+    /// without a token acts as the operator [`guard::TESTER`] with every role, and one operator
+    /// suffices for every four-eyes action (the action runs when proposed; the whole-chain tests
+    /// cover the second operator).
     #[cfg(any(test, feature = "testing"))]
     pub fn tester() -> StaffConfig {
-        StaffConfig::for_tests(&[testing::shared().public_key()]).expect("a fresh key parses")
+        let mut config =
+            StaffConfig::for_tests(&[testing::shared().public_key()]).expect("a fresh key parses");
+        config.four_eyes = domain::FourEyes::one_operator_for_tests();
+        config
     }
 
     /// For a service's own tests: see [`StaffAuth::for_tests`]; always two operators.

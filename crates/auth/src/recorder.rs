@@ -10,7 +10,8 @@
 //! (`password`, `secret`, keys, card numbers) are replaced by `<redacted>` and binary content by
 //! its SHA-256 and length, so a downloaded spreadsheet's card numbers never reach the trail.
 //! Handlers that know the state before the change (the refund center's controls) keep writing
-//! their own, finer entries too.
+//! their own, finer entries too. Four-eyes actions are not recorded here: asking for one only
+//! proposes it, and the staff desk records the proposal's story ([`crate::staff::Desk`]).
 //!
 //! The entry is written after the handler committed; if writing it fails the call still answers
 //! OK (the change happened) and the failure is logged at error level.
@@ -166,12 +167,14 @@ fn camel(snake: &str) -> String {
     out
 }
 
-/// The action an entry records: the first audited action of the RPC the operator may take.
+/// The action an entry records: the first audited action of the RPC the operator may take. None
+/// for a four-eyes action: asking for one only proposes it, and the desk records the proposal's
+/// whole story itself (PROPOSE, APPROVE / REJECT / CANCEL, the execution with before → after).
 pub fn audited_action(staff: &Staff, actions: &[Action]) -> Option<Action> {
     actions
         .iter()
         .copied()
-        .filter(|a| a.is_audited())
+        .filter(|a| a.is_audited() && !a.needs_four_eyes())
         .find(|a| staff.operator.authorize(*a).is_ok())
 }
 

@@ -21,15 +21,37 @@ use crate::store::{self, AuditFilter, ProposalFilter};
 /// The longest reason accepted for a staff action or decision.
 pub const MAX_REASON_CHARS: usize = 1024;
 
+/// What an executed proposal changed: its subject's state before and after.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Executed {
+    pub before: String,
+    pub after: String,
+}
+
+impl Executed {
+    pub fn new(before: impl Into<String>, after: impl Into<String>) -> Executed {
+        Executed {
+            before: before.into(),
+            after: after.into(),
+        }
+    }
+
+    /// The proposal's `result`: `before → after`.
+    pub fn result(&self) -> String {
+        format!("{} → {}", self.before, self.after)
+    }
+}
+
 /// Runs approved proposals of a service.
 pub trait Executor: Clone + Send + Sync + 'static {
-    /// Runs `proposal`'s action, approved by `approver`; answers what it did. It must be
-    /// idempotent (an interrupted run is repeated by approving again), should write its own audit
-    /// entry (before → after) and may mark the proposal executed in its own transaction
-    /// ([`mark_executed`]). A retryable error leaves the proposal APPROVED; any other marks it
-    /// FAILED.
-    fn execute(&self, proposal: Proposal, approver: Operator)
-        -> BoxFuture<'static, Result<String>>;
+    /// Runs `proposal`'s action, approved by `approver` (the operator and the RPC that approved
+    /// it; its proposer when one operator sufficed); answers what it changed. It must be
+    /// idempotent (an interrupted run is repeated by approving again) and should mark the
+    /// proposal executed in the transaction of its change ([`mark_executed`], which also writes
+    /// the execution's audit entry), refusing the change when the mark fails: then the action
+    /// runs at most once whatever the retries. Otherwise the desk marks it after the run. A
+    /// retryable error leaves the proposal APPROVED; any other marks it FAILED.
+    fn execute(&self, proposal: Proposal, approver: Staff) -> BoxFuture<'static, Result<Executed>>;
 }
 
 /// The executor of a service whose actions need no second operator.
@@ -37,7 +59,7 @@ pub trait Executor: Clone + Send + Sync + 'static {
 pub struct NoProposals;
 
 impl Executor for NoProposals {
-    fn execute(&self, proposal: Proposal, _: Operator) -> BoxFuture<'static, Result<String>> {
+    fn execute(&self, proposal: Proposal, _: Staff) -> BoxFuture<'static, Result<Executed>> {
         Box::pin(async move {
             Err(Error::internal(format!(
                 "this service runs no proposals ({} {})",
@@ -76,12 +98,15 @@ pub fn validate_reason(reason: &str, field: &str) -> Result<()> {
     Ok(())
 }
 
-/// Marks a proposal EXECUTED inside the executor's own transaction (so that the action and the
-/// mark commit together). `false` when it was not APPROVED (already marked).
+/// Marks a proposal EXECUTED and writes the execution's audit entry (who proposed, who approved,
+/// before → after, why) inside the executor's own transaction, so that the action, the mark and
+/// the entry commit together. `false` when it was not APPROVED (already marked, or decided
+/// otherwise): the executor then rolls its change back.
 pub fn mark_executed(
     conn: &mut tuikuan_db::AnyConnection,
     proposal_id: &str,
-    result: &str,
+    approver: &Staff,
+    done: &Executed,
     now_ms: i64,
 ) -> Result<bool> {
     let Some(before) = store::get_proposal(conn, proposal_id)? else {
@@ -93,8 +118,35 @@ pub fn mark_executed(
     let mut after = before.clone();
     after.status = ProposalStatus::Executed;
     after.executed_at_ms = Some(now_ms);
-    after.result = bounded(result);
-    store::save_proposal(conn, &before, &after)
+    after.result = bounded(&done.result());
+    if !store::save_proposal(conn, &before, &after)? {
+        return Ok(false);
+    }
+    store::insert_audit(conn, &execution_entry(&before, approver, done, now_ms))?;
+    Ok(true)
+}
+
+/// The audit entry of an executed proposal: the action, by its approver, with the proposer and
+/// the reason, before → after.
+fn execution_entry(p: &Proposal, approver: &Staff, done: &Executed, now_ms: i64) -> AuditEntry {
+    let approved = if approver.operator.name == p.proposer {
+        "one operator sufficed".to_string()
+    } else {
+        format!("approved by {}", approver.operator.name)
+    };
+    AuditEntry::of(
+        &approver.operator,
+        p.action,
+        &approver.rpc,
+        &p.subject,
+        now_ms,
+    )
+    .reason(&format!(
+        "{} (proposed by {}, {approved})",
+        p.reason, p.proposer
+    ))
+    .change(&done.before, &done.after)
+    .proposal(&p.proposal_id)
 }
 
 /// A service's audit trail and proposals.
@@ -236,8 +288,7 @@ impl Desk {
                 &staff.rpc,
             )
             .await?;
-        self.run(approved, staff.operator.clone(), &staff.rpc, executor)
-            .await
+        self.run(approved, staff, executor).await
     }
 
     /// A second operator decides a proposal (or its proposer cancels it).
@@ -301,13 +352,9 @@ impl Desk {
                         &staff.rpc,
                     )
                     .await?;
-                self.run(approved, staff.operator.clone(), &staff.rpc, executor)
-                    .await
+                self.run(approved, staff, executor).await
             }
-            DecisionStep::Resume => {
-                self.run(p, staff.operator.clone(), &staff.rpc, executor)
-                    .await
-            }
+            DecisionStep::Resume => self.run(p, staff, executor).await,
         }
     }
 
@@ -379,29 +426,25 @@ impl Desk {
     async fn run<E: Executor>(
         &self,
         p: Proposal,
-        approver: Operator,
-        rpc: &str,
+        approver: &Staff,
         executor: &E,
     ) -> Result<Proposal> {
         let outcome = executor.execute(p.clone(), approver.clone()).await;
         let now = self.now_ms();
         let current = self.get(&p.proposal_id).await?;
         match outcome {
-            Ok(result) => {
+            Ok(done) => {
                 if current.status == ProposalStatus::Approved {
-                    let mut done = current.clone();
-                    done.status = ProposalStatus::Executed;
-                    done.executed_at_ms = Some(now);
-                    done.result = bounded(&result);
-                    let before = current.clone();
-                    let saved = done.clone();
+                    let (id, by) = (p.proposal_id.clone(), approver.clone());
                     self.db
-                        .run(move |c| store::save_proposal(c, &before, &saved))
+                        .transaction(move |c| mark_executed(c, &id, &by, &done, now))
                         .await?;
                 }
-                tracing::info!(proposal_id = %p.proposal_id, action = %p.action, approver = %approver.name, "proposal executed");
+                tracing::info!(proposal_id = %p.proposal_id, action = %p.action, approver = %approver.operator.name, "proposal executed");
                 self.get(&p.proposal_id).await
             }
+            // A concurrent run (the approver approving again) did it: done once, answer that.
+            Err(_) if current.status == ProposalStatus::Executed => Ok(current),
             Err(e) if e.is_retryable() => Err(Error::new(
                 e.code,
                 format!(
@@ -416,10 +459,16 @@ impl Desk {
                     failed.status = ProposalStatus::Failed;
                     failed.executed_at_ms = Some(now);
                     failed.result = bounded(&format!("{}: {}", e.code, e.message));
-                    let entry = AuditEntry::new(&approver, p.action.as_str(), rpc, &p.subject, now)
-                        .reason("the action was refused when it was to run")
-                        .change(ProposalStatus::Approved.as_str(), &failed.result)
-                        .proposal(&p.proposal_id);
+                    let entry = AuditEntry::new(
+                        &approver.operator,
+                        p.action.as_str(),
+                        &approver.rpc,
+                        &p.subject,
+                        now,
+                    )
+                    .reason("the action was refused when it was to run")
+                    .change(ProposalStatus::Approved.as_str(), &failed.result)
+                    .proposal(&p.proposal_id);
                     let before = current.clone();
                     self.db
                         .transaction(move |c| {

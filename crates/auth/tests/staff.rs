@@ -12,7 +12,7 @@ use tuikuan_auth::client::with_token;
 use tuikuan_auth::domain::{FourEyes, Proposal, ProposalStatus};
 use tuikuan_auth::registry::Registry;
 use tuikuan_auth::testing::TestKeys;
-use tuikuan_auth::{Action, Desk, Draft, Executor, Operator, Role, Staff, StaffServer};
+use tuikuan_auth::{Action, Desk, Draft, Executed, Executor, Operator, Role, Staff, StaffServer};
 use tuikuan_db::testing::TestDb;
 use tuikuan_db::Db;
 use tuikuan_kernel::{Currency, Error, ErrorCode, ManualClock, Money, SharedClock};
@@ -34,15 +34,18 @@ impl Executor for Counter {
     fn execute(
         &self,
         p: Proposal,
-        approver: Operator,
-    ) -> BoxFuture<'static, tuikuan_kernel::Result<String>> {
+        approver: Staff,
+    ) -> BoxFuture<'static, tuikuan_kernel::Result<Executed>> {
         let this = self.clone();
         Box::pin(async move {
             if let Some(code) = *this.fail.lock().expect("lock") {
                 return Err(Error::new(code, "the subject moved"));
             }
             this.runs.fetch_add(1, Ordering::SeqCst);
-            Ok(format!("{} done, approved by {}", p.action, approver.name))
+            Ok(Executed::new(
+                "undone",
+                format!("{} done, approved by {}", p.action, approver.operator.name),
+            ))
         })
     }
 }
@@ -435,7 +438,7 @@ async fn proposals_scenario(db: TestDb) {
         .unwrap();
     assert_eq!(done.status, pb::ProposalStatus::Executed as i32);
     assert_eq!(done.approver, "frank");
-    assert_eq!(done.result, "FORCE_FAIL done, approved by frank");
+    assert_eq!(done.result, "undone → FORCE_FAIL done, approved by frank");
     assert_eq!(exec.runs.load(Ordering::SeqCst), 1);
     let twice = decide(&mut env, &frank_t, &p.proposal_id, true)
         .await

@@ -64,7 +64,6 @@ use tuikuan_proto::refund::v1 as refund_pb;
 use tuikuan_proto::refund::v1::error_refund_service_client::ErrorRefundServiceClient;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 use tuikuan_proto::staff::v1::operator_service_server::OperatorServiceServer;
-use tuikuan_proto::staff::v1::staff_service_server::StaffServiceServer;
 use tuikuan_proto::status::{grpc_err, peer_err};
 use tuikuan_proto::tls::Principal;
 
@@ -73,7 +72,7 @@ use crate::domain::notify::{
     sign, Notification, NotificationAttempt, NotificationStatus, NotifyTarget, NOTIFY_TIMEOUT_SECS,
     SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use crate::domain::operator::{Operator, ERROR_REFUND_ROLES};
+use crate::domain::operator::Operator;
 use crate::domain::{
     apply_outcome, apply_progress, check_error_refundable, check_refundable, error_refund_no,
     hash_api_key, outcome_error, ChainState, ChannelConfig, ErrorRefundRequest, Merchant,
@@ -81,6 +80,8 @@ use crate::domain::{
     RefundKind, RefundRequest, RefundStatus, SettleStatus, Split, Trade, MAX_REASON_CHARS,
 };
 use crate::store::{self, Inserted, RefundFilter, ReserveError};
+
+pub mod proposals;
 
 const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
 
@@ -238,7 +239,9 @@ pub async fn serve(
     let refund_channel = config
         .transport
         .channel(Principal::Refund, &config.refund_addr)?;
+    let (registry, desk) = crate::staff::open(&config, &db).await?;
     let svc = Business {
+        desk: desk.clone(),
         db,
         clock: config.clock.clone(),
         clearing: ClearingServiceClient::new(
@@ -270,7 +273,7 @@ pub async fn serve(
             }
         })
     });
-    let (registry, desk) = crate::staff::open(&config, &svc.db).await?;
+    let executor = svc.executor();
     let auth = config.staff.auth.clone();
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let public = tuikuan_proto::server::serve_public(
@@ -286,12 +289,12 @@ pub async fn serve(
         tonic::service::Routes::new(auth.guard_audited(BusinessAdminServiceServer::new(svc), &desk))
             .add_service(auth.guard(OperatorServiceServer::new(registry)))
             .add_service(
-                tuikuan_auth::StaffServer::new(desk, tuikuan_auth::NoProposals).guarded(&auth),
+                tuikuan_auth::StaffServer::new(desk, executor).guarded(&auth),
             ),
         &[
             <BusinessAdminServiceServer<Business> as tonic::server::NamedService>::NAME,
             <OperatorServiceServer<tuikuan_auth::registry::Registry> as tonic::server::NamedService>::NAME,
-            <StaffServiceServer<tuikuan_auth::StaffServer<tuikuan_auth::NoProposals>> as tonic::server::NamedService>::NAME,
+            tuikuan_auth::STAFF_SERVICE,
         ],
         shutdown,
     );
@@ -308,6 +311,8 @@ pub async fn serve(
 #[derive(Clone)]
 pub struct Business {
     pub(crate) db: Db,
+    /// The staff desk: audit trail and four-eyes proposals ([`proposals`]).
+    desk: tuikuan_auth::Desk,
     clock: SharedClock,
     clearing: ClearingServiceClient<GrpcChannel>,
     refund: RefundServiceClient<GrpcChannel>,
@@ -1621,29 +1626,7 @@ impl BusinessAdminService for Business {
         request: Request<pb::CreateErrorRefundRequest>,
     ) -> Result<Response<pb::Refund>, Status> {
         // The guard checked the operator token and the permission table (ERROR_REFUND).
-        let name = tuikuan_auth::acting_name(&request, &request.get_ref().operator, "operator")?;
-        let staff = tuikuan_auth::staff(&request)?;
-        let operator = Operator::verified(&name, staff.operator.roles.iter().map(|r| r.as_str()))
-            .and_then(|op| {
-                op.require(ERROR_REFUND_ROLES, "raise an error refund")
-                    .map(|()| op)
-            })
-            .map_err(grpc_err)?;
-        let r = request.into_inner();
-        let req = ErrorRefundRequest::validate(
-            &r.merchant_id,
-            &r.order_no,
-            kind_from_wire(r.kind),
-            &r.amount,
-            &r.currency,
-            &r.reason,
-        )
-        .map_err(grpc_err)?;
-        let refund = self
-            .create_error_refund(req, operator)
-            .await
-            .map_err(grpc_err)?;
-        Ok(Response::new(refund_to_wire(&refund)))
+        self.propose_error_refund(request).await
     }
 
     #[tracing::instrument(skip_all)]

@@ -11,6 +11,10 @@
 //! - [`access`]: the one caller allow-list table and the tower layer enforcing it;
 //! - [`client`]: lazily connected channels with timeouts for peers.
 
+/// The protobuf runtime of the generated messages (encode a request to keep it, e.g. as a
+/// four-eyes proposal's payload).
+pub use prost;
+
 pub mod access;
 pub mod client;
 pub mod pki;

@@ -1001,7 +1001,8 @@ impl<P: Peers> Engine<P> {
     }
 }
 
-fn describe(d: &Discrepancy) -> String {
+/// One line for people about a discrepancy (audit entries, proposals).
+pub(crate) fn describe(d: &Discrepancy) -> String {
     let amount = |m: Option<Money>| m.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
     format!(
         "{} {} refund {} ref {}: platform {}, bank {} {}",

@@ -37,6 +37,7 @@ use crate::report::{self, ReportFormat};
 use crate::store;
 
 pub mod files;
+pub mod proposals;
 
 /// `ListRuns` / `ListDiscrepancies` default and maximum page.
 const DEFAULT_LIST_LIMIT: u32 = 20;
@@ -106,7 +107,11 @@ pub async fn serve(
     let job = config
         .job_interval
         .map(|every| tokio::spawn(job_loop(engine.clone(), config.channels.clone(), every)));
-    let svc = ReconciliationSvc { engine };
+    let executor = proposals::ReconExecutor::new(engine.clone());
+    let svc = ReconciliationSvc {
+        engine,
+        desk: desk.clone(),
+    };
     let result = tuikuan_proto::server::serve(
         listener,
         config.transport.clone(),
@@ -118,7 +123,7 @@ pub async fn serve(
                 &desk,
             ),
         )
-        .add_service(tuikuan_auth::StaffServer::new(desk, tuikuan_auth::NoProposals).guarded(auth)),
+        .add_service(tuikuan_auth::StaffServer::new(desk, executor).guarded(auth)),
         &[
             <ReconciliationServiceServer<ReconciliationSvc> as tonic::server::NamedService>::NAME,
             tuikuan_auth::STAFF_SERVICE,
@@ -617,6 +622,8 @@ fn limit_of(limit: u32) -> u32 {
 #[derive(Clone)]
 pub struct ReconciliationSvc {
     engine: Engine<GrpcPeers>,
+    /// The staff desk: audit trail and four-eyes proposals ([`proposals`]).
+    desk: tuikuan_auth::Desk,
 }
 
 impl ReconciliationSvc {
@@ -801,25 +808,7 @@ impl ReconciliationService for ReconciliationSvc {
         &self,
         request: Request<pb::ResolveDiscrepancyRequest>,
     ) -> Result<Response<pb::Discrepancy>, Status> {
-        let operator =
-            tuikuan_auth::acting_name(&request, &request.get_ref().operator, "operator")?;
-        let req = request.into_inner();
-        let resolution = match pb::Resolution::try_from(req.resolution) {
-            Ok(pb::Resolution::BankWins) => Resolution::BankWins,
-            Ok(pb::Resolution::PlatformWins) => Resolution::PlatformWins,
-            _ => {
-                return Err(grpc_err(Error::field(
-                    "resolution",
-                    "must be BANK_WINS or PLATFORM_WINS",
-                )))
-            }
-        };
-        let d = self
-            .engine
-            .resolve(&req.discrepancy_id, resolution, &operator, &req.reason)
-            .await
-            .map_err(grpc_err)?;
-        Ok(Response::new(discrepancy_to_wire(&d)))
+        proposals::propose(&self.engine, &self.desk, request).await
     }
 
     async fn list_audit(

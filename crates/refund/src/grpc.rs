@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod control;
+pub mod proposals;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,9 +172,8 @@ pub async fn serve(
         let center = center.clone();
         tokio::spawn(async move { center.job_loop(every).await })
     });
-    let desk = config
-        .staff
-        .desk("refund", &center.db, config.clock.clone())?;
+    let desk = center.desk.clone();
+    let executor = center.executor();
     let auth = &config.staff.auth;
     let routes = tonic::service::Routes::new(
         auth.guard_audited(RefundServiceServer::new(center.clone()), &desk),
@@ -181,7 +181,7 @@ pub async fn serve(
     .add_service(auth.guard_audited(BatchServiceServer::new(center.clone()), &desk))
     .add_service(auth.guard_audited(ErrorRefundServiceServer::new(center.clone()), &desk))
     .add_service(auth.guard_audited(RefundControlServiceServer::new(center), &desk))
-    .add_service(tuikuan_auth::StaffServer::new(desk, tuikuan_auth::NoProposals).guarded(auth));
+    .add_service(tuikuan_auth::StaffServer::new(desk, executor).guarded(auth));
     let result = tuikuan_proto::server::serve(
         listener,
         config.transport.clone(),
@@ -214,6 +214,8 @@ pub struct RefundCenter {
     payout: Option<PayoutServiceClient<Transport>>,
     batch_size: u32,
     vault: Arc<Sealer>,
+    /// The staff desk: audit trail and four-eyes proposals ([`proposals`]).
+    desk: tuikuan_auth::Desk,
 }
 
 /// An order before and after a transition.
@@ -312,7 +314,9 @@ impl RefundCenter {
                     .channel(Principal::Payout, &config.payout_addr)?,
             ))
         };
+        let desk = config.staff.desk("refund", &db, config.clock.clone())?;
         Ok(RefundCenter {
+            desk,
             db,
             clock: config.clock.clone(),
             calendar: Arc::new(config.calendar.clone()),

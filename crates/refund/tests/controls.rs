@@ -1011,6 +1011,7 @@ async fn manual_controls(url: &str) {
         status: status as i32,
         reason: reason.into(),
         bank_reference_id: String::new(),
+        evidence: "bank statement 2026-11-24 line 7".into(),
     };
     let (c, m) = code(
         env.controls

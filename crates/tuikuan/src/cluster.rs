@@ -25,6 +25,10 @@ use crate::keys::OperatorKeys;
 /// The operator that [`Cluster::clients`] acts as.
 pub const LOCAL_OPERATOR: &str = "local-staff";
 
+/// The second operator of the demo, benchmarks and tests ([`Cluster::second_operator`]): approves
+/// the four-eyes proposals [`LOCAL_OPERATOR`] makes.
+pub const SECOND_OPERATOR: &str = "local-approver";
+
 /// Services running in this process.
 pub struct Cluster {
     config: DeploymentConfig,
@@ -230,6 +234,12 @@ impl Cluster {
     /// for the demo, benchmarks and tests, which run staff steps of every kind.
     pub fn clients(&self) -> anyhow::Result<crate::clients::Clients> {
         let token = self.operator_token(LOCAL_OPERATOR, tuikuan_auth::Role::ALL)?;
+        self.clients_as(Principal::Ctl)?.with_token(&token)
+    }
+
+    /// [`Cluster::clients`] acting as [`SECOND_OPERATOR`] (every role): the second pair of eyes.
+    pub fn second_operator(&self) -> anyhow::Result<crate::clients::Clients> {
+        let token = self.operator_token(SECOND_OPERATOR, tuikuan_auth::Role::ALL)?;
         self.clients_as(Principal::Ctl)?.with_token(&token)
     }
 

@@ -480,6 +480,24 @@ mod tests {
             c.database_url(Service::Clearing),
             "postgres://u@db/tk_clearing"
         );
+        let eyes: DeploymentConfig =
+            toml::from_str("[four_eyes]\nforce_fail = \"100.00 CNY\"").unwrap();
+        let thresholds = eyes.staff_four_eyes().unwrap();
+        let cny = |minor| tuikuan_kernel::Money::from_minor(minor, tuikuan_kernel::Currency::Cny);
+        let force_fail = tuikuan_auth::Action::ForceFail;
+        assert!(!thresholds.needs_second(force_fail, Some(&cny(9_999))));
+        assert!(thresholds.needs_second(force_fail, Some(&cny(10_000))));
+        assert!(example
+            .staff_four_eyes()
+            .unwrap()
+            .needs_second(force_fail, Some(&cny(1))));
+        let wrong: DeploymentConfig =
+            toml::from_str("[four_eyes]\nsuspend = \"1.00 CNY\"").unwrap();
+        assert!(wrong
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("four_eyes.suspend"));
         let bad: DeploymentConfig = toml::from_str("[ports]\nrefunds = 1").unwrap();
         assert!(bad.validate().unwrap_err().to_string().contains("refunds"));
         assert!(toml::from_str::<DeploymentConfig>("colour = 1").is_err());

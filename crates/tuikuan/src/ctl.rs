@@ -79,7 +79,7 @@ pub enum CtlCommand {
         action: ControlAction,
     },
     /// Raise an error refund (差错退款) of a duplicate payment or a payment past its order's
-    /// validity: full amount only.
+    /// validity: full amount only. Four eyes: proposes it; a second operator approves.
     ErrorRefund {
         #[arg(long)]
         merchant: String,
@@ -262,6 +262,7 @@ pub enum ReconAction {
         limit: u32,
     },
     /// Resolve a discrepancy: the bank wins (the platform corrects itself) or the platform wins.
+    /// Four eyes: proposes it; a second finance operator approves.
     Resolve {
         #[arg(long)]
         id: String,
@@ -388,6 +389,7 @@ pub enum ControlAction {
         reason: String,
     },
     /// 强制失败: finance decides the refund failed; the money goes back to the merchant (finance).
+    /// Four eyes: proposes it; a second finance operator approves (`ctl proposals approve`).
     ForceFail {
         #[arg(long)]
         refund_id: String,
@@ -395,6 +397,7 @@ pub enum ControlAction {
         reason: String,
     },
     /// Confirm the outcome of an offline or file-upload refund (finance; ops may confirm success).
+    /// Four eyes: proposes it; a second operator approves (`ctl proposals approve`).
     Confirm {
         #[arg(long)]
         refund_id: String,
@@ -403,6 +406,9 @@ pub enum ControlAction {
         status: String,
         #[arg(long)]
         reason: String,
+        /// Where the bank shows it paid (a statement reference; required for succeeded).
+        #[arg(long, default_value = "")]
+        evidence: String,
     },
     /// The audit trail of manual actions and hold decisions.
     Audit {
@@ -464,7 +470,8 @@ pub enum BatchAction {
         #[arg(long, default_value = "")]
         note: String,
     },
-    /// Mark rows failed, from the bank's result file or a staff confirmation.
+    /// Mark rows failed, from the bank's result file or a staff confirmation. Four eyes:
+    /// proposes it; a second finance operator approves.
     FailRows {
         #[arg(long)]
         batch_id: String,
@@ -507,24 +514,30 @@ fn account_type(s: &str) -> anyhow::Result<acc::AccountType> {
         .ok_or_else(|| anyhow::anyhow!("--type: {s:?} is not an account type"))
 }
 
+pub(crate) use crate::ctl_staff::proposed;
+
 /// Turns a gRPC error into a message with its stable code.
 pub(crate) fn rpc<T>(
     r: Result<tonic::Response<T>, tonic::Status>,
     what: &str,
 ) -> anyhow::Result<T> {
-    r.map(|r| r.into_inner()).map_err(|s| {
-        let code = s
-            .metadata()
-            .get(tuikuan_proto::status::ERROR_CODE_KEY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        if code.is_empty() {
-            anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())
-        } else {
-            anyhow::anyhow!("{what}: {code}: {}", s.message())
-        }
-    })
+    r.map(|r| r.into_inner())
+        .map_err(|s| status_error(&s, what))
+}
+
+/// A gRPC error as a message with its stable code.
+pub(crate) fn status_error(s: &tonic::Status, what: &str) -> anyhow::Error {
+    let code = s
+        .metadata()
+        .get(tuikuan_proto::status::ERROR_CODE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if code.is_empty() {
+        anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())
+    } else {
+        anyhow::anyhow!("{what}: {code}: {}", s.message())
+    }
 }
 
 /// Runs one `ctl` command.
@@ -792,7 +805,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                         anyhow::bail!("--resolution: {other:?} is not bank-wins or platform-wins")
                     }
                 };
-                let r = rpc(
+                let r = proposed(
                     c.reconciliation
                         .resolve_discrepancy(rec::ResolveDiscrepancyRequest {
                             discrepancy_id: id,
@@ -921,7 +934,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                 reason,
                 operator: String::new(),
             };
-            let r = rpc(
+            let r = proposed(
                 c.business.create_error_refund(request).await,
                 "error refund",
             )?;
@@ -1084,7 +1097,7 @@ async fn control(c: &mut Clients, action: ControlAction, out: Output) -> anyhow:
             c.control.terminate(req(refund_id, reason)).await,
             "terminate",
         )?,
-        ControlAction::ForceFail { refund_id, reason } => rpc(
+        ControlAction::ForceFail { refund_id, reason } => proposed(
             c.control.force_fail(req(refund_id, reason)).await,
             "force-fail",
         )?,
@@ -1092,19 +1105,21 @@ async fn control(c: &mut Clients, action: ControlAction, out: Output) -> anyhow:
             refund_id,
             status,
             reason,
+            evidence,
         } => {
             let status = match status.as_str() {
                 "succeeded" => rfd::RefundStatus::Succeeded,
                 "failed" => rfd::RefundStatus::Failed,
                 other => anyhow::bail!("--status: {other:?} is not succeeded or failed"),
             };
-            rpc(
+            proposed(
                 c.control
                     .confirm_outcome(rfd::ConfirmOutcomeRequest {
                         refund_id,
                         status: status as i32,
                         reason,
                         bank_reference_id: String::new(),
+                        evidence,
                     })
                     .await,
                 "confirm",
@@ -1223,7 +1238,7 @@ async fn batch(c: &mut Clients, action: BatchAction, out: Output) -> anyhow::Res
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let r = rpc(
+            let r = proposed(
                 c.batch
                     .mark_rows(rfd::MarkRowsRequest {
                         batch_id,

@@ -236,6 +236,38 @@ pub async fn operator(c: &mut Clients, action: OperatorAction, out: Output) -> a
     print(&one, "tuikuan.staff.v1.Operator", out)
 }
 
+/// [`rpc`] for a four-eyes action: the answer's body, after telling the operator (on standard
+/// error, so that `--output json` stays one document) which proposal the action created and
+/// what comes next.
+pub(crate) fn proposed<T>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    what: &str,
+) -> anyhow::Result<T> {
+    let r = r.map_err(|s| crate::ctl::status_error(&s, what))?;
+    if let Some((id, status)) = tuikuan_auth::answer::proposal_of(r.metadata()) {
+        eprintln!("{}", next_steps(what, &id, &status));
+    }
+    Ok(r.into_inner())
+}
+
+/// What the operator reads after proposing `what`.
+fn next_steps(what: &str, id: &str, status: &str) -> String {
+    if status == "EXECUTED" {
+        return format!(
+            "{what}: proposal {id} EXECUTED at once (below the single-operator threshold); \
+             details: tuikuan ctl proposals show --id {id}"
+        );
+    }
+    format!(
+        "{what}: proposal {id} is {status}; nothing happens until a second operator in an \
+         allowed role approves it:\n  \
+         tuikuan ctl proposals show --id {id}\n  \
+         tuikuan ctl proposals approve --id {id} --reason \"...\"   (another operator)\n  \
+         tuikuan ctl proposals reject --id {id} --reason \"...\"    (another operator)\n  \
+         tuikuan ctl proposals cancel --id {id} --reason \"...\"    (you, to withdraw it)"
+    )
+}
+
 /// The service that holds a proposal: the prefix of its id (`refund-…`).
 pub fn service_of_proposal(id: &str) -> anyhow::Result<Service> {
     let prefix = id.split('-').next().unwrap_or_default();

@@ -30,6 +30,7 @@ use tuikuan_proto::refund::v1 as rfd;
 
 use crate::clients::Clients;
 use crate::cluster::Cluster;
+use crate::config::Service;
 
 /// Options of a demo run.
 #[derive(Debug, Clone)]
@@ -552,7 +553,8 @@ async fn drive(
         }
         if days == 0 {
             refuse_over_refund(&c, &payments, v).await?;
-            requested += qa_cases(&mut c, clock, v, &mut summary, &mut expected).await?;
+            let second = cluster.second_operator()?;
+            requested += qa_cases(&mut c, &second, clock, v, &mut summary, &mut expected).await?;
         }
 
         // --- the refund center sends, the payout center pays, staff handle the spreadsheets
@@ -981,11 +983,36 @@ fn add_expected(
     Ok(())
 }
 
+/// Approves a four-eyes proposal as the second operator; it must have run.
+pub async fn approve(
+    second: &Clients,
+    service: Service,
+    proposal_id: &str,
+    reason: &str,
+) -> anyhow::Result<tuikuan_proto::staff::v1::Proposal> {
+    let p = second
+        .staff_desk(service)
+        .approve_proposal(tuikuan_proto::staff::v1::DecideProposalRequest {
+            proposal_id: proposal_id.to_string(),
+            reason: reason.to_string(),
+        })
+        .await
+        .with_context(|| format!("approve {proposal_id}"))?
+        .into_inner();
+    anyhow::ensure!(
+        p.status == tuikuan_proto::staff::v1::ProposalStatus::Executed as i32,
+        "proposal {proposal_id} did not run: {}",
+        p.result
+    );
+    Ok(p)
+}
+
 /// The talk's Q&A cases, on the first day: an error refund, a split payment, a platform
 /// subsidy, an advance, suspend/resume and terminate (the risk hold comes from the rule set
 /// before the day's requests).
 async fn qa_cases(
     c: &mut Clients,
+    second: &Clients,
     clock: &ManualClock,
     v: bool,
     summary: &mut DemoSummary,
@@ -1032,16 +1059,26 @@ async fn qa_cases(
         reason: "the customer paid twice".into(),
         operator: String::new(),
     };
-    let r = c
+    // Four eyes: operations proposes it, a second operator approves; only then it runs.
+    let proposed = c
         .business
         .create_error_refund(request)
         .await
-        .context("error refund")?
-        .into_inner();
+        .context("error refund")?;
+    let (proposal_id, _) = tuikuan_auth::answer::proposal_of(proposed.metadata())
+        .context("the error refund answered no proposal")?;
+    let approved = approve(
+        second,
+        Service::Business,
+        &proposal_id,
+        "duplicate seen in the bank file",
+    )
+    .await?;
     requested += 1;
     summary.cases.push(format!(
-        "error refund (差错退款) of a duplicate payment, full amount: {}",
-        r.merchant_refund_no
+        "error refund (差错退款) of a duplicate payment, full amount, proposed by {} and approved \
+         by {} (four eyes): {}",
+        approved.proposer, approved.approver, approved.result
     ));
 
     // 分账: one payment split between Hangzhou Books (200.00) and Suzhou Silk (100.00); a

@@ -476,7 +476,7 @@ fn row_status_to_wire(s: RowStatus) -> pb::RowStatus {
     }
 }
 
-fn batch_to_wire(b: &Batch) -> pb::Batch {
+pub(crate) fn batch_to_wire(b: &Batch) -> pb::Batch {
     pb::Batch {
         batch_id: b.batch_id.clone(),
         bank_code: b.bank_code.clone(),
@@ -556,7 +556,7 @@ fn template_from_wire(t: pb::BankTemplate) -> Result<BankTemplate> {
     Ok(template)
 }
 
-fn required(value: &str, field: &str) -> Result<()> {
+pub(crate) fn required(value: &str, field: &str) -> Result<()> {
     if value.trim().is_empty() {
         return Err(Error::field(field, "is required"));
     }
@@ -663,32 +663,7 @@ impl BatchService for RefundCenter {
         &self,
         request: Request<pb::MarkRowsRequest>,
     ) -> Result<Response<pb::Batch>, Status> {
-        let operator =
-            tuikuan_auth::acting_name(&request, &request.get_ref().operator, "operator")?;
-        let r = request.into_inner();
-        let failed = (|| {
-            validate_external_id(&r.batch_id, "batch_id")?;
-            required(&r.source, "source")?;
-            if r.failed.is_empty() {
-                return Err(Error::field("failed", "lists no row"));
-            }
-            r.failed
-                .iter()
-                .map(|f| {
-                    validate_external_id(&f.row_id, "failed.row_id")?;
-                    required(&f.reason, "failed.reason")?;
-                    Ok(FailedRow {
-                        row_id: f.row_id.clone(),
-                        reason: f.reason.clone(),
-                    })
-                })
-                .collect::<Result<Vec<_>>>()
-        })()
-        .map_err(grpc_err)?;
-        let b = RefundCenter::mark_rows(self, &r.batch_id, failed, &operator, &r.source)
-            .await
-            .map_err(grpc_err)?;
-        Ok(Response::new(batch_to_wire(&b)))
+        self.propose_fail_rows(request).await
     }
 
     #[tracing::instrument(skip_all, fields(bank_code = %request.get_ref().bank_code))]

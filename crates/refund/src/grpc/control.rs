@@ -22,8 +22,8 @@ use pb::error_refund_service_server::ErrorRefundService;
 use pb::refund_control_service_server::RefundControlService;
 
 use super::{
-    list_limit, new_refund_from_wire, optional_id, order_to_wire, refund_status_from_wire,
-    transition_in, Moved, RefundCenter,
+    list_limit, new_refund_from_wire, optional_id, order_to_wire, transition_in, Moved,
+    RefundCenter,
 };
 use crate::domain::control::{
     evaluate_rules, validate_reason, AuditEntry, ControlAction, Operator, RiskFacts, RiskRule,
@@ -154,6 +154,27 @@ impl RefundCenter {
     where
         F: Fn(&mut RefundOrder, i64, &str) -> Result<()> + Send + 'static,
     {
+        self.control_marked(refund_id, operator, action, reason, change, None)
+            .await
+            .map(|(_, order)| order)
+    }
+
+    /// [`RefundCenter::control`], for an approved four-eyes proposal when `mark` is given: the
+    /// proposal is marked executed (with its audit entry) in the transaction of the change, and
+    /// the change is refused when it is no longer APPROVED, so it runs at most once. Answers the
+    /// order's control snapshot before, and the order after.
+    pub(crate) async fn control_marked<F>(
+        &self,
+        refund_id: &str,
+        operator: &Operator,
+        action: ControlAction,
+        reason: &str,
+        change: F,
+        mark: Option<super::proposals::Mark>,
+    ) -> Result<(String, RefundOrder)>
+    where
+        F: Fn(&mut RefundOrder, i64, &str) -> Result<()> + Send + 'static,
+    {
         operator.authorize(action)?;
         validate_reason(reason)?;
         validate_external_id(refund_id, "refund_id")?;
@@ -198,6 +219,9 @@ impl RefundCenter {
                         state_after: moved.after.control_snapshot(),
                     },
                 )?;
+                if let Some(mark) = &mark {
+                    mark.executed(conn, &moved, now_ms)?;
+                }
                 Ok(moved)
             })
             .await?;
@@ -215,7 +239,10 @@ impl RefundCenter {
                 tracing::warn!(refund_id, code = %e.code, error = %e.message, "payout dispatch failed; retried later");
             }
         }
-        self.reread(refund_id).await
+        Ok((
+            moved.before.control_snapshot(),
+            self.reread(refund_id).await?,
+        ))
     }
 
     /// HELD → released (role risk); dispatch continues as normal.
@@ -398,13 +425,27 @@ impl RefundCenter {
         operator: &Operator,
         reason: &str,
     ) -> Result<RefundOrder> {
+        self.force_fail_marked(refund_id, operator, reason, None)
+            .await
+            .map(|(_, order)| order)
+    }
+
+    /// [`RefundCenter::force_fail`], marking an approved proposal executed with it.
+    pub(crate) async fn force_fail_marked(
+        &self,
+        refund_id: &str,
+        operator: &Operator,
+        reason: &str,
+        mark: Option<super::proposals::Mark>,
+    ) -> Result<(String, RefundOrder)> {
         let why = reason.to_string();
-        self.control(
+        self.control_marked(
             refund_id,
             operator,
             ControlAction::ForceFail,
             reason,
             move |o, now_ms, source| o.force_fail(&why, source, now_ms),
+            mark,
         )
         .await
     }
@@ -419,33 +460,54 @@ impl RefundCenter {
         reason: &str,
         bank_reference_id: &str,
     ) -> Result<RefundOrder> {
+        self.confirm_outcome_marked(refund_id, operator, status, reason, bank_reference_id, None)
+            .await
+            .map(|(_, order)| order)
+    }
+
+    /// [`RefundCenter::confirm_outcome`], marking an approved proposal executed with it.
+    pub(crate) async fn confirm_outcome_marked(
+        &self,
+        refund_id: &str,
+        operator: &Operator,
+        status: FinalStatus,
+        reason: &str,
+        bank_reference_id: &str,
+        mark: Option<super::proposals::Mark>,
+    ) -> Result<(String, RefundOrder)> {
         let action = match status {
             FinalStatus::Succeeded => ControlAction::ConfirmSucceeded,
             FinalStatus::Failed => ControlAction::ConfirmFailed,
         };
         let why = reason.to_string();
         let reference = bank_reference_id.to_string();
-        self.control(
+        self.control_marked(
             refund_id,
             operator,
             action,
             reason,
             move |o, now_ms, source| {
-                if !reference.is_empty() && reference != o.bank_reference_id {
-                    return Err(Error::new(
-                        ErrorCode::InvalidStateTransition,
-                        format!(
-                            "refund {} cannot {action}: {reference} is not its current attempt \
-                             ({} {})",
-                            o.refund_id, o.method, o.bank_reference_id
-                        ),
-                    ));
-                }
+                check_attempt(o, &reference, action)?;
                 o.confirm_outcome(status, &why, source, now_ms).map(|_| ())
             },
+            mark,
         )
         .await
     }
+}
+
+/// `INVALID_STATE_TRANSITION` unless `reference` (empty: any) is the order's current attempt.
+pub(crate) fn check_attempt(o: &RefundOrder, reference: &str, action: ControlAction) -> Result<()> {
+    if !reference.is_empty() && reference != o.bank_reference_id {
+        return Err(Error::new(
+            ErrorCode::InvalidStateTransition,
+            format!(
+                "refund {} cannot {action}: {reference} is not its current attempt ({} {})",
+                o.refund_id, o.method, o.bank_reference_id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -554,7 +616,6 @@ impl RefundCenter {
             ControlAction::Suspend => self.suspend(id, &operator, reason).await,
             ControlAction::Resume => self.resume(id, &operator, reason).await,
             ControlAction::Terminate => self.terminate(id, &operator, reason).await,
-            ControlAction::ForceFail => self.force_fail(id, &operator, reason).await,
             other => Err(Error::internal(format!("{other} is not a simple control"))),
         }
         .map_err(grpc_err)?;
@@ -687,7 +748,7 @@ impl RefundControlService for RefundCenter {
         &self,
         request: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::RefundOrder>, Status> {
-        self.control_rpc(request, ControlAction::ForceFail).await
+        self.propose_force_fail(request).await
     }
 
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
@@ -695,28 +756,7 @@ impl RefundControlService for RefundCenter {
         &self,
         request: Request<pb::ConfirmOutcomeRequest>,
     ) -> Result<Response<pb::RefundOrder>, Status> {
-        let operator = who(&request)?;
-        let r = request.into_inner();
-        let status = (|| {
-            if !r.bank_reference_id.is_empty() {
-                validate_external_id(&r.bank_reference_id, "bank_reference_id")?;
-            }
-            refund_status_from_wire(r.status, "status")?
-                .and_then(FinalStatus::from_refund_status)
-                .ok_or_else(|| Error::field("status", "must be SUCCEEDED or FAILED"))
-        })()
-        .map_err(grpc_err)?;
-        let order = RefundCenter::confirm_outcome(
-            self,
-            &r.refund_id,
-            &operator,
-            status,
-            &r.reason,
-            &r.bank_reference_id,
-        )
-        .await
-        .map_err(grpc_err)?;
-        Ok(Response::new(order_to_wire(&order)))
+        self.propose_confirm(request).await
     }
 
     async fn list_audit(
