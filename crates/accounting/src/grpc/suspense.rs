@@ -4,8 +4,8 @@
 
 use futures::future::BoxFuture;
 use tonic::{Request, Response, Status};
-use tuikuan_auth::domain::{AuditEntry, Proposal};
-use tuikuan_auth::{Action, Draft, Executor, Operator};
+use tuikuan_auth::domain::Proposal;
+use tuikuan_auth::{Action, Draft, Executed, Executor, Staff};
 use tuikuan_kernel::id::validate_external_id;
 use tuikuan_kernel::{Error, ErrorCode};
 use tuikuan_proto::accounting::v1 as pb;
@@ -18,9 +18,6 @@ use crate::domain::suspense::{
 };
 use crate::domain::{self, PostingMeta, PostingRequest};
 use crate::store;
-
-/// The RPC path a proposal's execution is recorded under.
-const WRITE_OFF_RPC: &str = "/tuikuan.accounting.v1.AccountingService/WriteOffSuspenseItem";
 
 impl Accounting {
     /// One item (`NOT_FOUND` when there is none).
@@ -63,11 +60,12 @@ impl Accounting {
 
     /// Runs an approved write-off: posts `suspense-write-off:{item}` for the amount the proposal
     /// named (refused when the item changed since) and records it in the audit trail.
-    async fn write_off(&self, p: &Proposal, approver: &Operator) -> Result<String, Error> {
+    async fn write_off(&self, p: &Proposal, approver: &Staff) -> Result<Executed, Error> {
         let item = self.suspense_item(&p.subject).await?;
         let request_id = format!("{WRITE_OFF_PREFIX}{}", item.item_id);
         if item.closed_by == request_id {
-            return Ok(format!("suspense item {} written off before", item.item_id));
+            let done = format!("suspense item {} written off before", item.item_id);
+            return Ok(Executed::new(done.clone(), done));
         }
         if p.amount != Some(item.remaining) || item.status != ItemStatus::Open {
             return Err(Error::new(
@@ -85,7 +83,7 @@ impl Accounting {
             item.direction(),
             p.proposal_id,
             p.proposer,
-            approver.name
+            approver.operator.name
         );
         let outcome = self
             .post(PostingRequest::new(&request_id, &description, lines)?)
@@ -94,33 +92,16 @@ impl Accounting {
             "{} WRITTEN_OFF by posting {}",
             item.remaining, outcome.posting.posting_id
         );
-        self.desk
-            .audit(
-                AuditEntry::of(
-                    approver,
-                    Action::WriteOffSuspense,
-                    WRITE_OFF_RPC,
-                    &item.item_id,
-                    self.clock.now_ms(),
-                )
-                .reason(&p.reason)
-                .change(&format!("OPEN {}", item.remaining), &after)
-                .proposal(&p.proposal_id),
-            )
-            .await?;
-        Ok(format!(
-            "suspense item {} written off: {after}",
-            item.item_id
+        // The desk writes the execution's audit entry (approver, proposer, before → after).
+        Ok(Executed::new(
+            format!("suspense item {} OPEN {}", item.item_id, item.remaining),
+            format!("suspense item {} {after}", item.item_id),
         ))
     }
 }
 
 impl Executor for Accounting {
-    fn execute(
-        &self,
-        p: Proposal,
-        approver: Operator,
-    ) -> BoxFuture<'static, Result<String, Error>> {
+    fn execute(&self, p: Proposal, approver: Staff) -> BoxFuture<'static, Result<Executed, Error>> {
         let this = self.clone();
         Box::pin(async move {
             match p.action {
