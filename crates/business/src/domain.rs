@@ -51,6 +51,7 @@
 pub mod crypto;
 pub mod notify;
 pub mod operator;
+pub mod reinstate;
 
 use std::fmt;
 

@@ -82,6 +82,8 @@ use crate::domain::{
 };
 use crate::store::{self, Inserted, RefundFilter, ReserveError};
 
+mod reinstate;
+
 const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
 
 /// Refunds and trades one recovery run handles at most (oldest first); the rest wait for the next.
@@ -625,7 +627,8 @@ impl Business {
                     | D::Reversing
                     | D::Reversed
                     | D::Returning
-                    | D::Returned => {
+                    | D::Returned
+                    | D::Reinstating => {
                         self.advance(refund, ChainState::Debited, (None, None), origin)
                             .await
                     }
@@ -1520,6 +1523,19 @@ impl BusinessAdminService for Business {
             )));
         }
         let status = status_from_wire(r.status, "status").map_err(grpc_err)?;
+        if r.reinstated {
+            if status != Some(RefundStatus::Succeeded) || r.returned {
+                return Err(grpc_err(Error::field(
+                    "reinstated",
+                    "a reinstatement is reported with status SUCCEEDED",
+                )));
+            }
+            let refund = self
+                .report_reinstated(r.refund_id, r.reason)
+                .await
+                .map_err(grpc_err)?;
+            return Ok(Response::new(refund_to_wire(&refund)));
+        }
         let outcome = match (status, r.returned) {
             (Some(RefundStatus::Succeeded), false) => Outcome::Succeeded,
             (Some(RefundStatus::Failed), false) => Outcome::Failed,

@@ -191,6 +191,13 @@ impl ClearingService for Peers {
         Err(Status::unimplemented("not scripted"))
     }
 
+    async fn reinstate_debit(
+        &self,
+        _r: Request<cpb::ReinstateDebitRequest>,
+    ) -> Result<Response<cpb::Debit>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     async fn post_adjustment(
         &self,
         _r: Request<cpb::AdjustmentRequest>,
@@ -348,6 +355,12 @@ impl RefundService for Peers {
         &self,
         _r: Request<rpb::RunOutboxRequest>,
     ) -> Result<Response<rpb::OutboxReport>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn reinstate_succeeded(
+        &self,
+        _r: Request<rpb::ReinstateSucceededRequest>,
+    ) -> Result<Response<rpb::RefundOrder>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
     async fn run_payout_dispatch(
@@ -1289,6 +1302,7 @@ async fn returned_payout_and_expected_completion(url: &str) {
             reason: reason.into(),
             returned,
             expected_completion_ms: eta,
+            reinstated: false,
         }
     };
 
@@ -1404,6 +1418,7 @@ async fn returned_payout_and_expected_completion(url: &str) {
             reason: String::new(),
             returned: true,
             expected_completion_ms: 0,
+            reinstated: false,
         })
         .await
         .unwrap()
@@ -1920,6 +1935,7 @@ impl Env {
                 },
                 returned,
                 expected_completion_ms: 0,
+                reinstated: false,
             })
             .await
             .unwrap();

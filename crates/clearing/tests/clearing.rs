@@ -20,6 +20,10 @@ use tuikuan_proto::clearing::v1 as pb;
 use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
 use tuikuan_proto::server::ServiceHandle;
 
+#[path = "clearing/reinstate.rs"]
+mod reinstate;
+use reinstate::reinstated_debits;
+
 type Ledger = AccountingServiceClient<Channel>;
 type Client = ClearingServiceClient<Channel>;
 
@@ -1794,6 +1798,7 @@ on_both_databases! {
     concurrent_advances => concurrent_advances_sqlite, concurrent_advances_postgres;
     error_refunds => error_refunds_sqlite, error_refunds_postgres;
     sweep => sweep_sqlite, sweep_postgres;
+    reinstated_debits => reinstated_debits_sqlite, reinstated_debits_postgres;
 }
 
 /// The domain module is pure: no storage, no RPC framework (CI greps for the same).

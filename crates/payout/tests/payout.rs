@@ -214,6 +214,12 @@ impl RefundService for Recorder {
     ) -> Result<tonic::Response<refund_pb::OutboxReport>, Status> {
         not_here()
     }
+    async fn reinstate_succeeded(
+        &self,
+        _: tonic::Request<refund_pb::ReinstateSucceededRequest>,
+    ) -> Result<tonic::Response<refund_pb::RefundOrder>, Status> {
+        not_here()
+    }
     async fn run_payout_dispatch(
         &self,
         _: tonic::Request<refund_pb::RunInterfaceCycleRequest>,

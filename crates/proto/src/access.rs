@@ -102,6 +102,10 @@ pub const TABLE: &[(&str, Rule)] = &[
         callers!(Refund),
     ),
     (
+        "/tuikuan.clearing.v1.ClearingService/ReinstateDebit",
+        callers!(Refund),
+    ),
+    (
         "/tuikuan.clearing.v1.ClearingService/PostAdjustment",
         callers!(Reconciliation),
     ),
@@ -210,6 +214,10 @@ pub const TABLE: &[(&str, Rule)] = &[
         callers!(Reconciliation),
     ),
     (
+        "/tuikuan.refund.v1.RefundService/ReinstateSucceeded",
+        callers!(Reconciliation),
+    ),
+    (
         "/tuikuan.refund.v1.RefundService/RunOutbox",
         Rule::Callers(STAFF),
     ),
@@ -263,6 +271,10 @@ pub const TABLE: &[(&str, Rule)] = &[
     ),
     (
         "/tuikuan.refund.v1.RefundControlService/ConfirmOutcome",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.refund.v1.RefundControlService/Reinstate",
         Rule::Callers(STAFF),
     ),
     (

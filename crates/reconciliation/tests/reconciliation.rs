@@ -484,6 +484,12 @@ impl RefundService for FakeRefund {
     ) -> Result<Response<refund_pb::OutboxReport>, Status> {
         unimplemented()
     }
+    async fn reinstate_succeeded(
+        &self,
+        _: Request<refund_pb::ReinstateSucceededRequest>,
+    ) -> Result<Response<refund_pb::RefundOrder>, Status> {
+        unimplemented()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -712,6 +718,7 @@ impl Harness {
                 resolution: resolution as i32,
                 operator: operator.into(),
                 reason: reason.into(),
+                evidence: String::new(),
             })
             .await
             .map(|r| r.into_inner())

@@ -39,6 +39,7 @@ const MS_PER_DAY: i64 = 86_400_000;
 use tuikuan_kernel::string_enum;
 
 pub mod control;
+pub mod reinstate;
 
 string_enum!(
     /// Why a refund exists: an ordinary merchant refund, or an error refund (差错退款) of a
@@ -158,6 +159,9 @@ string_enum!(
         ClearingReturn => "CLEARING_RETURN",
         /// business.ReportRefundOutcome(FAILED, returned): the merchant learns of the return.
         NotifyReturned => "NOTIFY_RETURNED",
+        /// clearing.ReinstateDebit: a FAILED refund the bank paid is taken from the merchant
+        /// again ([`reinstate`]).
+        ClearingReinstate => "CLEARING_REINSTATE",
     }
 );
 

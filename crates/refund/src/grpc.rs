@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod control;
+mod reinstate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,6 +270,11 @@ where
                     &domain::OutboxEntry::for_final(refund_id, status),
                     now_ms,
                 )?;
+            }
+            if before.refund_status == RefundStatus::Failed
+                && after.refund_status == RefundStatus::Succeeded
+            {
+                store::insert_outbox(conn, &domain::OutboxEntry::for_reinstate(refund_id), now_ms)?;
             }
             if after.refund_status == RefundStatus::Returned
                 && before.refund_status != RefundStatus::Returned
@@ -1129,7 +1135,15 @@ impl RefundCenter {
                         reason: order.reason.clone(),
                         returned: false,
                         expected_completion_ms: 0,
+                        reinstated: false,
                     })
+                    .await
+                    .map_err(peer_err)?;
+            }
+            OutboxStep::ClearingReinstate => {
+                self.clearing
+                    .clone()
+                    .reinstate_debit(clearing::ReinstateDebitRequest { refund_id, reason })
                     .await
                     .map_err(peer_err)?;
             }
@@ -1142,6 +1156,7 @@ impl RefundCenter {
                         reason,
                         returned: true,
                         expected_completion_ms: 0,
+                        reinstated: false,
                     })
                     .await
                     .map_err(peer_err)?;
@@ -1697,6 +1712,14 @@ impl RefundService for RefundCenter {
         .await
         .map_err(grpc_err)?;
         Ok(Response::new(order_to_wire(&order)))
+    }
+
+    #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
+    async fn reinstate_succeeded(
+        &self,
+        request: Request<pb::ReinstateSucceededRequest>,
+    ) -> Result<Response<pb::RefundOrder>, Status> {
+        reinstate::reinstate_succeeded_rpc(self, request).await
     }
 
     async fn run_outbox(

@@ -160,6 +160,10 @@ pub const RPCS: &[(&str, Guard)] = &[
     ),
     ("/tuikuan.clearing.v1.ClearingService/ReturnDebit", Service),
     (
+        "/tuikuan.clearing.v1.ClearingService/ReinstateDebit",
+        Service,
+    ),
+    (
         "/tuikuan.clearing.v1.ClearingService/PostAdjustment",
         Service,
     ),
@@ -258,6 +262,10 @@ pub const RPCS: &[(&str, Guard)] = &[
         Service,
     ),
     (
+        "/tuikuan.refund.v1.RefundService/ReinstateSucceeded",
+        Service,
+    ),
+    (
         "/tuikuan.refund.v1.RefundService/RunOutbox",
         Staff(&[A::RunJob]),
     ),
@@ -309,6 +317,10 @@ pub const RPCS: &[(&str, Guard)] = &[
     (
         "/tuikuan.refund.v1.RefundControlService/ConfirmOutcome",
         Staff(&[A::ConfirmSucceeded, A::ConfirmFailed]),
+    ),
+    (
+        "/tuikuan.refund.v1.RefundControlService/Reinstate",
+        Staff(&[A::Reinstate]),
     ),
     (
         "/tuikuan.refund.v1.RefundControlService/ListAudit",
