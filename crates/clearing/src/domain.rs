@@ -16,6 +16,8 @@ use tuikuan_kernel::money::MAX_AMOUNT_UNITS;
 use tuikuan_kernel::{Currency, Error, ErrorCode, Money};
 
 pub mod funds;
+#[cfg(test)]
+mod ledger_doc;
 use funds::reserve_lines;
 
 /// The highest fee rate a merchant may have (20%).

@@ -744,6 +744,11 @@ async fn drive(
             .violations
             .push(format!("{in_transit} still in refund-in-transit"));
     }
+    // The day's sweep (资金归集): the platform's fees and coupon shares leave the reserves.
+    c.clearing
+        .sweep_reserves(clr::SweepReservesRequest::default())
+        .await
+        .context("clearing: sweep")?;
     let tb = c
         .accounting
         .trial_balance(acc::TrialBalanceRequest::default())
