@@ -246,7 +246,7 @@ impl Snapshot {
         let trial = c
             .accounting
             .clone()
-            .trial_balance(acc::TrialBalanceRequest {})
+            .trial_balance(acc::TrialBalanceRequest::default())
             .await
             .context("accounting: trial balance")?
             .into_inner();
@@ -1143,6 +1143,7 @@ async fn list_postings(c: &Clients) -> anyhow::Result<Vec<acc::Posting>> {
                 account: None,
                 limit: PAGE,
                 after: after.clone(),
+                ..Default::default()
             })
             .await
             .context("accounting: list postings")?
@@ -1365,6 +1366,7 @@ mod tests {
             }),
             side: side as i32,
             amount: amount.into(),
+            ..Default::default()
         }
     }
 

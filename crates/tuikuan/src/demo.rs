@@ -744,9 +744,14 @@ async fn drive(
             .violations
             .push(format!("{in_transit} still in refund-in-transit"));
     }
+    // The day's sweep (资金归集): the platform's fees and coupon shares leave the reserves.
+    c.clearing
+        .sweep_reserves(clr::SweepReservesRequest::default())
+        .await
+        .context("clearing: sweep")?;
     let tb = c
         .accounting
-        .trial_balance(acc::TrialBalanceRequest {})
+        .trial_balance(acc::TrialBalanceRequest::default())
         .await?
         .into_inner();
     summary.trial_balance_balanced = tb.balanced;
@@ -1355,6 +1360,7 @@ async fn balance(c: &mut Clients, kind: acc::AccountType, owner: &str) -> anyhow
                 owner: owner.to_string(),
                 currency: "CNY".into(),
             }),
+            ..Default::default()
         })
         .await?
         .into_inner();

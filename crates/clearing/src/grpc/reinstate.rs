@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use tuikuan_accounting::domain::AccountKey;
+use tuikuan_accounting::domain::{AccountKey, PostingMeta};
 use tuikuan_kernel::{Error, ErrorCode};
 
 use super::Clearing;
@@ -18,7 +18,8 @@ impl Clearing {
     /// Reinstates a refund's debit (idempotent by refund id; see the module documentation).
     pub async fn reinstate_debit(&self, refund_id: &str, reason: &str) -> Result<Debit, Error> {
         let debit = self.debit(refund_id).await?;
-        self.drive(debit, Goal::Reinstate, reason).await
+        self.drive(debit, Goal::Reinstate, reason, &PostingMeta::default())
+            .await
     }
 
     /// The receivers' available balances now (minor units).
@@ -53,7 +54,11 @@ impl Clearing {
     /// Posts `refund-reinstate:` and moves REINSTATING → COMPLETED. When the ledger refuses it
     /// because a receiver's balance fell since the split was decided, nothing was posted: the
     /// split is decided again and the step loop posts the new one.
-    pub(super) async fn post_reinstate(&self, debit: &Debit) -> Result<(), Error> {
+    pub(super) async fn post_reinstate(
+        &self,
+        debit: &Debit,
+        meta: &PostingMeta,
+    ) -> Result<(), Error> {
         let d = debit.clone();
         let parts = self
             .db
@@ -68,6 +73,7 @@ impl Clearing {
                     debit.refund_id
                 ),
                 entries,
+                meta,
             )
             .await;
         match posted {

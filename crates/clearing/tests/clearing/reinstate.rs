@@ -16,6 +16,7 @@ fn entry(t: apb::AccountType, owner: &str, side: apb::Side, amount: &str) -> apb
         account: Some(account(t, owner)),
         side: side as i32,
         amount: amount.to_string(),
+        ..Default::default()
     }
 }
 
@@ -37,6 +38,7 @@ pub(super) async fn reinstated_debits(acc: &str, clr: &str) {
                 entry(MerchantSettlement, "m1", apb::Side::Debit, "69.40"),
                 entry(ChannelReserve, "netbank", apb::Side::Credit, "69.40"),
             ],
+            ..Default::default()
         })
         .await
         .expect("withdrawal");
