@@ -412,6 +412,7 @@ async fn auditor_catches_planted_faults(store: Store) {
                     }),
                     side: acc::Side::Debit as i32,
                     amount: "1.00".into(),
+                    ..Default::default()
                 },
                 acc::Entry {
                     account: Some(acc::Account {
@@ -421,8 +422,10 @@ async fn auditor_catches_planted_faults(store: Store) {
                     }),
                     side: acc::Side::Credit as i32,
                     amount: "1.00".into(),
+                    ..Default::default()
                 },
             ],
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -82,6 +82,7 @@ async fn every_hop_is_idempotent(store: Store) {
             request_id: posting.request_id.clone(),
             description: posting.description.clone(),
             entries: posting.entries.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -231,6 +231,7 @@ impl Sandbox {
                     owner: owner.into(),
                     currency: "CNY".into(),
                 }),
+                ..Default::default()
             })
             .await
             .expect("balance")
@@ -242,7 +243,7 @@ impl Sandbox {
         let tb = self
             .c
             .accounting
-            .trial_balance(acc::TrialBalanceRequest {})
+            .trial_balance(acc::TrialBalanceRequest::default())
             .await
             .expect("trial balance")
             .into_inner();
@@ -264,6 +265,7 @@ impl Sandbox {
                     account: None,
                     limit: 1000,
                     after: after.clone(),
+                    ..Default::default()
                 })
                 .await
                 .expect("postings")

@@ -25,7 +25,11 @@ pub const DEFAULT_PAGE: usize = 100;
 pub const PLATFORM: &str = "platform";
 
 mod chart;
+pub mod journal;
+pub mod reserve_report;
+pub mod suspense;
 pub use chart::{AccountClass, AccountType, OwnerKind, ReserveRole, Side};
+pub use journal::{DateRange, PostingMeta};
 
 /// Names one account: its type, its owner (merchant id, channel code or "platform") and currency.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -103,6 +107,21 @@ pub struct Entry {
     pub side: Side,
     /// Strictly positive, in the account's currency.
     pub amount: Money,
+    /// The suspense item the line opens or clears: required on the suspense item accounts
+    /// (`SUSPENSE_BANK_CLAIM`, `SUSPENSE_OWED_*`), empty on every other account.
+    pub item: String,
+}
+
+impl Entry {
+    /// A line on an account that holds no items.
+    pub fn new(account: AccountKey, side: Side, amount: Money) -> Entry {
+        Entry {
+            account,
+            side,
+            amount,
+            item: String::new(),
+        }
+    }
 }
 
 /// Checks a posting's idempotency key: 1..=128 characters of `A-Z a-z 0-9 _ - . :`
@@ -135,6 +154,7 @@ pub struct PostingRequest {
     request_id: String,
     description: String,
     entries: Vec<Entry>,
+    meta: PostingMeta,
 }
 
 impl PostingRequest {
@@ -180,6 +200,7 @@ impl PostingRequest {
                     ),
                 ));
             }
+            suspense::check_item_line(e, &format!("entries[{i}]"))?;
             if e.account.currency != currency {
                 return Err(Error::new(
                     ErrorCode::CurrencyMismatch,
@@ -190,10 +211,12 @@ impl PostingRequest {
                 ));
             }
         }
+        suspense::check_items_once(&entries)?;
         let request = PostingRequest {
             request_id: request_id.to_string(),
             description: description.to_string(),
             entries,
+            meta: PostingMeta::default(),
         };
         request.check_balanced()?;
         Ok(request)
@@ -209,6 +232,18 @@ impl PostingRequest {
 
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// The same request with its value date and bank reference (validated by
+    /// [`PostingMeta::new`]). They are not part of the content: a repeat answers with the first
+    /// posting's.
+    pub fn with_meta(mut self, meta: PostingMeta) -> PostingRequest {
+        self.meta = meta;
+        self
+    }
+
+    pub fn meta(&self) -> &PostingMeta {
+        &self.meta
     }
 
     pub fn currency(&self) -> Currency {
@@ -274,12 +309,18 @@ pub fn fingerprint(description: &str, entries: &[Entry]) -> String {
     let mut lines: Vec<String> = entries
         .iter()
         .map(|e| {
-            format!(
+            let line = format!(
                 "{}|{}|{}",
                 e.account.account_id(),
                 e.side.as_str(),
                 e.amount.to_minor()
-            )
+            );
+            // Lines without an item keep the form they had before items existed.
+            if e.item.is_empty() {
+                line
+            } else {
+                format!("{line}|{}", e.item)
+            }
         })
         .collect();
     lines.sort();
@@ -302,6 +343,11 @@ pub struct Posting {
     pub description: String,
     pub entries: Vec<Entry>,
     pub posted_at_ms: i64,
+    /// The bank's date of the money movement (the business date of posting when no bank date was
+    /// given).
+    pub value_date: chrono::NaiveDate,
+    /// The bank's reference of the movement; empty where there is none.
+    pub bank_reference: String,
 }
 
 impl Posting {
@@ -413,11 +459,11 @@ mod tests {
     }
 
     fn entry(t: AccountType, owner: &str, side: Side, amount: &str) -> Entry {
-        Entry {
-            account: AccountKey::new(t, owner, Currency::Cny, "account").unwrap(),
+        Entry::new(
+            AccountKey::new(t, owner, Currency::Cny, "account").unwrap(),
             side,
-            amount: cny(amount),
-        }
+            cny(amount),
+        )
     }
 
     fn settle() -> Vec<Entry> {

@@ -18,11 +18,15 @@ use tuikuan_proto::accounting::v1::accounting_service_server::{
 use tuikuan_proto::status::{grpc_err, peer_err};
 use tuikuan_proto::tls::{Principal, Transport};
 
+use crate::domain::journal::{date_text, parse_optional_date, running_total_differences};
 use crate::domain::{
-    self, AccountKey, AccountType, Balance, Entry, PostOutcome, Posting, PostingRequest, Side,
-    TrialBalance,
+    self, AccountKey, AccountType, Balance, DateRange, Entry, PostOutcome, Posting, PostingMeta,
+    PostingRequest, Side, TrialBalance,
 };
 use crate::store;
+
+mod report;
+mod suspense;
 
 const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
 
@@ -52,16 +56,22 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let db = Db::connect(&config.database_url, 8)?;
     db.migrate(MIGRATIONS)?;
+    let dated = db.run(store::backfill_value_dates).await?;
+    if dated > 0 {
+        tracing::info!(
+            dated,
+            "postings from before value dates dated by their posting day"
+        );
+    }
     let desk = config.staff.desk("accounting", &db, config.clock.clone())?;
     let auth = &config.staff.auth;
-    let svc = Accounting::new(db, config.clock);
+    let svc = Accounting::new(db, config.clock, desk.clone());
+    let svc_for_proposals = svc.clone();
     tuikuan_proto::server::serve(
         listener,
         config.transport.clone(),
         tonic::service::Routes::new(auth.guard_audited(AccountingServiceServer::new(svc), &desk))
-            .add_service(
-                tuikuan_auth::StaffServer::new(desk, tuikuan_auth::NoProposals).guarded(auth),
-            ),
+            .add_service(tuikuan_auth::StaffServer::new(desk, svc_for_proposals).guarded(auth)),
         &[
             <AccountingServiceServer<Accounting> as tonic::server::NamedService>::NAME,
             tuikuan_auth::STAFF_SERVICE,
@@ -71,16 +81,18 @@ pub async fn serve(
     .await
 }
 
-/// The ledger service over a database.
+/// The ledger service over a database, with its staff desk (audit trail and the four-eyes
+/// proposals it runs: suspense write-offs).
 #[derive(Clone, Debug)]
 pub struct Accounting {
     db: Db,
     clock: SharedClock,
+    desk: tuikuan_auth::Desk,
 }
 
 impl Accounting {
-    pub fn new(db: Db, clock: SharedClock) -> Accounting {
-        Accounting { db, clock }
+    pub fn new(db: Db, clock: SharedClock, desk: tuikuan_auth::Desk) -> Accounting {
+        Accounting { db, clock, desk }
     }
 
     /// Posts a validated request (idempotent by request id).
@@ -125,28 +137,68 @@ impl Accounting {
             })
     }
 
-    pub async fn balance(&self, key: AccountKey) -> Result<Balance, Error> {
-        self.db.run(move |conn| store::balance(conn, &key)).await
+    /// The balance of `key` now (running totals), or as of a value date (from the journal).
+    pub async fn balance(
+        &self,
+        key: AccountKey,
+        as_of: Option<chrono::NaiveDate>,
+    ) -> Result<Balance, Error> {
+        self.db
+            .run(move |conn| match as_of {
+                None => store::balance(conn, &key),
+                Some(date) => {
+                    Ok(
+                        store::journal_balances(conn, Some(&key), DateRange::as_of(Some(date)))?
+                            .pop()
+                            .unwrap_or_else(|| Balance::zero(key.clone())),
+                    )
+                }
+            })
+            .await
     }
 
     pub async fn list_postings(
         &self,
         account: Option<AccountKey>,
+        dates: DateRange,
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<Posting>, Error> {
         self.db
-            .run(move |conn| store::list_postings(conn, account.as_ref(), after.as_deref(), limit))
+            .run(move |conn| {
+                store::list_postings(conn, account.as_ref(), dates, after.as_deref(), limit)
+            })
             .await
     }
 
-    pub async fn trial_balance(&self) -> Result<TrialBalance, Error> {
-        let accounts = self.db.run(store::all_balances).await?;
-        let tb = TrialBalance::from_accounts(accounts);
+    /// The trial balance summed from the journal (as of a value date when given) and, without a
+    /// date, the accounts whose running totals disagree with it.
+    pub async fn trial_balance(
+        &self,
+        as_of: Option<chrono::NaiveDate>,
+    ) -> Result<(TrialBalance, Vec<String>), Error> {
+        let (journal, running) = self
+            .db
+            .run(move |conn| {
+                let journal = store::journal_balances(conn, None, DateRange::as_of(as_of))?;
+                let running = match as_of {
+                    None => Some(store::all_balances(conn)?),
+                    Some(_) => None,
+                };
+                Ok((journal, running))
+            })
+            .await?;
+        let differences = running
+            .map(|r| running_total_differences(&journal, &r))
+            .unwrap_or_default();
+        let tb = TrialBalance::from_accounts(journal);
         if !tb.balanced {
             tracing::error!(totals = ?tb.totals, "trial balance does not balance");
         }
-        Ok(tb)
+        if !differences.is_empty() {
+            tracing::error!(?differences, "running totals differ from the journal");
+        }
+        Ok((tb, differences))
     }
 }
 
@@ -201,6 +253,7 @@ fn entry_from_wire(e: &pb::Entry, field: &str) -> Result<Entry, Error> {
         account,
         side,
         amount,
+        item: e.item_id.clone(),
     })
 }
 
@@ -218,7 +271,18 @@ fn post_request_from_wire(r: &pb::PostRequest) -> Result<PostingRequest, Error> 
         .enumerate()
         .map(|(i, e)| entry_from_wire(e, &format!("entries[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    PostingRequest::new(&r.request_id, &r.description, entries)
+    let meta = PostingMeta::parse(&r.value_date, &r.bank_reference)?;
+    Ok(PostingRequest::new(&r.request_id, &r.description, entries)?.with_meta(meta))
+}
+
+fn post_request_to_wire(request: &PostingRequest) -> pb::PostRequest {
+    pb::PostRequest {
+        request_id: request.request_id().to_string(),
+        description: request.description().to_string(),
+        entries: request.entries().iter().map(entry_to_wire).collect(),
+        value_date: request.meta().value_date.map(date_text).unwrap_or_default(),
+        bank_reference: request.meta().bank_reference.clone(),
+    }
 }
 
 // ---------- domain -> wire ----------
@@ -236,6 +300,7 @@ fn entry_to_wire(e: &Entry) -> pb::Entry {
         account: Some(account_to_wire(&e.account)),
         side: side_to_wire(e.side) as i32,
         amount: e.amount.amount_string(),
+        item_id: e.item.clone(),
     }
 }
 
@@ -246,6 +311,8 @@ fn posting_to_wire(p: &Posting) -> pb::Posting {
         description: p.description.clone(),
         entries: p.entries.iter().map(entry_to_wire).collect(),
         posted_at_ms: p.posted_at_ms,
+        value_date: date_text(p.value_date),
+        bank_reference: p.bank_reference.clone(),
     }
 }
 
@@ -332,9 +399,10 @@ impl AccountingService for Accounting {
         &self,
         request: Request<pb::GetBalanceRequest>,
     ) -> Result<Response<pb::Balance>, Status> {
-        let key =
-            account_from_wire(request.get_ref().account.as_ref(), "account").map_err(grpc_err)?;
-        let balance = self.balance(key).await.map_err(grpc_err)?;
+        let r = request.get_ref();
+        let key = account_from_wire(r.account.as_ref(), "account").map_err(grpc_err)?;
+        let as_of = parse_optional_date(&r.as_of, "as_of").map_err(grpc_err)?;
+        let balance = self.balance(key, as_of).await.map_err(grpc_err)?;
         Ok(Response::new(balance_to_wire(&balance)))
     }
 
@@ -351,21 +419,56 @@ impl AccountingService for Accounting {
             None
         } else {
             tuikuan_kernel::id::validate_external_id(&r.after, "after").map_err(grpc_err)?;
-            Some(r.after)
+            Some(r.after.clone())
         };
-        let postings = Accounting::list_postings(self, account, after, domain::page_size(r.limit))
-            .await
-            .map_err(grpc_err)?;
+        let dates = DateRange::parse(&r.from_date, &r.to_date).map_err(grpc_err)?;
+        let postings =
+            Accounting::list_postings(self, account, dates, after, domain::page_size(r.limit))
+                .await
+                .map_err(grpc_err)?;
         Ok(Response::new(pb::ListPostingsResponse {
             postings: postings.iter().map(posting_to_wire).collect(),
         }))
     }
 
+    async fn list_suspense_items(
+        &self,
+        request: Request<pb::ListSuspenseItemsRequest>,
+    ) -> Result<Response<pb::ListSuspenseItemsResponse>, Status> {
+        suspense::list(self, request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(item_id = %request.get_ref().item_id))]
+    async fn clear_suspense_item(
+        &self,
+        request: Request<pb::ClearSuspenseItemRequest>,
+    ) -> Result<Response<pb::SuspenseItem>, Status> {
+        suspense::clear(self, request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(item_id = %request.get_ref().item_id))]
+    async fn write_off_suspense_item(
+        &self,
+        request: Request<pb::WriteOffSuspenseItemRequest>,
+    ) -> Result<Response<tuikuan_proto::staff::v1::Proposal>, Status> {
+        suspense::write_off(self, request).await
+    }
+
+    async fn reserve_report(
+        &self,
+        request: Request<pb::ReserveReportRequest>,
+    ) -> Result<Response<pb::ReserveReportResponse>, Status> {
+        report::reserve_report(self, request).await
+    }
+
     async fn trial_balance(
         &self,
-        _request: Request<pb::TrialBalanceRequest>,
+        request: Request<pb::TrialBalanceRequest>,
     ) -> Result<Response<pb::TrialBalanceResponse>, Status> {
-        let tb = Accounting::trial_balance(self).await.map_err(grpc_err)?;
+        let as_of = parse_optional_date(&request.get_ref().as_of, "as_of").map_err(grpc_err)?;
+        let (tb, differences) = Accounting::trial_balance(self, as_of)
+            .await
+            .map_err(grpc_err)?;
         Ok(Response::new(pb::TrialBalanceResponse {
             totals: tb
                 .totals
@@ -378,6 +481,7 @@ impl AccountingService for Accounting {
                 .collect(),
             accounts: tb.accounts.iter().map(balance_to_wire).collect(),
             balanced: tb.balanced,
+            running_total_differences: differences,
         }))
     }
 }
@@ -415,20 +519,36 @@ impl AccountingClient {
         description: &str,
         entries: Vec<(AccountKey, Side, Money)>,
     ) -> Result<PostingOutcome, Error> {
+        self.post_dated(request_id, description, entries, PostingMeta::default())
+            .await
+    }
+
+    /// [`AccountingClient::post`] with the bank's value date and reference of the movement.
+    pub async fn post_dated(
+        &self,
+        request_id: &str,
+        description: &str,
+        entries: Vec<(AccountKey, Side, Money)>,
+        meta: PostingMeta,
+    ) -> Result<PostingOutcome, Error> {
         let entries: Vec<Entry> = entries
             .into_iter()
-            .map(|(account, side, amount)| Entry {
-                account,
-                side,
-                amount,
-            })
+            .map(|(account, side, amount)| Entry::new(account, side, amount))
             .collect();
-        let request = PostingRequest::new(request_id, description, entries)?;
-        let wire = pb::PostRequest {
-            request_id: request.request_id().to_string(),
-            description: request.description().to_string(),
-            entries: request.entries().iter().map(entry_to_wire).collect(),
-        };
+        self.post_entries(request_id, description, entries, meta)
+            .await
+    }
+
+    /// [`AccountingClient::post_dated`] with whole entries (lines that name suspense items).
+    pub async fn post_entries(
+        &self,
+        request_id: &str,
+        description: &str,
+        entries: Vec<Entry>,
+        meta: PostingMeta,
+    ) -> Result<PostingOutcome, Error> {
+        let request = PostingRequest::new(request_id, description, entries)?.with_meta(meta);
+        let wire = post_request_to_wire(&request);
         let response = self
             .inner
             .clone()
@@ -452,6 +572,7 @@ impl AccountingClient {
             .clone()
             .get_balance(pb::GetBalanceRequest {
                 account: Some(account_to_wire(key)),
+                as_of: String::new(),
             })
             .await
             .map_err(peer_err)?

@@ -10,8 +10,9 @@ use diesel::prelude::*;
 use tuikuan_db::{db_err, is_unique_violation, AnyConnection};
 use tuikuan_kernel::{Currency, Error, ErrorCode, Money};
 
+use crate::domain::journal::date_text;
 use crate::domain::{
-    AccountKey, AccountType, Balance, Entry, PostOutcome, Posting, PostingRequest, Side,
+    AccountKey, AccountType, Balance, DateRange, Entry, PostOutcome, Posting, PostingRequest, Side,
 };
 
 diesel::table! {
@@ -33,6 +34,8 @@ diesel::table! {
         description -> Text,
         fingerprint -> Text,
         posted_at_ms -> BigInt,
+        value_date -> Text,
+        bank_reference -> Text,
     }
 }
 
@@ -43,10 +46,16 @@ diesel::table! {
         account_id -> Text,
         side -> Text,
         amount_minor -> BigInt,
+        item_id -> Text,
     }
 }
 
+diesel::joinable!(entries -> postings (posting_id));
 diesel::allow_tables_to_appear_in_same_query!(accounts, postings, entries);
+
+mod journal;
+pub mod suspense;
+pub use journal::{backfill_value_dates, journal_balances};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = accounts)]
@@ -68,6 +77,8 @@ struct PostingRow {
     description: String,
     fingerprint: String,
     posted_at_ms: i64,
+    value_date: String,
+    bank_reference: String,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -78,6 +89,7 @@ struct EntryRow {
     account_id: String,
     side: String,
     amount_minor: i64,
+    item_id: String,
 }
 
 fn corrupt(what: &str, value: &str) -> Error {
@@ -127,6 +139,7 @@ impl EntryRow {
             account,
             side,
             amount,
+            item: self.item_id,
         })
     }
 }
@@ -139,13 +152,28 @@ fn assemble(row: PostingRow, rows: Vec<EntryRow>) -> Result<Posting, Error> {
     // Invariant asserted after reading, too: a stored posting is balanced.
     crate::domain::check_balanced(&entries)
         .map_err(|e| Error::internal(format!("posting {}: {}", row.posting_id, e.message)))?;
+    // Postings from before value dates were kept are dated by the day they were posted.
+    let value_date = if row.value_date.is_empty() {
+        posting_date(row.posted_at_ms)
+    } else {
+        chrono::NaiveDate::parse_from_str(&row.value_date, "%Y-%m-%d")
+            .map_err(|_| corrupt("value date", &row.value_date))?
+    };
     Ok(Posting {
         posting_id: row.posting_id,
         request_id: row.request_id,
         description: row.description,
         entries,
         posted_at_ms: row.posted_at_ms,
+        value_date,
+        bank_reference: row.bank_reference,
     })
+}
+
+/// The business date (UTC+8) of an instant in milliseconds: the value date of a posting whose
+/// caller named none.
+fn posting_date(ms: i64) -> chrono::NaiveDate {
+    tuikuan_kernel::clock::business_date(tuikuan_kernel::clock::from_ms(ms))
 }
 
 fn load_entries(conn: &mut AnyConnection, posting_id: &str) -> Result<Vec<EntryRow>, Error> {
@@ -308,6 +336,7 @@ pub fn post(
         ensure_account(conn, key, now_ms)?;
     }
     let fingerprint = request.fingerprint();
+    let value_date = date_text(request.meta().value_date_or(posting_date(now_ms)));
     let result = conn.transaction::<(), TxError, _>(|conn| {
         diesel::insert_into(postings::table)
             .values(&PostingRow {
@@ -316,6 +345,8 @@ pub fn post(
                 description: request.description().to_string(),
                 fingerprint: fingerprint.clone(),
                 posted_at_ms: now_ms,
+                value_date: value_date.clone(),
+                bank_reference: request.meta().bank_reference.clone(),
             })
             .execute(conn)?;
         let rows: Vec<EntryRow> = request
@@ -328,6 +359,7 @@ pub fn post(
                 account_id: e.account.account_id(),
                 side: e.side.as_str().to_string(),
                 amount_minor: e.amount.to_minor(),
+                item_id: e.item.clone(),
             })
             .collect();
         // One statement per entry: batch inserts do not compile for the multi-backend connection.
@@ -387,7 +419,7 @@ pub fn post(
                 ))));
             }
         }
-        Ok(())
+        suspense::apply_items(conn, request, &value_date, now_ms)
     });
     match result {
         Ok(()) => {
@@ -454,10 +486,11 @@ pub fn balance(conn: &mut AnyConnection, key: &AccountKey) -> Result<Balance, Er
 }
 
 /// Postings in posting id order (time order), after `after`, optionally only those touching
-/// `account`; at most `limit`.
+/// `account` and only those whose value date is in `dates`; at most `limit`.
 pub fn list_postings(
     conn: &mut AnyConnection,
     account: Option<&AccountKey>,
+    dates: DateRange,
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<Posting>, Error> {
@@ -472,10 +505,17 @@ pub fn list_postings(
             if let Some(after) = after {
                 q = q.filter(postings::posting_id.gt(after.to_string()));
             }
+            if let Some(from) = dates.from {
+                q = q.filter(postings::value_date.ge(date_text(from)));
+            }
+            if let Some(to) = dates.to {
+                q = q.filter(postings::value_date.le(date_text(to)));
+            }
             q.load(conn).map_err(db_err)?
         }
         Some(key) => {
             let mut q = entries::table
+                .inner_join(postings::table)
                 .filter(entries::account_id.eq(key.account_id()))
                 .select(entries::posting_id)
                 .distinct()
@@ -484,6 +524,12 @@ pub fn list_postings(
                 .into_boxed();
             if let Some(after) = after {
                 q = q.filter(entries::posting_id.gt(after.to_string()));
+            }
+            if let Some(from) = dates.from {
+                q = q.filter(postings::value_date.ge(date_text(from)));
+            }
+            if let Some(to) = dates.to {
+                q = q.filter(postings::value_date.le(date_text(to)));
             }
             let ids: Vec<String> = q.load(conn).map_err(db_err)?;
             if ids.is_empty() {

@@ -1,69 +1,16 @@
 //! The accounting service end to end over gRPC, on SQLite and on PostgreSQL.
 
-use std::sync::Arc;
 use tuikuan_proto::tls::Principal;
 
-use tonic::transport::Channel;
 use tonic::Code;
 use tuikuan_accounting::domain::{AccountKey, AccountType, Side};
-use tuikuan_accounting::{serve, AccountingClient, Config};
+use tuikuan_accounting::AccountingClient;
 use tuikuan_db::testing::TestDb;
-use tuikuan_kernel::{Currency, ManualClock, Money, SharedClock};
+use tuikuan_kernel::{Currency, Money};
 use tuikuan_proto::accounting::v1 as pb;
-use tuikuan_proto::accounting::v1::accounting_service_client::AccountingServiceClient;
-use tuikuan_proto::server::ServiceHandle;
 
-type Client = AccountingServiceClient<Channel>;
-
-async fn start(url: &str) -> (ServiceHandle, Client) {
-    let clock = ManualClock::new(chrono_start());
-    let clock: SharedClock = Arc::new(clock);
-    let cfg = Config {
-        database_url: url.to_string(),
-        clock,
-        job_interval: None,
-        transport: tuikuan_proto::pki::test_transport(Principal::Accounting),
-        staff: tuikuan_auth::StaffConfig::tester(),
-    };
-    let handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |listener, shutdown| {
-        serve(cfg, listener, shutdown)
-    })
-    .await
-    .expect("spawn accounting");
-    // The test posts as the clearing center, the one caller allowed to post.
-    let channel =
-        tuikuan_proto::pki::test_channel(Principal::Clearing, Principal::Accounting, &handle.url());
-    (handle, AccountingServiceClient::new(channel))
-}
-
-/// A client as the staff tool `ctl`: listings and the trial balance are staff RPCs.
-fn staff(handle: &ServiceHandle) -> Client {
-    AccountingServiceClient::new(tuikuan_proto::pki::test_channel(
-        Principal::Ctl,
-        Principal::Accounting,
-        &handle.url(),
-    ))
-}
-
-fn chrono_start() -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis(1_795_000_000_000).expect("valid instant")
-}
-
-fn account(t: pb::AccountType, owner: &str) -> pb::Account {
-    pb::Account {
-        r#type: t as i32,
-        owner: owner.to_string(),
-        currency: "CNY".to_string(),
-    }
-}
-
-fn entry(t: pb::AccountType, owner: &str, side: pb::Side, amount: &str) -> pb::Entry {
-    pb::Entry {
-        account: Some(account(t, owner)),
-        side: side as i32,
-        amount: amount.to_string(),
-    }
-}
+mod common;
+use common::*;
 
 fn settle(request_id: &str, merchant: &str, amount: &str, net: &str, fee: &str) -> pb::PostRequest {
     pb::PostRequest {
@@ -89,6 +36,7 @@ fn settle(request_id: &str, merchant: &str, amount: &str, net: &str, fee: &str) 
                 fee,
             ),
         ],
+        ..Default::default()
     }
 }
 
@@ -110,31 +58,13 @@ fn debit(request_id: &str, merchant: &str, amount: &str) -> pb::PostRequest {
                 amount,
             ),
         ],
+        ..Default::default()
     }
-}
-
-fn code_of(status: &tonic::Status) -> String {
-    status
-        .metadata()
-        .get("tk-error-code")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
-async fn balance(client: &mut Client, t: pb::AccountType, owner: &str) -> pb::Balance {
-    client
-        .get_balance(pb::GetBalanceRequest {
-            account: Some(account(t, owner)),
-        })
-        .await
-        .expect("balance")
-        .into_inner()
 }
 
 async fn assert_trial_balanced(client: &mut Client) -> pb::TrialBalanceResponse {
     let tb = client
-        .trial_balance(pb::TrialBalanceRequest {})
+        .trial_balance(pb::TrialBalanceRequest::default())
         .await
         .expect("trial balance")
         .into_inner();
@@ -233,6 +163,7 @@ async fn posting_basics(url: &str) {
                         }),
                         side: pb::Side::Debit as i32,
                         amount: "1.00".to_string(),
+                        ..Default::default()
                     },
                     entry(
                         pb::AccountType::MerchantSettlement,
@@ -499,6 +430,7 @@ async fn advance_cannot_go_negative(url: &str) {
                 "30.00",
             ),
         ],
+        ..Default::default()
     };
     client.post(lend).await.expect("advance");
     let repay = |id: &str, amount: &str| pb::PostRequest {
@@ -513,6 +445,7 @@ async fn advance_cannot_go_negative(url: &str) {
             ),
             entry(pb::AccountType::Advance, "m1", pb::Side::Credit, amount),
         ],
+        ..Default::default()
     };
     let err = client
         .post(repay("settle:t_big", "30.01"))

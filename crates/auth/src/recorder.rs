@@ -38,6 +38,7 @@ const SUBJECT_FIELDS: &[&str] = &[
     "rule_id",
     "trade_id",
     "payout_id",
+    "item_id",
     "merchant_id",
     "channel",
     "template_id",

@@ -527,6 +527,32 @@ impl BankService for BankSvc {
     }
 
     #[tracing::instrument(skip_all, fields(channel = %request.get_ref().channel, date = %request.get_ref().date))]
+    async fn get_statement(
+        &self,
+        request: Request<pb::GetStatementRequest>,
+    ) -> Result<Response<pb::Statement>, Status> {
+        let r = request.into_inner();
+        let date = parse_date(&r.date, "date").map_err(grpc_err)?;
+        if self.live.has(&r.channel) {
+            return Err(grpc_err(tuikuan_kernel::Error::field(
+                "channel",
+                "a live channel's statement comes from its bank; give the report the bank's file",
+            )));
+        }
+        let content = self
+            .sim
+            .build_statement(&r.channel, date)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(pb::Statement {
+            channel: r.channel,
+            date: r.date,
+            format: tuikuan_kernel::statement::FORMAT.to_string(),
+            content: content.into_bytes(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(channel = %request.get_ref().channel, date = %request.get_ref().date))]
     async fn get_clearing_file(
         &self,
         request: Request<pb::GetClearingFileRequest>,

@@ -43,6 +43,9 @@ use crate::domain::{
 use crate::layouts::{render, Layout};
 use crate::store::{self, BatchInserted, Inserted};
 
+mod statement;
+pub use statement::statement_rows;
+
 /// Transactions completed per batch in a tick.
 const BATCH: i64 = 500;
 /// Upper bound on batches per tick (so one tick ends even under a flood).
@@ -440,14 +443,9 @@ impl Simulator {
         Ok((sent, failed))
     }
 
-    /// Builds the clearing file of `channel` for `date` (completing due work first, so the file
-    /// does not depend on whether a tick ran) and, if configured, writes it to
-    /// `<clearing_dir>/<channel>/<date>.csv`.
-    pub async fn build_clearing_file(
-        &self,
-        channel: &str,
-        date: NaiveDate,
-    ) -> Result<ClearingFile> {
+    /// Checks `channel`, completes the work due now (so a file of `date` does not depend on
+    /// whether a tick ran) and answers the day's bounds `[start_ms, end_ms)` (UTC+8).
+    async fn settled_day(&self, channel: &str, date: NaiveDate) -> Result<(i64, i64)> {
         validate_channel(channel)?;
         {
             let _guard = self.tick_lock.lock().await;
@@ -458,6 +456,18 @@ impl Simulator {
             .succ_opt()
             .map(|d| start_of_business_date(d).timestamp_millis())
             .ok_or_else(|| Error::field("date", "out of range"))?;
+        Ok((start, end))
+    }
+
+    /// Builds the clearing file of `channel` for `date` (completing due work first, so the file
+    /// does not depend on whether a tick ran) and, if configured, writes it to
+    /// `<clearing_dir>/<channel>/<date>.csv`.
+    pub async fn build_clearing_file(
+        &self,
+        channel: &str,
+        date: NaiveDate,
+    ) -> Result<ClearingFile> {
+        let (start, end) = self.settled_day(channel, date).await?;
         let ch = channel.to_string();
         let txs = self
             .db

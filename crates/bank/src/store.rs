@@ -445,6 +445,24 @@ pub fn mark_attempt_failed(conn: &mut AnyConnection, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Payouts of `channel` the receiving bank returned in `[start_ms, end_ms)`, in return order.
+pub fn returned_between(
+    conn: &mut AnyConnection,
+    channel: &str,
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<Vec<BankTx>> {
+    transactions::table
+        .filter(transactions::channel.eq(channel))
+        .filter(transactions::status.eq(TxStatus::Returned.as_str()))
+        .filter(transactions::returned_at_ms.ge(start_ms))
+        .filter(transactions::returned_at_ms.lt(end_ms))
+        .order((transactions::returned_at_ms.asc(), transactions::id.asc()))
+        .load::<TxRow>(conn)
+        .map_err(db_err)
+        .and_then(|rows| to_txs(conn, rows))
+}
+
 /// Transactions of `channel` completed in `[start_ms, end_ms)` that belong in a clearing file
 /// (SUCCEEDED, FAILED, or RETURNED after success), ordered by completion time then id.
 pub fn completed_between(

@@ -2595,6 +2595,7 @@ mod real_chain {
                     account: None,
                     limit: 1000,
                     after: String::new(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -2605,7 +2606,7 @@ mod real_chain {
 
         pub async fn balanced(&mut self) -> bool {
             self.ledger
-                .trial_balance(apb::TrialBalanceRequest {})
+                .trial_balance(apb::TrialBalanceRequest::default())
                 .await
                 .unwrap()
                 .into_inner()

@@ -11,7 +11,7 @@ use std::fmt;
 use tuikuan_kernel::echo;
 
 use rust_decimal::Decimal;
-use tuikuan_accounting::domain::{AccountKey, AccountType, Side};
+use tuikuan_accounting::domain::{AccountKey, AccountType, Entry, Side};
 use tuikuan_kernel::money::MAX_AMOUNT_UNITS;
 use tuikuan_kernel::{Currency, Error, ErrorCode, Money};
 
@@ -1257,13 +1257,15 @@ fn non_zero(entries: Vec<(AccountKey, Side, Money)>) -> Vec<(AccountKey, Side, M
 /// The longest memo kept with an adjustment.
 pub const MAX_MEMO_LEN: usize = 512;
 
-/// Which way an adjustment moves money between a channel's reserve and its suspense account.
+/// Which way an adjustment moves money between a channel's reserve and a suspense item (the
+/// item's id is the adjustment id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AdjustmentKind {
-    /// The bank paid out what the platform has no refund for: Dr SUSPENSE(channel), Cr
-    /// CHANNEL_RESERVE(channel).
+    /// The bank paid out what the platform has no refund for, a claim on the bank: Dr
+    /// SUSPENSE_BANK_CLAIM(channel), Cr CHANNEL_RESERVE(channel).
     BankToSuspense,
-    /// The reverse: Dr CHANNEL_RESERVE(channel), Cr SUSPENSE(channel).
+    /// The books took more from the reserve than the bank paid, money owed to a customer: Dr
+    /// CHANNEL_RESERVE(channel), Cr SUSPENSE_OWED_CUSTOMER(channel).
     SuspenseToBank,
 }
 
@@ -1348,22 +1350,29 @@ impl Adjustment {
         format!("adjust:{}", self.adjustment_id)
     }
 
-    pub fn postings(&self) -> Vec<(AccountKey, Side, Money)> {
+    /// The posting: the reserve line and the line that opens suspense item `adjustment_id`.
+    pub fn postings(&self) -> Vec<Entry> {
         let c = self.amount.currency();
-        let suspense = AccountKey {
-            account_type: AccountType::Suspense,
+        let (item_type, reserve_side) = match self.kind {
+            AdjustmentKind::BankToSuspense => (AccountType::SuspenseBankClaim, Side::Credit),
+            AdjustmentKind::SuspenseToBank => (AccountType::SuspenseOwedCustomer, Side::Debit),
+        };
+        let item = AccountKey {
+            account_type: item_type,
             owner: self.channel.clone(),
             currency: c,
         };
-        let reserve = AccountKey::channel_reserve(&self.channel, c);
-        let (debit, credit) = match self.kind {
-            AdjustmentKind::BankToSuspense => (suspense, reserve),
-            AdjustmentKind::SuspenseToBank => (reserve, suspense),
-        };
-        non_zero(vec![
-            (debit, Side::Debit, self.amount),
-            (credit, Side::Credit, self.amount),
-        ])
+        vec![
+            Entry {
+                item: self.adjustment_id.clone(),
+                ..Entry::new(item, reserve_side.opposite(), self.amount)
+            },
+            Entry::new(
+                AccountKey::channel_reserve(&self.channel, c),
+                reserve_side,
+                self.amount,
+            ),
+        ]
     }
 }
 
@@ -2134,17 +2143,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.request_id(), "adjust:adj1");
-        let suspense = AccountKey {
-            account_type: AccountType::Suspense,
-            owner: "netbank".into(),
-            currency: Currency::Cny,
+        let item = |t: AccountType, side: Side| Entry {
+            item: "adj1".into(),
+            ..Entry::new(
+                AccountKey {
+                    account_type: t,
+                    owner: "netbank".into(),
+                    currency: Currency::Cny,
+                },
+                side,
+                cny("5"),
+            )
         };
         let reserve = AccountKey::channel_reserve("netbank", Currency::Cny);
         assert_eq!(
             a.postings(),
             vec![
-                (suspense.clone(), Side::Debit, cny("5")),
-                (reserve.clone(), Side::Credit, cny("5"))
+                item(AccountType::SuspenseBankClaim, Side::Debit),
+                Entry::new(reserve.clone(), Side::Credit, cny("5"))
             ]
         );
         let b = Adjustment {
@@ -2154,8 +2170,8 @@ mod tests {
         assert_eq!(
             b.postings(),
             vec![
-                (reserve, Side::Debit, cny("5")),
-                (suspense, Side::Credit, cny("5"))
+                item(AccountType::SuspenseOwedCustomer, Side::Credit),
+                Entry::new(reserve, Side::Debit, cny("5"))
             ]
         );
         assert!(!a.same_content(&b));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
-use tuikuan_accounting::domain::{AccountKey, Side};
+use tuikuan_accounting::domain::{AccountKey, PostingMeta, Side};
 use tuikuan_accounting::AccountingClient;
 use tuikuan_db::Db;
 use tuikuan_kernel::id::validate_external_id;
@@ -275,7 +275,8 @@ impl Clearing {
                 ))
             }
         };
-        self.drive(debit, Goal::Debit, "").await
+        self.drive(debit, Goal::Debit, "", &PostingMeta::default())
+            .await
     }
 
     async fn find_debit(&self, refund_id: &str) -> Result<Option<Debit>, Error> {
@@ -324,13 +325,14 @@ impl Clearing {
         request_id: &str,
         description: &str,
         entries: Vec<(AccountKey, Side, Money)>,
+        meta: &PostingMeta,
     ) -> Result<Option<String>, Error> {
         if entries.is_empty() {
             return Ok(None);
         }
         let outcome = self
             .accounting
-            .post(request_id, description, entries)
+            .post_dated(request_id, description, entries, meta.clone())
             .await?;
         Ok(Some(outcome.posting_id))
     }
@@ -338,29 +340,45 @@ impl Clearing {
     /// Reverses a refund debit (idempotent by refund id).
     pub async fn reverse_debit(&self, refund_id: &str, reason: &str) -> Result<Debit, Error> {
         let debit = self.debit(refund_id).await?;
-        self.drive(debit, Goal::Reverse, reason).await
+        self.drive(debit, Goal::Reverse, reason, &PostingMeta::default())
+            .await
     }
 
     /// Completes a refund debit after the refund succeeded (idempotent by refund id).
-    pub async fn complete_debit(&self, refund_id: &str) -> Result<Debit, Error> {
+    /// `meta` is the bank's value date and reference of the payment to the customer.
+    pub async fn complete_debit(
+        &self,
+        refund_id: &str,
+        meta: &PostingMeta,
+    ) -> Result<Debit, Error> {
         let debit = self.debit(refund_id).await?;
-        self.drive(debit, Goal::Complete, "").await
+        self.drive(debit, Goal::Complete, "", meta).await
     }
 
     /// A completed refund's payout was returned by the bank (退票): posts the money back from the
     /// channel reserve to where it was debited from and gives the trade's counters back, so the
     /// amount is refundable again. Only from COMPLETED (else DEBIT_NOT_ACTIVE); idempotent by
     /// refund id (a RETURNED debit is answered as it is).
-    pub async fn return_debit(&self, refund_id: &str, reason: &str) -> Result<Debit, Error> {
+    pub async fn return_debit(
+        &self,
+        refund_id: &str,
+        reason: &str,
+        meta: &PostingMeta,
+    ) -> Result<Debit, Error> {
         let debit = self.debit(refund_id).await?;
-        self.drive(debit, Goal::Return, reason).await
+        self.drive(debit, Goal::Return, reason, meta).await
     }
 
     /// Posts a reconciliation correction between a channel's reserve and its suspense account
     /// (idempotent by adjustment id; other content under the same id is IDEMPOTENCY_CONFLICT).
     /// The adjustment is stored before it is posted under `adjust:{adjustment_id}`, so an
     /// unanswered post (UNAVAILABLE) is finished by a retry or the recovery job.
-    pub async fn post_adjustment(&self, adjustment: Adjustment) -> Result<Adjustment, Error> {
+    /// `meta` is the bank's value date and reference of the row the adjustment corrects.
+    pub async fn post_adjustment(
+        &self,
+        adjustment: Adjustment,
+        meta: &PostingMeta,
+    ) -> Result<Adjustment, Error> {
         let wanted = adjustment.clone();
         let stored = self
             .db
@@ -378,16 +396,17 @@ impl Clearing {
         if stored.posting_id.is_some() {
             return Ok(stored);
         }
-        self.post_stored_adjustment(stored).await
+        self.post_stored_adjustment(stored, meta).await
     }
 
     async fn post_stored_adjustment(
         &self,
         mut adjustment: Adjustment,
+        meta: &PostingMeta,
     ) -> Result<Adjustment, Error> {
         let outcome = self
             .accounting
-            .post(
+            .post_entries(
                 &adjustment.request_id(),
                 &format!(
                     "adjustment {} {}: {}",
@@ -396,6 +415,7 @@ impl Clearing {
                     adjustment.memo
                 ),
                 adjustment.postings(),
+                meta.clone(),
             )
             .await?;
         let now_ms = self.clock.now_ms();
@@ -437,7 +457,13 @@ impl Clearing {
 
     /// Takes `debit` step by step towards `goal` (see [`next_step`]), re-reading after each step so
     /// that concurrent callers converge on the same state.
-    async fn drive(&self, mut debit: Debit, goal: Goal, reason: &str) -> Result<Debit, Error> {
+    async fn drive(
+        &self,
+        mut debit: Debit,
+        goal: Goal,
+        reason: &str,
+        meta: &PostingMeta,
+    ) -> Result<Debit, Error> {
         for _ in 0..MAX_STEPS {
             match next_step(&debit, goal) {
                 Step::Done => return Ok(debit),
@@ -459,6 +485,7 @@ impl Clearing {
                             &debit.reverse_request_id(),
                             &format!("refund {} debit reversed", debit.refund_id),
                             debit.reverse_postings(),
+                            &PostingMeta::default(),
                         )
                         .await?;
                     self.move_debit(
@@ -496,6 +523,7 @@ impl Clearing {
                             &debit.return_request_id(),
                             &format!("refund {} payout returned by the bank", debit.refund_id),
                             debit.return_postings(),
+                            meta,
                         )
                         .await?;
                     self.move_debit(
@@ -513,6 +541,7 @@ impl Clearing {
                             &debit.complete_request_id(),
                             &format!("refund {} completed", debit.refund_id),
                             debit.complete_postings(),
+                            meta,
                         )
                         .await?;
                     self.move_debit(
@@ -666,7 +695,7 @@ impl Clearing {
                 .await?;
             for refund_id in ids {
                 let debit = self.debit(&refund_id).await?;
-                match self.drive(debit, goal, "").await {
+                match self.drive(debit, goal, "", &PostingMeta::default()).await {
                     Ok(_) => report.debits_finished += 1,
                     Err(e) if e.code == ErrorCode::InsufficientBalance => {
                         report.debits_finished += 1
@@ -690,7 +719,10 @@ impl Clearing {
             if adjustment.posting_id.is_some() {
                 continue;
             }
-            match self.post_stored_adjustment(adjustment).await {
+            match self
+                .post_stored_adjustment(adjustment, &PostingMeta::default())
+                .await
+            {
                 Ok(_) => report.adjustments_posted += 1,
                 Err(e) => {
                     tracing::warn!(%adjustment_id, error = %e, "adjustment still unposted");
@@ -914,7 +946,9 @@ impl ClearingService for Clearing {
     ) -> Result<Response<pb::Adjustment>, Status> {
         let adjustment =
             adjustment_from_wire(request.get_ref(), self.clock.now_ms()).map_err(grpc_err)?;
-        let adjustment = Clearing::post_adjustment(self, adjustment)
+        let r = request.get_ref();
+        let meta = PostingMeta::parse(&r.value_date, &r.bank_reference).map_err(grpc_err)?;
+        let adjustment = Clearing::post_adjustment(self, adjustment, &meta)
             .await
             .map_err(grpc_err)?;
         Ok(Response::new(adjustment_to_wire(&adjustment)))
@@ -933,7 +967,8 @@ impl ClearingService for Clearing {
                 format!("longer than {MAX_REASON_LEN} characters"),
             )));
         }
-        let debit = Clearing::return_debit(self, &r.refund_id, &r.reason)
+        let meta = PostingMeta::parse(&r.value_date, &r.bank_reference).map_err(grpc_err)?;
+        let debit = Clearing::return_debit(self, &r.refund_id, &r.reason, &meta)
             .await
             .map_err(grpc_err)?;
         Ok(Response::new(debit_to_wire(&debit)))
@@ -1003,9 +1038,10 @@ impl ClearingService for Clearing {
         &self,
         request: Request<pb::CompleteDebitRequest>,
     ) -> Result<Response<pb::Debit>, Status> {
-        let refund_id = &request.get_ref().refund_id;
-        refund_id_from_wire(refund_id).map_err(grpc_err)?;
-        let debit = Clearing::complete_debit(self, refund_id)
+        let r = request.get_ref();
+        refund_id_from_wire(&r.refund_id).map_err(grpc_err)?;
+        let meta = PostingMeta::parse(&r.value_date, &r.bank_reference).map_err(grpc_err)?;
+        let debit = Clearing::complete_debit(self, &r.refund_id, &meta)
             .await
             .map_err(grpc_err)?;
         Ok(Response::new(debit_to_wire(&debit)))

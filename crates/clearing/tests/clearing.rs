@@ -144,6 +144,7 @@ impl Env {
         self.client
             .complete_debit(pb::CompleteDebitRequest {
                 refund_id: refund.to_string(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner())
@@ -163,6 +164,7 @@ impl Env {
         self.ledger
             .get_balance(apb::GetBalanceRequest {
                 account: Some(account(t, owner)),
+                ..Default::default()
             })
             .await
             .expect("balance")
@@ -190,6 +192,7 @@ impl Env {
                 account: Some(account(t, owner)),
                 limit: 1000,
                 after: String::new(),
+                ..Default::default()
             })
             .await
             .expect("list")
@@ -200,7 +203,7 @@ impl Env {
     async fn assert_trial_balanced(&mut self) {
         let tb = self
             .ledger
-            .trial_balance(apb::TrialBalanceRequest {})
+            .trial_balance(apb::TrialBalanceRequest::default())
             .await
             .expect("trial balance")
             .into_inner();
@@ -253,7 +256,7 @@ fn status(d: &pb::Debit) -> pb::DebitStatus {
 
 use apb::AccountType::{
     Advance, ChannelReserve, FeeIncome, MerchantSettlement, OwnFunds, PlatformInReserve,
-    RefundInTransit, Subsidy, Suspense,
+    RefundInTransit, Subsidy, SuspenseBankClaim, SuspenseOwedCustomer,
 };
 
 fn adjustment_req(
@@ -269,6 +272,7 @@ fn adjustment_req(
         amount: amount.to_string(),
         currency: "CNY".to_string(),
         memo: memo.to_string(),
+        ..Default::default()
     }
 }
 
@@ -276,6 +280,7 @@ fn return_req(refund: &str, reason: &str) -> pb::ReturnDebitRequest {
     pb::ReturnDebitRequest {
         refund_id: refund.to_string(),
         reason: reason.to_string(),
+        ..Default::default()
     }
 }
 
@@ -678,6 +683,7 @@ async fn recovery_after_outage(acc: &str, clr: &str) {
     let err = client
         .complete_debit(pb::CompleteDebitRequest {
             refund_id: "rf1".into(),
+            ..Default::default()
         })
         .await
         .expect_err("still down");
@@ -699,6 +705,7 @@ async fn recovery_after_outage(acc: &str, clr: &str) {
     let rit = ledger
         .get_balance(apb::GetBalanceRequest {
             account: Some(account(RefundInTransit, "platform")),
+            ..Default::default()
         })
         .await
         .expect("balance")
@@ -843,8 +850,8 @@ async fn adjustments(acc: &str, clr: &str) {
         ("5.00", "CNY", "netbank")
     );
     assert!(a.posting_id.starts_with("pst_"));
-    // Suspense is credit-normal: the debit shows as -5.00; the reserve lost 5.
-    assert_eq!(env.balance(Suspense, "netbank").await, "-5.00");
+    // A claim on the bank, an asset: item adj1 of 5.00; the reserve lost 5.
+    assert_eq!(env.balance(SuspenseBankClaim, "netbank").await, "5.00");
     assert_eq!(env.balance(ChannelReserve, "netbank").await, "95.00");
 
     // The same request again (5 and 5.00 are the same amount): the first answer, one posting.
@@ -860,7 +867,7 @@ async fn adjustments(acc: &str, clr: &str) {
         .expect("repeat")
         .into_inner();
     assert_eq!(again, a);
-    assert_eq!(env.postings_of(Suspense, "netbank").await.len(), 1);
+    assert_eq!(env.postings_of(SuspenseBankClaim, "netbank").await.len(), 1);
     assert!(env.posting_exists("adjust:adj1").await);
     // Other content under the same id.
     for other in [
@@ -905,7 +912,9 @@ async fn adjustments(acc: &str, clr: &str) {
         .expect("adjust back")
         .into_inner();
     assert_ne!(b.posting_id, a.posting_id);
-    assert_eq!(env.balance(Suspense, "netbank").await, "0.00");
+    // Opposite items never net: the claim stays, 5.00 is owed to a customer beside it.
+    assert_eq!(env.balance(SuspenseBankClaim, "netbank").await, "5.00");
+    assert_eq!(env.balance(SuspenseOwedCustomer, "netbank").await, "5.00");
     assert_eq!(env.balance(ChannelReserve, "netbank").await, "100.00");
 
     // Bad input.
@@ -984,6 +993,7 @@ async fn returns_and_adjustments_recover(acc: &str, clr: &str) {
     client
         .complete_debit(pb::CompleteDebitRequest {
             refund_id: "rf1".into(),
+            ..Default::default()
         })
         .await
         .expect("complete");
@@ -1059,6 +1069,7 @@ async fn returns_and_adjustments_recover(acc: &str, clr: &str) {
         AccountingServiceClient::new(AnyCaller::new(Principal::Accounting, &accounting_addr));
     let balance = |t: apb::AccountType, owner: &str| apb::GetBalanceRequest {
         account: Some(account(t, owner)),
+        ..Default::default()
     };
     let reserve = ledger
         .get_balance(balance(ChannelReserve, "netbank"))
@@ -1074,7 +1085,7 @@ async fn returns_and_adjustments_recover(acc: &str, clr: &str) {
         .into_inner();
     assert_eq!(merchant.balance, "99.40");
     let tb = ledger
-        .trial_balance(apb::TrialBalanceRequest {})
+        .trial_balance(apb::TrialBalanceRequest::default())
         .await
         .expect("tb")
         .into_inner();

@@ -25,6 +25,7 @@ pub mod error;
 pub mod id;
 pub mod money;
 pub mod seal;
+pub mod statement;
 mod string_enum;
 
 pub use calendar::WorkingCalendar;

@@ -67,6 +67,22 @@ pub const TABLE: &[(&str, Rule)] = &[
         "/tuikuan.accounting.v1.AccountingService/TrialBalance",
         Rule::Callers(STAFF),
     ),
+    (
+        "/tuikuan.accounting.v1.AccountingService/ListSuspenseItems",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.accounting.v1.AccountingService/ReserveReport",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.accounting.v1.AccountingService/ClearSuspenseItem",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.accounting.v1.AccountingService/WriteOffSuspenseItem",
+        Rule::Callers(STAFF),
+    ),
     // clearing: business settles and debits; the refund center completes, reverses and returns
     // (reconciliation-driven final statuses); reconciliation posts suspense adjustments.
     (
@@ -397,7 +413,12 @@ pub const TABLE: &[(&str, Rule)] = &[
     (
         "/tuikuan.bank.v1.BankService/ListTransactions",
         Rule::Callers(STAFF),
-    ), // staff: the operator registry (business layer) and each service's staff desk (audit
+    ),
+    (
+        "/tuikuan.bank.v1.BankService/GetStatement",
+        Rule::Callers(STAFF),
+    ),
+    // staff: the operator registry (business layer) and each service's staff desk (audit
     // trail, four-eyes proposals); the operator token decides what an operator may do.
     (
         "/tuikuan.staff.v1.OperatorService/Login",

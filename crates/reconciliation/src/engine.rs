@@ -92,6 +92,9 @@ pub struct AdjustmentRequest {
     pub channel: String,
     pub amount: Money,
     pub memo: String,
+    /// The bank row's reference and the value date (the reconciled business date), for the ledger.
+    pub bank_reference: String,
+    pub value_date: NaiveDate,
 }
 
 /// The reconciliation center's peers: the bank subsystem (clearing files), the refund center
@@ -944,6 +947,8 @@ impl<P: Peers> Engine<P> {
                             kind: *kind,
                             channel: d.channel.clone(),
                             amount: *amount,
+                            bank_reference: d.bank_ref.clone(),
+                            value_date: d.date,
                             memo: format!(
                                 "{} {} {}: bank wins by {operator}: {reason}",
                                 d.kind.label(),

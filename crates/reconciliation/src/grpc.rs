@@ -397,6 +397,8 @@ impl Peers for GrpcPeers {
                 amount: request.amount.amount_string(),
                 currency: request.amount.currency().code().to_string(),
                 memo: request.memo,
+                bank_reference: request.bank_reference,
+                value_date: request.value_date.format("%Y-%m-%d").to_string(),
             })
             .await
             .map_err(peer_err)?

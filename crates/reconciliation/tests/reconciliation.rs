@@ -95,6 +95,13 @@ fn csv(channel: &str, rows: &[Row]) -> Vec<u8> {
 
 #[tonic::async_trait]
 impl BankService for FakeBank {
+    async fn get_statement(
+        &self,
+        _: Request<bank_pb::GetStatementRequest>,
+    ) -> Result<Response<bank_pb::Statement>, Status> {
+        Err(Status::unimplemented("not part of this fake"))
+    }
+
     async fn list_transactions(
         &self,
         _: Request<bank_pb::ListTransactionsRequest>,
@@ -618,6 +625,7 @@ impl Harness {
             }),
             side: side as i32,
             amount: "1000.00".into(),
+            ..Default::default()
         };
         AccountingServiceClient::new(test_channel(
             Principal::Clearing,
@@ -639,6 +647,7 @@ impl Harness {
                     acc_pb::Side::Credit,
                 ),
             ],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -741,6 +750,7 @@ impl Harness {
                     owner: owner.into(),
                     currency: "CNY".into(),
                 }),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -1133,7 +1143,9 @@ async fn discrepancies_resolved_both_ways(backend: Backend) {
         .find(|a| a.refund_id == "rf_mis")
         .unwrap();
     assert_eq!(apply.source, mis.discrepancy_id);
-    let (debits, _) = h.balance(acc_pb::AccountType::Suspense, CHANNEL).await;
+    let (debits, _) = h
+        .balance(acc_pb::AccountType::SuspenseBankClaim, CHANNEL)
+        .await;
     assert_eq!(money(&debits), money("2.50"));
     let (_, credits) = h
         .balance(acc_pb::AccountType::ChannelReserve, CHANNEL)
@@ -1161,7 +1173,9 @@ async fn discrepancies_resolved_both_ways(backend: Backend) {
     )
     .await
     .unwrap();
-    let (debits, _) = h.balance(acc_pb::AccountType::Suspense, CHANNEL).await;
+    let (debits, _) = h
+        .balance(acc_pb::AccountType::SuspenseBankClaim, CHANNEL)
+        .await;
     assert_eq!(money(&debits), money("9.50"));
 
     // Platform wins: recorded only.
@@ -1177,7 +1191,9 @@ async fn discrepancies_resolved_both_ways(backend: Backend) {
     assert_eq!(d.resolution, pb::Resolution::PlatformWins as i32);
     assert_eq!(d.actions, "recorded only");
     assert!(d.adjustment_id.is_empty());
-    let (debits, _) = h.balance(acc_pb::AccountType::Suspense, CHANNEL).await;
+    let (debits, _) = h
+        .balance(acc_pb::AccountType::SuspenseBankClaim, CHANNEL)
+        .await;
     assert_eq!(money(&debits), money("9.50"));
 
     // Filters: what is still open.
@@ -1412,7 +1428,9 @@ async fn corrected_file_supersedes(backend: Backend) {
     )
     .await
     .unwrap();
-    let (_, credits) = h.balance(acc_pb::AccountType::Suspense, CHANNEL).await;
+    let (_, credits) = h
+        .balance(acc_pb::AccountType::SuspenseOwedCustomer, CHANNEL)
+        .await;
     assert_eq!(money(&credits), money("1.00"));
     h.stop().await;
 }

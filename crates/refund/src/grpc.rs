@@ -1095,6 +1095,16 @@ impl RefundCenter {
     }
 
     async fn run_step(&self, order: &RefundOrder, step: OutboxStep) -> Result<()> {
+        // The ledger's value date of the payment: the business date the refund became final.
+        let value_date = |at_ms: Option<i64>| {
+            at_ms
+                .map(|ms| {
+                    tuikuan_kernel::clock::business_date(tuikuan_kernel::clock::from_ms(ms))
+                        .format("%Y-%m-%d")
+                        .to_string()
+                })
+                .unwrap_or_default()
+        };
         let refund_id = order.refund_id.clone();
         let reason = if order.reason.is_empty() {
             "refund failed".to_string()
@@ -1105,7 +1115,11 @@ impl RefundCenter {
             OutboxStep::ClearingComplete => {
                 self.clearing
                     .clone()
-                    .complete_debit(clearing::CompleteDebitRequest { refund_id })
+                    .complete_debit(clearing::CompleteDebitRequest {
+                        refund_id,
+                        bank_reference: order.bank_ref.clone(),
+                        value_date: value_date(order.finalized_at_ms),
+                    })
                     .await
                     .map_err(peer_err)?;
             }
@@ -1119,7 +1133,12 @@ impl RefundCenter {
             OutboxStep::ClearingReturn => {
                 self.clearing
                     .clone()
-                    .return_debit(clearing::ReturnDebitRequest { refund_id, reason })
+                    .return_debit(clearing::ReturnDebitRequest {
+                        refund_id,
+                        reason,
+                        bank_reference: order.bank_ref.clone(),
+                        value_date: String::new(),
+                    })
                     .await
                     .map_err(peer_err)?;
             }

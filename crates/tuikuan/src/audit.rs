@@ -244,7 +244,7 @@ impl Snapshot {
         let trial = c
             .accounting
             .clone()
-            .trial_balance(acc::TrialBalanceRequest {})
+            .trial_balance(acc::TrialBalanceRequest::default())
             .await
             .context("accounting: trial balance")?
             .into_inner();
@@ -1105,6 +1105,7 @@ async fn list_postings(c: &Clients) -> anyhow::Result<Vec<acc::Posting>> {
                 account: None,
                 limit: PAGE,
                 after: after.clone(),
+                ..Default::default()
             })
             .await
             .context("accounting: list postings")?
@@ -1321,6 +1322,7 @@ mod tests {
             }),
             side: side as i32,
             amount: amount.into(),
+            ..Default::default()
         }
     }
 

@@ -251,7 +251,7 @@ async fn chain_on(
     .await?;
     let tb = c
         .accounting
-        .trial_balance(acc::TrialBalanceRequest {})
+        .trial_balance(acc::TrialBalanceRequest::default())
         .await?
         .into_inner();
     anyhow::ensure!(tb.balanced, "trial balance not balanced after the bench");
@@ -328,6 +328,7 @@ pub async fn ledger(options: LedgerOptions) -> anyhow::Result<String> {
         account: Some(account(t, owner)),
         side: side as i32,
         amount: "1.00".into(),
+        ..Default::default()
     };
     // Settlement-like postings across 100 merchants: reserve → merchant.
     let posting = move |i: usize| acc::PostRequest {
@@ -341,6 +342,7 @@ pub async fn ledger(options: LedgerOptions) -> anyhow::Result<String> {
                 acc::Side::Credit,
             ),
         ],
+        ..Default::default()
     };
     let batches = options.postings.div_ceil(options.batch.max(1));
     let batch = options.batch.max(1);

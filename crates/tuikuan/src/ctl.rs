@@ -501,7 +501,7 @@ fn status_filter(s: Option<&str>) -> anyhow::Result<i32> {
         })
 }
 
-fn account_type(s: &str) -> anyhow::Result<acc::AccountType> {
+pub(crate) fn account_type(s: &str) -> anyhow::Result<acc::AccountType> {
     acc::AccountType::from_str_name(&s.to_uppercase())
         .filter(|t| *t != acc::AccountType::Unspecified)
         .ok_or_else(|| anyhow::anyhow!("--type: {s:?} is not an account type"))
@@ -689,6 +689,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                             owner,
                             currency,
                         }),
+                        ..Default::default()
                     })
                     .await,
                 "balance",
@@ -698,7 +699,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
         CtlCommand::TrialBalance => {
             let tb = rpc(
                 c.accounting
-                    .trial_balance(acc::TrialBalanceRequest {})
+                    .trial_balance(acc::TrialBalanceRequest::default())
                     .await,
                 "trial balance",
             )?;

@@ -751,7 +751,7 @@ async fn drive(
     }
     let tb = c
         .accounting
-        .trial_balance(acc::TrialBalanceRequest {})
+        .trial_balance(acc::TrialBalanceRequest::default())
         .await?
         .into_inner();
     summary.trial_balance_balanced = tb.balanced;
@@ -1376,6 +1376,7 @@ async fn balance(c: &mut Clients, kind: acc::AccountType, owner: &str) -> anyhow
                 owner: owner.to_string(),
                 currency: "CNY".into(),
             }),
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -193,8 +193,8 @@ chart! {
     SuspenseOwedCustomer = "SUSPENSE_OWED_CUSTOMER", Liability, Channel, true, CustomerLiability;
     /// Suspense items: money held for a merchant not yet credited (liability).
     SuspenseOwedMerchant = "SUSPENSE_OWED_MERCHANT", Liability, Channel, true, CustomerLiability;
-    /// The old netting suspense account; new postings never use it, its balance is moved to
-    /// items (liability).
+    /// The old netting suspense account; the system posts nothing new to it: suspense items
+    /// live on the three accounts above (liability).
     Suspense = "SUSPENSE", Liability, Channel, false, CustomerLiability;
     /// Fees the platform earned (income).
     FeeIncome = "FEE_INCOME", Income, Platform, false, None;

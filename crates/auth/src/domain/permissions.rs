@@ -68,6 +68,11 @@ string_enum!(
         /// A corrected bank file replaces the day's earlier run.
         ReconSupersede => "RECON_SUPERSEDE",
         ReconResolve => "RECON_RESOLVE",
+        // The books.
+        /// Clear a suspense item against the bank row that settled it.
+        ClearSuspense => "CLEAR_SUSPENSE",
+        /// Write off what remains of a suspense item (a loss, or unclaimed money kept).
+        WriteOffSuspense => "WRITE_OFF_SUSPENSE",
         // The business layer.
         ErrorRefund => "ERROR_REFUND",
         ChangeNotifySettings => "CHANGE_NOTIFY_SETTINGS",
@@ -121,6 +126,8 @@ pub const PERMISSIONS: &[(Action, &[Role])] = &[
     (Action::ReconRun, &[Ops, Finance]),
     (Action::ReconSupersede, &[Finance]),
     (Action::ReconResolve, &[Finance]),
+    (Action::ClearSuspense, &[Finance]),
+    (Action::WriteOffSuspense, &[Finance]),
     (Action::ErrorRefund, &[Ops, Finance]),
     (Action::ChangeNotifySettings, &[Ops, Admin]),
     (Action::CreateMerchant, &[Admin]),
@@ -173,6 +180,7 @@ impl Action {
                 | Action::Reinstate
                 | Action::BatchFailRows
                 | Action::ReconResolve
+                | Action::WriteOffSuspense
                 | Action::ErrorRefund
         )
     }
@@ -268,6 +276,7 @@ mod tests {
             Action::Reinstate,
             Action::BatchFailRows,
             Action::ReconResolve,
+            Action::WriteOffSuspense,
         ] {
             assert_eq!(money.roles(), &[Role::Finance], "{money}");
             assert!(money.needs_four_eyes(), "{money}");

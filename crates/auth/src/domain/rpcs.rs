@@ -68,6 +68,22 @@ pub const RPCS: &[(&str, Guard)] = &[
         "/tuikuan.accounting.v1.AccountingService/TrialBalance",
         Staff(&[A::ViewLedger]),
     ),
+    (
+        "/tuikuan.accounting.v1.AccountingService/ListSuspenseItems",
+        Staff(&[A::ViewLedger]),
+    ),
+    (
+        "/tuikuan.accounting.v1.AccountingService/ReserveReport",
+        Staff(&[A::ViewLedger]),
+    ),
+    (
+        "/tuikuan.accounting.v1.AccountingService/ClearSuspenseItem",
+        Staff(&[A::ClearSuspense]),
+    ),
+    (
+        "/tuikuan.accounting.v1.AccountingService/WriteOffSuspenseItem",
+        Staff(&[A::WriteOffSuspense]),
+    ),
     // bank subsystem
     ("/tuikuan.bank.v1.BankService/SubmitRefund", Service),
     ("/tuikuan.bank.v1.BankService/QueryRefund", Service),
@@ -76,6 +92,10 @@ pub const RPCS: &[(&str, Guard)] = &[
     ("/tuikuan.bank.v1.BankService/SubmitFileBatch", Service),
     ("/tuikuan.bank.v1.BankService/Tick", Staff(&[A::RunJob])),
     ("/tuikuan.bank.v1.BankService/GetClearingFile", Service),
+    (
+        "/tuikuan.bank.v1.BankService/GetStatement",
+        Staff(&[A::ViewLedger]),
+    ),
     (
         "/tuikuan.bank.v1.BankService/ListTransactions",
         Staff(&[A::ViewOperations]),

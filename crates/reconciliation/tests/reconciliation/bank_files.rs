@@ -109,7 +109,9 @@ pub(super) async fn matching_cannot_be_fooled(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(tk_code(&e), ErrorCode::InvalidStateTransition);
-    let (debits, _) = h.balance(acc_pb::AccountType::Suspense, CHANNEL).await;
+    let (debits, _) = h
+        .balance(acc_pb::AccountType::SuspenseBankClaim, CHANNEL)
+        .await;
     assert_eq!(money(&debits), money("5.00"));
 
     // The same content with a byte-order mark and CRLF line endings is the same file.

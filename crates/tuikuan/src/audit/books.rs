@@ -28,6 +28,8 @@ pub const KNOWN_REASONS: &[&str] = &[
     "refund-return:",
     "adjust:",
     "sweep:",
+    tuikuan_accounting::domain::suspense::CLEAR_PREFIX,
+    tuikuan_accounting::domain::suspense::WRITE_OFF_PREFIX,
 ];
 
 /// (account type, owner, currency) → balance on the normal side.
