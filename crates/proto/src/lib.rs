@@ -9,10 +9,12 @@
 //! - [`tls`]: service identities ([`tls::Principal`]), the verified [`tls::Caller`] extension,
 //!   credentials and transports; [`pki`]: making certificates (`rcgen`);
 //! - [`access`]: the one caller allow-list table and the tower layer enforcing it;
-//! - [`client`]: lazily connected channels with timeouts for peers.
+//! - [`client`]: lazily connected channels with timeouts for peers;
+//! - [`driver`]: a test driver's channel that plays every caller over mutual TLS ([`driver::AnyCaller`]).
 
 pub mod access;
 pub mod client;
+pub mod driver;
 pub mod pki;
 pub mod reflection;
 pub mod server;

@@ -22,6 +22,7 @@ use tuikuan_kernel::{Error, ErrorCode, Money, Result, WorkingCalendar};
 
 pub mod bank_ids;
 pub mod batch;
+pub mod people;
 
 /// How long after payment the original route (interface) takes refunds, unless the channel says
 /// otherwise.
@@ -535,12 +536,16 @@ pub const FALLBACK_REASON_CODES: &[&str] = &["CARD_CANCELLED", "ACCOUNT_CLOSED",
 
 /// Whether a failure with this reason can be fixed by the next method (by its leading code).
 pub fn is_fallback_reason(reason: &str) -> bool {
-    let code: String = reason
+    FALLBACK_REASON_CODES.contains(&reason_code(reason).as_str())
+}
+
+/// The leading code of a reason (`CODE: text`).
+pub fn reason_code(reason: &str) -> String {
+    reason
         .trim_start()
         .chars()
         .take_while(|c| c.is_ascii_uppercase() || *c == '_')
-        .collect();
-    FALLBACK_REASON_CODES.contains(&code.as_str())
+        .collect()
 }
 
 /// The shortest card number a payout takes.
@@ -1211,6 +1216,7 @@ impl RefundOrder {
         if !event.reason.is_empty() {
             self.reason = event.reason.clone();
         }
+        self.after_bank_event(event.status, &event.reason);
         true
     }
 

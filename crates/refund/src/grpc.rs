@@ -38,8 +38,8 @@ use pb::refund_control_service_server::RefundControlServiceServer;
 use pb::refund_service_server::{RefundService, RefundServiceServer};
 
 use crate::domain::{
-    self, expected_completion, is_fallback_reason, validate_text, AttemptOutcome, BankEvent,
-    BankStatus, Channel, ChannelKind, CycleCounts, FinalStatus, NewRefund, OutboxCounts,
+    self, expected_completion, is_fallback_reason, people, validate_text, AttemptOutcome,
+    BankEvent, BankStatus, Channel, ChannelKind, CycleCounts, FinalStatus, NewRefund, OutboxCounts,
     OutboxStep, Outcome, PayoutState, PayoutUpdate, RefundMethod, RefundOrder, RefundStatus,
     SubmitStatus, DEFAULT_ORIGINAL_ROUTE_WINDOW_DAYS, PAYOUT_EXPECTED_MS,
 };
@@ -930,7 +930,9 @@ impl RefundCenter {
     /// Reconciliation's result for the attempt the bank knows by `reference` (empty: the current
     /// one). SUCCEEDED makes the order final. FAILED with a reason another method can fix
     /// (CARD_CANCELLED, ACCOUNT_CLOSED, BEYOND_WINDOW) fails the attempt and starts the next method
-    /// (the order stays PROCESSING); other failures, or none left, make it final FAILED. A result
+    /// (the order stays PROCESSING); a failure the channel holds for people (BANK_ABNORMAL,
+    /// [`people`]) leaves the order PROCESSING and waiting for people; other failures, or no
+    /// method left, make it final FAILED. A result
     /// for an earlier attempt never touches the current one: the same outcome it already has
     /// answers the order unchanged, another is `INVALID_STATE_TRANSITION`. Idempotent.
     pub async fn apply_reconciliation(
@@ -981,6 +983,14 @@ impl RefundCenter {
                             status.refund_status()
                         ),
                     ));
+                }
+                // The channel holds the money (WeChat Pay ABNORMAL): people decide, nothing moves.
+                if status == FinalStatus::Failed
+                    && people::needs_people(&reason)
+                    && o.refund_status == RefundStatus::Processing
+                    && o.submit_status == SubmitStatus::Submitted
+                {
+                    return Ok(o.hand_to_people(&reason));
                 }
                 if status == FinalStatus::Failed
                     && is_fallback_reason(&reason)
