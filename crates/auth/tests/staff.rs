@@ -86,7 +86,7 @@ async fn start(db: TestDb, four_eyes: FourEyes) -> Env {
             .add_service(StaffServer::new(d, e).guarded(&auth));
         tuikuan_proto::server::serve(
             listener,
-            tuikuan_proto::tls::Transport::Insecure,
+            tuikuan_proto::pki::test_transport(tuikuan_proto::tls::Principal::Refund),
             routes,
             &[],
             shutdown,
@@ -94,7 +94,12 @@ async fn start(db: TestDb, four_eyes: FourEyes) -> Env {
     })
     .await
     .expect("serve");
-    let channel = tuikuan_proto::client::channel(&handle.url()).expect("channel");
+    // As the staff tool `ctl`, to the refund center's internal listener (the desk's service).
+    let channel = tuikuan_proto::pki::test_channel(
+        tuikuan_proto::tls::Principal::Ctl,
+        tuikuan_proto::tls::Principal::Refund,
+        &handle.url(),
+    );
     Env {
         keys,
         desk,

@@ -2,17 +2,18 @@
 //! idempotency, due-time completion, clearing files, and callbacks delivered to real receivers
 //! (the payout center, and a recording refund-center stand-in served over gRPC in this file).
 
-// The drivers play several callers (refund, payout, staff), so these clusters run plaintext
-// (`insecure_internal`); mutual TLS and the caller allow-list are tested by the integration
-// tests (tests/it/trust.rs).
+// Every service runs under mutual TLS with the test PKI; the drivers play several callers
+// (refund, payout, staff) through `AnyCaller`, each request under the certificate of a caller the
+// allow-list admits for it.
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use tuikuan_proto::tls::Transport;
+use tuikuan_proto::driver::AnyCaller;
+use tuikuan_proto::pki::test_transport;
+use tuikuan_proto::tls::Principal;
 
 use chrono::{Duration, NaiveDate};
 use tokio::net::TcpListener;
 use tonic::codegen::{http, BoxFuture, Context, Poll, Service};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tuikuan_bank::domain::{parse_clearing_csv, sha256_hex, ClearingStatus, RecordType};
 use tuikuan_bank::Config;
@@ -96,10 +97,10 @@ mod futures_shutdown {
     }
 }
 
-async fn start_bank(config: Config) -> (Running, BankServiceClient<Channel>) {
+async fn start_bank(config: Config) -> (Running, BankServiceClient<AnyCaller>) {
     let (l, url) = bind().await;
     let running = run(l, |l, s| tuikuan_bank::serve(config, l, s));
-    let client = BankServiceClient::new(tuikuan_proto::client::channel(&url).expect("channel"));
+    let client = BankServiceClient::new(AnyCaller::new(Principal::Bank, &url));
     (running, client)
 }
 
@@ -145,12 +146,12 @@ fn code_of(s: &Status) -> String {
         .to_string()
 }
 
-async fn tick(c: &mut BankServiceClient<Channel>) -> pb::TickResponse {
+async fn tick(c: &mut BankServiceClient<AnyCaller>) -> pb::TickResponse {
     c.tick(pb::TickRequest {}).await.expect("tick").into_inner()
 }
 
 async fn clearing(
-    c: &mut BankServiceClient<Channel>,
+    c: &mut BankServiceClient<AnyCaller>,
     channel: &str,
     date: &str,
 ) -> pb::ClearingFile {
@@ -192,7 +193,7 @@ struct Observed {
 async fn script(backend: Backend, seed: u64, name: &str) -> Option<Observed> {
     let db = test_db(backend, name)?;
     let (clock, shared) = clock_at(9);
-    let mut config = Config::default_for(db.url(), shared, Transport::Insecure)
+    let mut config = Config::default_for(db.url(), shared, test_transport(Principal::Bank))
         .with_staff(tuikuan_auth::StaffConfig::tester());
     config.seed = seed;
     config.fail_per_mille = 300;
@@ -308,7 +309,7 @@ async fn idempotency(backend: Backend) {
         return;
     };
     let (_clock, shared) = clock_at(10);
-    let mut config = Config::default_for(db.url(), shared, Transport::Insecure)
+    let mut config = Config::default_for(db.url(), shared, test_transport(Principal::Bank))
         .with_staff(tuikuan_auth::StaffConfig::tester());
     config.seed = 7;
     let (bank, mut c) = start_bank(config).await;
@@ -409,7 +410,7 @@ async fn idempotency(backend: Backend) {
         return;
     };
     let (_clock, shared) = clock_at(10);
-    let mut config = Config::default_for(db.url(), shared, Transport::Insecure)
+    let mut config = Config::default_for(db.url(), shared, test_transport(Principal::Bank))
         .with_staff(tuikuan_auth::StaffConfig::tester());
     config.sync_reject_per_mille = 1000;
     let (bank, mut c) = start_bank(config).await;
@@ -442,7 +443,7 @@ async fn tick_only_due(backend: Backend) {
     };
     let (clock, shared) = clock_at(10);
     let t0 = shared.now_ms();
-    let mut config = Config::default_for(db.url(), shared.clone(), Transport::Insecure)
+    let mut config = Config::default_for(db.url(), shared.clone(), test_transport(Principal::Bank))
         .with_staff(tuikuan_auth::StaffConfig::tester());
     config.delay_min_secs = 600;
     config.delay_max_secs = 600;
@@ -506,7 +507,7 @@ async fn clearing_file(backend: Backend) {
     // 23:50 business time on the 26th; everything completes 60 s after submission.
     let clock = ManualClock::new(start_of_business_date(day()) + Duration::minutes(23 * 60 + 50));
     let shared: SharedClock = Arc::new(clock.clone());
-    let mut config = Config::default_for(db.url(), shared, Transport::Insecure)
+    let mut config = Config::default_for(db.url(), shared, test_transport(Principal::Bank))
         .with_staff(tuikuan_auth::StaffConfig::tester());
     config.delay_min_secs = 60;
     config.delay_max_secs = 60;
@@ -724,20 +725,25 @@ async fn callbacks(backend: Backend) {
     recorder.fail_first.store(1, Ordering::SeqCst);
     let rec = recorder.clone();
     let refund_center = run(refund_l, |l, s| async move {
-        tuikuan_proto::server::serve(l, Transport::Insecure, rec.routes(), &[], s).await
+        tuikuan_proto::server::serve(l, test_transport(Principal::Refund), rec.routes(), &[], s)
+            .await
     });
 
     let payout_config = tuikuan_payout::Config::new(
         payout_db.url(),
         shared.clone(),
         bank_url.clone(),
-        Transport::Insecure,
+        test_transport(Principal::Payout),
     )
     .with_staff(tuikuan_auth::StaffConfig::tester());
     let payout_center = run(payout_l, |l, s| tuikuan_payout::serve(payout_config, l, s));
 
-    let mut config = Config::default_for(bank_db.url(), shared.clone(), Transport::Insecure)
-        .with_staff(tuikuan_auth::StaffConfig::tester());
+    let mut config = Config::default_for(
+        bank_db.url(),
+        shared.clone(),
+        test_transport(Principal::Bank),
+    )
+    .with_staff(tuikuan_auth::StaffConfig::tester());
     config.seed = 2026;
     config.delay_min_secs = 60;
     config.delay_max_secs = 60;
@@ -747,9 +753,8 @@ async fn callbacks(backend: Backend) {
     config.refund_callback_addr = Some(refund_url.clone());
     config.payout_callback_addr = Some(payout_url.clone());
     let bank = run(bank_l, |l, s| tuikuan_bank::serve(config, l, s));
-    let mut c = BankServiceClient::new(tuikuan_proto::client::channel(&bank_url).expect("channel"));
-    let mut p =
-        PayoutServiceClient::new(tuikuan_proto::client::channel(&payout_url).expect("channel"));
+    let mut c = BankServiceClient::new(AnyCaller::new(Principal::Bank, &bank_url));
+    let mut p = PayoutServiceClient::new(AnyCaller::new(Principal::Payout, &payout_url));
 
     let refund_ids = ["rf-1", "rf-2", "rf-3", "rf-4"];
     for id in refund_ids {
@@ -893,7 +898,7 @@ async fn no_receiver(backend: Backend) {
         return;
     };
     let (clock, shared) = clock_at(10);
-    let mut config = Config::default_for(db.url(), shared, Transport::Insecure)
+    let mut config = Config::default_for(db.url(), shared, test_transport(Principal::Bank))
         .with_staff(tuikuan_auth::StaffConfig::tester());
     config.delay_min_secs = 60;
     config.delay_max_secs = 60;
@@ -955,7 +960,7 @@ async fn file_batches(backend: Backend) {
     let recorder = Recorder::default();
     let rec = recorder.clone();
     let refund = run(refund_l, |l, s| {
-        tuikuan_proto::server::serve(l, Transport::Insecure, rec.routes(), &[], s)
+        tuikuan_proto::server::serve(l, test_transport(Principal::Refund), rec.routes(), &[], s)
     });
     let (payout_l, payout_url) = bind().await;
     let payout_center = run(payout_l, |l, s| {
@@ -964,14 +969,14 @@ async fn file_batches(backend: Backend) {
                 payout_db.url(),
                 shared.clone(),
                 "http://127.0.0.1:9",
-                Transport::Insecure,
+                test_transport(Principal::Payout),
             )
             .with_staff(tuikuan_auth::StaffConfig::tester()),
             l,
             s,
         )
     });
-    let mut config = Config::default_for(db.url(), shared.clone(), Transport::Insecure)
+    let mut config = Config::default_for(db.url(), shared.clone(), test_transport(Principal::Bank))
         .with_staff(tuikuan_auth::StaffConfig::tester());
     config.seed = 7;
     config.fail_per_mille = 400;
@@ -1161,7 +1166,7 @@ both_backends!(file_batches, file_batches_sqlite, file_batches_postgres);
 // ------------------------------------------------------------------------------------------------
 
 async fn list_all(
-    c: &mut BankServiceClient<Channel>,
+    c: &mut BankServiceClient<AnyCaller>,
     kind: pb::TxKind,
     page: u32,
 ) -> Vec<pb::BankTransaction> {
@@ -1193,7 +1198,7 @@ async fn transactions_name_their_refund(backend: Backend) {
         return;
     };
     let (clock, shared) = clock_at(10);
-    let mut config = Config::default_for(db.url(), shared, Transport::Insecure)
+    let mut config = Config::default_for(db.url(), shared, test_transport(Principal::Bank))
         .with_staff(tuikuan_auth::StaffConfig::tester());
     config.delay_min_secs = 60;
     config.delay_max_secs = 60;
@@ -1302,7 +1307,7 @@ async fn transactions_name_their_refund(backend: Backend) {
     bank.stop().await;
 }
 
-async fn by_id_now(c: &mut BankServiceClient<Channel>, id: &str) -> pb::BankTransaction {
+async fn by_id_now(c: &mut BankServiceClient<AnyCaller>, id: &str) -> pb::BankTransaction {
     list_all(c, pb::TxKind::Unspecified, 1000)
         .await
         .into_iter()

@@ -18,7 +18,8 @@ use tuikuan_fakes::alipay::{self as fa, FakeAlipay};
 use tuikuan_fakes::wechat::{self as fw, FakeWechatPay};
 use tuikuan_fakes::{keys, AnswerFault, NotifyFault, Settle};
 use tuikuan_kernel::{Currency, ErrorCode, ManualClock, Money, SharedClock};
-use tuikuan_proto::tls::Transport;
+use tuikuan_proto::pki::test_transport;
+use tuikuan_proto::tls::Principal;
 
 const WECHAT: &str = "WECHAT_AGG";
 const ALIPAY: &str = "ALIPAY_AGG";
@@ -490,7 +491,7 @@ async fn books(backend: &str) {
         .await
         .expect("bind");
     let notify = format!("http://{}", notify_listener.local_addr().expect("addr"));
-    let mut config = Config::default_for(db.url(), clock.clone(), Transport::Insecure);
+    let mut config = Config::default_for(db.url(), clock.clone(), test_transport(Principal::Bank));
     config
         .channels
         .insert(WECHAT.into(), wechat_settings(dir.path(), &wf.url));
@@ -621,7 +622,7 @@ async fn books(backend: &str) {
     assert!(polled.asked >= 1 && polled.moved >= 1, "{polled:?}");
     let w4 = live.query("rf_w4").await.expect("query").expect("known");
     assert_eq!(w4.status, tuikuan_bank::live::state::LiveStatus::Failed);
-    assert!(w4.reason.starts_with("CARD_CANCELLED: "));
+    assert!(w4.reason.starts_with("BANK_ABNORMAL: "), "{}", w4.reason);
 
     // Alipay: paid at once (fund_change=Y).
     af.pay("tr_a1", 5_000, &format!("{notify}/notify/{ALIPAY}"));

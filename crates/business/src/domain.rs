@@ -46,11 +46,14 @@
 //! clearing center takes back by share. Only the trade's own merchant refunds it.
 //!
 //! Submodules: [`crypto`] (card numbers and secrets at rest), [`notify`] (merchant notifications,
-//! signatures, retries), [`operator`] (staff identity and roles).
+//! signatures, retries), [`egress`] (where notifications may go: the SSRF guard's rules),
+//! [`operator`] (staff identity and roles).
 
 pub mod crypto;
+pub mod egress;
 pub mod notify;
 pub mod operator;
+pub mod reinstate;
 
 use std::fmt;
 
@@ -355,6 +358,7 @@ impl PeerVerdict {
             | UnsupportedCurrency
             | MalformedId
             | MalformedRequest
+            | NotifyUrlForbidden
             | TradeNotFound
             | RefundNotFound
             | MerchantNotFound

@@ -24,9 +24,10 @@
 //! # Notifications
 //!
 //! Final outcomes enqueue a merchant notification in the same transaction; [`Business::run_notifications`]
-//! (the job loop and `RunNotifications`) sends the due ones over plain HTTP/1 (see
-//! [`crate::domain::notify`] for the message, signature and retry schedule). HTTPS needs a TLS
-//! connector (hyper-rustls), the next step: until then `SetNotifyConfig` refuses `https://` URLs.
+//! (the job loop and `RunNotifications`) sends the due ones over HTTPS (see
+//! [`crate::domain::notify`] for the message, signature and retry schedule, and [`crate::egress`]
+//! for the client and its guard against server-side request forgery, which `SetNotifyConfig`
+//! applies too).
 //!
 //! # Cards at rest
 //!
@@ -38,11 +39,6 @@
 use std::time::Duration;
 
 use diesel::Connection;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel as GrpcChannel;
@@ -68,11 +64,8 @@ use tuikuan_proto::status::{grpc_err, peer_err};
 use tuikuan_proto::tls::Principal;
 
 use crate::domain::crypto::{CardKey, Sealer};
-use crate::domain::notify::{
-    sign, Notification, NotificationAttempt, NotificationStatus, NotifyTarget, NOTIFY_TIMEOUT_SECS,
-    SIGNATURE_HEADER, TIMESTAMP_HEADER,
-};
-use crate::domain::operator::Operator;
+use crate::domain::notify::{Notification, NotificationAttempt, NotificationStatus, NotifyTarget};
+use crate::domain::operator::{Operator, ERROR_REFUND_ROLES};
 use crate::domain::{
     apply_outcome, apply_progress, check_error_refundable, check_refundable, error_refund_no,
     hash_api_key, outcome_error, ChainState, ChannelConfig, ErrorRefundRequest, Merchant,
@@ -82,6 +75,7 @@ use crate::domain::{
 use crate::store::{self, Inserted, RefundFilter, ReserveError};
 
 pub mod proposals;
+mod reinstate;
 
 const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
 
@@ -99,8 +93,6 @@ const NOTIFY_PARALLEL: usize = 16;
 /// How long a claimed notification stays invisible to other senders (covers the attempt's
 /// timeout with margin; by the service's clock).
 const NOTIFY_LEASE_MS: i64 = 60_000;
-/// The largest answer body read from a merchant.
-const NOTIFY_MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// How the business layer runs.
 #[derive(Clone)]
@@ -129,6 +121,9 @@ pub struct Config {
     pub staff: tuikuan_auth::StaffConfig,
     /// The operator registry: the signing key and token lifetime, and the first administrator.
     pub operators: OperatorsConfig,
+    /// Where merchant notifications may go and which CAs their endpoints may use
+    /// ([`crate::egress`]); the default allows public HTTPS endpoints only.
+    pub notify: crate::egress::NotifySettings,
 }
 
 /// The business layer hosts the operator registry (`OperatorService`).
@@ -165,6 +160,7 @@ impl std::fmt::Debug for Config {
             .field("job_interval", &self.job_interval)
             .field("transport", &self.transport)
             .field("public_tls", &self.public_tls.is_some())
+            .field("notify", &self.notify)
             .field(
                 "card_key",
                 &if self.card_key.is_empty() {
@@ -197,6 +193,7 @@ impl Config {
             public_tls: None,
             staff: tuikuan_auth::StaffConfig::default(),
             operators: OperatorsConfig::default(),
+            notify: crate::egress::NotifySettings::default(),
         }
     }
 
@@ -252,10 +249,7 @@ pub async fn serve(
         refund: RefundServiceClient::new(refund_channel.clone()),
         error_refund: ErrorRefundServiceClient::new(refund_channel),
         cipher,
-        http: HttpClient::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build_http(),
+        sender: crate::egress::Sender::new(&config.notify)?,
     };
     let job = config.job_interval.map(|every| {
         let svc = svc.clone();
@@ -318,7 +312,7 @@ pub struct Business {
     refund: RefundServiceClient<GrpcChannel>,
     error_refund: ErrorRefundServiceClient<GrpcChannel>,
     cipher: Sealer,
-    http: HttpClient<HttpConnector, Full<Bytes>>,
+    sender: crate::egress::Sender,
 }
 
 impl std::fmt::Debug for Business {
@@ -630,7 +624,8 @@ impl Business {
                     | D::Reversing
                     | D::Reversed
                     | D::Returning
-                    | D::Returned => {
+                    | D::Returned
+                    | D::Reinstating => {
                         self.advance(refund, ChainState::Debited, (None, None), origin)
                             .await
                     }
@@ -1088,10 +1083,7 @@ impl Business {
             .await;
         let at_ms = self.clock.now_ms();
         let result = match target {
-            Ok(Some(t)) => {
-                self.post_notification(&t, &n.body, at_ms.div_euclid(1000))
-                    .await
-            }
+            Ok(Some(t)) => self.sender.post(&t, &n.body, at_ms.div_euclid(1000)).await,
             Ok(None) => Err((None, "the merchant has no notify_url".to_string())),
             Err(e) => Err((None, format!("notify settings unreadable: {}", e.message))),
         };
@@ -1111,68 +1103,6 @@ impl Business {
             .await?;
         Ok(Some(status))
     }
-
-    /// POSTs a notification body to the merchant: `Ok(status)` for a 2xx, else the HTTP status
-    /// (if any) and why.
-    async fn post_notification(
-        &self,
-        target: &NotifyTarget,
-        body: &str,
-        timestamp_secs: i64,
-    ) -> std::result::Result<u16, (Option<u16>, String)> {
-        let uri: hyper::Uri = target
-            .url
-            .parse()
-            .map_err(|e| (None, format!("bad notify_url: {e}")))?;
-        if uri.scheme_str() != Some("http") {
-            return Err((
-                None,
-                "only http:// notify URLs are supported (https needs a TLS connector)".to_string(),
-            ));
-        }
-        let timestamp = timestamp_secs.to_string();
-        let signature = sign(&target.secret, &timestamp, body.as_bytes());
-        let request = hyper::Request::builder()
-            .method(hyper::Method::POST)
-            .uri(uri)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, "tuikuan-notify/1")
-            .header(TIMESTAMP_HEADER, timestamp.as_str())
-            .header(SIGNATURE_HEADER, signature)
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .map_err(|e| (None, format!("cannot build the request: {e}")))?;
-        let exchange = async {
-            let answer = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| (None, error_chain(&e)))?;
-            let status = answer.status().as_u16();
-            // Read (and drop) the answer so that the connection can be reused.
-            let _ = Limited::new(answer.into_body(), NOTIFY_MAX_ANSWER_BYTES)
-                .collect()
-                .await;
-            Ok::<u16, (Option<u16>, String)>(status)
-        };
-        match tokio::time::timeout(Duration::from_secs(NOTIFY_TIMEOUT_SECS), exchange).await {
-            Err(_) => Err((None, format!("no answer within {NOTIFY_TIMEOUT_SECS} s"))),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(status)) if (200..300).contains(&status) => Ok(status),
-            Ok(Ok(status)) => Err((Some(status), format!("the merchant answered HTTP {status}"))),
-        }
-    }
-}
-
-/// An error and its sources, `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn error_pair(e: &Error) -> (Option<String>, Option<String>) {
@@ -1525,6 +1455,19 @@ impl BusinessAdminService for Business {
             )));
         }
         let status = status_from_wire(r.status, "status").map_err(grpc_err)?;
+        if r.reinstated {
+            if status != Some(RefundStatus::Succeeded) || r.returned {
+                return Err(grpc_err(Error::field(
+                    "reinstated",
+                    "a reinstatement is reported with status SUCCEEDED",
+                )));
+            }
+            let refund = self
+                .report_reinstated(r.refund_id, r.reason)
+                .await
+                .map_err(grpc_err)?;
+            return Ok(Response::new(refund_to_wire(&refund)));
+        }
         let outcome = match (status, r.returned) {
             (Some(RefundStatus::Succeeded), false) => Outcome::Succeeded,
             (Some(RefundStatus::Failed), false) => Outcome::Failed,
@@ -1637,6 +1580,9 @@ impl BusinessAdminService for Business {
         let r = request.into_inner();
         validate_external_id(&r.merchant_id, "merchant_id").map_err(grpc_err)?;
         let target = NotifyTarget::validate(&r.notify_url, &r.notify_secret).map_err(grpc_err)?;
+        if let Some(t) = &target {
+            self.sender.check(&t.url).await.map_err(grpc_err)?;
+        }
         let (m, t, cipher) = (r.merchant_id.clone(), target.clone(), self.cipher.clone());
         let found = self
             .db

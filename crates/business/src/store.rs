@@ -20,6 +20,8 @@ use diesel::result::Error as DieselError;
 use tuikuan_db::{db_err, is_unique_violation, AnyConnection};
 use tuikuan_kernel::{Currency, Error, ErrorCode, Money, Result};
 
+pub mod reinstate;
+
 use crate::domain::crypto::{Sealer, PURPOSE_CARD, PURPOSE_NOTIFY_SECRET};
 use crate::domain::notify::{
     AttemptOutcome, Notification, NotificationAttempt, NotificationStatus, NotifyTarget,

@@ -23,6 +23,8 @@ use tuikuan_proto::clearing::v1 as cpb;
 use tuikuan_proto::clearing::v1::clearing_service_server::{
     ClearingService, ClearingServiceServer,
 };
+use tuikuan_proto::driver::AnyCaller;
+use tuikuan_proto::pki::test_transport;
 use tuikuan_proto::refund::v1 as rpb;
 use tuikuan_proto::refund::v1::error_refund_service_server::{
     ErrorRefundService, ErrorRefundServiceServer,
@@ -30,7 +32,10 @@ use tuikuan_proto::refund::v1::error_refund_service_server::{
 use tuikuan_proto::refund::v1::refund_service_server::{RefundService, RefundServiceServer};
 use tuikuan_proto::server::{spawn, ServiceHandle};
 use tuikuan_proto::status::{from_status, to_status};
-use tuikuan_proto::tls::Transport;
+use tuikuan_proto::tls::Principal;
+
+mod support;
+use support::{notify_settings, FakeDns, MerchantEndpoint};
 
 // -------------------------------------------------------------------------------------------------
 // Scripted peers
@@ -187,6 +192,13 @@ impl ClearingService for Peers {
     async fn return_debit(
         &self,
         _r: Request<cpb::ReturnDebitRequest>,
+    ) -> Result<Response<cpb::Debit>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn reinstate_debit(
+        &self,
+        _r: Request<cpb::ReinstateDebitRequest>,
     ) -> Result<Response<cpb::Debit>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
@@ -350,6 +362,12 @@ impl RefundService for Peers {
     ) -> Result<Response<rpb::OutboxReport>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
+    async fn reinstate_succeeded(
+        &self,
+        _r: Request<rpb::ReinstateSucceededRequest>,
+    ) -> Result<Response<rpb::RefundOrder>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
     async fn run_payout_dispatch(
         &self,
         _r: Request<rpb::RunInterfaceCycleRequest>,
@@ -369,7 +387,7 @@ async fn spawn_peers(peers: &Peers) -> (ServiceHandle, ServiceHandle) {
     let clearing = spawn("127.0.0.1:0", move |listener, shutdown| {
         tuikuan_proto::server::serve(
             listener,
-            Transport::Insecure,
+            test_transport(Principal::Clearing),
             tonic::service::Routes::new(ClearingServiceServer::new(c)),
             &[],
             shutdown,
@@ -381,7 +399,7 @@ async fn spawn_peers(peers: &Peers) -> (ServiceHandle, ServiceHandle) {
     let refund = spawn("127.0.0.1:0", move |listener, shutdown| {
         tuikuan_proto::server::serve(
             listener,
-            Transport::Insecure,
+            test_transport(Principal::Refund),
             tonic::service::Routes::new(RefundServiceServer::new(r.clone()))
                 .add_service(ErrorRefundServiceServer::new(r)),
             &[],
@@ -417,7 +435,7 @@ struct Env {
     clearing: ServiceHandle,
     refund: ServiceHandle,
     business: ServiceHandle,
-    admin: BusinessAdminServiceClient<Channel>,
+    admin: BusinessAdminServiceClient<AnyCaller>,
     merchant: MerchantServiceClient<Channel>,
 }
 
@@ -431,7 +449,15 @@ fn config(url: &str, clock: &ManualClock, clearing: String, refund: String) -> C
         job_interval: None,
         card_key: TEST_CARD_KEY.to_string(),
         staff: tuikuan_auth::StaffConfig::tester(),
-        ..Config::new(url, Arc::new(clock.clone()), "", "", Transport::Insecure)
+        // Merchant endpoints here are HTTPS on 127.0.0.1 with the test PKI's certificate.
+        notify: notify_settings(true, &[], None),
+        ..Config::new(
+            url,
+            Arc::new(clock.clone()),
+            "",
+            "",
+            test_transport(Principal::Business),
+        )
     }
 }
 
@@ -440,9 +466,9 @@ fn config(url: &str, clock: &ManualClock, clearing: String, refund: String) -> C
 static PUBLIC: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 
 /// Serves the business layer on `internal` and on a public listener bound here, before the
-/// server task starts, so that [`public_url`] knows it at once. These clusters run plaintext:
-/// the drivers play several callers; mutual TLS and the caller allow-list are tested by the
-/// integration tests (tests/it/trust.rs).
+/// server task starts, so that [`public_url`] knows it at once. The internal listener runs under
+/// mutual TLS with the test PKI (the drivers play several callers through [`AnyCaller`]); the
+/// merchant API is plaintext here (its TLS is tested by the integration tests).
 fn serve(
     cfg: Config,
     internal: tokio::net::TcpListener,
@@ -483,13 +509,22 @@ async fn start_business(cfg: Config) -> ServiceHandle {
 impl Env {
     /// Peers up, merchants A and B, the channel configured at both ends.
     async fn start(url: &str) -> Env {
+        Env::start_with(url, notify_settings(true, &[], None)).await
+    }
+
+    /// [`Env::start`] with the notification sender's settings `notify`.
+    async fn start_with(url: &str, notify: tuikuan_business::NotifySettings) -> Env {
         let clock =
             ManualClock::at_business(chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(), 10);
         let peers = Peers::default();
         peers.state().channels.insert(CHANNEL.to_string());
         let (clearing, refund) = spawn_peers(&peers).await;
-        let business = start_business(config(url, &clock, clearing.url(), refund.url())).await;
-        let channel = tuikuan_proto::client::channel(&business.url()).unwrap();
+        let business = start_business(Config {
+            notify,
+            ..config(url, &clock, clearing.url(), refund.url())
+        })
+        .await;
+        let channel = AnyCaller::new(Principal::Business, &business.url());
         let public = tuikuan_proto::client::channel(&public_url(&business.url())).unwrap();
         let mut env = Env {
             clock,
@@ -529,7 +564,7 @@ impl Env {
 
     /// Reconnects the clients to a new business instance.
     fn connect(&mut self, business: ServiceHandle) -> ServiceHandle {
-        let channel = tuikuan_proto::client::channel(&business.url()).unwrap();
+        let channel = AnyCaller::new(Principal::Business, &business.url());
         self.admin = BusinessAdminServiceClient::new(channel);
         self.merchant = MerchantServiceClient::new(
             tuikuan_proto::client::channel(&public_url(&business.url())).unwrap(),
@@ -1289,6 +1324,7 @@ async fn returned_payout_and_expected_completion(url: &str) {
             reason: reason.into(),
             returned,
             expected_completion_ms: eta,
+            reinstated: false,
         }
     };
 
@@ -1404,6 +1440,7 @@ async fn returned_payout_and_expected_completion(url: &str) {
             reason: String::new(),
             returned: true,
             expected_completion_ms: 0,
+            reinstated: false,
         })
         .await
         .unwrap()
@@ -1459,7 +1496,7 @@ fn error_req(order_no: &str, amount: &str, kind: pb::RefundKind) -> pb::CreateEr
 
 /// CreateErrorRefund as operator `who` = (id, role); `None` sends no identity.
 async fn error_refund(
-    admin: &BusinessAdminServiceClient<Channel>,
+    admin: &BusinessAdminServiceClient<AnyCaller>,
     who: Option<(&str, &str)>,
     body: pb::CreateErrorRefundRequest,
 ) -> Result<pb::Refund, Error> {
@@ -1795,97 +1832,6 @@ async fn splits_and_subsidies_pass_through(url: &str) {
     env.stop().await;
 }
 
-/// What the merchant's test server received.
-#[derive(Debug, Clone)]
-struct Delivery {
-    timestamp: String,
-    signature: String,
-    content_type: String,
-    body: Vec<u8>,
-}
-
-/// A merchant's notification endpoint on 127.0.0.1:0: answers 500 to the first `fail_first`
-/// requests, then 200; records every request.
-struct MerchantEndpoint {
-    url: String,
-    received: Arc<Mutex<Vec<Delivery>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl MerchantEndpoint {
-    async fn start(fail_first: usize) -> MerchantEndpoint {
-        use http_body_util::BodyExt;
-        use hyper::body::Bytes;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/refund-notify", listener.local_addr().unwrap());
-        let received: Arc<Mutex<Vec<Delivery>>> = Arc::default();
-        let log = received.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let log = log.clone();
-                            async move {
-                                let header = |name: &str| {
-                                    req.headers()
-                                        .get(name)
-                                        .and_then(|v| v.to_str().ok())
-                                        .unwrap_or("")
-                                        .to_string()
-                                };
-                                let delivery = Delivery {
-                                    timestamp: header("x-tuikuan-timestamp"),
-                                    signature: header("x-tuikuan-signature"),
-                                    content_type: header("content-type"),
-                                    body: Vec::new(),
-                                };
-                                let body = req.into_body().collect().await?.to_bytes();
-                                let n = {
-                                    let mut l = log.lock().unwrap();
-                                    l.push(Delivery {
-                                        body: body.to_vec(),
-                                        ..delivery
-                                    });
-                                    l.len()
-                                };
-                                let code = if n <= fail_first { 500 } else { 200 };
-                                Ok::<_, hyper::Error>(
-                                    hyper::Response::builder()
-                                        .status(code)
-                                        .body(http_body_util::Full::new(Bytes::from_static(
-                                            b"noted",
-                                        )))
-                                        .unwrap(),
-                                )
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        MerchantEndpoint {
-            url,
-            received,
-            task,
-        }
-    }
-
-    fn deliveries(&self) -> Vec<Delivery> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
-impl Drop for MerchantEndpoint {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 const SECRET_A: &str = "notify-secret-of-merchant-a";
 
 impl Env {
@@ -1920,6 +1866,7 @@ impl Env {
                 },
                 returned,
                 expected_completion_ms: 0,
+                reinstated: false,
             })
             .await
             .unwrap();
@@ -1944,8 +1891,13 @@ async fn notifications_retry_until_2xx(url: &str) {
     };
     for (req, code) in [
         (
-            bad("https://shop.example/n", SECRET_A, "mA"),
+            bad("ftp://shop.example/n", SECRET_A, "mA"),
             ErrorCode::InvalidArgument,
+        ),
+        // Plain http is not allowed here (only https).
+        (
+            bad(&merchant.url.replace("https://", "http://"), SECRET_A, "mA"),
+            ErrorCode::NotifyUrlForbidden,
         ),
         (
             bad(&merchant.url, "short", "mA"),
@@ -2074,7 +2026,11 @@ async fn notifications_retry_until_2xx(url: &str) {
     // A merchant that never answers: retried by the schedule for at least 24 hours (by the
     // service's clock), every attempt recorded, then abandoned.
     env.admin
-        .set_notify_config(bad(&closed_addr().await, SECRET_A, "mB"))
+        .set_notify_config(bad(
+            &closed_addr().await.replace("http://", "https://"),
+            SECRET_A,
+            "mB",
+        ))
         .await
         .unwrap();
     env.pay("mB", "order-b2", "10").await;
@@ -2110,6 +2066,142 @@ async fn notifications_retry_until_2xx(url: &str) {
         .collect();
     assert!(gaps.iter().all(|g| *g >= 15_000));
     assert!(gaps.iter().skip(4).all(|g| *g >= 3_600_000));
+    env.stop().await;
+}
+
+/// The guard against server-side request forgery: a notification URL that is, or resolves to, a
+/// loopback, private, link-local or other special-purpose address is refused when set
+/// (`NOTIFY_URL_FORBIDDEN`), whatever form the address takes; a name that resolved to a public
+/// address when set and to 127.0.0.1 at delivery (DNS rebinding) is refused at delivery without a
+/// connection. With a range allowed, delivery goes over HTTPS to the resolved address with the
+/// certificate verified against the name; an endpoint whose certificate no trusted CA signed gets
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notify_urls_are_guarded_against_request_forgery() {
+    let set = |merchant: &str, url: &str| pb::SetNotifyConfigRequest {
+        merchant_id: merchant.into(),
+        notify_url: url.into(),
+        notify_secret: SECRET_A.into(),
+    };
+    let db = TestDb::sqlite("notify_ssrf");
+    let dns = FakeDns::default();
+    dns.set("loopback.test", &["127.0.0.1"]);
+    dns.set("mixed.test", &["93.184.216.34", "10.0.0.7"]);
+    dns.set("metadata.test", &["169.254.169.254"]);
+    dns.set("ula.test", &["fd12:3456::1"]);
+    let mut env = Env::start_with(db.url(), notify_settings(false, &[], Some(dns.clone()))).await;
+    for url in [
+        "https://127.0.0.1/n",
+        "https://127.1/n",
+        "https://2130706433/n",
+        "https://0x7f000001/n",
+        "https://10.1.2.3/n",
+        "https://172.16.0.1/n",
+        "https://192.168.0.1/n",
+        "https://169.254.169.254/latest/meta-data",
+        "https://100.64.0.1/n",
+        "https://0.0.0.0/n",
+        "https://224.0.0.1/n",
+        "https://[::1]/n",
+        "https://[::]/n",
+        "https://[fd00::1]/n",
+        "https://[fe80::1]/n",
+        "https://[::ffff:127.0.0.1]/n",
+        "https://[::ffff:a00:1]/n",
+        "https://loopback.test/n",
+        "https://mixed.test/n",
+        "https://metadata.test/n",
+        "https://ula.test/n",
+        // The system's resolver (the fake knows no localhost).
+        "https://localhost:8443/n",
+        // Plain http, even to a public address.
+        "http://93.184.216.34/n",
+    ] {
+        let e = env
+            .admin
+            .set_notify_config(set("mA", url))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            from_status(&e).code,
+            ErrorCode::NotifyUrlForbidden,
+            "{url}: {}",
+            e.message()
+        );
+    }
+    let e = env
+        .admin
+        .set_notify_config(set("mA", "https://nowhere.invalid/n"))
+        .await
+        .unwrap_err();
+    assert_eq!(from_status(&e).code, ErrorCode::InvalidArgument);
+
+    // Rebinding: public when set, loopback at delivery.
+    let merchant = MerchantEndpoint::start(0).await;
+    dns.set("shop.test", &["93.184.216.34"]);
+    let url = format!("https://shop.test:{}/refund-notify", merchant.port);
+    env.admin.set_notify_config(set("mA", &url)).await.unwrap();
+    dns.set("shop.test", &["127.0.0.1"]);
+    env.pay("mA", "order-1", "100").await;
+    let r = env.refund(KEY_A, "rn-1", "order-1", "10").await.unwrap();
+    env.report(&r.refund_id, pb::RefundStatus::Succeeded, false)
+        .await;
+    let run = env.notify().await;
+    assert_eq!((run.attempted, run.delivered, run.retrying), (1, 0, 1));
+    let error = env.notifications(&r.refund_id).await[0].attempt_log[0]
+        .error
+        .clone();
+    assert!(
+        error.starts_with("NOTIFY_URL_FORBIDDEN") && error.contains("127.0.0.1"),
+        "{error}"
+    );
+    assert_eq!(
+        merchant.connections(),
+        0,
+        "no connection to a refused address"
+    );
+    env.stop().await;
+
+    // Loopback allowed: delivered over HTTPS by name, the certificate checked against the name.
+    let shop = tuikuan_proto::pki::Pki::generate(&["shop.test".into()]).unwrap();
+    let dns = FakeDns::default();
+    dns.set("shop.test", &["127.0.0.1"]);
+    let db = TestDb::sqlite("notify_ssrf_allowed");
+    let settings = notify_settings(true, &[shop.ca.cert_pem.as_str()], Some(dns));
+    let mut env = Env::start_with(db.url(), settings).await;
+    let merchant = MerchantEndpoint::start_as(0, &shop.public, "shop.test").await;
+    env.admin
+        .set_notify_config(set("mA", &merchant.url))
+        .await
+        .unwrap();
+    env.pay("mA", "order-1", "100").await;
+    let r = env.refund(KEY_A, "rn-1", "order-1", "10").await.unwrap();
+    env.report(&r.refund_id, pb::RefundStatus::Succeeded, false)
+        .await;
+    assert_eq!(env.notify().await.delivered, 1);
+    assert_eq!(merchant.deliveries().len(), 1);
+    // A certificate from a CA nobody trusts: the handshake fails, nothing is delivered.
+    let forged = MerchantEndpoint::start_as(
+        0,
+        &tuikuan_proto::pki::testing_foreign().public,
+        "127.0.0.1",
+    )
+    .await;
+    env.admin
+        .set_notify_config(set("mB", &forged.url))
+        .await
+        .unwrap();
+    env.pay("mB", "order-b", "10").await;
+    let rb = env.refund(KEY_B, "rn-b", "order-b", "10").await.unwrap();
+    env.report(&rb.refund_id, pb::RefundStatus::Succeeded, false)
+        .await;
+    let run = env.notify().await;
+    assert_eq!((run.attempted, run.delivered, run.retrying), (1, 0, 1));
+    let error = env.notifications(&rb.refund_id).await[0].attempt_log[0]
+        .error
+        .clone();
+    assert!(error.contains("certificate"), "{error}");
+    assert!(forged.deliveries().is_empty());
     env.stop().await;
 }
 
@@ -2314,15 +2406,15 @@ mod real_chain {
         pub refund: ServiceHandle,
         pub business: Option<ServiceHandle>,
         pub business_addr: String,
-        pub admin: BusinessAdminServiceClient<Channel>,
+        pub admin: BusinessAdminServiceClient<AnyCaller>,
         pub merchant: MerchantServiceClient<Channel>,
-        pub clearing_client: ClearingServiceClient<Channel>,
-        pub refund_client: RefundServiceClient<Channel>,
-        pub ledger: AccountingServiceClient<Channel>,
+        pub clearing_client: ClearingServiceClient<AnyCaller>,
+        pub refund_client: RefundServiceClient<AnyCaller>,
+        pub ledger: AccountingServiceClient<AnyCaller>,
     }
 
-    fn client_channel(url: &str) -> Channel {
-        tuikuan_proto::client::channel(url).unwrap()
+    fn client_channel(peer: Principal, url: &str) -> AnyCaller {
+        AnyCaller::new(peer, url)
     }
 
     impl Chain {
@@ -2337,7 +2429,7 @@ mod real_chain {
                     database_url: dbs.accounting.url().to_string(),
                     clock: shared.clone(),
                     job_interval: None,
-                    transport: Transport::Insecure,
+                    transport: test_transport(Principal::Accounting),
                     staff: tuikuan_auth::StaffConfig::tester(),
                 };
                 spawn("127.0.0.1:0", move |l, s| {
@@ -2352,7 +2444,7 @@ mod real_chain {
                     clock: shared.clone(),
                     accounting_addr: accounting.url(),
                     job_interval: None,
-                    transport: Transport::Insecure,
+                    transport: test_transport(Principal::Clearing),
                     staff: tuikuan_auth::StaffConfig::tester(),
                 };
                 spawn("127.0.0.1:0", move |l, s| {
@@ -2373,7 +2465,7 @@ mod real_chain {
                     clearing.url(),
                     closed_addr().await,
                     business_url.clone(),
-                    Transport::Insecure,
+                    test_transport(Principal::Refund),
                 )
                 .with_staff(tuikuan_auth::StaffConfig::tester());
                 spawn_on(refund_listener, move |l, s| {
@@ -2390,14 +2482,25 @@ mod real_chain {
                 );
                 spawn_on(business_listener, move |l, s| serve(cfg, l, s)).unwrap()
             };
-            let biz = client_channel(&business_url);
+            let biz = client_channel(Principal::Business, &business_url);
             let mut chain = Chain {
                 clock,
                 admin: BusinessAdminServiceClient::new(biz),
-                merchant: MerchantServiceClient::new(client_channel(&public_url(&business_url))),
-                clearing_client: ClearingServiceClient::new(client_channel(&clearing.url())),
-                refund_client: RefundServiceClient::new(client_channel(&refund_url)),
-                ledger: AccountingServiceClient::new(client_channel(&accounting.url())),
+                merchant: MerchantServiceClient::new(
+                    tuikuan_proto::client::channel(&public_url(&business_url)).unwrap(),
+                ),
+                clearing_client: ClearingServiceClient::new(client_channel(
+                    Principal::Clearing,
+                    &clearing.url(),
+                )),
+                refund_client: RefundServiceClient::new(client_channel(
+                    Principal::Refund,
+                    &refund_url,
+                )),
+                ledger: AccountingServiceClient::new(client_channel(
+                    Principal::Accounting,
+                    &accounting.url(),
+                )),
                 accounting,
                 clearing,
                 refund,
@@ -2468,9 +2571,11 @@ mod real_chain {
                 refund_url,
             );
             let fresh = start_business(cfg).await;
-            let biz = client_channel(&fresh.url());
+            let biz = client_channel(Principal::Business, &fresh.url());
             self.admin = BusinessAdminServiceClient::new(biz);
-            self.merchant = MerchantServiceClient::new(client_channel(&public_url(&fresh.url())));
+            self.merchant = MerchantServiceClient::new(
+                tuikuan_proto::client::channel(&public_url(&fresh.url())).unwrap(),
+            );
             self.business_addr = fresh.url();
             self.business = Some(fresh);
         }

@@ -16,6 +16,9 @@ use tuikuan_kernel::money::MAX_AMOUNT_UNITS;
 use tuikuan_kernel::{Currency, Error, ErrorCode, Money};
 
 pub mod funds;
+#[cfg(test)]
+mod ledger_doc;
+pub mod reinstate;
 use funds::reserve_lines;
 
 /// The highest fee rate a merchant may have (20%).
@@ -824,10 +827,13 @@ pub enum DebitStatus {
     Returning,
     /// Final: the bank returned the payout; the money went back where it was debited from.
     Returned,
+    /// A REVERSED debit whose refund the bank did pay is being taken again and completed
+    /// ([`reinstate`]): REVERSED → REINSTATING → COMPLETED.
+    Reinstating,
 }
 
 impl DebitStatus {
-    pub const ALL: [DebitStatus; 9] = [
+    pub const ALL: [DebitStatus; 10] = [
         DebitStatus::Pending,
         DebitStatus::Debited,
         DebitStatus::Rejected,
@@ -837,6 +843,7 @@ impl DebitStatus {
         DebitStatus::Completed,
         DebitStatus::Returning,
         DebitStatus::Returned,
+        DebitStatus::Reinstating,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -850,6 +857,7 @@ impl DebitStatus {
             DebitStatus::Completed => "COMPLETED",
             DebitStatus::Returning => "RETURNING",
             DebitStatus::Returned => "RETURNED",
+            DebitStatus::Reinstating => "REINSTATING",
         }
     }
 
@@ -857,12 +865,10 @@ impl DebitStatus {
         DebitStatus::ALL.into_iter().find(|d| d.as_str() == s)
     }
 
-    /// No move leaves these. COMPLETED is not among them: a returned payout still moves it.
+    /// No move leaves these. COMPLETED is not among them (a returned payout still moves it), nor
+    /// REVERSED (a refund the bank did pay after all is reinstated, see [`reinstate`]).
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            DebitStatus::Rejected | DebitStatus::Reversed | DebitStatus::Returned
-        )
+        matches!(self, DebitStatus::Rejected | DebitStatus::Returned)
     }
 
     /// Whether the money is back with the merchant (the trade's counters are given back on
@@ -887,6 +893,8 @@ impl DebitStatus {
                 | (Completing, Completed)
                 | (Completed, Returning)
                 | (Returning, Returned)
+                | (Reversed, Reinstating)
+                | (Reinstating, Completed)
         )
     }
 
@@ -1387,6 +1395,9 @@ pub enum Goal {
     Complete,
     /// ReturnDebit: a completed refund's payout came back; the money back to the merchant.
     Return,
+    /// ReinstateDebit: the bank paid a refund the platform had failed; the money taken from the
+    /// merchant again and out through the channel reserve ([`reinstate`]).
+    Reinstate,
 }
 
 /// The next step towards a goal from a status.
@@ -1410,6 +1421,10 @@ pub enum Step {
     BeginReturn,
     /// Post (or re-post) `refund-return:` and finish the return.
     PostReturn,
+    /// Move REVERSED → REINSTATING, taking the trade's counters again.
+    BeginReinstate,
+    /// Post (or re-post) `refund-reinstate:` and finish the reinstatement (→ COMPLETED).
+    PostReinstate,
 }
 
 /// Decides the next step for `debit` towards `goal`. Pure; the service loops on it.
@@ -1424,6 +1439,7 @@ pub fn next_step(debit: &Debit, goal: Goal) -> Step {
     match (goal, debit.status) {
         // Only a completed refund can be returned; a pending debit is not posted for a return.
         (Goal::Return, Pending) => not_active(),
+        (Goal::Reinstate, _) => reinstate::next_step(debit),
         (_, Pending) => Step::PostDebit,
         (Goal::Debit, Rejected) => Step::Fail(Error::new(
             ErrorCode::InsufficientBalance,
@@ -1440,16 +1456,20 @@ pub fn next_step(debit: &Debit, goal: Goal) -> Step {
         (Goal::Reverse, Debited) => Step::BeginReverse,
         (Goal::Reverse, Reversing) => Step::PostReverse,
         (Goal::Reverse, Reversed | Rejected) => Step::Done,
-        (Goal::Reverse, Completing | Completed | Returning | Returned) => not_active(),
+        (Goal::Reverse, Completing | Completed | Returning | Returned | Reinstating) => {
+            not_active()
+        }
         (Goal::Complete, Debited) => Step::BeginComplete,
         (Goal::Complete, Completing) => Step::PostComplete,
         // The completion happened; a later return does not undo that answer.
         (Goal::Complete, Completed | Returning | Returned) => Step::Done,
-        (Goal::Complete, Reversing | Reversed | Rejected) => not_active(),
+        (Goal::Complete, Reversing | Reversed | Rejected | Reinstating) => not_active(),
         (Goal::Return, Completed) => Step::BeginReturn,
         (Goal::Return, Returning) => Step::PostReturn,
         (Goal::Return, Returned) => Step::Done,
-        (Goal::Return, Debited | Rejected | Reversing | Reversed | Completing) => not_active(),
+        (Goal::Return, Debited | Rejected | Reversing | Reversed | Completing | Reinstating) => {
+            not_active()
+        }
     }
 }
 
@@ -2026,6 +2046,8 @@ mod tests {
             (Completing, Completed),
             (Completed, Returning),
             (Returning, Returned),
+            (Reversed, Reinstating),
+            (Reinstating, Completed),
         ];
         for from in DebitStatus::ALL {
             assert_eq!(DebitStatus::parse(from.as_str()), Some(from));

@@ -3,7 +3,7 @@
 //! Every step that asks accounting to post is recorded first (a PENDING settlement, a PENDING /
 //! REVERSING / COMPLETING debit) and posted under a key derived from the trade or refund
 //! (`settle:`, `refund-debit:`, `refund-reverse:`, `refund-complete:`, `refund-return:`,
-//! `adjust:`), so a retry after an
+//! `refund-reinstate:`, `adjust:`), so a retry after an
 //! unknown outcome (UNAVAILABLE) posts at most once: accounting replays the first posting.
 
 use std::collections::BTreeMap;
@@ -30,6 +30,7 @@ use crate::domain::{
 };
 use crate::store::{self, Reserved};
 
+mod reinstate;
 pub mod sweep;
 
 const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
@@ -535,6 +536,8 @@ impl Clearing {
                     )
                     .await?
                 }
+                Step::BeginReinstate => self.begin_reinstate(&debit, reason).await?,
+                Step::PostReinstate => self.post_reinstate(&debit, meta).await?,
                 Step::PostComplete => {
                     let posting_id = self
                         .post_entries(
@@ -688,6 +691,7 @@ impl Clearing {
             (DebitStatus::Reversing, Goal::Reverse),
             (DebitStatus::Completing, Goal::Complete),
             (DebitStatus::Returning, Goal::Return),
+            (DebitStatus::Reinstating, Goal::Reinstate),
         ] {
             let ids = self
                 .db
@@ -879,6 +883,7 @@ fn status_to_wire(s: DebitStatus) -> pb::DebitStatus {
         DebitStatus::Completed => pb::DebitStatus::Completed,
         DebitStatus::Returning => pb::DebitStatus::Returning,
         DebitStatus::Returned => pb::DebitStatus::Returned,
+        DebitStatus::Reinstating => pb::DebitStatus::Reinstating,
     }
 }
 
@@ -903,6 +908,18 @@ fn debit_to_wire(d: &Debit) -> pb::Debit {
 
 fn refund_id_from_wire(refund_id: &str) -> Result<(), Error> {
     validate_external_id(refund_id, "refund_id")
+}
+
+/// A refund id and a reason of at most [`MAX_REASON_LEN`] characters (reverse, return, reinstate).
+fn refund_and_reason_from_wire(refund_id: &str, reason: &str) -> Result<(), Error> {
+    refund_id_from_wire(refund_id)?;
+    if reason.chars().count() > MAX_REASON_LEN {
+        return Err(Error::field(
+            "reason",
+            format!("longer than {MAX_REASON_LEN} characters"),
+        ));
+    }
+    Ok(())
 }
 
 fn adjustment_kind_from_wire(value: i32) -> Result<AdjustmentKind, Error> {
@@ -960,15 +977,22 @@ impl ClearingService for Clearing {
         request: Request<pb::ReturnDebitRequest>,
     ) -> Result<Response<pb::Debit>, Status> {
         let r = request.get_ref();
-        refund_id_from_wire(&r.refund_id).map_err(grpc_err)?;
-        if r.reason.chars().count() > MAX_REASON_LEN {
-            return Err(grpc_err(Error::field(
-                "reason",
-                format!("longer than {MAX_REASON_LEN} characters"),
-            )));
-        }
+        refund_and_reason_from_wire(&r.refund_id, &r.reason).map_err(grpc_err)?;
         let meta = PostingMeta::parse(&r.value_date, &r.bank_reference).map_err(grpc_err)?;
         let debit = Clearing::return_debit(self, &r.refund_id, &r.reason, &meta)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(debit_to_wire(&debit)))
+    }
+
+    #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
+    async fn reinstate_debit(
+        &self,
+        request: Request<pb::ReinstateDebitRequest>,
+    ) -> Result<Response<pb::Debit>, Status> {
+        let r = request.get_ref();
+        refund_and_reason_from_wire(&r.refund_id, &r.reason).map_err(grpc_err)?;
+        let debit = Clearing::reinstate_debit(self, &r.refund_id, &r.reason)
             .await
             .map_err(grpc_err)?;
         Ok(Response::new(debit_to_wire(&debit)))
@@ -1020,13 +1044,7 @@ impl ClearingService for Clearing {
         request: Request<pb::ReverseDebitRequest>,
     ) -> Result<Response<pb::Debit>, Status> {
         let r = request.get_ref();
-        refund_id_from_wire(&r.refund_id).map_err(grpc_err)?;
-        if r.reason.chars().count() > MAX_REASON_LEN {
-            return Err(grpc_err(Error::field(
-                "reason",
-                format!("longer than {MAX_REASON_LEN} characters"),
-            )));
-        }
+        refund_and_reason_from_wire(&r.refund_id, &r.reason).map_err(grpc_err)?;
         let debit = Clearing::reverse_debit(self, &r.refund_id, &r.reason)
             .await
             .map_err(grpc_err)?;

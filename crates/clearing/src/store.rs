@@ -16,6 +16,8 @@ use diesel::prelude::*;
 use tuikuan_db::{db_err, is_unique_violation, AnyConnection};
 use tuikuan_kernel::{Currency, Error, ErrorCode, Money};
 
+pub mod reinstate;
+
 use crate::domain::{
     advance_needed, parse_advance_limit, parse_fee_rate, Adjustment, AdjustmentKind, AdvanceLine,
     Debit, DebitPart, DebitRequest, DebitStatus, FeeRefundPolicy, MerchantPolicy, Receiver,

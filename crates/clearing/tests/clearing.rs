@@ -1,13 +1,14 @@
 //! The clearing center end to end: a real accounting service and a real clearing service over
 //! gRPC, on SQLite and on PostgreSQL.
 
-// The driver plays several callers (business, refund, reconciliation, staff), so these
-// clusters run plaintext (`insecure_internal`); mutual TLS and the caller allow-list are tested
-// by the integration tests (tests/it/trust.rs).
+// Both services run under mutual TLS with the test PKI; the driver plays several callers
+// (business, refund, reconciliation, staff) through `AnyCaller`, each request under the
+// certificate of a caller the allow-list admits for it.
 use std::sync::Arc;
-use tuikuan_proto::tls::Transport;
+use tuikuan_proto::driver::AnyCaller;
+use tuikuan_proto::pki::test_transport;
+use tuikuan_proto::tls::Principal;
 
-use tonic::transport::Channel;
 use tonic::Code;
 use tuikuan_accounting::domain::{AccountKey, AccountType, Side};
 use tuikuan_accounting::AccountingClient;
@@ -20,8 +21,12 @@ use tuikuan_proto::clearing::v1 as pb;
 use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
 use tuikuan_proto::server::ServiceHandle;
 
-type Ledger = AccountingServiceClient<Channel>;
-type Client = ClearingServiceClient<Channel>;
+#[path = "clearing/reinstate.rs"]
+mod reinstate;
+use reinstate::reinstated_debits;
+
+type Ledger = AccountingServiceClient<AnyCaller>;
+type Client = ClearingServiceClient<AnyCaller>;
 
 fn clock() -> SharedClock {
     let start = chrono::DateTime::from_timestamp_millis(1_795_000_000_000).expect("instant");
@@ -33,7 +38,7 @@ async fn start_accounting(bind: &str, url: &str) -> ServiceHandle {
         database_url: url.to_string(),
         clock: clock(),
         job_interval: None,
-        transport: Transport::Insecure,
+        transport: test_transport(Principal::Accounting),
         staff: tuikuan_auth::StaffConfig::tester(),
     };
     tuikuan_proto::server::spawn(bind, move |l, s| tuikuan_accounting::serve(cfg, l, s))
@@ -47,7 +52,7 @@ fn clearing_config(url: &str, accounting_addr: &str) -> Config {
         clock: clock(),
         accounting_addr: accounting_addr.to_string(),
         job_interval: None,
-        transport: Transport::Insecure,
+        transport: test_transport(Principal::Clearing),
         staff: tuikuan_auth::StaffConfig::tester(),
     }
 }
@@ -72,12 +77,10 @@ impl Env {
     async fn start(accounting_url: &str, clearing_url: &str) -> Env {
         let accounting = start_accounting("127.0.0.1:0", accounting_url).await;
         let clearing = start_clearing(clearing_url, &accounting.url()).await;
-        let ledger = AccountingServiceClient::new(
-            tuikuan_proto::client::channel(&accounting.url()).expect("channel"),
-        );
-        let client = ClearingServiceClient::new(
-            tuikuan_proto::client::channel(&clearing.url()).expect("channel"),
-        );
+        let ledger =
+            AccountingServiceClient::new(AnyCaller::new(Principal::Accounting, &accounting.url()));
+        let client =
+            ClearingServiceClient::new(AnyCaller::new(Principal::Clearing, &clearing.url()));
         Env {
             accounting,
             clearing,
@@ -514,7 +517,8 @@ async fn insufficient_balance(acc: &str, clr: &str) {
     env.settle("t1", "m1", "100.00").await.expect("settle");
     // The merchant's balance left (a withdrawal posted straight to the ledger).
     let ledger =
-        AccountingClient::connect(&Transport::Insecure, &env.accounting.url()).expect("client");
+        AccountingClient::connect(&test_transport(Principal::Clearing), &env.accounting.url())
+            .expect("client");
     let out = Money::parse("90.00", "CNY", "a").expect("amount");
     ledger
         .post(
@@ -619,9 +623,8 @@ async fn recovery_after_outage(acc: &str, clr: &str) {
         .expect("free port");
     let accounting_addr = format!("http://{port}");
     let clearing = start_clearing(clr, &accounting_addr).await;
-    let mut client = ClearingServiceClient::new(
-        tuikuan_proto::client::channel(&clearing.url()).expect("channel"),
-    );
+    let mut client =
+        ClearingServiceClient::new(AnyCaller::new(Principal::Clearing, &clearing.url()));
     client
         .upsert_merchant_policy(pb::MerchantPolicy {
             merchant_id: "m1".into(),
@@ -650,9 +653,8 @@ async fn recovery_after_outage(acc: &str, clr: &str) {
     let recovery = Clearing::open(&clearing_config(clr, &accounting_addr)).expect("open");
     let report = recovery.run_recovery().await.expect("recovery");
     assert_eq!(report.settlements_posted, 1);
-    let mut ledger = AccountingServiceClient::new(
-        tuikuan_proto::client::channel(&accounting_addr).expect("channel"),
-    );
+    let mut ledger =
+        AccountingServiceClient::new(AnyCaller::new(Principal::Accounting, &accounting_addr));
     let settled = ledger
         .get_posting(apb::GetPostingRequest {
             request_id: "settle:t1".into(),
@@ -973,9 +975,8 @@ async fn returns_and_adjustments_recover(acc: &str, clr: &str) {
     let accounting_addr = format!("http://{port}");
     let accounting = start_accounting(&port.to_string(), acc).await;
     let clearing = start_clearing(clr, &accounting_addr).await;
-    let mut client = ClearingServiceClient::new(
-        tuikuan_proto::client::channel(&clearing.url()).expect("channel"),
-    );
+    let mut client =
+        ClearingServiceClient::new(AnyCaller::new(Principal::Clearing, &clearing.url()));
     client
         .upsert_merchant_policy(pb::MerchantPolicy {
             merchant_id: "m1".into(),
@@ -1068,9 +1069,8 @@ async fn returns_and_adjustments_recover(acc: &str, clr: &str) {
         .expect("nothing left")
         .is_empty());
 
-    let mut ledger = AccountingServiceClient::new(
-        tuikuan_proto::client::channel(&accounting_addr).expect("channel"),
-    );
+    let mut ledger =
+        AccountingServiceClient::new(AnyCaller::new(Principal::Accounting, &accounting_addr));
     let balance = |t: apb::AccountType, owner: &str| apb::GetBalanceRequest {
         account: Some(account(t, owner)),
         ..Default::default()
@@ -1181,8 +1181,9 @@ impl Env {
 
     /// The merchant's money leaves outside the refund flow (a withdrawal posted to the ledger).
     async fn withdraw(&mut self, id: &str, merchant: &str, amount: &str) {
-        let ledger = AccountingClient::connect(&Transport::Insecure, &self.accounting.url())
-            .expect("client");
+        let ledger =
+            AccountingClient::connect(&test_transport(Principal::Clearing), &self.accounting.url())
+                .expect("client");
         let out = Money::parse(amount, "CNY", "a").expect("amount");
         ledger
             .post(
@@ -1805,6 +1806,7 @@ on_both_databases! {
     concurrent_advances => concurrent_advances_sqlite, concurrent_advances_postgres;
     error_refunds => error_refunds_sqlite, error_refunds_postgres;
     sweep => sweep_sqlite, sweep_postgres;
+    reinstated_debits => reinstated_debits_sqlite, reinstated_debits_postgres;
 }
 
 /// The domain module is pure: no storage, no RPC framework (CI greps for the same).

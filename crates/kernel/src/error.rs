@@ -22,6 +22,10 @@ pub enum ErrorCode {
     MalformedRequest,
     /// The request is larger than the listener accepts.
     RequestTooLarge,
+    /// A merchant notification URL names (or resolves to) an address notifications may not go
+    /// to (loopback, private, link-local and other special-purpose ranges), or a scheme the
+    /// deployment does not allow (plain http).
+    NotifyUrlForbidden,
     // unauthenticated / permission_denied
     /// No credentials were given.
     Unauthenticated,
@@ -125,6 +129,7 @@ impl ErrorCode {
         ErrorCode::MalformedId,
         ErrorCode::MalformedRequest,
         ErrorCode::RequestTooLarge,
+        ErrorCode::NotifyUrlForbidden,
         ErrorCode::Unauthenticated,
         ErrorCode::PermissionDenied,
         ErrorCode::TokenExpired,
@@ -171,6 +176,7 @@ impl ErrorCode {
             ErrorCode::MalformedId => "MALFORMED_ID",
             ErrorCode::MalformedRequest => "MALFORMED_REQUEST",
             ErrorCode::RequestTooLarge => "REQUEST_TOO_LARGE",
+            ErrorCode::NotifyUrlForbidden => "NOTIFY_URL_FORBIDDEN",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::TokenExpired => "TOKEN_EXPIRED",
@@ -219,7 +225,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             InvalidArgument | InvalidAmount | UnsupportedCurrency | MalformedId
-            | MalformedRequest => grpc::INVALID_ARGUMENT,
+            | MalformedRequest | NotifyUrlForbidden => grpc::INVALID_ARGUMENT,
             RequestTooLarge => grpc::RESOURCE_EXHAUSTED,
             Unauthenticated | TokenExpired | InvalidCredentials => grpc::UNAUTHENTICATED,
             PermissionDenied | SelfApproval | CallerNotAllowed => grpc::PERMISSION_DENIED,

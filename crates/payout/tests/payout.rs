@@ -1,15 +1,16 @@
 //! The payout center end to end with a real bank simulator, both served on port 0, on SQLite and
 //! on PostgreSQL.
 
-// The drivers play several callers (refund, payout, staff), so these clusters run plaintext
-// (`insecure_internal`); mutual TLS and the caller allow-list are tested by the integration
-// tests (tests/it/trust.rs).
+// Every service runs under mutual TLS with the test PKI; the drivers play several callers
+// (refund, payout, staff) through `AnyCaller`, each request under the certificate of a caller the
+// allow-list admits for it.
 use std::sync::Arc;
-use tuikuan_proto::tls::Transport;
+use tuikuan_proto::driver::AnyCaller;
+use tuikuan_proto::pki::test_transport;
+use tuikuan_proto::tls::Principal;
 
 use chrono::{Duration, NaiveDate};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use tonic::Status;
 use tuikuan_db::testing::TestDb;
 use tuikuan_kernel::{Error, ManualClock, SharedClock};
@@ -214,6 +215,12 @@ impl RefundService for Recorder {
     ) -> Result<tonic::Response<refund_pb::OutboxReport>, Status> {
         not_here()
     }
+    async fn reinstate_succeeded(
+        &self,
+        _: tonic::Request<refund_pb::ReinstateSucceededRequest>,
+    ) -> Result<tonic::Response<refund_pb::RefundOrder>, Status> {
+        not_here()
+    }
     async fn run_payout_dispatch(
         &self,
         _: tonic::Request<refund_pb::RunInterfaceCycleRequest>,
@@ -229,7 +236,7 @@ async fn start_recorder() -> (Recorder, tuikuan_proto::server::ServiceHandle) {
     let handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |l, s| {
         tuikuan_proto::server::serve(
             l,
-            Transport::Insecure,
+            test_transport(Principal::Refund),
             tonic::service::Routes::new(RefundServiceServer::new(svc)),
             &[],
             s,
@@ -243,8 +250,8 @@ async fn start_recorder() -> (Recorder, tuikuan_proto::server::ServiceHandle) {
 /// A payout center and a bank simulator that call each other.
 struct Pair {
     clock: ManualClock,
-    payout: PayoutServiceClient<Channel>,
-    bank: BankServiceClient<Channel>,
+    payout: PayoutServiceClient<AnyCaller>,
+    bank: BankServiceClient<AnyCaller>,
     running: Vec<Running>,
     _dbs: (TestDb, TestDb),
 }
@@ -271,9 +278,12 @@ impl Pair {
         let shared: SharedClock = Arc::new(clock.clone());
         let (payout_l, payout_url) = bind().await;
         let (bank_l, bank_url) = bind().await;
-        let mut bank_config =
-            tuikuan_bank::Config::default_for(bank_db.url(), shared.clone(), Transport::Insecure)
-                .with_staff(tuikuan_auth::StaffConfig::tester());
+        let mut bank_config = tuikuan_bank::Config::default_for(
+            bank_db.url(),
+            shared.clone(),
+            test_transport(Principal::Bank),
+        )
+        .with_staff(tuikuan_auth::StaffConfig::tester());
         bank_config.delay_min_secs = 60;
         bank_config.delay_max_secs = 60;
         bank_config.fail_per_mille = 0;
@@ -285,7 +295,7 @@ impl Pair {
             payout_db.url(),
             shared,
             bank_url.clone(),
-            Transport::Insecure,
+            test_transport(Principal::Payout),
         )
         .with_staff(tuikuan_auth::StaffConfig::tester());
         tune_payout(&mut payout_config);
@@ -295,12 +305,8 @@ impl Pair {
         ];
         Some(Pair {
             clock,
-            payout: PayoutServiceClient::new(
-                tuikuan_proto::client::channel(&payout_url).expect("channel"),
-            ),
-            bank: BankServiceClient::new(
-                tuikuan_proto::client::channel(&bank_url).expect("channel"),
-            ),
+            payout: PayoutServiceClient::new(AnyCaller::new(Principal::Payout, &payout_url)),
+            bank: BankServiceClient::new(AnyCaller::new(Principal::Bank, &bank_url)),
             running,
             _dbs: (payout_db, bank_db),
         })
@@ -633,15 +639,14 @@ async fn bank_down_then_up(backend: Backend) {
                 db.url(),
                 shared.clone(),
                 bank_url.clone(),
-                Transport::Insecure,
+                test_transport(Principal::Payout),
             )
             .with_staff(tuikuan_auth::StaffConfig::tester()),
             l,
             s,
         )
     });
-    let mut client =
-        PayoutServiceClient::new(tuikuan_proto::client::channel(&payout_url).expect("channel"));
+    let mut client = PayoutServiceClient::new(AnyCaller::new(Principal::Payout, &payout_url));
     client.create_payout(request("po-1")).await.expect("create");
     let r = client
         .run_payout_cycle(pb::RunPayoutCycleRequest { limit: 10 })
@@ -664,8 +669,9 @@ async fn bank_down_then_up(backend: Backend) {
 
     // The bank comes up on that address; the next cycle sends it, under the same id.
     let bank_l = TcpListener::bind(bank_addr).await.expect("rebind");
-    let mut config = tuikuan_bank::Config::default_for(bank_db.url(), shared, Transport::Insecure)
-        .with_staff(tuikuan_auth::StaffConfig::tester());
+    let mut config =
+        tuikuan_bank::Config::default_for(bank_db.url(), shared, test_transport(Principal::Bank))
+            .with_staff(tuikuan_auth::StaffConfig::tester());
     config.payout_callback_addr = Some(payout_url.clone());
     let bank = run(bank_l, |l, s| tuikuan_bank::serve(config, l, s));
     let r = client

@@ -118,6 +118,10 @@ pub const TABLE: &[(&str, Rule)] = &[
         callers!(Refund),
     ),
     (
+        "/tuikuan.clearing.v1.ClearingService/ReinstateDebit",
+        callers!(Refund),
+    ),
+    (
         "/tuikuan.clearing.v1.ClearingService/PostAdjustment",
         callers!(Reconciliation),
     ),
@@ -226,6 +230,10 @@ pub const TABLE: &[(&str, Rule)] = &[
         callers!(Reconciliation),
     ),
     (
+        "/tuikuan.refund.v1.RefundService/ReinstateSucceeded",
+        callers!(Reconciliation),
+    ),
+    (
         "/tuikuan.refund.v1.RefundService/RunOutbox",
         Rule::Callers(STAFF),
     ),
@@ -279,6 +287,10 @@ pub const TABLE: &[(&str, Rule)] = &[
     ),
     (
         "/tuikuan.refund.v1.RefundControlService/ConfirmOutcome",
+        Rule::Callers(STAFF),
+    ),
+    (
+        "/tuikuan.refund.v1.RefundControlService/Reinstate",
         Rule::Callers(STAFF),
     ),
     (

@@ -9,7 +9,8 @@
 //! - [`tls`]: service identities ([`tls::Principal`]), the verified [`tls::Caller`] extension,
 //!   credentials and transports; [`pki`]: making certificates (`rcgen`);
 //! - [`access`]: the one caller allow-list table and the tower layer enforcing it;
-//! - [`client`]: lazily connected channels with timeouts for peers.
+//! - [`client`]: lazily connected channels with timeouts for peers;
+//! - [`driver`]: a test driver's channel that plays every caller over mutual TLS ([`driver::AnyCaller`]).
 
 /// The protobuf runtime of the generated messages (encode a request to keep it, e.g. as a
 /// four-eyes proposal's payload).
@@ -17,6 +18,7 @@ pub use prost;
 
 pub mod access;
 pub mod client;
+pub mod driver;
 pub mod pki;
 pub mod reflection;
 pub mod server;

@@ -290,6 +290,27 @@ pub fn first_cert_der(pem: &str) -> Option<Vec<u8>> {
         .map(|p| p.contents)
 }
 
+/// A TLS acceptor serving `cert` (no client certificates): an HTTPS endpoint of a test or the
+/// demo, such as a merchant's notification receiver.
+pub fn https_acceptor(cert: &CertKey) -> Result<tokio_rustls::TlsAcceptor, Error> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err("certificate", e))?;
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).map_err(|e| err("key", e))?;
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| err("TLS", e))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| err("TLS", e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
 /// One PKI per test process (made once: key generation is cheap, but a test suite starts many
 /// clusters), and a second, unrelated one for "a certificate from another CA".
 pub fn testing() -> &'static Pki {

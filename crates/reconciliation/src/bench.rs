@@ -33,7 +33,7 @@ use crate::domain::{
 };
 use crate::engine::{
     AdjustmentRequest, ApplyRequest, ChannelSettings, Engine, FetchedFile, FileSource, Peers,
-    RunRequest, SubmittedPage,
+    ReinstateRequest, RunRequest, SubmittedPage,
 };
 
 const CHANNEL: &str = "wechat-bench";
@@ -192,6 +192,10 @@ impl Peers for BenchPeers {
 
     async fn get_refund(&self, _: &str) -> Result<Option<KnownRefund>> {
         Ok(None)
+    }
+
+    async fn reinstate(&self, _: ReinstateRequest) -> Result<()> {
+        Err(Error::internal("the benchmark resolves nothing"))
     }
 
     async fn apply(&self, request: ApplyRequest) -> Result<Option<FinalStatus>> {

@@ -42,6 +42,7 @@ use crate::domain::{
 use crate::store::{self, AuditEntry};
 
 pub mod intake;
+mod resolution;
 
 use intake::Digests;
 
@@ -81,6 +82,17 @@ pub struct ApplyRequest {
     pub status: FinalStatus,
     pub reason: String,
     /// The run or discrepancy that decided it.
+    pub source: String,
+}
+
+/// A reinstatement asked of the refund center.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReinstateRequest {
+    pub refund_id: String,
+    /// The attempt the bank paid (the reference of its row).
+    pub bank_reference_id: String,
+    pub reason: String,
+    /// The discrepancy that decided it.
     pub source: String,
 }
 
@@ -127,6 +139,10 @@ pub trait Peers: Clone + Send + Sync + 'static {
         &self,
         request: ApplyRequest,
     ) -> impl Future<Output = Result<Option<FinalStatus>>> + Send;
+
+    /// Reinstates a FAILED refund the bank paid as SUCCEEDED (idempotent per refund; see
+    /// [`crate::domain::resolution`]).
+    fn reinstate(&self, request: ReinstateRequest) -> impl Future<Output = Result<()>> + Send;
 
     /// Posts an adjustment (idempotent by id); returns the posting id.
     fn post_adjustment(
@@ -819,8 +835,7 @@ impl<P: Peers> Engine<P> {
     // Discrepancy resolution
     // -----------------------------------------------------------------------------------------
 
-    /// Resolves a discrepancy (see [`plan_resolution`]). Audited: a RESOLVE_STARTED entry when it
-    /// starts, a RESOLVED entry with before/after when it finishes.
+    /// Resolves a discrepancy without evidence (see [`Engine::resolve_with_evidence`]).
     pub async fn resolve(
         &self,
         discrepancy_id: &str,
@@ -828,9 +843,25 @@ impl<P: Peers> Engine<P> {
         operator: &str,
         reason: &str,
     ) -> Result<Discrepancy> {
+        self.resolve_with_evidence(discrepancy_id, resolution, operator, reason, "")
+            .await
+    }
+
+    /// Resolves a discrepancy (see [`plan_resolution`]); `evidence` is the bank's statement
+    /// reference (required for platform-wins on a refund the bank never reported). Audited: a
+    /// RESOLVE_STARTED entry when it starts, a RESOLVED entry with before/after when it finishes.
+    /// Idempotent: repeating an interrupted resolution (same resolution and operator) finishes it.
+    pub async fn resolve_with_evidence(
+        &self,
+        discrepancy_id: &str,
+        resolution: Resolution,
+        operator: &str,
+        reason: &str,
+        evidence: &str,
+    ) -> Result<Discrepancy> {
         let d = self.get_discrepancy(discrepancy_id).await?;
         let step = check_resolve(&d, resolution, operator, reason)?;
-        let actions = plan_resolution(&d, resolution)?;
+        let actions = plan_resolution(&d, resolution, evidence)?;
         let now = self.clock.now_ms();
         if step == ResolveStep::Start {
             let (id, op, why) = (
@@ -894,32 +925,7 @@ impl<P: Peers> Engine<P> {
                     match judge_write_back(*status, answer.as_ref().map(|s| *s)) {
                         WriteBackVerdict::Done => done.push(action.to_string()),
                         WriteBackVerdict::Refused(why) => {
-                            let id = d.discrepancy_id.clone();
-                            let (op, r) = (operator.to_string(), reason.to_string());
-                            let w = why.clone();
-                            self.db
-                                .transaction(move |conn| {
-                                    store::abort_resolving(conn, &id)?;
-                                    store::insert_audit(
-                                        conn,
-                                        &AuditEntry {
-                                            audit_id: new_id("aud"),
-                                            subject_kind: "DISCREPANCY".into(),
-                                            subject_id: id.clone(),
-                                            action: "RESOLVE_REFUSED".into(),
-                                            operator: op,
-                                            reason: r,
-                                            before_state: "RESOLVING".into(),
-                                            after_state: format!("OPEN ({w})"),
-                                            at_ms: now,
-                                        },
-                                    )
-                                })
-                                .await?;
-                            return Err(Error::new(
-                                ErrorCode::InvalidStateTransition,
-                                format!("the refund center refused the correction: {why}"),
-                            ));
+                            return Err(self.reopen_refused(&d, operator, reason, &why, now).await);
                         }
                         WriteBackVerdict::Retry => {
                             return Err(match answer {
@@ -937,6 +943,10 @@ impl<P: Peers> Engine<P> {
                             });
                         }
                     }
+                }
+                ResolutionAction::Reinstate { reason: why } => {
+                    self.reinstate_for(&d, why, operator, reason, now).await?;
+                    done.push(action.to_string());
                 }
                 ResolutionAction::Adjust { kind, amount } => {
                     let id = crate::domain::adjustment_id_for(&d.discrepancy_id);

@@ -31,7 +31,7 @@ use crate::domain::{
 };
 use crate::engine::{
     AdjustmentRequest, ApplyRequest, ChannelSettings, Engine, FetchedFile, FileSource, Peers,
-    RunRequest, SubmittedPage,
+    ReinstateRequest, RunRequest, SubmittedPage,
 };
 use crate::report::{self, ReportFormat};
 use crate::store;
@@ -249,6 +249,16 @@ fn platform_refund(channel: &str, order: refund_pb::RefundOrder) -> Result<Optio
     }))
 }
 
+/// The attempt reference the refund center is given for a bank row: empty (the current attempt)
+/// when the row carries the refund id itself.
+fn attempt_reference(bank_reference_id: String, refund_id: &str) -> String {
+    if bank_reference_id == refund_id {
+        String::new()
+    } else {
+        bank_reference_id
+    }
+}
+
 impl Peers for GrpcPeers {
     async fn fetch_file(&self, channel: &str, date: NaiveDate) -> Result<FetchedFile> {
         let file = self
@@ -354,11 +364,7 @@ impl Peers for GrpcPeers {
             FinalStatus::Succeeded => refund_pb::RefundStatus::Succeeded,
             FinalStatus::Failed => refund_pb::RefundStatus::Failed,
         };
-        let reference = if request.bank_reference_id == request.refund_id {
-            String::new()
-        } else {
-            request.bank_reference_id
-        };
+        let reference = attempt_reference(request.bank_reference_id, &request.refund_id);
         self.refund
             .clone()
             .apply_reconciliation(refund_pb::ApplyReconciliationRequest {
@@ -372,6 +378,21 @@ impl Peers for GrpcPeers {
             // A failure another method can fix ends the attempt, not the refund: the answer is
             // still PROCESSING, with the attempt FAILED — the write-back is done.
             .map(|r| known_status_of(&r.into_inner(), &reference))
+            .map_err(peer_err)
+    }
+
+    async fn reinstate(&self, request: ReinstateRequest) -> Result<()> {
+        let reference = attempt_reference(request.bank_reference_id, &request.refund_id);
+        self.refund
+            .clone()
+            .reinstate_succeeded(refund_pb::ReinstateSucceededRequest {
+                refund_id: request.refund_id,
+                bank_reference_id: reference,
+                reason: request.reason,
+                source: request.source,
+            })
+            .await
+            .map(|_| ())
             .map_err(peer_err)
     }
 

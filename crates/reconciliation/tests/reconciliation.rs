@@ -491,6 +491,12 @@ impl RefundService for FakeRefund {
     ) -> Result<Response<refund_pb::OutboxReport>, Status> {
         unimplemented()
     }
+    async fn reinstate_succeeded(
+        &self,
+        _: Request<refund_pb::ReinstateSucceededRequest>,
+    ) -> Result<Response<refund_pb::RefundOrder>, Status> {
+        unimplemented()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -721,6 +727,7 @@ impl Harness {
                 resolution: resolution as i32,
                 operator: operator.into(),
                 reason: reason.into(),
+                evidence: String::new(),
             })
             .await
             .map(|r| r.into_inner())

@@ -22,6 +22,7 @@ use tuikuan_kernel::{Error, ErrorCode, Money, Result, WorkingCalendar};
 
 pub mod bank_ids;
 pub mod batch;
+pub mod people;
 
 /// How long after payment the original route (interface) takes refunds, unless the channel says
 /// otherwise.
@@ -39,6 +40,7 @@ const MS_PER_DAY: i64 = 86_400_000;
 use tuikuan_kernel::string_enum;
 
 pub mod control;
+pub mod reinstate;
 
 string_enum!(
     /// Why a refund exists: an ordinary merchant refund, or an error refund (差错退款) of a
@@ -158,6 +160,9 @@ string_enum!(
         ClearingReturn => "CLEARING_RETURN",
         /// business.ReportRefundOutcome(FAILED, returned): the merchant learns of the return.
         NotifyReturned => "NOTIFY_RETURNED",
+        /// clearing.ReinstateDebit: a FAILED refund the bank paid is taken from the merchant
+        /// again ([`reinstate`]).
+        ClearingReinstate => "CLEARING_REINSTATE",
     }
 );
 
@@ -531,12 +536,16 @@ pub const FALLBACK_REASON_CODES: &[&str] = &["CARD_CANCELLED", "ACCOUNT_CLOSED",
 
 /// Whether a failure with this reason can be fixed by the next method (by its leading code).
 pub fn is_fallback_reason(reason: &str) -> bool {
-    let code: String = reason
+    FALLBACK_REASON_CODES.contains(&reason_code(reason).as_str())
+}
+
+/// The leading code of a reason (`CODE: text`).
+pub fn reason_code(reason: &str) -> String {
+    reason
         .trim_start()
         .chars()
         .take_while(|c| c.is_ascii_uppercase() || *c == '_')
-        .collect();
-    FALLBACK_REASON_CODES.contains(&code.as_str())
+        .collect()
 }
 
 /// The shortest card number a payout takes.
@@ -1207,6 +1216,7 @@ impl RefundOrder {
         if !event.reason.is_empty() {
             self.reason = event.reason.clone();
         }
+        self.after_bank_event(event.status, &event.reason);
         true
     }
 

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod control;
 pub mod proposals;
+mod reinstate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +39,8 @@ use pb::refund_control_service_server::RefundControlServiceServer;
 use pb::refund_service_server::{RefundService, RefundServiceServer};
 
 use crate::domain::{
-    self, expected_completion, is_fallback_reason, validate_text, AttemptOutcome, BankEvent,
-    BankStatus, Channel, ChannelKind, CycleCounts, FinalStatus, NewRefund, OutboxCounts,
+    self, expected_completion, is_fallback_reason, people, validate_text, AttemptOutcome,
+    BankEvent, BankStatus, Channel, ChannelKind, CycleCounts, FinalStatus, NewRefund, OutboxCounts,
     OutboxStep, Outcome, PayoutState, PayoutUpdate, RefundMethod, RefundOrder, RefundStatus,
     SubmitStatus, DEFAULT_ORIGINAL_ROUTE_WINDOW_DAYS, PAYOUT_EXPECTED_MS,
 };
@@ -271,6 +272,11 @@ where
                     &domain::OutboxEntry::for_final(refund_id, status),
                     now_ms,
                 )?;
+            }
+            if before.refund_status == RefundStatus::Failed
+                && after.refund_status == RefundStatus::Succeeded
+            {
+                store::insert_outbox(conn, &domain::OutboxEntry::for_reinstate(refund_id), now_ms)?;
             }
             if after.refund_status == RefundStatus::Returned
                 && before.refund_status != RefundStatus::Returned
@@ -928,7 +934,9 @@ impl RefundCenter {
     /// Reconciliation's result for the attempt the bank knows by `reference` (empty: the current
     /// one). SUCCEEDED makes the order final. FAILED with a reason another method can fix
     /// (CARD_CANCELLED, ACCOUNT_CLOSED, BEYOND_WINDOW) fails the attempt and starts the next method
-    /// (the order stays PROCESSING); other failures, or none left, make it final FAILED. A result
+    /// (the order stays PROCESSING); a failure the channel holds for people (BANK_ABNORMAL,
+    /// [`people`]) leaves the order PROCESSING and waiting for people; other failures, or no
+    /// method left, make it final FAILED. A result
     /// for an earlier attempt never touches the current one: the same outcome it already has
     /// answers the order unchanged, another is `INVALID_STATE_TRANSITION`. Idempotent.
     pub async fn apply_reconciliation(
@@ -979,6 +987,14 @@ impl RefundCenter {
                             status.refund_status()
                         ),
                     ));
+                }
+                // The channel holds the money (WeChat Pay ABNORMAL): people decide, nothing moves.
+                if status == FinalStatus::Failed
+                    && people::needs_people(&reason)
+                    && o.refund_status == RefundStatus::Processing
+                    && o.submit_status == SubmitStatus::Submitted
+                {
+                    return Ok(o.hand_to_people(&reason));
                 }
                 if status == FinalStatus::Failed
                     && is_fallback_reason(&reason)
@@ -1152,7 +1168,15 @@ impl RefundCenter {
                         reason: order.reason.clone(),
                         returned: false,
                         expected_completion_ms: 0,
+                        reinstated: false,
                     })
+                    .await
+                    .map_err(peer_err)?;
+            }
+            OutboxStep::ClearingReinstate => {
+                self.clearing
+                    .clone()
+                    .reinstate_debit(clearing::ReinstateDebitRequest { refund_id, reason })
                     .await
                     .map_err(peer_err)?;
             }
@@ -1165,6 +1189,7 @@ impl RefundCenter {
                         reason,
                         returned: true,
                         expected_completion_ms: 0,
+                        reinstated: false,
                     })
                     .await
                     .map_err(peer_err)?;
@@ -1720,6 +1745,14 @@ impl RefundService for RefundCenter {
         .await
         .map_err(grpc_err)?;
         Ok(Response::new(order_to_wire(&order)))
+    }
+
+    #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
+    async fn reinstate_succeeded(
+        &self,
+        request: Request<pb::ReinstateSucceededRequest>,
+    ) -> Result<Response<pb::RefundOrder>, Status> {
+        reinstate::reinstate_succeeded_rpc(self, request).await
     }
 
     async fn run_outbox(

@@ -11,13 +11,13 @@ use std::io::Cursor;
 use calamine::{open_workbook_from_rs, Data, Reader, Xlsx};
 use chrono::{Duration, NaiveDate};
 use diesel::prelude::*;
-use tonic::transport::Channel;
 use tuikuan_db::testing::TestDb;
 use tuikuan_kernel::{ErrorCode, ManualClock};
 use tuikuan_proto::bank::v1 as bankpb;
 use tuikuan_proto::bank::v1::bank_service_client::BankServiceClient;
 use tuikuan_proto::clearing::v1 as clpb;
 use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
+use tuikuan_proto::driver::AnyCaller;
 use tuikuan_proto::payout::v1 as popb;
 use tuikuan_proto::payout::v1::payout_service_client::PayoutServiceClient;
 use tuikuan_proto::refund::v1 as pb;
@@ -26,6 +26,7 @@ use tuikuan_proto::refund::v1::error_refund_service_client::ErrorRefundServiceCl
 use tuikuan_proto::refund::v1::refund_control_service_client::RefundControlServiceClient;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 use tuikuan_proto::status::from_status;
+use tuikuan_proto::tls::Principal;
 use tuikuan_refund::store::{refund_batch_rows, refund_batches, refund_cards, refunds};
 use tuikuan_refund::vault::Sealer;
 use tuikuan_refund::CardKey;
@@ -51,13 +52,13 @@ fn test_key() -> CardKey {
 struct Env {
     clock: ManualClock,
     url: String,
-    refunds: RefundServiceClient<Channel>,
-    errors: ErrorRefundServiceClient<Channel>,
-    controls: RefundControlServiceClient<Channel>,
-    batches: BatchServiceClient<Channel>,
-    clearing: ClearingServiceClient<Channel>,
-    bank: BankServiceClient<Channel>,
-    payouts: PayoutServiceClient<Channel>,
+    refunds: RefundServiceClient<AnyCaller>,
+    errors: ErrorRefundServiceClient<AnyCaller>,
+    controls: RefundControlServiceClient<AnyCaller>,
+    batches: BatchServiceClient<AnyCaller>,
+    clearing: ClearingServiceClient<AnyCaller>,
+    bank: BankServiceClient<AnyCaller>,
+    payouts: PayoutServiceClient<AnyCaller>,
     stack: Stack,
 }
 
@@ -99,13 +100,25 @@ impl Env {
         let mut env = Env {
             clock: stack.clock.clone(),
             url: refund_db.to_string(),
-            refunds: RefundServiceClient::new(client_channel(&stack.refund_url)),
-            errors: ErrorRefundServiceClient::new(client_channel(&stack.refund_url)),
-            controls: RefundControlServiceClient::new(client_channel(&stack.refund_url)),
-            batches: BatchServiceClient::new(client_channel(&stack.refund_url)),
-            clearing: ClearingServiceClient::new(client_channel(&stack.clearing_url)),
-            bank: BankServiceClient::new(client_channel(&stack.bank_url)),
-            payouts: PayoutServiceClient::new(client_channel(stack.payout_url())),
+            refunds: RefundServiceClient::new(client_channel(Principal::Refund, &stack.refund_url)),
+            errors: ErrorRefundServiceClient::new(client_channel(
+                Principal::Refund,
+                &stack.refund_url,
+            )),
+            controls: RefundControlServiceClient::new(client_channel(
+                Principal::Refund,
+                &stack.refund_url,
+            )),
+            batches: BatchServiceClient::new(client_channel(Principal::Refund, &stack.refund_url)),
+            clearing: ClearingServiceClient::new(client_channel(
+                Principal::Clearing,
+                &stack.clearing_url,
+            )),
+            bank: BankServiceClient::new(client_channel(Principal::Bank, &stack.bank_url)),
+            payouts: PayoutServiceClient::new(client_channel(
+                Principal::Payout,
+                stack.payout_url(),
+            )),
             stack,
         };
         for (code, kind, methods) in [

@@ -11,7 +11,6 @@ use std::process::Command;
 
 use calamine::{open_workbook_from_rs, Data, Reader, Xlsx};
 use chrono::{Duration, NaiveDate};
-use tonic::transport::Channel;
 use tuikuan_bank::domain::{Decision, SimParams, TxKind};
 use tuikuan_db::testing::TestDb;
 use tuikuan_kernel::clock::start_of_business_date;
@@ -20,12 +19,14 @@ use tuikuan_proto::bank::v1 as bankpb;
 use tuikuan_proto::bank::v1::bank_service_client::BankServiceClient;
 use tuikuan_proto::clearing::v1 as clpb;
 use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
+use tuikuan_proto::driver::AnyCaller;
 use tuikuan_proto::payout::v1 as popb;
 use tuikuan_proto::payout::v1::payout_service_client::PayoutServiceClient;
 use tuikuan_proto::refund::v1 as pb;
 use tuikuan_proto::refund::v1::batch_service_client::BatchServiceClient;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 use tuikuan_proto::status::from_status;
+use tuikuan_proto::tls::Principal;
 
 mod common;
 
@@ -78,11 +79,11 @@ impl BankPlan {
 
 struct Env {
     clock: ManualClock,
-    refunds: RefundServiceClient<Channel>,
-    batches: BatchServiceClient<Channel>,
-    clearing: ClearingServiceClient<Channel>,
-    bank: BankServiceClient<Channel>,
-    payouts: PayoutServiceClient<Channel>,
+    refunds: RefundServiceClient<AnyCaller>,
+    batches: BatchServiceClient<AnyCaller>,
+    clearing: ClearingServiceClient<AnyCaller>,
+    bank: BankServiceClient<AnyCaller>,
+    payouts: PayoutServiceClient<AnyCaller>,
     stack: Stack,
 }
 
@@ -96,11 +97,17 @@ impl Env {
         let stack = Stack::start(refund_db, setup, |config| config.with_calendar(calendar)).await;
         Env {
             clock: stack.clock.clone(),
-            refunds: RefundServiceClient::new(client_channel(&stack.refund_url)),
-            batches: BatchServiceClient::new(client_channel(&stack.refund_url)),
-            clearing: ClearingServiceClient::new(client_channel(&stack.clearing_url)),
-            bank: BankServiceClient::new(client_channel(&stack.bank_url)),
-            payouts: PayoutServiceClient::new(client_channel(stack.payout_url())),
+            refunds: RefundServiceClient::new(client_channel(Principal::Refund, &stack.refund_url)),
+            batches: BatchServiceClient::new(client_channel(Principal::Refund, &stack.refund_url)),
+            clearing: ClearingServiceClient::new(client_channel(
+                Principal::Clearing,
+                &stack.clearing_url,
+            )),
+            bank: BankServiceClient::new(client_channel(Principal::Bank, &stack.bank_url)),
+            payouts: PayoutServiceClient::new(client_channel(
+                Principal::Payout,
+                stack.payout_url(),
+            )),
             stack,
         }
     }
@@ -232,6 +239,15 @@ impl Env {
             .await
             .map(|r| r.into_inner())
             .map_err(|s| from_status(&s).code)
+    }
+
+    /// Runs the interface cycle once.
+    async fn interface_cycle(&mut self) -> pb::CycleReport {
+        self.refunds
+            .run_interface_cycle(pb::RunInterfaceCycleRequest { limit: 0 })
+            .await
+            .expect("cycle")
+            .into_inner()
     }
 
     /// Runs the payout center's cycle, lets the bank's delays pass and ticks the bank.
@@ -562,6 +578,100 @@ async fn card_cancelled_falls_back(url: &str) {
     assert_eq!(env.debit_status("rf-j").await, clpb::DebitStatus::Reversed);
 
     env.stop().await;
+}
+
+// -------------------------------------------------------------------------------------------------
+// A channel holds the refund as abnormal (WeChat Pay ABNORMAL, bill CHANGE): it waits for people,
+// no payout is started and nothing is failed back; the channel's later success finishes it.
+
+async fn abnormal_waits_for_people(url: &str) {
+    let mut env = Env::start(url, BankPlan::clean(), WorkingCalendar::default()).await;
+    env.channel(
+        "WX1",
+        pb::ChannelKind::Aggregated,
+        &[pb::RefundMethod::Interface, pb::RefundMethod::Payout],
+        "WECHAT",
+    )
+    .await;
+    env.refund("rf-a", "WX1", "66.60", CARD2).await;
+    assert_eq!(env.interface_cycle().await.accepted, 1);
+    // The bank reports the channel's ABNORMAL (as the WeChat Pay connector words it).
+    let abnormal = "BANK_ABNORMAL: WeChat Pay ABNORMAL (退款异常): the payer's card refused the \
+                    refund (closed or frozen) and WeChat Pay holds the money";
+    let callback = |status: pb::BankStatus, reason: &str, sequence: u64| pb::BankCallbackRequest {
+        refund_id: "rf-a".into(),
+        bank_ref: "wx-5030".into(),
+        status: status as i32,
+        reason: reason.into(),
+        sequence,
+    };
+    env.refunds
+        .bank_callback(callback(pb::BankStatus::BankFailed, abnormal, 1_000))
+        .await
+        .expect("callback");
+    let o = env.get("rf-a").await;
+    assert_eq!(o.bank_status, pb::BankStatus::BankFailed as i32);
+    assert_eq!(o.refund_status, pb::RefundStatus::Processing as i32);
+    assert!(o.waiting_manual, "handed to people");
+    // Reconciliation's failure (bill 退款状态 CHANGE) changes nothing: no fallback, no failure.
+    let o = env
+        .reconcile(
+            "rf-a",
+            pb::RefundStatus::Failed,
+            "BANK_ABNORMAL: CHANGE, refund abnormal (退款异常)",
+            "rf-a",
+        )
+        .await
+        .expect("parked");
+    assert_eq!(o.refund_status, pb::RefundStatus::Processing as i32);
+    assert_eq!(o.submit_status, pb::SubmitStatus::Submitted as i32);
+    assert_eq!(
+        (o.attempt, o.method),
+        (1, pb::RefundMethod::Interface as i32)
+    );
+    assert!(o.waiting_manual);
+    assert_eq!(
+        outcomes(&o),
+        vec![(pb::RefundMethod::Interface as i32, "SUBMITTED".into())]
+    );
+    let cycle = env.interface_cycle().await;
+    assert_eq!((cycle.sent, cycle.waiting), (0, 1));
+    env.payouts
+        .run_payout_cycle(popb::RunPayoutCycleRequest { limit: 0 })
+        .await
+        .expect("payout cycle");
+    assert!(env.bank_tx(true, "po_rf-a_2").await.is_none(), "no payout");
+    assert_eq!(env.debit_status("rf-a").await, clpb::DebitStatus::Debited);
+
+    // People handled it at the channel (发起异常退款 to another card): it reports success, and
+    // reconciliation finishes the refund as usual.
+    env.refunds
+        .bank_callback(callback(pb::BankStatus::BankSucceeded, "", 1_001))
+        .await
+        .expect("callback");
+    assert!(!env.get("rf-a").await.waiting_manual);
+    let o = env
+        .reconcile("rf-a", pb::RefundStatus::Succeeded, "matched", "rf-a")
+        .await
+        .expect("final");
+    assert_eq!(o.refund_status, pb::RefundStatus::Succeeded as i32);
+    assert_eq!(env.debit_status("rf-a").await, clpb::DebitStatus::Completed);
+    assert!(env.bank_tx(true, "po_rf-a_2").await.is_none());
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abnormal_waits_for_people_sqlite() {
+    let db = TestDb::sqlite("refund");
+    abnormal_waits_for_people(db.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abnormal_waits_for_people_postgres() {
+    let Some(db) = TestDb::postgres("refund_abnormal") else {
+        return;
+    };
+    abnormal_waits_for_people(db.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

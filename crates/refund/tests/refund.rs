@@ -5,7 +5,6 @@
 //! refund center's database; the peers run on SQLite).
 
 use chrono::{Duration, NaiveDate};
-use tonic::transport::Channel;
 use tuikuan_bank::domain::SimParams;
 use tuikuan_db::testing::TestDb;
 use tuikuan_kernel::clock::start_of_business_date;
@@ -14,16 +13,18 @@ use tuikuan_proto::bank::v1 as bankpb;
 use tuikuan_proto::bank::v1::bank_service_client::BankServiceClient;
 use tuikuan_proto::clearing::v1 as clpb;
 use tuikuan_proto::clearing::v1::clearing_service_client::ClearingServiceClient;
+use tuikuan_proto::driver::AnyCaller;
 use tuikuan_proto::refund::v1 as pb;
 use tuikuan_proto::refund::v1::refund_service_client::RefundServiceClient;
 use tuikuan_proto::status::from_status;
+use tuikuan_proto::tls::Principal;
 
 mod common;
 
 use common::{client_channel, steady_bank, Setup, Stack, MERCHANT};
 
-type Refunds = RefundServiceClient<Channel>;
-type Clearing = ClearingServiceClient<Channel>;
+type Refunds = RefundServiceClient<AnyCaller>;
+type Clearing = ClearingServiceClient<AnyCaller>;
 
 const NB: &str = "NB1";
 const QP: &str = "QP1";
@@ -48,7 +49,7 @@ struct Env {
     clock: ManualClock,
     refunds: Refunds,
     clearing: Clearing,
-    bank: Option<BankServiceClient<Channel>>,
+    bank: Option<BankServiceClient<AnyCaller>>,
     stack: Stack,
 }
 
@@ -70,10 +71,13 @@ impl Env {
         let stack = Stack::start(refund_db, setup, |config| config).await;
         let mut env = Env {
             clock: stack.clock.clone(),
-            refunds: RefundServiceClient::new(client_channel(&stack.refund_url)),
-            clearing: ClearingServiceClient::new(client_channel(&stack.clearing_url)),
+            refunds: RefundServiceClient::new(client_channel(Principal::Refund, &stack.refund_url)),
+            clearing: ClearingServiceClient::new(client_channel(
+                Principal::Clearing,
+                &stack.clearing_url,
+            )),
             bank: (mode != BankMode::Unreachable)
-                .then(|| BankServiceClient::new(client_channel(&stack.bank_url))),
+                .then(|| BankServiceClient::new(client_channel(Principal::Bank, &stack.bank_url))),
             stack,
         };
         env.channel(NB, pb::ChannelKind::NetBanking).await;

@@ -65,6 +65,8 @@ const DEBIT: &str = "refund-debit:";
 const COMPLETE: &str = "refund-complete:";
 const REVERSE: &str = "refund-reverse:";
 const RETURN: &str = "refund-return:";
+/// A FAILED refund the bank paid, taken from the merchant again (debit and completion in one).
+const REINSTATE: &str = "refund-reinstate:";
 
 /// How to audit.
 #[derive(Debug, Clone)]
@@ -584,8 +586,12 @@ impl Snapshot {
             let debit = self.debits.get(refund_id);
             let get = |prefix: &str| self.postings.get(&format!("{prefix}{refund_id}"));
             let (d, c, v, r) = (get(DEBIT), get(COMPLETE), get(REVERSE), get(RETURN));
+            // A reinstated refund was reversed and then taken again: its reversal and its
+            // reinstatement stand where a completion would.
+            let ri = get(REINSTATE);
+            let done = c.is_some() != (v.is_some() && ri.is_some());
             let Some(debit) = debit else {
-                if d.is_some() || c.is_some() || v.is_some() || r.is_some() {
+                if d.is_some() || c.is_some() || v.is_some() || r.is_some() || ri.is_some() {
                     report.violation(format!(
                         "the ledger has postings for refund {refund_id}, which the clearing center has no debit for"
                     ));
@@ -599,7 +605,19 @@ impl Snapshot {
             }
             let status = clr::DebitStatus::try_from(debit.status).ok();
             use clr::DebitStatus as S;
+            let not_reinstated = ri.is_none();
             let ok = match status {
+                Some(S::Reinstating) => {
+                    report.checked.in_flight += 1;
+                    d.is_some() && v.is_some() && c.is_none() && r.is_none()
+                }
+                Some(S::Completed) => d.is_some() && done && r.is_none(),
+                Some(S::Returning) => {
+                    report.checked.in_flight += 1;
+                    d.is_some() && done
+                }
+                Some(S::Returned) => d.is_some() && done && r.is_some(),
+                _ if !not_reinstated => false,
                 Some(S::Pending) => {
                     report.checked.in_flight += 1;
                     c.is_none() && v.is_none() && r.is_none()
@@ -615,12 +633,6 @@ impl Snapshot {
                     report.checked.in_flight += 1;
                     d.is_some() && v.is_none() && r.is_none()
                 }
-                Some(S::Completed) => d.is_some() && c.is_some() && v.is_none() && r.is_none(),
-                Some(S::Returning) => {
-                    report.checked.in_flight += 1;
-                    d.is_some() && c.is_some() && v.is_none()
-                }
-                Some(S::Returned) => d.is_some() && c.is_some() && r.is_some() && v.is_none(),
                 Some(S::Unspecified) | None => false,
             };
             if !ok {
@@ -632,6 +644,7 @@ impl Snapshot {
                     has(c, "complete"),
                     has(v, "reverse"),
                     has(r, "return"),
+                    has(ri, "reinstate"),
                 ]
                 .into_iter()
                 .filter(|s| !s.is_empty())
@@ -659,9 +672,26 @@ impl Snapshot {
                     ));
                 }
             }
+            // A reinstatement takes the whole merchant part again: from the balance, and what the
+            // balance could not cover as a receivable from the merchant (never a second refund).
+            if let Some(ri) = ri {
+                let taken =
+                    account_total(ri, acc::AccountType::MerchantSettlement, acc::Side::Debit)?
+                        + account_total(
+                            ri,
+                            acc::AccountType::MerchantReceivable,
+                            acc::Side::Debit,
+                        )?;
+                let part = dec(&debit.merchant_amount, "debit merchant_amount")?;
+                if taken != part {
+                    report.violation(format!(
+                        "refund {refund_id}: the reinstatement takes {taken} from the merchant, clearing says the merchant part is {part}"
+                    ));
+                }
+            }
             // Reversed and returned refunds leave every merchant account as it was.
             let mut net: BTreeMap<AccountKey, Decimal> = BTreeMap::new();
-            for p in [d, v, r].into_iter().flatten() {
+            for p in [d, v, r, ri].into_iter().flatten() {
                 for (key, value) in credit_normal_effects(p)? {
                     *net.entry(key).or_default() += value;
                 }
@@ -804,7 +834,15 @@ impl Snapshot {
             Ok(rfd::RefundStatus::Succeeded) if settled => {
                 &[S::Completed, S::Returning, S::Returned]
             }
-            Ok(rfd::RefundStatus::Succeeded) => &[S::Debited, S::Completing, S::Completed],
+            // A reinstated refund's debit was reversed and is taken again by its last step.
+            Ok(rfd::RefundStatus::Succeeded) => &[
+                S::Debited,
+                S::Completing,
+                S::Completed,
+                S::Reversing,
+                S::Reversed,
+                S::Reinstating,
+            ],
             Ok(rfd::RefundStatus::Failed) if settled => &[S::Reversed, S::Rejected],
             Ok(rfd::RefundStatus::Failed) => &[S::Debited, S::Reversing, S::Reversed],
             Ok(rfd::RefundStatus::Returned) if settled => &[S::Returned],
@@ -1178,7 +1216,7 @@ fn dec(s: &str, what: &str) -> anyhow::Result<Decimal> {
 
 /// The refund a posting is about, from its request id.
 fn refund_of(request_id: &str) -> Option<&str> {
-    [DEBIT, COMPLETE, REVERSE, RETURN]
+    [DEBIT, COMPLETE, REVERSE, RETURN, REINSTATE]
         .iter()
         .find_map(|p| request_id.strip_prefix(p))
 }
@@ -1251,7 +1289,13 @@ fn holds(status: i32) -> bool {
     use clr::DebitStatus as S;
     matches!(
         clr::DebitStatus::try_from(status),
-        Ok(S::Pending | S::Debited | S::Completing | S::Completed | S::Reversing | S::Returning)
+        Ok(S::Pending
+            | S::Debited
+            | S::Completing
+            | S::Completed
+            | S::Reversing
+            | S::Returning
+            | S::Reinstating)
     )
 }
 

@@ -505,6 +505,13 @@ fn run_service(
             Box::pin(tuikuan_clearing::serve(cfg, listener, shutdown))
         }
         Service::Business => {
+            let merchant_notify = match config.notify_settings() {
+                Ok(n) => n,
+                Err(e) => {
+                    let e = tuikuan_kernel::Error::field("notify", format!("{e:#}"));
+                    return Box::pin(async move { Err(e) });
+                }
+            };
             let cfg = tuikuan_business::Config {
                 database_url: db,
                 clock,
@@ -529,6 +536,7 @@ fn run_service(
                         .clone()
                         .zip(config.bootstrap_admin_password_hash.clone()),
                 },
+                notify: merchant_notify,
             };
             let Some(public) = public else {
                 return Box::pin(async {

@@ -166,6 +166,23 @@ impl Default for TlsSettings {
     }
 }
 
+/// Merchant notifications: where the business layer's sender may deliver (see
+/// `docs/security.md`, "Merchant notifications"). The default: public addresses, HTTPS only,
+/// certificates verified against the public web roots.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifySettings {
+    /// Special-purpose address ranges (loopback, private, link-local, …) notifications may go to
+    /// anyway, as `address/prefix` (`["127.0.0.0/8", "::1/128"]`; `10.20.0.0/16` for merchants
+    /// on a private network). Default: none.
+    pub allow_private: Vec<String>,
+    /// Accept plain `http://` notify URLs (default: `https://` only).
+    pub allow_http: bool,
+    /// CA certificates (PEM) trusted besides the public web roots, for merchant endpoints whose
+    /// certificates a private CA issued.
+    pub ca_file: Option<PathBuf>,
+}
+
 /// The deployment.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -220,6 +237,7 @@ pub struct DeploymentConfig {
     /// `force_fail = "100.00 CNY"`. Default: always two operators.
     pub four_eyes: std::collections::BTreeMap<String, String>,
     pub tls: TlsSettings,
+    pub notify: NotifySettings,
     pub bank: BankSimulator,
 }
 
@@ -250,6 +268,7 @@ impl Default for DeploymentConfig {
             bootstrap_admin_password_hash: None,
             four_eyes: Default::default(),
             tls: TlsSettings::default(),
+            notify: NotifySettings::default(),
             bank: BankSimulator::default(),
         }
     }
@@ -318,6 +337,11 @@ impl DeploymentConfig {
         if self.bootstrap_admin.is_some() != self.bootstrap_admin_password_hash.is_some() {
             bail!("bootstrap_admin and bootstrap_admin_password_hash: set both or neither");
         }
+        tuikuan_business::domain::egress::EgressRules::new(
+            &self.notify.allow_private,
+            self.notify.allow_http,
+        )
+        .map_err(|e| anyhow::anyhow!(e.message))?;
         if self.tls.public_cert.is_some() != self.tls.public_key.is_some() {
             bail!("tls: set both public_cert and public_key, or neither");
         }
@@ -394,6 +418,27 @@ impl DeploymentConfig {
         std::fs::read_to_string(&path)
             .map(Some)
             .with_context(|| format!("tls.public_ca: cannot read {}", path.display()))
+    }
+
+    /// The business layer's notification sender settings (`[notify]`).
+    pub fn notify_settings(&self) -> anyhow::Result<tuikuan_business::NotifySettings> {
+        let rules = tuikuan_business::domain::egress::EgressRules::new(
+            &self.notify.allow_private,
+            self.notify.allow_http,
+        )
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+        let extra_ca_pem = match &self.notify.ca_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("notify.ca_file: cannot read {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(tuikuan_business::NotifySettings {
+            rules,
+            extra_ca_pem,
+            lookup: None,
+        })
     }
 
     /// The address peers use to reach `service`.
@@ -501,5 +546,18 @@ mod tests {
         let bad: DeploymentConfig = toml::from_str("[ports]\nrefunds = 1").unwrap();
         assert!(bad.validate().unwrap_err().to_string().contains("refunds"));
         assert!(toml::from_str::<DeploymentConfig>("colour = 1").is_err());
+        // Merchant notifications: strict by default; ranges checked at load.
+        let rules = example.notify_settings().unwrap().rules;
+        assert!(rules.allow_private.is_empty() && !rules.allow_http);
+        let lab: DeploymentConfig = toml::from_str(
+            "[notify]\nallow_private = [\"10.20.0.0/16\", \"::1\"]\nallow_http = true",
+        )
+        .unwrap();
+        lab.validate().unwrap();
+        assert_eq!(lab.notify_settings().unwrap().rules.allow_private.len(), 2);
+        let bad: DeploymentConfig =
+            toml::from_str("[notify]\nallow_private = [\"10.20.0.1/16\"]").unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("notify.allow_private"), "{e}");
     }
 }

@@ -271,6 +271,10 @@ pub enum ReconAction {
         resolution: String,
         #[arg(long)]
         reason: String,
+        /// The bank's statement reference (required for platform-wins on a refund the bank never
+        /// reported: the refund is then completed).
+        #[arg(long, default_value = "")]
+        evidence: String,
     },
     /// The day's summary for a channel.
     Summary {
@@ -395,6 +399,16 @@ pub enum ControlAction {
         refund_id: String,
         #[arg(long)]
         reason: String,
+    },
+    /// 恢复成功: a FAILED refund the bank paid after all becomes SUCCEEDED; the merchant gives the
+    /// money again (finance; the bank's statement reference is required).
+    Reinstate {
+        #[arg(long)]
+        refund_id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        evidence: String,
     },
     /// Confirm the outcome of an offline or file-upload refund (finance; ops may confirm success).
     /// Four eyes: proposes it; a second operator approves (`ctl proposals approve`).
@@ -798,6 +812,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                 id,
                 resolution,
                 reason,
+                evidence,
             } => {
                 let resolution = match resolution.as_str() {
                     "bank-wins" | "bank_wins" => rec::Resolution::BankWins,
@@ -813,6 +828,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                             resolution: resolution as i32,
                             operator: String::new(),
                             reason,
+                            evidence,
                         })
                         .await,
                     "resolve discrepancy",
@@ -1101,6 +1117,21 @@ async fn control(c: &mut Clients, action: ControlAction, out: Output) -> anyhow:
         ControlAction::ForceFail { refund_id, reason } => proposed(
             c.control.force_fail(req(refund_id, reason)).await,
             "force-fail",
+        )?,
+        ControlAction::Reinstate {
+            refund_id,
+            reason,
+            evidence,
+        } => rpc(
+            c.control
+                .reinstate(rfd::ReinstateRequest {
+                    refund_id,
+                    reason,
+                    evidence,
+                    bank_reference_id: String::new(),
+                })
+                .await,
+            "reinstate",
         )?,
         ControlAction::Confirm {
             refund_id,

@@ -370,6 +370,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     config.bank.delay_max_secs = 4 * 3600;
     config.bank.return_per_mille = 0;
     config.bank.return_delay_secs = 30 * 3600;
+    // The merchant's notification endpoint runs on this machine, over HTTPS with a certificate of
+    // the demo's CA: the sender is allowed loopback and trusts that CA, nothing else changes.
+    config.notify.allow_private = vec!["127.0.0.0/8".into()];
+    config.notify.ca_file = Some(config.tls.dir.join("ca.pem"));
     let calendar = config.calendar()?;
 
     let start = demo_start_date();
@@ -443,7 +447,8 @@ async fn drive(
             .await
             .context("clearing: merchant policy")?;
     }
-    let (notify_url, notifications, notify_task) = notification_endpoint().await?;
+    let (notify_url, notifications, notify_task) =
+        notification_endpoint(&cluster.config().tls.dir).await?;
     let notify_task = AbortOnDrop(notify_task);
     c.business
         .set_notify_config(biz::SetNotifyConfigRequest {
@@ -746,6 +751,11 @@ async fn drive(
             .violations
             .push(format!("{in_transit} still in refund-in-transit"));
     }
+    // The day's sweep (资金归集): the platform's fees and coupon shares leave the reserves.
+    c.clearing
+        .sweep_reserves(clr::SweepReservesRequest::default())
+        .await
+        .context("clearing: sweep")?;
     let tb = c
         .accounting
         .trial_balance(acc::TrialBalanceRequest::default())
@@ -884,21 +894,37 @@ async fn refuse_over_refund(c: &Clients, payments: &[PaymentSeed], v: bool) -> a
     }
 }
 
-/// A merchant's notification endpoint: answers 200 to every POST and checks its signature.
-async fn notification_endpoint() -> anyhow::Result<(
+/// A merchant's notification endpoint over HTTPS (the certificate `certs` holds for the public
+/// listener, from the demo's CA): answers 200 to every POST and checks its signature.
+async fn notification_endpoint(
+    certs: &std::path::Path,
+) -> anyhow::Result<(
     String,
     Arc<std::sync::Mutex<Vec<bool>>>,
     tokio::task::JoinHandle<()>,
 )> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let read = |file: String| {
+        std::fs::read_to_string(certs.join(&file))
+            .with_context(|| format!("{file} in the demo's certificates"))
+    };
+    let name = tuikuan_proto::pki::PUBLIC_CERT_NAME;
+    let acceptor = tuikuan_proto::pki::https_acceptor(&tuikuan_proto::pki::CertKey {
+        cert_pem: read(format!("{name}.pem"))?,
+        key_pem: read(format!("{name}-key.pem"))?,
+    })
+    .map_err(|e| anyhow::anyhow!(e.message))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/refund-notify", listener.local_addr()?);
+    let url = format!("https://{}/refund-notify", listener.local_addr()?);
     let seen: Arc<std::sync::Mutex<Vec<bool>>> = Arc::default();
     let record = seen.clone();
     let task = tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let record = record.clone();
+        while let Ok((socket, _)) = listener.accept().await {
+            let (record, acceptor) = (record.clone(), acceptor.clone());
             tokio::spawn(async move {
+                let Ok(mut socket) = acceptor.accept(socket).await else {
+                    return;
+                };
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 // Read the head, then as much body as Content-Length says (bounded).

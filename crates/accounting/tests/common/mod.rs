@@ -21,7 +21,11 @@ pub async fn start(url: &str) -> (ServiceHandle, Client) {
         clock,
         job_interval: None,
         transport: tuikuan_proto::pki::test_transport(Principal::Accounting),
-        staff: tuikuan_auth::StaffConfig::tester(),
+        // The suspense tests check the second operator: always two, unlike `tester()`.
+        staff: tuikuan_auth::StaffConfig {
+            four_eyes: tuikuan_auth::domain::FourEyes::always_two(),
+            ..tuikuan_auth::StaffConfig::tester()
+        },
     };
     let handle = tuikuan_proto::server::spawn("127.0.0.1:0", move |listener, shutdown| {
         serve(cfg, listener, shutdown)

@@ -180,6 +180,10 @@ pub const RPCS: &[(&str, Guard)] = &[
     ),
     ("/tuikuan.clearing.v1.ClearingService/ReturnDebit", Service),
     (
+        "/tuikuan.clearing.v1.ClearingService/ReinstateDebit",
+        Service,
+    ),
+    (
         "/tuikuan.clearing.v1.ClearingService/PostAdjustment",
         Service,
     ),
@@ -278,6 +282,10 @@ pub const RPCS: &[(&str, Guard)] = &[
         Service,
     ),
     (
+        "/tuikuan.refund.v1.RefundService/ReinstateSucceeded",
+        Service,
+    ),
+    (
         "/tuikuan.refund.v1.RefundService/RunOutbox",
         Staff(&[A::RunJob]),
     ),
@@ -329,6 +337,10 @@ pub const RPCS: &[(&str, Guard)] = &[
     (
         "/tuikuan.refund.v1.RefundControlService/ConfirmOutcome",
         Staff(&[A::ConfirmSucceeded, A::ConfirmFailed]),
+    ),
+    (
+        "/tuikuan.refund.v1.RefundControlService/Reinstate",
+        Staff(&[A::Reinstate]),
     ),
     (
         "/tuikuan.refund.v1.RefundControlService/ListAudit",

@@ -279,6 +279,9 @@ impl WechatPayV3 {
     }
 }
 
+/// 退款入账账户 values that mean the money went back to the merchant (退还商户), not to the payer.
+const RETURNED_TO_MERCHANT: [&str; 2] = ["商户基本账户", "商户结算银行账户"];
+
 /// A refund object of WeChat Pay (answer of 申请退款 / 查询单笔退款, or a decrypted notification)
 /// mapped onto tuikuan's statuses.
 fn refund_of(v: &Value, status_field: &str) -> Result<ChannelRefund> {
@@ -288,15 +291,33 @@ fn refund_of(v: &Value, status_field: &str) -> Result<ChannelRefund> {
     }
     let word = str_of(v, status_field);
     let (status, reason) = match word {
+        // An ABNORMAL refund handled with 发起异常退款 to the merchant's bank account
+        // (MERCHANT_BANK_CARD) ends SUCCESS with the money at the merchant (退款入账账户 退还商户:
+        // 商户基本账户 / 商户结算银行账户), not at the payer: still for people.
+        "SUCCESS" if RETURNED_TO_MERCHANT.contains(&str_of(v, "user_received_account")) => (
+            ChannelStatus::Failed,
+            format!(
+                "BANK_ABNORMAL: WeChat Pay SUCCESS into the merchant's own account ({}), not the \
+                 payer's: the abnormal refund was returned to the merchant; pay the customer \
+                 another way",
+                str_of(v, "user_received_account")
+            ),
+        ),
         "SUCCESS" => (ChannelStatus::Succeeded, String::new()),
         "PROCESSING" => (ChannelStatus::Processing, String::new()),
         "CLOSED" => (
             ChannelStatus::Failed,
             "REFUND_CLOSED: WeChat Pay closed the refund (CLOSED)".to_string(),
         ),
+        // 退款异常: the refund to the payer's card failed (card closed or frozen) and WeChat Pay
+        // holds the money until the merchant handles it (商户平台 交易中心, or 发起异常退款 to
+        // another card of the payer or to the merchant's bank account). Not a failure another
+        // method can fix (that would pay twice once the exception is handled): it goes to people.
         "ABNORMAL" => (
             ChannelStatus::Failed,
-            "CARD_CANCELLED: WeChat Pay ABNORMAL, the payer's card is cancelled or frozen"
+            "BANK_ABNORMAL: WeChat Pay ABNORMAL (退款异常): the payer's card refused the refund \
+             (closed or frozen) and WeChat Pay holds the money; handle it on the merchant \
+             platform (交易中心) or with 发起异常退款"
                 .to_string(),
         ),
         other => {
@@ -636,13 +657,67 @@ mod tests {
         assert_eq!(got("CLOSED").status, ChannelStatus::Failed);
         let abnormal = got("ABNORMAL");
         assert_eq!(abnormal.status, ChannelStatus::Failed);
-        assert!(abnormal.reason.starts_with("CARD_CANCELLED: "));
+        assert!(abnormal.reason.starts_with("BANK_ABNORMAL: "));
         assert_eq!(
             got("SUCCESS").amount,
             Some(Money::from_minor(1250, Currency::Cny))
         );
         let e = refund_of(&v("LOST"), "status").unwrap_err();
         assert_eq!(e.code, ErrorCode::ChannelUnverified);
+    }
+
+    /// The answer of 查询单笔退款（通过商户退款单号） for a refund in 退款异常, as WeChat Pay's API v3
+    /// documents it (pay.weixin.qq.com/doc/v3/merchant/4013071041; statuses in 开发指引
+    /// 4013071031: "ABNORMAL—退款异常：退款到银行发现用户的卡作废或者冻结了，导致原路退款银行卡
+    /// 失败，可前往商户平台-交易中心，手动处理此笔退款。或调用发起异常退款API接口处理异常退款"):
+    /// the money is held for people, never a reason to fall back to another method.
+    #[test]
+    fn abnormal_refund_from_the_documented_answer_goes_to_people() {
+        let answer = json!({
+            "refund_id": "50000000382019052709732678859",
+            "out_refund_no": "1217752501201407033233368018",
+            "transaction_id": "1217752501201407033233368018",
+            "out_trade_no": "1217752501201407033233368018",
+            "channel": "ORIGINAL",
+            "user_received_account": "招商银行信用卡0403",
+            "create_time": "2020-12-01T16:18:12+08:00",
+            "status": "ABNORMAL",
+            "funds_account": "UNSETTLED",
+            "amount": {
+                "total": 100, "refund": 100,
+                "from": [],
+                "payer_total": 90, "payer_refund": 90,
+                "settlement_refund": 100, "settlement_total": 100,
+                "discount_refund": 10, "currency": "CNY"
+            },
+            "promotion_detail": []
+        });
+        let r = refund_of(&answer, "status").unwrap();
+        assert_eq!(r.status, ChannelStatus::Failed);
+        assert_eq!(r.channel_status, "ABNORMAL");
+        assert_eq!(r.reference, "1217752501201407033233368018");
+        assert_eq!(r.channel_ref, "50000000382019052709732678859");
+        assert_eq!(r.amount, Some(Money::from_minor(100, Currency::Cny)));
+        assert!(r.reason.starts_with("BANK_ABNORMAL: "), "{}", r.reason);
+        // Not a code the refund center falls back on (CARD_CANCELLED, ACCOUNT_CLOSED, BEYOND_WINDOW).
+        for fallback in ["CARD_CANCELLED", "ACCOUNT_CLOSED", "BEYOND_WINDOW"] {
+            assert!(!r.reason.starts_with(fallback));
+        }
+        // Handled with 发起异常退款 to the payer's other card: SUCCESS, OTHER_BANKCARD (paid).
+        let mut other_card = answer.clone();
+        other_card["status"] = json!("SUCCESS");
+        other_card["channel"] = json!("OTHER_BANKCARD");
+        other_card["user_received_account"] = json!("工商银行借记卡1234");
+        assert_eq!(
+            refund_of(&other_card, "status").unwrap().status,
+            ChannelStatus::Succeeded
+        );
+        // Handled to the merchant's bank account: SUCCESS at WeChat Pay, but the payer has nothing.
+        let mut to_merchant = other_card.clone();
+        to_merchant["user_received_account"] = json!("商户结算银行账户");
+        let r = refund_of(&to_merchant, "status").unwrap();
+        assert_eq!(r.status, ChannelStatus::Failed);
+        assert!(r.reason.starts_with("BANK_ABNORMAL: "), "{}", r.reason);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod alipay;
 pub mod csv_v1;
 pub mod inspect;
 pub mod rejection;
+pub mod resolution;
 pub mod text;
 pub mod unionpay;
 pub mod wechat;
@@ -1350,6 +1351,8 @@ pub enum ResolutionAction {
     WriteBack { status: FinalStatus, reason: String },
     /// Post a clearing adjustment of this amount.
     Adjust { kind: AdjustmentKind, amount: Money },
+    /// Reinstate the FAILED refund as SUCCEEDED: the bank paid it ([`resolution`]).
+    Reinstate { reason: String },
 }
 
 impl fmt::Display for ResolutionAction {
@@ -1357,6 +1360,7 @@ impl fmt::Display for ResolutionAction {
         match self {
             ResolutionAction::WriteBack { status, .. } => write!(f, "write back {status}"),
             ResolutionAction::Adjust { kind, amount } => write!(f, "{} {amount}", kind.as_str()),
+            ResolutionAction::Reinstate { .. } => f.write_str("reinstate SUCCEEDED"),
         }
     }
 }
@@ -1366,7 +1370,8 @@ pub fn adjustment_id_for(discrepancy_id: &str) -> String {
     format!("adj-{discrepancy_id}")
 }
 
-/// What a resolution does. PLATFORM_WINS does nothing but record. BANK_WINS:
+/// What a resolution does. PLATFORM_WINS: see [`resolution::platform_wins`] (a 银行漏单 with the
+/// bank's evidence is completed; everything else recorded only). BANK_WINS:
 /// - 银行漏单 (platform-only, the bank never paid): write back FAILED;
 /// - 平台漏单 (the bank paid a row we have no refund for) and 通道不符 (a row paid from this
 ///   channel for a refund booked on another one): BANK_TO_SUSPENSE of the amount on this channel
@@ -1374,13 +1379,18 @@ pub fn adjustment_id_for(discrepancy_id: &str) -> String {
 /// - amount mismatch: write back per the bank's status; when the bank paid, post the difference
 ///   (bank more than platform: BANK_TO_SUSPENSE; less: SUSPENSE_TO_BANK);
 /// - duplicate row: the bank paid twice when the row is SUCCESS: BANK_TO_SUSPENSE of it;
-/// - status conflict: the refund is final already and cannot change; the money is put right:
-///   bank SUCCESS (platform FAILED, the merchant got the money back) → BANK_TO_SUSPENSE, bank
-///   FAILED (platform SUCCEEDED, the reserve was credited) → SUSPENSE_TO_BANK.
-pub fn plan_resolution(d: &Discrepancy, resolution: Resolution) -> Result<Vec<ResolutionAction>> {
+/// - status conflict: bank SUCCESS (platform FAILED, the merchant got the money back) → the
+///   refund is reinstated as SUCCEEDED ([`resolution::bank_wins_on_conflict`]); bank FAILED
+///   (platform SUCCEEDED, the reserve was credited) → SUSPENSE_TO_BANK.
+pub fn plan_resolution(
+    d: &Discrepancy,
+    resolution: Resolution,
+    evidence: &str,
+) -> Result<Vec<ResolutionAction>> {
     if resolution == Resolution::PlatformWins {
-        return Ok(Vec::new());
+        return resolution::platform_wins(d, evidence);
     }
+    resolution::check_evidence(evidence)?;
     let bank_paid = d.bank_status == Some(BankRecordStatus::Success);
     let bank_amount = || {
         d.bank_amount.ok_or_else(|| {
@@ -1456,10 +1466,7 @@ pub fn plan_resolution(d: &Discrepancy, resolution: Resolution) -> Result<Vec<Re
             }
         }
         DiscrepancyKind::StatusConflict => match d.bank_status {
-            Some(BankRecordStatus::Success) => actions.push(ResolutionAction::Adjust {
-                kind: AdjustmentKind::BankToSuspense,
-                amount: bank_amount()?,
-            }),
+            Some(BankRecordStatus::Success) => actions.extend(resolution::bank_wins_on_conflict(d)),
             Some(BankRecordStatus::Failed) => actions.push(ResolutionAction::Adjust {
                 kind: AdjustmentKind::SuspenseToBank,
                 amount: bank_amount()?,

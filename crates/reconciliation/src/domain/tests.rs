@@ -561,7 +561,7 @@ fn discrepancy(
 fn bank_wins_plans() {
     use AdjustmentKind::*;
     use ResolutionAction::*;
-    let plan = |d: &Discrepancy| plan_resolution(d, Resolution::BankWins).unwrap();
+    let plan = |d: &Discrepancy| plan_resolution(d, Resolution::BankWins, "").unwrap();
     let d = discrepancy(DiscrepancyKind::AmountMismatch, Success, "10.00", "12.50");
     assert_eq!(
         plan(&d),
@@ -612,9 +612,33 @@ fn bank_wins_plans() {
             amount: cny("1.00")
         }]
     );
-    assert!(plan_resolution(&d, Resolution::PlatformWins)
+    assert!(plan_resolution(&d, Resolution::PlatformWins, "")
         .unwrap()
         .is_empty());
+    // The bank paid a refund the platform had failed: reinstated, nothing to suspense.
+    let d = discrepancy(DiscrepancyKind::StatusConflict, Success, "1.00", "1.00");
+    let actions = plan(&d);
+    assert_eq!(actions.len(), 1);
+    assert!(matches!(actions[0], Reinstate { .. }));
+    assert_eq!(actions[0].to_string(), "reinstate SUCCEEDED");
+    // Platform wins on a refund the bank never reported: completed with the bank's evidence,
+    // refused without it.
+    let d = discrepancy(DiscrepancyKind::BankMissed, Success, "1.00", "1.00");
+    let e = plan_resolution(&d, Resolution::PlatformWins, " ").unwrap_err();
+    assert!(e.message.starts_with("evidence"), "{}", e.message);
+    let actions = plan_resolution(&d, Resolution::PlatformWins, "STMT-2026-11-25-0042").unwrap();
+    assert!(matches!(
+        &actions[0],
+        WriteBack { status: FinalStatus::Succeeded, reason } if reason.contains("STMT-2026-11-25-0042")
+    ));
+    let long = "x".repeat(129);
+    assert!(plan_resolution(&d, Resolution::BankWins, &long).is_err());
+    // Platform wins on other kinds records the decision only, evidence or not.
+    let d = discrepancy(DiscrepancyKind::AmountMismatch, Success, "1.00", "2.00");
+    assert!(plan_resolution(&d, Resolution::PlatformWins, "STMT-1")
+        .unwrap()
+        .is_empty());
+    let d = discrepancy(DiscrepancyKind::StatusConflict, Failed, "1.00", "1.00");
     // The same fact, the same id.
     let again = discrepancy(DiscrepancyKind::StatusConflict, Failed, "1.00", "1.00");
     assert_eq!(again.discrepancy_id, d.discrepancy_id);

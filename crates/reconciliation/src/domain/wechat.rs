@@ -26,7 +26,8 @@
 //! row becomes a refund [`BankRecord`]: `id` = 商户退款单号 (the out_refund_no the platform sent),
 //! `bank_ref` = 微信退款单号, `original_ref` = 商户订单号, amount = 退款金额, completed at
 //! 退款成功时间 (refund bills) else 交易时间 (China time), status from 退款状态: `SUCCESS` →
-//! success; `REFUNDCLOSE`, `FAIL`, `CHANGE` (退款异常) → failed; `PROCESSING` → not final. Other
+//! success; `REFUNDCLOSE`, `FAIL`, `CHANGE` (退款异常, reason `BANK_ABNORMAL`: the refund center
+//! hands it to people) → failed; `PROCESSING` → not final. Other
 //! rows become payment records (`id` = 商户订单号, `bank_ref` = 微信订单号).
 //!
 //! The summary row is checked against the detail rows: 总交易单数 = the number of detail rows, and
@@ -503,7 +504,9 @@ fn refund_record(values: &[&str], cols: &Columns, line: usize) -> Result<BankRec
         "FAIL" => (BankRecordStatus::Failed, "FAIL: refund failed".to_string()),
         "CHANGE" => (
             BankRecordStatus::Failed,
-            "CHANGE: refund abnormal (退款异常), the money did not reach the user".to_string(),
+            "BANK_ABNORMAL: CHANGE, refund abnormal (退款异常): the payer's card refused it and \
+             WeChat Pay holds the money until the merchant handles it"
+                .to_string(),
         ),
         "PROCESSING" => (BankRecordStatus::Processing, String::new()),
         other => {

@@ -41,7 +41,13 @@ pub async fn resolve(
 ) -> Result<Discrepancy> {
     let resolution = resolution_of(req)?;
     engine
-        .resolve(&req.discrepancy_id, resolution, operator, &req.reason)
+        .resolve_with_evidence(
+            &req.discrepancy_id,
+            resolution,
+            operator,
+            &req.reason,
+            &req.evidence,
+        )
         .await
 }
 
@@ -114,7 +120,7 @@ pub async fn propose(
         let d = engine.get_discrepancy(&req.discrepancy_id).await?;
         // What the approval would refuse is refused now.
         check_resolve(&d, resolution, &operator, &req.reason)?;
-        plan_resolution(&d, resolution)?;
+        plan_resolution(&d, resolution, &req.evidence)?;
         let draft = Draft {
             action: Action::ReconResolve,
             subject: req.discrepancy_id.clone(),

@@ -73,6 +73,8 @@ string_enum!(
         ForceFail => "FORCE_FAIL",
         ConfirmSucceeded => "CONFIRM_SUCCEEDED",
         ConfirmFailed => "CONFIRM_FAILED",
+        /// A FAILED refund the bank paid after all becomes SUCCEEDED (恢复成功).
+        Reinstate => "REINSTATE",
         /// An error refund was raised (by the business layer or an operator).
         CreateErrorRefund => "CREATE_ERROR_REFUND",
         UpsertRiskRule => "UPSERT_RISK_RULE",
@@ -89,7 +91,9 @@ impl ControlAction {
             ControlAction::Suspend | ControlAction::Resume | ControlAction::Terminate => {
                 &[Role::Ops]
             }
-            ControlAction::ForceFail | ControlAction::ConfirmFailed => &[Role::Finance],
+            ControlAction::ForceFail | ControlAction::ConfirmFailed | ControlAction::Reinstate => {
+                &[Role::Finance]
+            }
             ControlAction::ConfirmSucceeded => &[Role::Finance, Role::Ops],
             ControlAction::Hold | ControlAction::CreateErrorRefund => &[],
         }

@@ -143,7 +143,7 @@ impl RefundCenter {
     /// order's state, records the audit entry in the same transaction, then delivers what
     /// follows (finalisation steps of an order that became final; the payout of an order that
     /// may move again).
-    async fn control<F>(
+    pub(super) async fn control<F>(
         &self,
         refund_id: &str,
         operator: &Operator,
@@ -749,6 +749,15 @@ impl RefundControlService for RefundCenter {
         request: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::RefundOrder>, Status> {
         self.propose_force_fail(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
+    async fn reinstate(
+        &self,
+        request: Request<pb::ReinstateRequest>,
+    ) -> Result<Response<pb::RefundOrder>, Status> {
+        let operator = who(&request)?;
+        super::reinstate::reinstate_rpc(self, &operator, request).await
     }
 
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]

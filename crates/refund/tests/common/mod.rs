@@ -8,15 +8,16 @@
 // Each test file is its own crate and uses a different part of this module.
 #![allow(dead_code)]
 
-// The drivers play several callers (business, bank, staff), so these clusters run plaintext
-// (`insecure_internal`); mutual TLS and the caller allow-list are tested by the integration
-// tests (tests/it/trust.rs).
+// Every service runs under mutual TLS with the test PKI; the drivers play several callers
+// (business, bank, staff) through `AnyCaller`, each request under the certificate of a caller the
+// allow-list admits for it.
 use std::sync::Arc;
-use tuikuan_proto::tls::Transport;
+use tuikuan_proto::driver::AnyCaller;
+use tuikuan_proto::pki::test_transport;
+use tuikuan_proto::tls::Principal;
 
 use chrono::NaiveDate;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use tuikuan_bank::domain::SimParams;
 use tuikuan_db::testing::TestDb;
 use tuikuan_kernel::{ManualClock, SharedClock};
@@ -37,9 +38,9 @@ pub async fn dead_addr() -> String {
     format!("http://{addr}")
 }
 
-/// A lazy client channel to `url`.
-pub fn client_channel(url: &str) -> Channel {
-    tuikuan_proto::client::channel(url).expect("channel")
+/// A lazy client channel to the service `peer` at `url`, playing every caller it needs.
+pub fn client_channel(peer: Principal, url: &str) -> AnyCaller {
+    AnyCaller::new(peer, url)
 }
 
 /// A bank that answers every submission after exactly 60 s, fails nothing, sends each callback
@@ -101,7 +102,7 @@ impl Stack {
             database_url: db.url().to_string(),
             clock: shared.clone(),
             job_interval: None,
-            transport: Transport::Insecure,
+            transport: test_transport(Principal::Accounting),
             staff: tuikuan_auth::StaffConfig::tester(),
         };
         dbs.push(db);
@@ -116,7 +117,7 @@ impl Stack {
             clock: shared.clone(),
             accounting_addr: accounting.url(),
             job_interval: None,
-            transport: Transport::Insecure,
+            transport: test_transport(Principal::Clearing),
             staff: tuikuan_auth::StaffConfig::tester(),
         };
         dbs.push(db);
@@ -148,7 +149,7 @@ impl Stack {
                 let mut cfg = tuikuan_bank::Config::default_for(
                     db.url(),
                     shared.clone(),
-                    Transport::Insecure,
+                    test_transport(Principal::Bank),
                 )
                 .with_staff(tuikuan_auth::StaffConfig::tester());
                 dbs.push(db);
@@ -180,7 +181,7 @@ impl Stack {
                 db.url(),
                 shared.clone(),
                 bank_url.clone(),
-                Transport::Insecure,
+                test_transport(Principal::Payout),
             )
             .with_staff(tuikuan_auth::StaffConfig::tester())
             .with_refund_addr(refund_url.clone());
@@ -198,7 +199,7 @@ impl Stack {
             clearing_url.clone(),
             bank_url.clone(),
             dead_addr().await,
-            Transport::Insecure,
+            test_transport(Principal::Refund),
         )
         .with_staff(tuikuan_auth::StaffConfig::tester());
         if let Some(url) = &payout_url {
@@ -210,7 +211,7 @@ impl Stack {
             let _ = rx.await;
         }));
 
-        ClearingServiceClient::new(client_channel(&clearing_url))
+        ClearingServiceClient::new(client_channel(Principal::Clearing, &clearing_url))
             .upsert_merchant_policy(clpb::MerchantPolicy {
                 merchant_id: MERCHANT.into(),
                 fee_rate: "0.006".into(),

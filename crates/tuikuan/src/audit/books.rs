@@ -26,6 +26,7 @@ pub const KNOWN_REASONS: &[&str] = &[
     "refund-complete:",
     "refund-reverse:",
     "refund-return:",
+    "refund-reinstate:",
     "adjust:",
     "sweep:",
     tuikuan_accounting::domain::suspense::CLEAR_PREFIX,
