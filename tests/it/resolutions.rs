@@ -7,12 +7,16 @@
 
 use chrono::Duration;
 use tuikuan::audit::{self, AuditOptions, AuditReport};
+use tuikuan::config::Service;
+use tuikuan_auth::answer::proposal_of;
+use tuikuan_auth::Role;
 use tuikuan_kernel::Clock;
 use tuikuan_proto::accounting::v1 as acc;
 use tuikuan_proto::bank::v1 as bank;
 use tuikuan_proto::clearing::v1 as clr;
 use tuikuan_proto::reconciliation::v1 as rec;
 use tuikuan_proto::refund::v1 as rfd;
+use tuikuan_proto::staff::v1 as staff;
 
 use crate::both_stores;
 use crate::sandbox::{code_of, Sandbox, Store, CHANNEL, KEY_A};
@@ -113,11 +117,40 @@ async fn platform_wins_with_evidence_completes_a_refund(store: Store) {
     assert_eq!(code_of(&e), "INVALID_ARGUMENT");
     assert!(e.message().starts_with("evidence"), "{}", e.message());
     resolve.evidence = "STMT-ICBC-20261126-0042".into();
-    let resolved =
+    let proposed =
         sb.c.reconciliation
             .resolve_discrepancy(resolve)
             .await
-            .expect("platform wins")
+            .expect("platform wins proposed");
+    let (proposal_id, status) = proposal_of(proposed.metadata()).expect("a proposal");
+    assert_eq!(status, "PENDING");
+    assert_eq!(
+        proposed.into_inner().status,
+        rec::DiscrepancyStatus::Open as i32
+    );
+    // Four eyes: a second finance operator approves, then the resolution runs.
+    let token = sb
+        .cluster
+        .operator_token("felix", &[Role::Finance])
+        .expect("token");
+    let checker = sb.c.with_token(&token).expect("clients");
+    let approved = checker
+        .staff_desk(Service::Reconciliation)
+        .approve_proposal(staff::DecideProposalRequest {
+            proposal_id,
+            reason: "the ICBC statement shows it paid".into(),
+        })
+        .await
+        .expect("approved")
+        .into_inner();
+    assert_eq!(approved.status, staff::ProposalStatus::Executed as i32);
+    let resolved =
+        sb.c.reconciliation
+            .get_discrepancy(rec::GetDiscrepancyRequest {
+                discrepancy_id: missed.discrepancy_id.clone(),
+            })
+            .await
+            .expect("discrepancy")
             .into_inner();
     assert_eq!(resolved.status, rec::DiscrepancyStatus::Resolved as i32);
     sb.c.refund
