@@ -660,6 +660,7 @@ async fn money_moved_by_hand_needs_a_second_operator(store: Store) {
             resolution: rec::Resolution::PlatformWins as i32,
             operator: String::new(),
             reason: "the bank's row belongs to another merchant".into(),
+            evidence: String::new(),
         };
         async move { recon.resolve_discrepancy(request).await }
     };

@@ -65,7 +65,7 @@ use tuikuan_proto::tls::Principal;
 
 use crate::domain::crypto::{CardKey, Sealer};
 use crate::domain::notify::{Notification, NotificationAttempt, NotificationStatus, NotifyTarget};
-use crate::domain::operator::{Operator, ERROR_REFUND_ROLES};
+use crate::domain::operator::Operator;
 use crate::domain::{
     apply_outcome, apply_progress, check_error_refundable, check_refundable, error_refund_no,
     hash_api_key, outcome_error, ChainState, ChannelConfig, ErrorRefundRequest, Merchant,
