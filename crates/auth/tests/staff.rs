@@ -575,7 +575,15 @@ async fn proposals_scenario(db: TestDb) {
         .rev()
         .map(|e| (e.action.as_str(), e.operator.as_str()))
         .collect();
-    assert_eq!(steps, vec![("PROPOSE", "fiona"), ("APPROVE", "frank")]);
+    // Proposed, approved, then the execution itself (the desk writes it, as the approver).
+    assert_eq!(
+        steps,
+        vec![
+            ("PROPOSE", "fiona"),
+            ("APPROVE", "frank"),
+            ("FORCE_FAIL", "frank")
+        ]
+    );
 }
 
 async fn threshold_scenario(db: TestDb) {

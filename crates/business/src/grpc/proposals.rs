@@ -1,6 +1,6 @@
 //! Four eyes (双人复核) on error refunds (差错退款): `CreateErrorRefund` does not refund when asked.
 //! It checks the request against the trade as it stands (the trade exists, the error-refund rules
-//! hold, the trade has no error refund yet), keeps the request as a proposal on the business
+//! hold; a repeat of an error refund already made answers that refund), keeps the request as a proposal on the business
 //! layer's staff desk and answers an empty `Refund` with the proposal in the response metadata
 //! ([`tuikuan_auth::answer`]). When a second operator (ops or finance) approves, [`ErrorRefunds`]
 //! creates the refund through the same code path as before, as the approver; the refund number
@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use tonic::{Request, Response, Status};
 use tuikuan_auth::domain::{Proposal, ProposalStatus};
 use tuikuan_auth::{Action, Draft, Executed, Executor, Staff};
-use tuikuan_kernel::{Error, ErrorCode, Result};
+use tuikuan_kernel::{Error, Result};
 use tuikuan_proto::business::v1 as pb;
 use tuikuan_proto::prost::Message;
 use tuikuan_proto::status::grpc_err;
@@ -114,18 +114,14 @@ impl Business {
                 .run(move |c| store::trade_by_order(c, &cipher, &m, &o))
                 .await?
                 .ok_or_else(|| trade_not_found(&req.order_no))?;
+            if self.error_refund_of(&trade.trade_id).await?.is_some() {
+                // A repeat of an error refund already made answers that refund (or
+                // IDEMPOTENCY_CONFLICT for other content), as before four eyes: it moves nothing.
+                let refund = self.create_error_refund(req, operator_of(&staff)?).await?;
+                return Ok::<_, Error>((None, Some(refund)));
+            }
             // What the approval would refuse is refused now.
             check_error_refundable(&trade, &req)?;
-            if let Some(existing) = self.error_refund_of(&trade.trade_id).await? {
-                return Err(Error::new(
-                    ErrorCode::InvalidStateTransition,
-                    format!(
-                        "order {} already has its error refund: {}",
-                        req.order_no,
-                        describe(&existing)
-                    ),
-                ));
-            }
             let draft = Draft {
                 action: Action::ErrorRefund,
                 subject: trade.trade_id.clone(),
@@ -146,12 +142,15 @@ impl Business {
                 ProposalStatus::Executed => self.error_refund_of(&trade.trade_id).await?,
                 _ => None,
             };
-            Ok::<_, Error>((p, refund))
+            Ok((Some(p), refund))
         }
         .await
         .map_err(grpc_err)?;
         let body = refund.as_ref().map(refund_to_wire).unwrap_or_default();
-        Ok(tuikuan_auth::answer::answer(body, &p))
+        Ok(match p {
+            Some(p) => tuikuan_auth::answer::answer(body, &p),
+            None => Response::new(body),
+        })
     }
 
     async fn error_refund_of(&self, trade_id: &str) -> Result<Option<MerchantRefund>> {
