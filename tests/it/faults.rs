@@ -39,7 +39,7 @@ async fn audit_now(c: &Clients, clock: &ManualClock) -> AuditReport {
 }
 
 /// A test card number with a valid Luhn digit.
-fn card(n: u32) -> String {
+pub(crate) fn card(n: u32) -> String {
     let body = format!("622848{n:012}");
     let sum: u32 = body
         .chars()
@@ -88,7 +88,7 @@ const METHOD_CHANNELS: &[(&str, rfd::ChannelKind, &[rfd::RefundMethod], &str)] =
     ),
 ];
 
-async fn add_method_channels(sb: &mut Sandbox) {
+pub(crate) async fn add_method_channels(sb: &mut Sandbox) {
     for (code, kind, methods, bank_code) in METHOD_CHANNELS {
         sb.c.refund
             .upsert_channel(rfd::Channel {
@@ -112,7 +112,7 @@ async fn add_method_channels(sb: &mut Sandbox) {
     }
 }
 
-async fn pay_on(
+pub(crate) async fn pay_on(
     sb: &mut Sandbox,
     merchant: &str,
     order: &str,

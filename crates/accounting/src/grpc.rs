@@ -582,6 +582,19 @@ impl AccountingClient {
 
     /// The posting id of `request_id`, or `None` when nothing was posted under it.
     pub async fn posting_id(&self, request_id: &str) -> Result<Option<String>, Error> {
+        Ok(self.posting(request_id).await?.map(|p| p.posting_id))
+    }
+
+    /// The value date and bank reference of the posting under `request_id`, or `None` when
+    /// nothing was posted under it (a correction of a posting carries the posting's own).
+    pub async fn posting_meta(&self, request_id: &str) -> Result<Option<PostingMeta>, Error> {
+        self.posting(request_id)
+            .await?
+            .map(|p| PostingMeta::parse(&p.value_date, &p.bank_reference))
+            .transpose()
+    }
+
+    async fn posting(&self, request_id: &str) -> Result<Option<pb::Posting>, Error> {
         match self
             .inner
             .clone()
@@ -590,7 +603,7 @@ impl AccountingClient {
             })
             .await
         {
-            Ok(p) => Ok(Some(p.into_inner().posting_id)),
+            Ok(p) => Ok(Some(p.into_inner())),
             Err(s) => {
                 let e = peer_err(s);
                 if e.code == ErrorCode::NotFound {

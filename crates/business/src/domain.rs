@@ -54,6 +54,7 @@ pub mod egress;
 pub mod notify;
 pub mod operator;
 pub mod reinstate;
+pub mod reopen;
 
 use std::fmt;
 

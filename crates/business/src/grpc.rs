@@ -76,6 +76,7 @@ use crate::store::{self, Inserted, RefundFilter, ReserveError};
 
 pub mod proposals;
 mod reinstate;
+mod reopen;
 
 const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
 
@@ -625,7 +626,8 @@ impl Business {
                     | D::Reversed
                     | D::Returning
                     | D::Returned
-                    | D::Reinstating => {
+                    | D::Reinstating
+                    | D::Reopening => {
                         self.advance(refund, ChainState::Debited, (None, None), origin)
                             .await
                     }
@@ -1464,6 +1466,19 @@ impl BusinessAdminService for Business {
             }
             let refund = self
                 .report_reinstated(r.refund_id, r.reason)
+                .await
+                .map_err(grpc_err)?;
+            return Ok(Response::new(refund_to_wire(&refund)));
+        }
+        if r.reopened {
+            if status != Some(RefundStatus::Processing) || r.returned || r.reinstated {
+                return Err(grpc_err(Error::field(
+                    "reopened",
+                    "a reopen is reported with status PROCESSING",
+                )));
+            }
+            let refund = self
+                .report_reopened(r.refund_id, r.reason, r.expected_completion_ms)
                 .await
                 .map_err(grpc_err)?;
             return Ok(Response::new(refund_to_wire(&refund)));

@@ -21,6 +21,7 @@ use tuikuan_db::{db_err, is_unique_violation, AnyConnection};
 use tuikuan_kernel::{Currency, Error, ErrorCode, Money, Result};
 
 pub mod reinstate;
+pub mod reopen;
 
 use crate::domain::crypto::{Sealer, PURPOSE_CARD, PURPOSE_NOTIFY_SECRET};
 use crate::domain::notify::{

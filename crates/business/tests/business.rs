@@ -203,6 +203,13 @@ impl ClearingService for Peers {
         Err(Status::unimplemented("not scripted"))
     }
 
+    async fn reopen_debit(
+        &self,
+        _r: Request<cpb::ReopenDebitRequest>,
+    ) -> Result<Response<cpb::Debit>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     async fn post_adjustment(
         &self,
         _r: Request<cpb::AdjustmentRequest>,
@@ -365,6 +372,12 @@ impl RefundService for Peers {
     async fn reinstate_succeeded(
         &self,
         _r: Request<rpb::ReinstateSucceededRequest>,
+    ) -> Result<Response<rpb::RefundOrder>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn reopen_refund(
+        &self,
+        _r: Request<rpb::ReopenRefundRequest>,
     ) -> Result<Response<rpb::RefundOrder>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
@@ -1325,6 +1338,7 @@ async fn returned_payout_and_expected_completion(url: &str) {
             returned,
             expected_completion_ms: eta,
             reinstated: false,
+            reopened: false,
         }
     };
 
@@ -1441,6 +1455,7 @@ async fn returned_payout_and_expected_completion(url: &str) {
             returned: true,
             expected_completion_ms: 0,
             reinstated: false,
+            reopened: false,
         })
         .await
         .unwrap()
@@ -1867,6 +1882,7 @@ impl Env {
                 returned,
                 expected_completion_ms: 0,
                 reinstated: false,
+                reopened: false,
             })
             .await
             .unwrap();

@@ -19,6 +19,7 @@ pub mod funds;
 #[cfg(test)]
 mod ledger_doc;
 pub mod reinstate;
+pub mod reopen;
 use funds::reserve_lines;
 
 /// The highest fee rate a merchant may have (20%).
@@ -830,10 +831,13 @@ pub enum DebitStatus {
     /// A REVERSED debit whose refund the bank did pay is being taken again and completed
     /// ([`reinstate`]): REVERSED → REINSTATING → COMPLETED.
     Reinstating,
+    /// A COMPLETED debit whose attempt the bank failed is being reopened ([`reopen`]):
+    /// COMPLETED → REOPENING → DEBITED.
+    Reopening,
 }
 
 impl DebitStatus {
-    pub const ALL: [DebitStatus; 10] = [
+    pub const ALL: [DebitStatus; 11] = [
         DebitStatus::Pending,
         DebitStatus::Debited,
         DebitStatus::Rejected,
@@ -844,6 +848,7 @@ impl DebitStatus {
         DebitStatus::Returning,
         DebitStatus::Returned,
         DebitStatus::Reinstating,
+        DebitStatus::Reopening,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -858,6 +863,7 @@ impl DebitStatus {
             DebitStatus::Returning => "RETURNING",
             DebitStatus::Returned => "RETURNED",
             DebitStatus::Reinstating => "REINSTATING",
+            DebitStatus::Reopening => "REOPENING",
         }
     }
 
@@ -895,6 +901,8 @@ impl DebitStatus {
                 | (Returning, Returned)
                 | (Reversed, Reinstating)
                 | (Reinstating, Completed)
+                | (Completed, Reopening)
+                | (Reopening, Debited)
         )
     }
 
@@ -1456,20 +1464,22 @@ pub fn next_step(debit: &Debit, goal: Goal) -> Step {
         (Goal::Reverse, Debited) => Step::BeginReverse,
         (Goal::Reverse, Reversing) => Step::PostReverse,
         (Goal::Reverse, Reversed | Rejected) => Step::Done,
-        (Goal::Reverse, Completing | Completed | Returning | Returned | Reinstating) => {
-            not_active()
-        }
+        (
+            Goal::Reverse,
+            Completing | Completed | Returning | Returned | Reinstating | Reopening,
+        ) => not_active(),
         (Goal::Complete, Debited) => Step::BeginComplete,
         (Goal::Complete, Completing) => Step::PostComplete,
         // The completion happened; a later return does not undo that answer.
         (Goal::Complete, Completed | Returning | Returned) => Step::Done,
-        (Goal::Complete, Reversing | Reversed | Rejected | Reinstating) => not_active(),
+        (Goal::Complete, Reversing | Reversed | Rejected | Reinstating | Reopening) => not_active(),
         (Goal::Return, Completed) => Step::BeginReturn,
         (Goal::Return, Returning) => Step::PostReturn,
         (Goal::Return, Returned) => Step::Done,
-        (Goal::Return, Debited | Rejected | Reversing | Reversed | Completing | Reinstating) => {
-            not_active()
-        }
+        (
+            Goal::Return,
+            Debited | Rejected | Reversing | Reversed | Completing | Reinstating | Reopening,
+        ) => not_active(),
     }
 }
 
@@ -2048,6 +2058,8 @@ mod tests {
             (Returning, Returned),
             (Reversed, Reinstating),
             (Reinstating, Completed),
+            (Completed, Reopening),
+            (Reopening, Debited),
         ];
         for from in DebitStatus::ALL {
             assert_eq!(DebitStatus::parse(from.as_str()), Some(from));

@@ -31,6 +31,7 @@ use crate::domain::{
 use crate::store::{self, Reserved};
 
 mod reinstate;
+mod reopen;
 pub mod sweep;
 
 const MIGRATIONS: tuikuan_db::Migrations = tuikuan_db::embed_migrations!("migrations");
@@ -352,7 +353,19 @@ impl Clearing {
         refund_id: &str,
         meta: &PostingMeta,
     ) -> Result<Debit, Error> {
+        self.complete_attempt(refund_id, 0, meta).await
+    }
+
+    /// [`Clearing::complete_debit`] naming the refund center's attempt that paid (0: not named);
+    /// an attempt reopened before is refused ([`crate::domain::reopen`]).
+    pub async fn complete_attempt(
+        &self,
+        refund_id: &str,
+        attempt: u32,
+        meta: &PostingMeta,
+    ) -> Result<Debit, Error> {
         let debit = self.debit(refund_id).await?;
+        self.check_completion(&debit, attempt).await?;
         self.drive(debit, Goal::Complete, "", meta).await
     }
 
@@ -541,7 +554,7 @@ impl Clearing {
                 Step::PostComplete => {
                     let posting_id = self
                         .post_entries(
-                            &debit.complete_request_id(),
+                            &self.complete_key(&debit).await?,
                             &format!("refund {} completed", debit.refund_id),
                             debit.complete_postings(),
                             meta,
@@ -884,6 +897,7 @@ fn status_to_wire(s: DebitStatus) -> pb::DebitStatus {
         DebitStatus::Returning => pb::DebitStatus::Returning,
         DebitStatus::Returned => pb::DebitStatus::Returned,
         DebitStatus::Reinstating => pb::DebitStatus::Reinstating,
+        DebitStatus::Reopening => pb::DebitStatus::Reopening,
     }
 }
 
@@ -986,6 +1000,18 @@ impl ClearingService for Clearing {
     }
 
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
+    async fn reopen_debit(
+        &self,
+        request: Request<pb::ReopenDebitRequest>,
+    ) -> Result<Response<pb::Debit>, Status> {
+        let r = request.get_ref();
+        refund_and_reason_from_wire(&r.refund_id, &r.reason).map_err(grpc_err)?;
+        let debit = Clearing::reopen_debit(self, &r.refund_id, r.attempt, &r.reason)
+            .await
+            .map_err(grpc_err)?;
+        Ok(Response::new(debit_to_wire(&debit)))
+    }
+
     async fn reinstate_debit(
         &self,
         request: Request<pb::ReinstateDebitRequest>,
@@ -1059,7 +1085,7 @@ impl ClearingService for Clearing {
         let r = request.get_ref();
         refund_id_from_wire(&r.refund_id).map_err(grpc_err)?;
         let meta = PostingMeta::parse(&r.value_date, &r.bank_reference).map_err(grpc_err)?;
-        let debit = Clearing::complete_debit(self, &r.refund_id, &meta)
+        let debit = Clearing::complete_attempt(self, &r.refund_id, r.attempt, &meta)
             .await
             .map_err(grpc_err)?;
         Ok(Response::new(debit_to_wire(&debit)))

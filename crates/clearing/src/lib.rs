@@ -112,6 +112,7 @@
 //! | reverse (`refund-reverse:{refund}`) | REFUND_IN_TRANSIT cash; SUBSIDY s | per receiver MERCHANT_SETTLEMENT(i) m_i − b_i and ADVANCE(i) b_i; FEE_INCOME Σ φ_i | s / Σ φ_i + Σ b_i |
 //! | return (`refund-return:{refund}`) | CHANNEL_RESERVE(channel) cash; SUBSIDY s | as reverse | as reverse |
 //! | reinstate (`refund-reinstate:{refund}`, a reversed refund the bank paid) | per receiver MERCHANT_SETTLEMENT(i) c_i and MERCHANT_RECEIVABLE(i) m_i − c_i (c_i: what its balance covers); FEE_INCOME Σ φ_i | CHANNEL_RESERVE(channel) cash; SUBSIDY s | Σ φ_i + Σ (m_i − c_i) / s |
+//! | reopen (`refund-reopen:{refund}:{attempt}`, a completed refund the bank failed; the next completion is `refund-complete:{refund}:{n}`) | CHANNEL_RESERVE(channel) cash | REFUND_IN_TRANSIT cash | — |
 //!
 //! After a full refund completed, every account is back where it started once the sweep has moved
 //! PLATFORM_IN_RESERVE to OWN_FUNDS: the reserve paid back the cash it took, SUBSIDY got back the whole subsidy, REFUND_IN_TRANSIT is empty, and under

@@ -17,6 +17,7 @@ use tuikuan_db::{db_err, is_unique_violation, AnyConnection};
 use tuikuan_kernel::{Currency, Error, ErrorCode, Money};
 
 pub mod reinstate;
+pub mod reopen;
 
 use crate::domain::{
     advance_needed, parse_advance_limit, parse_fee_rate, Adjustment, AdjustmentKind, AdvanceLine,

@@ -221,6 +221,12 @@ impl RefundService for Recorder {
     ) -> Result<tonic::Response<refund_pb::RefundOrder>, Status> {
         not_here()
     }
+    async fn reopen_refund(
+        &self,
+        _: tonic::Request<refund_pb::ReopenRefundRequest>,
+    ) -> Result<tonic::Response<refund_pb::RefundOrder>, Status> {
+        not_here()
+    }
     async fn run_payout_dispatch(
         &self,
         _: tonic::Request<refund_pb::RunInterfaceCycleRequest>,

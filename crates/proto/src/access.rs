@@ -122,6 +122,10 @@ pub const TABLE: &[(&str, Rule)] = &[
         callers!(Refund),
     ),
     (
+        "/tuikuan.clearing.v1.ClearingService/ReopenDebit",
+        callers!(Refund),
+    ),
+    (
         "/tuikuan.clearing.v1.ClearingService/PostAdjustment",
         callers!(Reconciliation),
     ),
@@ -231,6 +235,10 @@ pub const TABLE: &[(&str, Rule)] = &[
     ),
     (
         "/tuikuan.refund.v1.RefundService/ReinstateSucceeded",
+        callers!(Reconciliation),
+    ),
+    (
+        "/tuikuan.refund.v1.RefundService/ReopenRefund",
         callers!(Reconciliation),
     ),
     (

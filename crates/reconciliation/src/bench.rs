@@ -198,6 +198,10 @@ impl Peers for BenchPeers {
         Err(Error::internal("the benchmark resolves nothing"))
     }
 
+    async fn reopen(&self, _: ReinstateRequest) -> Result<()> {
+        Err(Error::internal("the benchmark resolves nothing"))
+    }
+
     async fn apply(&self, request: ApplyRequest) -> Result<Option<FinalStatus>> {
         let i = request
             .refund_id

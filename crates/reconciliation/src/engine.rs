@@ -85,7 +85,7 @@ pub struct ApplyRequest {
     pub source: String,
 }
 
-/// A reinstatement asked of the refund center.
+/// A reinstatement (or a reopen) asked of the refund center.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReinstateRequest {
     pub refund_id: String,
@@ -143,6 +143,10 @@ pub trait Peers: Clone + Send + Sync + 'static {
     /// Reinstates a FAILED refund the bank paid as SUCCEEDED (idempotent per refund; see
     /// [`crate::domain::resolution`]).
     fn reinstate(&self, request: ReinstateRequest) -> impl Future<Output = Result<()>> + Send;
+
+    /// Reopens a SUCCEEDED refund the bank failed for its next method (idempotent per refund and
+    /// attempt; see [`crate::domain::resolution`]).
+    fn reopen(&self, request: ReinstateRequest) -> impl Future<Output = Result<()>> + Send;
 
     /// Posts an adjustment (idempotent by id); returns the posting id.
     fn post_adjustment(
@@ -946,6 +950,10 @@ impl<P: Peers> Engine<P> {
                 }
                 ResolutionAction::Reinstate { reason: why } => {
                     self.reinstate_for(&d, why, operator, reason, now).await?;
+                    done.push(action.to_string());
+                }
+                ResolutionAction::Reopen { reason: why } => {
+                    self.reopen_for(&d, why, operator, reason, now).await?;
                     done.push(action.to_string());
                 }
                 ResolutionAction::Adjust { kind, amount } => {

@@ -396,6 +396,20 @@ impl Peers for GrpcPeers {
             .map_err(peer_err)
     }
 
+    async fn reopen(&self, request: ReinstateRequest) -> Result<()> {
+        self.refund
+            .clone()
+            .reopen_refund(refund_pb::ReopenRefundRequest {
+                bank_reference_id: attempt_reference(request.bank_reference_id, &request.refund_id),
+                refund_id: request.refund_id,
+                reason: request.reason,
+                source: request.source,
+            })
+            .await
+            .map(|_| ())
+            .map_err(peer_err)
+    }
+
     async fn known_channel(&self, channel: &str) -> Result<bool> {
         let channels = self
             .refund

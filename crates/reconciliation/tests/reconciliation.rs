@@ -497,6 +497,36 @@ impl RefundService for FakeRefund {
     ) -> Result<Response<refund_pb::RefundOrder>, Status> {
         unimplemented()
     }
+    /// A SUCCEEDED order goes back to PROCESSING (its next method); a PROCESSING one is answered
+    /// as it is (a repeat).
+    async fn reopen_refund(
+        &self,
+        request: Request<refund_pb::ReopenRefundRequest>,
+    ) -> Result<Response<refund_pb::RefundOrder>, Status> {
+        let req = request.into_inner();
+        let mut state = self.state.lock().unwrap();
+        let Some(order) = state.orders.get_mut(&req.refund_id) else {
+            return Err(to_status(&Error::new(
+                ErrorCode::RefundNotFound,
+                format!("refund {} not found", req.refund_id),
+            )));
+        };
+        match order.status {
+            refund_pb::RefundStatus::Succeeded => {
+                order.status = refund_pb::RefundStatus::Processing;
+                order.reason = req.reason.clone();
+                order.final_source = req.source.clone();
+            }
+            refund_pb::RefundStatus::Processing => {}
+            _ => {
+                return Err(to_status(&Error::new(
+                    ErrorCode::InvalidStateTransition,
+                    "only a SUCCEEDED refund can be reopened",
+                )))
+            }
+        }
+        Ok(Response::new(FakeRefund::wire(&req.refund_id, order)))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1422,23 +1452,30 @@ async fn corrected_file_supersedes(backend: Backend) {
     assert!(again.replayed && again.run_id == second.run_id);
     assert_eq!(r.applies().len(), applies);
 
-    // The conflict: the bank now says it failed, but the refund succeeded. Bank wins: the
-    // reserve was credited for money that never left; suspense gives it back.
+    // The conflict: the bank now says it failed, but the refund succeeded. Bank wins: the refund
+    // is reopened for its next method (the customer is still owed it); nothing goes to suspense.
     let list = h.discrepancies(CHANNEL).await;
     let conflict = find(&list, "rf_a", pb::DiscrepancyKind::StatusConflict);
     assert_eq!(conflict.severity, pb::Severity::High as i32);
-    h.resolve(
-        &conflict.discrepancy_id,
-        pb::Resolution::BankWins,
-        "erin",
-        "bank reversed the refund",
-    )
-    .await
-    .unwrap();
+    let resolved = h
+        .resolve(
+            &conflict.discrepancy_id,
+            pb::Resolution::BankWins,
+            "erin",
+            "bank reversed the refund",
+        )
+        .await
+        .unwrap();
+    assert!(
+        resolved.actions.contains("reopen PROCESSING"),
+        "{resolved:?}"
+    );
+    assert_eq!(r.status("rf_a"), refund_pb::RefundStatus::Processing);
+    assert_eq!(r.order("rf_a").final_source, conflict.discrepancy_id);
     let (_, credits) = h
         .balance(acc_pb::AccountType::SuspenseOwedCustomer, CHANNEL)
         .await;
-    assert_eq!(money(&credits), money("1.00"));
+    assert_eq!(money(&credits), money("0"));
     h.stop().await;
 }
 

@@ -41,6 +41,7 @@ use tuikuan_kernel::string_enum;
 
 pub mod control;
 pub mod reinstate;
+pub mod reopen;
 
 string_enum!(
     /// Why a refund exists: an ordinary merchant refund, or an error refund (差错退款) of a
@@ -163,6 +164,11 @@ string_enum!(
         /// clearing.ReinstateDebit: a FAILED refund the bank paid is taken from the merchant
         /// again ([`reinstate`]).
         ClearingReinstate => "CLEARING_REINSTATE",
+        /// clearing.ReopenDebit: the completion of an attempt the bank failed is undone
+        /// ([`reopen`]).
+        ClearingReopen => "CLEARING_REOPEN",
+        /// business.ReportRefundOutcome(PROCESSING, reopened): the merchant sees PROCESSING again.
+        NotifyReopened => "NOTIFY_REOPENED",
     }
 );
 

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod control;
 pub mod proposals;
 mod reinstate;
+mod reopen;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -267,12 +268,9 @@ where
                             after.refund_status
                         ))
                     })?;
-                store::insert_outbox(
-                    conn,
-                    &domain::OutboxEntry::for_final(refund_id, status),
-                    now_ms,
-                )?;
+                reopen::insert_final_steps(conn, &after, status, now_ms)?;
             }
+            reopen::insert_reopen_steps(conn, &before, &after, now_ms)?;
             if before.refund_status == RefundStatus::Failed
                 && after.refund_status == RefundStatus::Succeeded
             {
@@ -1056,7 +1054,7 @@ impl RefundCenter {
                 Ok((order, steps))
             })
             .await?;
-        if !order.refund_status.is_final() {
+        if !order.refund_status.is_final() && !reopen::reopen_pending(&steps) {
             return Err(Error::internal(format!(
                 "refund {refund_id} has finalisation steps but is not final"
             )));
@@ -1069,12 +1067,24 @@ impl RefundCenter {
         for step in steps.into_iter().filter(|s| !s.done) {
             let is_notify = matches!(
                 step.step,
-                OutboxStep::NotifyBusiness | OutboxStep::NotifyReturned
+                OutboxStep::NotifyBusiness
+                    | OutboxStep::NotifyReturned
+                    | OutboxStep::NotifyReopened
             );
             if money_blocked || (is_notify && notify_blocked) {
                 continue;
             }
-            let result = self.run_step(&order, step.step).await;
+            let result = match step.attempt_of() {
+                Some(attempt)
+                    if matches!(
+                        step.step,
+                        OutboxStep::ClearingReopen | OutboxStep::NotifyReopened
+                    ) =>
+                {
+                    self.run_reopen_step(&order, step.step, attempt).await
+                }
+                _ => self.run_step(&order, step.step).await,
+            };
             let now_ms = self.clock.now_ms();
             let error = result
                 .as_ref()
@@ -1129,6 +1139,7 @@ impl RefundCenter {
                         refund_id,
                         bank_reference: order.bank_ref.clone(),
                         value_date: value_date(order.finalized_at_ms),
+                        attempt: order.attempt,
                     })
                     .await
                     .map_err(peer_err)?;
@@ -1165,10 +1176,11 @@ impl RefundCenter {
                     .report_refund_outcome(business::ReportRefundOutcomeRequest {
                         refund_id,
                         status: status as i32,
-                        reason: order.reason.clone(),
+                        reason: reopen::for_business(&order.reason),
                         returned: false,
                         expected_completion_ms: 0,
                         reinstated: false,
+                        reopened: false,
                     })
                     .await
                     .map_err(peer_err)?;
@@ -1180,6 +1192,12 @@ impl RefundCenter {
                     .await
                     .map_err(peer_err)?;
             }
+            OutboxStep::ClearingReopen | OutboxStep::NotifyReopened => {
+                return Err(Error::internal(format!(
+                    "refund {}: a reopen step without its attempt",
+                    order.refund_id
+                )));
+            }
             OutboxStep::NotifyReturned => {
                 self.business
                     .clone()
@@ -1190,6 +1208,7 @@ impl RefundCenter {
                         returned: true,
                         expected_completion_ms: 0,
                         reinstated: false,
+                        reopened: false,
                     })
                     .await
                     .map_err(peer_err)?;
@@ -1753,6 +1772,14 @@ impl RefundService for RefundCenter {
         request: Request<pb::ReinstateSucceededRequest>,
     ) -> Result<Response<pb::RefundOrder>, Status> {
         reinstate::reinstate_succeeded_rpc(self, request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]
+    async fn reopen_refund(
+        &self,
+        request: Request<pb::ReopenRefundRequest>,
+    ) -> Result<Response<pb::RefundOrder>, Status> {
+        reopen::reopen_refund_rpc(self, request).await
     }
 
     async fn run_outbox(

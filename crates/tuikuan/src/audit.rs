@@ -53,6 +53,7 @@ use tuikuan_proto::refund::v1 as rfd;
 use crate::clients::Clients;
 
 mod books;
+mod reopen;
 
 /// Page size of every listing.
 const PAGE: u32 = 1000;
@@ -586,6 +587,7 @@ impl Snapshot {
             let debit = self.debits.get(refund_id);
             let get = |prefix: &str| self.postings.get(&format!("{prefix}{refund_id}"));
             let (d, c, v, r) = (get(DEBIT), get(COMPLETE), get(REVERSE), get(RETURN));
+            let c = reopen::standing_completion(&self.postings, refund_id, c, report);
             // A reinstated refund was reversed and then taken again: its reversal and its
             // reinstatement stand where a completion would.
             let ri = get(REINSTATE);
@@ -607,6 +609,11 @@ impl Snapshot {
             use clr::DebitStatus as S;
             let not_reinstated = ri.is_none();
             let ok = match status {
+                // A reopen under way: its completion still stands until the reopen is posted.
+                Some(S::Reopening) => {
+                    report.checked.in_flight += 1;
+                    d.is_some() && v.is_none() && r.is_none()
+                }
                 Some(S::Reinstating) => {
                     report.checked.in_flight += 1;
                     d.is_some() && v.is_some() && c.is_none() && r.is_none()
@@ -830,7 +837,8 @@ impl Snapshot {
         };
         let settled = order.pending_steps == 0;
         let want: &[S] = match rfd::RefundStatus::try_from(order.refund_status) {
-            Ok(rfd::RefundStatus::Processing) => &[S::Debited],
+            // A reopened refund's completion is being undone.
+            Ok(rfd::RefundStatus::Processing) => &[S::Debited, S::Completed, S::Reopening],
             Ok(rfd::RefundStatus::Succeeded) if settled => {
                 &[S::Completed, S::Returning, S::Returned]
             }
@@ -844,7 +852,13 @@ impl Snapshot {
                 S::Reinstating,
             ],
             Ok(rfd::RefundStatus::Failed) if settled => &[S::Reversed, S::Rejected],
-            Ok(rfd::RefundStatus::Failed) => &[S::Debited, S::Reversing, S::Reversed],
+            Ok(rfd::RefundStatus::Failed) => &[
+                S::Debited,
+                S::Reversing,
+                S::Reversed,
+                S::Completed,
+                S::Reopening,
+            ],
             Ok(rfd::RefundStatus::Returned) if settled => &[S::Returned],
             Ok(rfd::RefundStatus::Returned) => &[S::Completed, S::Returning, S::Returned],
             _ => &[],
@@ -1216,9 +1230,10 @@ fn dec(s: &str, what: &str) -> anyhow::Result<Decimal> {
 
 /// The refund a posting is about, from its request id.
 fn refund_of(request_id: &str) -> Option<&str> {
-    [DEBIT, COMPLETE, REVERSE, RETURN, REINSTATE]
+    [DEBIT, COMPLETE, REVERSE, RETURN, REINSTATE, reopen::REOPEN]
         .iter()
         .find_map(|p| request_id.strip_prefix(p))
+        .map(reopen::refund_part)
 }
 
 fn account_total(
@@ -1295,7 +1310,8 @@ fn holds(status: i32) -> bool {
             | S::Completed
             | S::Reversing
             | S::Returning
-            | S::Reinstating)
+            | S::Reinstating
+            | S::Reopening)
     )
 }
 

@@ -183,6 +183,7 @@ pub const RPCS: &[(&str, Guard)] = &[
         "/tuikuan.clearing.v1.ClearingService/ReinstateDebit",
         Service,
     ),
+    ("/tuikuan.clearing.v1.ClearingService/ReopenDebit", Service),
     (
         "/tuikuan.clearing.v1.ClearingService/PostAdjustment",
         Service,
@@ -285,6 +286,7 @@ pub const RPCS: &[(&str, Guard)] = &[
         "/tuikuan.refund.v1.RefundService/ReinstateSucceeded",
         Service,
     ),
+    ("/tuikuan.refund.v1.RefundService/ReopenRefund", Service),
     (
         "/tuikuan.refund.v1.RefundService/RunOutbox",
         Staff(&[A::RunJob]),

@@ -321,9 +321,13 @@ impl Notification {
         now_ms: i64,
     ) -> Result<Notification> {
         let event = refund.status();
+        // PROCESSING only for a refund reopened after it was reported SUCCEEDED.
         if !matches!(
             event,
-            RefundStatus::Succeeded | RefundStatus::Failed | RefundStatus::Rejected
+            RefundStatus::Succeeded
+                | RefundStatus::Failed
+                | RefundStatus::Rejected
+                | RefundStatus::Processing
         ) {
             return Err(Error::internal(format!(
                 "refund {} is not final",
@@ -554,7 +558,10 @@ mod tests {
         assert_eq!(out.status, NotificationStatus::Delivered);
         assert_eq!(out.delivered_at_ms, Some(9));
         assert_eq!(out.attempt.error, None);
-        assert!(Notification::for_refund("x".into(), &refund(ChainState::Accepted), 5).is_err());
+        // Not yet promised: nothing to tell. PROCESSING is told only after a reopen.
+        assert!(Notification::for_refund("x".into(), &refund(ChainState::Reserved), 5).is_err());
+        let reopened = Notification::for_refund("x".into(), &refund(ChainState::Accepted), 5);
+        assert_eq!(reopened.unwrap().event, RefundStatus::Processing);
     }
 
     #[test]

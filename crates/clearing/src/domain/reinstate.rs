@@ -141,7 +141,7 @@ pub fn next_step(debit: &Debit) -> Step {
         Reversing => Step::PostReverse,
         Reversed => Step::BeginReinstate,
         Reinstating => Step::PostReinstate,
-        Rejected | Returning | Returned => Step::Fail(Error::new(
+        Rejected | Returning | Returned | Reopening => Step::Fail(Error::new(
             ErrorCode::DebitNotActive,
             format!(
                 "debit of refund {} is {}: it cannot be reinstated",
@@ -152,7 +152,7 @@ pub fn next_step(debit: &Debit) -> Step {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::DebitPart;
 
@@ -161,7 +161,7 @@ mod tests {
     }
 
     /// A 50.00 refund: fee share 0.30, coupon share 10.00, so cash 40.00 and merchant part 49.70.
-    fn debit() -> Debit {
+    pub(crate) fn debit() -> Debit {
         Debit {
             refund_id: "rf1".into(),
             trade_id: "t1".into(),
@@ -289,6 +289,7 @@ mod tests {
             (DebitStatus::Rejected, "fail DEBIT_NOT_ACTIVE"),
             (DebitStatus::Returning, "fail DEBIT_NOT_ACTIVE"),
             (DebitStatus::Returned, "fail DEBIT_NOT_ACTIVE"),
+            (DebitStatus::Reopening, "fail DEBIT_NOT_ACTIVE"),
         ];
         assert_eq!(table.len(), DebitStatus::ALL.len());
         for (status, want) in table {

@@ -1353,6 +1353,8 @@ pub enum ResolutionAction {
     Adjust { kind: AdjustmentKind, amount: Money },
     /// Reinstate the FAILED refund as SUCCEEDED: the bank paid it ([`resolution`]).
     Reinstate { reason: String },
+    /// Reopen the SUCCEEDED refund for its next method: the bank failed it ([`resolution`]).
+    Reopen { reason: String },
 }
 
 impl fmt::Display for ResolutionAction {
@@ -1361,6 +1363,7 @@ impl fmt::Display for ResolutionAction {
             ResolutionAction::WriteBack { status, .. } => write!(f, "write back {status}"),
             ResolutionAction::Adjust { kind, amount } => write!(f, "{} {amount}", kind.as_str()),
             ResolutionAction::Reinstate { .. } => f.write_str("reinstate SUCCEEDED"),
+            ResolutionAction::Reopen { .. } => f.write_str("reopen PROCESSING"),
         }
     }
 }
@@ -1465,14 +1468,7 @@ pub fn plan_resolution(
                 }
             }
         }
-        DiscrepancyKind::StatusConflict => match d.bank_status {
-            Some(BankRecordStatus::Success) => actions.extend(resolution::bank_wins_on_conflict(d)),
-            Some(BankRecordStatus::Failed) => actions.push(ResolutionAction::Adjust {
-                kind: AdjustmentKind::SuspenseToBank,
-                amount: bank_amount()?,
-            }),
-            _ => {}
-        },
+        DiscrepancyKind::StatusConflict => actions.extend(resolution::bank_wins_on_conflict(d)),
     }
     Ok(actions)
 }

@@ -5,6 +5,11 @@
 //!   refund center ([`ResolutionAction::Reinstate`]); the business layer holds the trade's amount
 //!   again at once and clearing takes the money from the merchant again, a shortfall becoming a
 //!   receivable from the merchant. Nothing is parked in suspense and no second refund is possible.
+//! - **Bank wins on a status conflict the bank failed** (the platform had made the refund
+//!   SUCCEEDED): the refund is reopened through the refund center ([`ResolutionAction::Reopen`]):
+//!   the failed attempt's completion is undone, the merchant sees PROCESSING again and the next
+//!   method delivers the refund; only with every method exhausted does it become FAILED, the money
+//!   back with the merchant. Nothing is parked in suspense.
 //! - **Platform wins with evidence** on a refund the bank never reported (银行漏单): the platform
 //!   has the bank's statement reference that shows it paid, so the refund is completed
 //!   (write-back SUCCEEDED), whatever its method — interface refunds included. Without evidence a
@@ -53,21 +58,32 @@ pub fn platform_wins(d: &Discrepancy, evidence: &str) -> Result<Vec<ResolutionAc
     }])
 }
 
-/// What BANK_WINS does on a status conflict: the bank paid → reinstate; the bank failed → `None`
-/// (the caller's existing correction).
+/// What BANK_WINS does on a status conflict: the bank paid → reinstate; the bank failed → reopen
+/// (the refund is delivered by its next method, or fails back to the merchant with none left).
 pub fn bank_wins_on_conflict(d: &Discrepancy) -> Option<ResolutionAction> {
-    (d.kind == DiscrepancyKind::StatusConflict && d.bank_status == Some(BankRecordStatus::Success))
-        .then(|| ResolutionAction::Reinstate {
+    if d.kind != DiscrepancyKind::StatusConflict {
+        return None;
+    }
+    match d.bank_status {
+        Some(BankRecordStatus::Success) => Some(ResolutionAction::Reinstate {
             reason: format!(
                 "the bank paid it (row {}), bank wins: reinstated as succeeded",
                 d.bank_reference_id
             ),
-        })
+        }),
+        Some(BankRecordStatus::Failed) => Some(ResolutionAction::Reopen {
+            reason: format!(
+                "the bank failed it (row {}), bank wins: reopened for the next method",
+                d.bank_reference_id
+            ),
+        }),
+        _ => None,
+    }
 }
 
-/// Judges the refund center's answer to a reinstatement: a definite refusal (the refund is not
-/// FAILED, other refunds hold the trade's amount, unknown refund or attempt) reopens the
-/// discrepancy; anything else is retried by repeating the request.
+/// Judges the refund center's answer to a reinstatement or a reopen: a definite refusal (the
+/// refund is not FAILED or not SUCCEEDED, other refunds hold the trade's amount, unknown refund or
+/// attempt) reopens the discrepancy; anything else is retried by repeating the request.
 pub fn judge_reinstate(answer: std::result::Result<(), &Error>) -> WriteBackVerdict {
     match answer {
         Ok(()) => WriteBackVerdict::Done,
@@ -77,10 +93,9 @@ pub fn judge_reinstate(answer: std::result::Result<(), &Error>) -> WriteBackVerd
             | ErrorCode::RefundNotFound
             | ErrorCode::NotFound
             | ErrorCode::InvalidArgument
-            | ErrorCode::DebitNotActive => WriteBackVerdict::Refused(format!(
-                "the refund center refused to reinstate it: {}",
-                e.message
-            )),
+            | ErrorCode::DebitNotActive => {
+                WriteBackVerdict::Refused(format!("{}: {}", e.code, e.message))
+            }
             _ => WriteBackVerdict::Retry,
         },
     }

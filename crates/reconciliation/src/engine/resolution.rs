@@ -1,5 +1,6 @@
 //! The engine's side of the resolutions that correct the refund ([`crate::domain::resolution`]):
-//! asking the refund center to reinstate a refund the bank paid, and reopening a discrepancy
+//! asking the refund center to reinstate a refund the bank paid or to reopen one the bank failed,
+//! and reopening a discrepancy
 //! whose correction the refund center refused.
 
 use tuikuan_kernel::id::new_id;
@@ -22,15 +23,44 @@ impl<P: Peers> Engine<P> {
         reason: &str,
         now_ms: i64,
     ) -> Result<()> {
-        let answer = self
-            .peers
-            .reinstate(ReinstateRequest {
-                refund_id: d.refund_id.clone(),
-                bank_reference_id: d.bank_reference_id.clone(),
-                reason: format!("{why}: {operator}: {reason}"),
-                source: d.discrepancy_id.clone(),
-            })
-            .await;
+        self.correct_for(d, why, operator, reason, now_ms, false)
+            .await
+    }
+
+    /// Reopens the discrepancy's refund for its next method (idempotent by refund and attempt),
+    /// with the same handling of the answer as [`Engine::reinstate_for`].
+    pub(super) async fn reopen_for(
+        &self,
+        d: &Discrepancy,
+        why: &str,
+        operator: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.correct_for(d, why, operator, reason, now_ms, true)
+            .await
+    }
+
+    async fn correct_for(
+        &self,
+        d: &Discrepancy,
+        why: &str,
+        operator: &str,
+        reason: &str,
+        now_ms: i64,
+        reopen: bool,
+    ) -> Result<()> {
+        let request = ReinstateRequest {
+            refund_id: d.refund_id.clone(),
+            bank_reference_id: d.bank_reference_id.clone(),
+            reason: format!("{why}: {operator}: {reason}"),
+            source: d.discrepancy_id.clone(),
+        };
+        let answer = if reopen {
+            self.peers.reopen(request).await
+        } else {
+            self.peers.reinstate(request).await
+        };
         match judge_reinstate(answer.as_ref().map(|_| ())) {
             WriteBackVerdict::Done => Ok(()),
             WriteBackVerdict::Refused(why) => {
@@ -39,7 +69,7 @@ impl<P: Peers> Engine<P> {
             WriteBackVerdict::Retry => Err(Error::new(
                 ErrorCode::Unavailable,
                 format!(
-                    "reinstatement not finished yet ({}); repeat the request to finish",
+                    "correction not finished yet ({}); repeat the request to finish",
                     answer.err().map(|e| e.message).unwrap_or_default()
                 ),
             )),

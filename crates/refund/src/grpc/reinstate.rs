@@ -153,6 +153,7 @@ impl RefundCenter {
                 returned: false,
                 expected_completion_ms: 0,
                 reinstated: true,
+                reopened: false,
             })
             .await
             .map_err(peer_err)?;

@@ -27,6 +27,7 @@ pub const KNOWN_REASONS: &[&str] = &[
     "refund-reverse:",
     "refund-return:",
     "refund-reinstate:",
+    "refund-reopen:",
     "adjust:",
     "sweep:",
     tuikuan_accounting::domain::suspense::CLEAR_PREFIX,
