@@ -18,4 +18,5 @@ mod recovery;
 mod resolutions;
 mod smoke;
 mod staff;
+mod stop;
 mod trust;

@@ -70,11 +70,9 @@ pub async fn serve(
     let auth = &config.staff.auth;
     let job = config.job_interval.map(|every| {
         let svc = svc.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
+        tuikuan_proto::jobs::every("clearing recovery", every, move || {
+            let svc = svc.clone();
+            async move {
                 match svc.run_recovery().await {
                     Ok(report) if report.is_empty() => {}
                     Ok(report) => tracing::info!(?report, "clearing recovery"),
@@ -100,9 +98,7 @@ pub async fn serve(
         shutdown,
     )
     .await;
-    if let Some(job) = job {
-        job.abort();
-    }
+    tuikuan_proto::jobs::stop(job).await;
     result
 }
 

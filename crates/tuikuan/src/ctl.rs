@@ -869,7 +869,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                 };
                 std::fs::write(&path, &r.content)
                     .with_context(|| format!("--out: cannot write {}", path.display()))?;
-                println!("wrote {} ({} bytes)", path.display(), r.content.len());
+                crate::outln!("wrote {} ({} bytes)", path.display(), r.content.len());
                 Ok(())
             }
             ReconAction::Suspense { channel } => {
@@ -1222,7 +1222,7 @@ async fn batch(c: &mut Clients, action: BatchAction, out: Output) -> anyhow::Res
             };
             std::fs::write(&path, &r.content)
                 .with_context(|| format!("--out: cannot write {}", path.display()))?;
-            println!(
+            crate::outln!(
                 "wrote {} ({} bytes, sha256 {})",
                 path.display(),
                 r.content.len(),
