@@ -3,6 +3,7 @@
 
 mod sandbox;
 
+mod auditor;
 mod bad_input;
 mod bank_files;
 mod bounded;

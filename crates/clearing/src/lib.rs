@@ -141,6 +141,7 @@
 //!     fee_rate: parse_fee_rate(rate, "fee_rate").unwrap(),
 //!     fee_refund: FeeRefundPolicy::Proportional,
 //!     advance_limit: parse_advance_limit("50", "advance_limit").unwrap(),
+//!     advance_currency: Some(tuikuan_kernel::Currency::Cny),
 //! };
 //! let order = SettleRequest {
 //!     trade_id: "t1".into(),
