@@ -320,3 +320,58 @@ fn a_reinstatement_posts_what_the_page_says() {
     let table = table_after("(`refund-reinstate:{refund}`)");
     assert_eq!(doc_lines(&table, 0, 1, 2), lines_of(&posted));
 }
+
+#[test]
+fn a_split_payment_and_its_refund_post_what_the_page_says() {
+    let policy = |id: &str, rate: i64, fee_refund| MerchantPolicy {
+        merchant_id: id.into(),
+        fee_rate: Decimal::new(rate, 3),
+        fee_refund,
+        advance_limit: Decimal::ZERO,
+        advance_currency: None,
+    };
+    let settlement = Settlement::new(
+        &SettleRequest {
+            trade_id: "t3".into(),
+            merchant_id: "M1".into(),
+            channel: "wx".into(),
+            amount: cny("100.00"),
+            splits: vec![
+                Split {
+                    receiver_id: "M1".into(),
+                    amount: cny("60.00"),
+                },
+                Split {
+                    receiver_id: "M2".into(),
+                    amount: cny("40.00"),
+                },
+            ],
+            subsidy: Money::zero(Currency::Cny),
+        },
+        |id| match id {
+            "M1" => Some(policy("M1", 6, FeeRefundPolicy::Proportional)),
+            "M2" => Some(policy("M2", 10, FeeRefundPolicy::None)),
+            _ => None,
+        },
+    )
+    .expect("settlement");
+    let request = DebitRequest {
+        refund_id: "r3".into(),
+        trade_id: "t3".into(),
+        merchant_id: "M1".into(),
+        amount: cny("50.00"),
+        splits: vec![],
+        error_refund: false,
+    };
+    let plan = settlement.plan_debit(&request).expect("plan");
+    let debit = Debit::new(&request, &settlement, &plan, &[0, 0], 0);
+    let page = |marker: &str| doc_lines(&table_after(marker), 0, 1, 2);
+    assert_eq!(
+        page("Payment settled (`settle:{trade}` of a split)"),
+        lines_of(&settlement.postings())
+    );
+    assert_eq!(
+        page("(`refund-debit:{refund}` of a split)"),
+        lines_of(&debit.debit_postings())
+    );
+}
