@@ -11,6 +11,7 @@ mod chain;
 mod channels;
 mod concurrency;
 mod discovery;
+mod error_refund;
 mod faults;
 mod fuzz_smoke;
 mod idempotency;
