@@ -40,8 +40,18 @@ async fn an_error_refund_goes_through_when_the_merchant_is_short(store: Store) {
             request_id: "withdrawal:MA-1".into(),
             description: "the merchant's money leaves".into(),
             entries: vec![
-                line(acc::AccountType::MerchantSettlement, "MA", acc::Side::Debit, "39.70"),
-                line(acc::AccountType::Suspense, CHANNEL, acc::Side::Credit, "39.70"),
+                line(
+                    acc::AccountType::MerchantSettlement,
+                    "MA",
+                    acc::Side::Debit,
+                    "39.70",
+                ),
+                line(
+                    acc::AccountType::Suspense,
+                    CHANNEL,
+                    acc::Side::Credit,
+                    "39.70",
+                ),
             ],
             ..Default::default()
         })
@@ -102,17 +112,19 @@ async fn an_error_refund_goes_through_when_the_merchant_is_short(store: Store) {
         "{refund:?}"
     );
     // The whole fee 0.30 goes back: the merchant part is 49.70, 10.00 of it from the balance.
-    let debit = sb
-        .c
-        .clearing
-        .get_debit(clr::GetDebitRequest {
-            refund_id: refund.refund_id.clone(),
-        })
-        .await
-        .expect("debit")
-        .into_inner();
+    let debit =
+        sb.c.clearing
+            .get_debit(clr::GetDebitRequest {
+                refund_id: refund.refund_id.clone(),
+            })
+            .await
+            .expect("debit")
+            .into_inner();
     assert_eq!(
-        (debit.merchant_amount.as_str(), debit.advance_amount.as_str()),
+        (
+            debit.merchant_amount.as_str(),
+            debit.advance_amount.as_str()
+        ),
         ("49.70", "39.70")
     );
     assert_eq!(sb.balance(acc::AccountType::Advance, "MA").await, "39.70");

@@ -258,8 +258,9 @@ fn suspense_items_post_what_the_page_says() {
     }
 }
 
-/// The payment of [`example`] without its coupon, debited in full as an error refund.
-fn error_refund_example() -> Debit {
+/// The payment of [`example`] without its coupon, debited in full as an error refund; with it,
+/// the next such payment, which repays the advance.
+fn error_refund_example() -> (Debit, Settlement) {
     let policy = MerchantPolicy {
         merchant_id: "M".into(),
         fee_rate: Decimal::new(6, 3),
@@ -298,17 +299,23 @@ fn error_refund_example() -> Debit {
         true,
     )
     .expect("cover");
-    Debit::new(&request, &settlement, &plan, &[cover.advance_minor], 0)
+    let debit = Debit::new(&request, &settlement, &plan, &[cover.advance_minor], 0);
+    let mut next = settlement.clone();
+    next.trade_id = "t4".into();
+    next.receivers[0].advance_repaid_minor = cover.advance_minor;
+    (debit, next)
 }
 
 #[test]
 fn an_error_refund_when_short_posts_what_the_page_says() {
-    let debit = error_refund_example();
+    let (debit, next) = error_refund_example();
     let table = table_after("Advances and error refunds (垫付, 差错退款)");
     assert_eq!(
         doc_lines(&table, 0, 1, 2),
         lines_of(&debit.debit_postings())
     );
+    let table = table_after("repays the 69.40 advanced:");
+    assert_eq!(doc_lines(&table, 0, 1, 2), lines_of(&next.postings()));
 }
 
 #[test]
