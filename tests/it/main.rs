@@ -3,6 +3,7 @@
 
 mod sandbox;
 
+mod auditor;
 mod bad_input;
 mod bank_files;
 mod bounded;
@@ -10,6 +11,7 @@ mod chain;
 mod channels;
 mod concurrency;
 mod discovery;
+mod error_refund;
 mod faults;
 mod fuzz_smoke;
 mod idempotency;
