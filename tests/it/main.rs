@@ -15,6 +15,7 @@ mod fuzz_smoke;
 mod idempotency;
 mod inspect;
 mod recovery;
+mod reinstate;
 mod resolutions;
 mod smoke;
 mod staff;
