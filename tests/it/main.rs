@@ -14,6 +14,7 @@ mod faults;
 mod fuzz_smoke;
 mod idempotency;
 mod inspect;
+mod paid_once;
 mod recovery;
 mod reinstate;
 mod resolutions;

@@ -30,7 +30,54 @@ use crate::both_stores;
 use crate::sandbox::{Sandbox, Store, KEY_A};
 use crate::staff::{decide, operator, order, proposed, submitted_sheet, SHEET_CHANNEL};
 
-async fn audit_now(sb: &Sandbox) -> AuditReport {
+/// The next morning: the bank finishes, `date`'s files of `channels` are reconciled, outcomes are
+/// delivered.
+pub(crate) async fn next_morning(sb: &mut Sandbox, date: &str, channels: &[&str]) {
+    sb.clock.advance(Duration::hours(22));
+    sb.c.bank.tick(bank::TickRequest {}).await.expect("tick");
+    for channel in channels {
+        sb.c.reconciliation
+            .run_reconciliation(rec::RunReconciliationRequest {
+                channel: (*channel).into(),
+                date: date.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("reconciliation");
+    }
+    sb.c.refund
+        .run_outbox(rfd::RunOutboxRequest {})
+        .await
+        .expect("outbox");
+}
+
+/// `c` asks to fail the row of `refund_id` in `batch` ("account closed", from the bank's result
+/// file).
+pub(crate) async fn fail_row(
+    c: &Clients,
+    batch: &rfd::Batch,
+    refund_id: &str,
+) -> Result<tonic::Response<rfd::Batch>, tonic::Status> {
+    let row = batch
+        .rows
+        .iter()
+        .find(|r| r.refund_id == refund_id)
+        .expect("the refund's row");
+    c.batch
+        .clone()
+        .mark_rows(rfd::MarkRowsRequest {
+            batch_id: batch.batch_id.clone(),
+            failed: vec![rfd::RowResult {
+                row_id: row.row_id.clone(),
+                reason: "account closed".into(),
+            }],
+            operator: String::new(),
+            source: "the bank's result file".into(),
+        })
+        .await
+}
+
+pub(crate) async fn audit_now(sb: &Sandbox) -> AuditReport {
     audit::run_with(
         &sb.c,
         &AuditOptions {
@@ -86,30 +133,11 @@ async fn late_correction_is_repaired_by_reinstate(store: Store) {
     let date = sb.clock.today().to_string();
     let (ids, batch) = submitted_sheet(&mut sb).await;
     let id = ids[0].clone();
-    let row = batch
-        .rows
-        .iter()
-        .find(|r| r.refund_id == id)
-        .expect("the refund's row")
-        .row_id
-        .clone();
     let before_refund = merchant_position(&mut sb).await;
 
     // The bank's result file (wrongly) says the row failed: failed by hand, on four eyes.
     let (p, _) = proposed(
-        fiona
-            .batch
-            .clone()
-            .mark_rows(rfd::MarkRowsRequest {
-                batch_id: batch.batch_id.clone(),
-                failed: vec![rfd::RowResult {
-                    row_id: row,
-                    reason: "account closed".into(),
-                }],
-                operator: String::new(),
-                source: "the bank's result file".into(),
-            })
-            .await,
+        fail_row(&fiona, &batch, &id).await,
         "PENDING",
         "fail the row",
     );
@@ -128,20 +156,7 @@ async fn late_correction_is_repaired_by_reinstate(store: Store) {
     // The bank paid every row after all; its clearing file says so, reconciliation flags it.
     sb.clock.advance(Duration::hours(2));
     sb.c.bank.tick(bank::TickRequest {}).await.expect("tick");
-    sb.clock.advance(Duration::hours(22));
-    sb.c.bank.tick(bank::TickRequest {}).await.expect("tick");
-    sb.c.reconciliation
-        .run_reconciliation(rec::RunReconciliationRequest {
-            channel: SHEET_CHANNEL.into(),
-            date: date.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("reconciliation");
-    sb.c.refund
-        .run_outbox(rfd::RunOutboxRequest {})
-        .await
-        .expect("outbox");
+    next_morning(&mut sb, &date, &[SHEET_CHANNEL]).await;
     let conflicts: Vec<_> =
         sb.c.reconciliation
             .list_discrepancies(rec::ListDiscrepanciesRequest {

@@ -25,7 +25,7 @@ use tuikuan_proto::status::grpc_err;
 use super::batch::{batch_to_wire, required, FailedRow};
 use super::control::check_attempt;
 use super::{order_to_wire, refund_status_from_wire, Moved, RefundCenter};
-use crate::domain::batch::{Batch, BatchStatus};
+use crate::domain::batch::{row_fails_order, Batch, BatchStatus};
 use crate::domain::control::{validate_reason, ControlAction, Operator};
 use crate::domain::{validate_text, FinalStatus, RefundOrder};
 
@@ -423,6 +423,14 @@ impl RefundCenter {
                 ));
             }
             let (amount, summary) = rows_summary(&batch, &failed)?;
+            // What the approval would refuse (a row whose refund the bank paid) is refused now.
+            for row in batch
+                .rows
+                .iter()
+                .filter(|r| failed.iter().any(|f| f.row_id == r.row_id))
+            {
+                row_fails_order(&self.reread(&row.refund_id).await?, &row.row_id)?;
+            }
             let draft = Draft {
                 action: Action::BatchFailRows,
                 subject: r.batch_id.clone(),
