@@ -3,6 +3,7 @@
 
 mod sandbox;
 
+mod auditor;
 mod bad_input;
 mod bank_files;
 mod bounded;
@@ -10,13 +11,17 @@ mod chain;
 mod channels;
 mod concurrency;
 mod discovery;
+mod error_refund;
 mod faults;
 mod fuzz_smoke;
 mod idempotency;
 mod inspect;
+mod paid_once;
 mod recovery;
+mod reinstate;
 mod reopen;
 mod resolutions;
 mod smoke;
 mod staff;
+mod stop;
 mod trust;

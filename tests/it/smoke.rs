@@ -44,7 +44,7 @@ fn certs_init(dir: &std::path::Path) {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_up_serves_every_listener_under_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
@@ -246,11 +246,30 @@ async fn binary_up_serves_every_listener_under_mutual_tls() {
         trail.contains("LOGIN_FAILED") && trail.contains("MANAGE_OPERATORS"),
         "{trail}"
     );
+    // `ctl … | head -1`: a closed pipe ends the command quietly.
+    let mut piped = Command::new(env!("CARGO_BIN_EXE_tuikuan"));
+    piped
+        .args(["ctl", "--token-file", &session_arg])
+        .args(["--output", "json", "trial-balance"])
+        .env_remove("TUIKUAN_TOKEN");
+    for (name, url) in &addrs {
+        piped.env(format!("TUIKUAN_{}_ADDR", name.to_uppercase()), url);
+    }
+    piped.env("TUIKUAN_TLS_DIR", &certs);
+    crate::stop::closed_pipe_ends_quietly(piped);
+
     let out = ctl_in(&["logout"], "");
     assert!(out.status.success());
     let out = ctl_in(&["whoami"], "");
     assert!(!out.status.success(), "no session, no identity");
     assert!(String::from_utf8_lossy(&out.stderr).contains("UNAUTHENTICATED"));
+
+    // SIGTERM: NOT_SERVING first, then a drained stop with status 0.
+    let (_, business) = addrs.iter().find(|(n, _)| n == "business").unwrap();
+    let channel = ctl_tls
+        .channel(Service::Business.principal(), business)
+        .unwrap();
+    crate::stop::sigterm_drains_and_exits_zero(&mut child.0, channel).await;
 }
 
 #[test]

@@ -211,13 +211,17 @@ async fn staff_actions_are_audited_with_the_token_s_operator() {
 // decides.
 
 /// Clients acting as operator `name` with `roles` (a token signed with the deployment's key).
-fn operator(sb: &Sandbox, name: &str, roles: &[Role]) -> Clients {
+pub(crate) fn operator(sb: &Sandbox, name: &str, roles: &[Role]) -> Clients {
     let token = sb.cluster.operator_token(name, roles).expect("token");
     sb.c.with_token(&token).expect("clients")
 }
 
 /// The proposal an answer names (asserted `status`) and the answer's body.
-fn proposed<T>(answer: Result<Response<T>, Status>, status: &str, what: &str) -> (String, T) {
+pub(crate) fn proposed<T>(
+    answer: Result<Response<T>, Status>,
+    status: &str,
+    what: &str,
+) -> (String, T) {
     let answer = answer.unwrap_or_else(|e| panic!("{what}: {e:?}"));
     let (id, got) =
         proposal_of(answer.metadata()).unwrap_or_else(|| panic!("{what}: no proposal named"));
@@ -225,7 +229,7 @@ fn proposed<T>(answer: Result<Response<T>, Status>, status: &str, what: &str) ->
     (id, answer.into_inner())
 }
 
-async fn decide(
+pub(crate) async fn decide(
     c: &Clients,
     service: Service,
     id: &str,
@@ -355,7 +359,7 @@ async fn assert_story(sb: &Sandbox, service: Service, p: &staff::Proposal) {
     );
 }
 
-async fn order(sb: &Sandbox, refund_id: &str) -> rfd::RefundOrder {
+pub(crate) async fn order(sb: &Sandbox, refund_id: &str) -> rfd::RefundOrder {
     sb.c.refund
         .clone()
         .get_refund(rfd::GetRefundRequest {
@@ -368,7 +372,7 @@ async fn order(sb: &Sandbox, refund_id: &str) -> rfd::RefundOrder {
 }
 
 /// A file-upload channel (its refunds go into the day's spreadsheet for the bank CCB).
-const SHEET_CHANNEL: &str = "UNION_4E";
+pub(crate) const SHEET_CHANNEL: &str = "UNION_4E";
 
 /// Pays and refunds `order_no` on the file-upload channel; the refund's id.
 async fn sheet_refund(sb: &mut Sandbox, order_no: &str, card: &str) -> String {
@@ -393,7 +397,7 @@ async fn sheet_refund(sb: &mut Sandbox, order_no: &str, card: &str) -> String {
 }
 
 /// Three refunds in a spreadsheet marked uploaded: their attempts are SUBMITTED.
-async fn submitted_sheet(sb: &mut Sandbox) -> (Vec<String>, rfd::Batch) {
+pub(crate) async fn submitted_sheet(sb: &mut Sandbox) -> (Vec<String>, rfd::Batch) {
     sb.c.refund
         .upsert_channel(rfd::Channel {
             code: SHEET_CHANNEL.into(),
@@ -449,8 +453,8 @@ async fn submitted_sheet(sb: &mut Sandbox) -> (Vec<String>, rfd::Batch) {
     (ids, batch)
 }
 
-/// Force-fail, confirm succeeded, confirm failed, failing a spreadsheet row, a discrepancy's
-/// resolution and an error refund, each through real gRPC: the request only proposes (nothing
+/// Force-fail, confirm succeeded, confirm failed, reinstate, failing a spreadsheet row, a
+/// discrepancy's resolution and an error refund, each through real gRPC: the request only proposes (nothing
 /// moves); the proposer may not approve, an operator without an allowed role may not either;
 /// a rejection leaves everything as it was; approvals raced and repeated act exactly once; the
 /// service's trail holds who proposed, who approved, before → after and why.
@@ -576,6 +580,28 @@ async fn money_moved_by_hand_needs_a_second_operator(store: Store) {
     assert_eq!(
         order(&sb, &ids[1]).await.refund_status,
         rfd::RefundStatus::Failed as i32
+    );
+    assert_story(&sb, Service::Refund, &done).await;
+
+    // Reinstate the failed one as succeeded (the bank's statement shows it paid after all).
+    let reinstate = |c: &Clients| {
+        let mut control = c.control.clone();
+        let request = rfd::ReinstateRequest {
+            refund_id: ids[1].clone(),
+            reason: "the bank's corrected statement shows it paid".into(),
+            evidence: "CCB statement 2026-11-25 line 3".into(),
+            bank_reference_id: String::new(),
+        };
+        async move { control.reinstate(request).await }
+    };
+    let (p, _) = proposed(reinstate(&fiona).await, "PENDING", "reinstate");
+    only_a_second_operator(Service::Refund, &p, &fiona, &olivia).await;
+    rejected(Service::Refund, &p, &frank).await;
+    let (p, _) = proposed(reinstate(&fiona).await, "PENDING", "reinstate again");
+    let done = approved_once(Service::Refund, &p, &frank, &fred).await;
+    assert_eq!(
+        order(&sb, &ids[1]).await.refund_status,
+        rfd::RefundStatus::Succeeded as i32
     );
     assert_story(&sb, Service::Refund, &done).await;
 
@@ -747,7 +773,7 @@ async fn money_moved_by_hand_needs_a_second_operator(store: Store) {
             .proposals;
         executed += list.len();
     }
-    assert_eq!(executed, 6);
+    assert_eq!(executed, 7);
     sb.assert_books_balanced().await;
     sb.shutdown().await;
 }

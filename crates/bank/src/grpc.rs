@@ -226,11 +226,9 @@ pub async fn serve_with_notifications(
     };
     let job = config.job_interval.map(|every| {
         let svc = svc.clone();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(every);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
+        tuikuan_proto::jobs::every("bank tick", every, move || {
+            let svc = svc.clone();
+            async move {
                 if let Err(e) = svc.run_tick().await {
                     tracing::error!(code = %e.code, error = %e.message, "bank tick failed")
                 }
@@ -251,9 +249,7 @@ pub async fn serve_with_notifications(
         shutdown,
     );
     let (result, ()) = tokio::join!(grpc, notify);
-    if let Some(job) = job {
-        job.abort();
-    }
+    tuikuan_proto::jobs::stop(job).await;
     result
 }
 

@@ -382,6 +382,7 @@ impl PeerVerdict {
             | BankMayHavePaid
             | ProposalExpired
             | CouponOnlyRefund
+            | AdvanceCurrencyMismatch
             // The platform's own funds cannot fund its part now: nothing was debited; the
             // merchant may ask again later with a new refund.
             | InsufficientFunds => PeerVerdict::Refused,

@@ -254,11 +254,9 @@ pub async fn serve(
     };
     let job = config.job_interval.map(|every| {
         let svc = svc.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
+        tuikuan_proto::jobs::every("business recovery", every, move || {
+            let svc = svc.clone();
+            async move {
                 if let Err(e) = svc.recover().await {
                     tracing::error!(code = %e.code, error = %e.message, "recovery run failed");
                 }
@@ -296,9 +294,7 @@ pub async fn serve(
     let result = futures::future::try_join(public, internal)
         .await
         .map(|_| ());
-    if let Some(job) = job {
-        job.abort();
-    }
+    tuikuan_proto::jobs::stop(job).await;
     result
 }
 

@@ -20,6 +20,7 @@ pub mod funds;
 mod ledger_doc;
 pub mod reinstate;
 pub mod reopen;
+pub mod shortfall;
 use funds::reserve_lines;
 
 /// The highest fee rate a merchant may have (20%).
@@ -123,9 +124,12 @@ pub struct MerchantPolicy {
     /// In `[0, 0.2]`, e.g. 0.006 for 0.6%.
     pub fee_rate: Decimal,
     pub fee_refund: FeeRefundPolicy,
-    /// How much the platform may have advanced (垫付) for the merchant at any time, in each
-    /// currency's major unit; zero = no line.
+    /// How much the platform may have advanced (垫付) for the merchant at any time, in the major
+    /// unit of `advance_currency`; zero = no line.
     pub advance_limit: Decimal,
+    /// The currency of the advance line (`None` only when there is no line): refunds in any other
+    /// currency get no advance ([`shortfall`]).
+    pub advance_currency: Option<Currency>,
 }
 
 impl MerchantPolicy {
@@ -135,8 +139,11 @@ impl MerchantPolicy {
     }
 
     /// The advance line in minor units of `currency` (rounded down where the currency has fewer
-    /// decimals than the line).
+    /// decimals than the line); zero when the line is in another currency.
     pub fn advance_limit_minor(&self, currency: Currency) -> i64 {
+        if self.advance_currency != Some(currency) {
+            return 0;
+        }
         let scaled = (self.advance_limit * Decimal::from(10i64.pow(currency.decimals()))).floor();
         i64::try_from(scaled).unwrap_or(0).max(0)
     }
@@ -695,6 +702,12 @@ impl Settlement {
             self.subsidy_refunded_minor,
             amount,
         );
+        if subsidy == amount {
+            return Err(Error::new(
+                ErrorCode::CouponOnlyRefund,
+                format!("the platform's coupon share {} covers the whole refund: there is no cash to pay back", request.amount),
+            ));
+        }
         Ok(DebitPlan {
             debited_minor: debited,
             fee_refunded_minor: self.fee_refunded_minor + fee,
@@ -1499,6 +1512,7 @@ mod tests {
             fee_rate: parse_fee_rate(rate, "fee_rate").unwrap(),
             fee_refund,
             advance_limit: parse_advance_limit(line, "advance_limit").unwrap(),
+            advance_currency: Some(Currency::Cny),
         }
     }
 
@@ -1646,7 +1660,17 @@ mod tests {
         }
         let p = policy_for("m1", "0", FeeRefundPolicy::None, "12.34");
         assert_eq!(p.advance_limit_minor(Currency::Cny), 1234);
-        assert_eq!(p.advance_limit_minor(Currency::Jpy), 12);
+        assert_eq!(
+            p.advance_limit_minor(Currency::Usd),
+            0,
+            "a CNY line lends no USD"
+        );
+        let yen = MerchantPolicy {
+            advance_currency: Some(Currency::Jpy),
+            ..p.clone()
+        };
+        assert_eq!(yen.advance_limit_minor(Currency::Jpy), 12);
+        assert_eq!(yen.advance_limit_minor(Currency::Cny), 0);
     }
 
     #[test]
@@ -1861,18 +1885,16 @@ mod tests {
     }
 
     #[test]
-    fn a_refund_that_is_all_subsidy_pays_no_cash() {
+    fn a_refund_that_is_all_subsidy_is_refused_up_front() {
         let p = policy_for("m1", "0", FeeRefundPolicy::None, "0");
-        let mut s = Settlement::new(&settle_req("1", &[], "0.99"), |_| Some(p.clone())).unwrap();
-        let d = take(&mut s, &debit_req("rf1", "0.01"));
-        assert_eq!(d.subsidy_amount, cny("0.01"));
-        assert!(d.cash_amount().is_zero());
-        assert!(d.complete_postings().is_empty());
-        let mut ledger = Ledger::default();
-        ledger.post(s.postings());
-        ledger.post(d.debit_postings());
-        ledger.post(d.reverse_postings());
-        ledger.post(d.return_postings());
+        let s = Settlement::new(&settle_req("1", &[], "0.99"), |_| Some(p.clone())).unwrap();
+        let err = s.plan_debit(&debit_req("rf1", "0.01")).unwrap_err();
+        assert_eq!(err.code, ErrorCode::CouponOnlyRefund);
+        let whole = s.plan_debit(&debit_req("rf1", "1")).unwrap();
+        assert_eq!(
+            whole.subsidy_share_minor, 99,
+            "the whole payment has 0.01 cash"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tuikuan_accounting::domain::{AccountKey, PostingMeta, Side};
 use tuikuan_accounting::AccountingClient;
 use tuikuan_db::Db;
 use tuikuan_kernel::id::validate_external_id;
-use tuikuan_kernel::{Error, ErrorCode, Money, SharedClock};
+use tuikuan_kernel::{Currency, Error, ErrorCode, Money, SharedClock};
 use tuikuan_proto::clearing::v1 as pb;
 use tuikuan_proto::clearing::v1::clearing_service_server::{
     ClearingService, ClearingServiceServer,
@@ -71,11 +71,9 @@ pub async fn serve(
     let auth = &config.staff.auth;
     let job = config.job_interval.map(|every| {
         let svc = svc.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
+        tuikuan_proto::jobs::every("clearing recovery", every, move || {
+            let svc = svc.clone();
+            async move {
                 match svc.run_recovery().await {
                     Ok(report) if report.is_empty() => {}
                     Ok(report) => tracing::info!(?report, "clearing recovery"),
@@ -101,9 +99,7 @@ pub async fn serve(
         shutdown,
     )
     .await;
-    if let Some(job) = job {
-        job.abort();
-    }
+    tuikuan_proto::jobs::stop(job).await;
     result
 }
 
@@ -238,9 +234,9 @@ impl Clearing {
 
     /// Debits the merchant for a refund (idempotent by refund id).
     ///
-    /// Receivers with an advance line get their available balance read from the ledger first:
-    /// a shortfall is advanced from the line when it has room for all of it (see
-    /// [`crate::domain::advance_needed`]). Receivers without a line are simply debited and the
+    /// Receivers with an advance line (every receiver, for an error refund) get their available
+    /// balance read from the ledger first: a shortfall is advanced as
+    /// [`crate::domain::shortfall`] decides. Receivers without a line are simply debited and the
     /// ledger refuses what their balance cannot cover (INSUFFICIENT_BALANCE → REJECTED).
     pub async fn refund_debit(&self, request: DebitRequest) -> Result<Debit, Error> {
         let existing = self.find_debit(&request.refund_id).await?;
@@ -286,19 +282,21 @@ impl Clearing {
         self.db.run(move |conn| store::get_debit(conn, &id)).await
     }
 
-    /// The available balances (minor units) of the trade's receivers that have an advance line.
+    /// The available balances (minor units) of the trade's receivers that have an advance line
+    /// (all of them for an error refund).
     async fn balances_of_lined_receivers(
         &self,
         request: &DebitRequest,
     ) -> Result<BTreeMap<String, i64>, Error> {
         let trade_id = request.trade_id.clone();
+        let all = request.error_refund;
         let lined = self
             .db
-            .run(move |conn| store::receivers_with_line(conn, &trade_id))
+            .run(move |conn| store::receivers_with_line(conn, &trade_id, all))
             .await?;
         let c = request.amount.currency();
         let mut balances = BTreeMap::new();
-        for (receiver_id, _limit) in lined {
+        for receiver_id in lined {
             let balance = self
                 .accounting
                 .balance(&AccountKey::merchant_settlement(&receiver_id, c))
@@ -774,11 +772,23 @@ fn fee_refund_from_wire(value: i32) -> Result<FeeRefundPolicy, Error> {
 
 fn policy_from_wire(p: &pb::MerchantPolicy) -> Result<MerchantPolicy, Error> {
     validate_external_id(&p.merchant_id, "merchant_id")?;
+    let advance_limit = parse_advance_limit(&p.advance_limit, "advance_limit")?;
+    let advance_currency = match (advance_limit.is_zero(), p.advance_currency.as_str()) {
+        (true, _) => None,
+        (false, "") => {
+            return Err(Error::field(
+                "advance_currency",
+                "an advance line names its currency",
+            ))
+        }
+        (false, code) => Some(Currency::parse(code, "advance_currency")?),
+    };
     Ok(MerchantPolicy {
         merchant_id: p.merchant_id.clone(),
         fee_rate: parse_fee_rate(&p.fee_rate, "fee_rate")?,
         fee_refund: fee_refund_from_wire(p.fee_refund)?,
-        advance_limit: parse_advance_limit(&p.advance_limit, "advance_limit")?,
+        advance_limit,
+        advance_currency,
     })
 }
 
@@ -791,6 +801,10 @@ fn policy_to_wire(p: &MerchantPolicy) -> pb::MerchantPolicy {
             FeeRefundPolicy::None => pb::FeeRefundPolicy::None,
         } as i32,
         advance_limit: p.advance_limit.normalize().to_string(),
+        advance_currency: p
+            .advance_currency
+            .map(|c| c.code().to_string())
+            .unwrap_or_default(),
     }
 }
 

@@ -65,8 +65,10 @@
 //!
 //! # Advances (垫付)
 //!
-//! `MerchantPolicy.advance_limit` is the merchant's credit line (default 0). When a receiver with a
-//! line has less available than its part of a refund, its balance is read from the ledger and the
+//! `MerchantPolicy.advance_limit` is the merchant's credit line (default 0), in one currency
+//! (`advance_currency`, required with a line): it lends nothing in any other currency, and a
+//! receiver short in another currency is refused with ADVANCE_CURRENCY_MISMATCH
+//! ([`domain::shortfall`]). When a receiver with a line has less available than its part of a refund, its balance is read from the ledger and the
 //! shortfall is advanced — Dr ADVANCE(receiver) instead of MERCHANT_SETTLEMENT — if the line has
 //! room for all of it; otherwise nothing is advanced, the ledger refuses the debit and it is
 //! REJECTED with INSUFFICIENT_BALANCE, as without a line. The line is never exceeded: clearing
@@ -92,7 +94,15 @@
 //! expired): the money was settled to the receivers like any payment, so the debit comes from
 //! there too. Full amount only (`amount` ≠ the payment → INVALID_ARGUMENT naming `amount`), and
 //! **the whole fee is refunded whatever the policy**: the payment should never have happened, so
-//! the platform keeps no fee on it.
+//! the platform keeps no fee on it. **Never refused for the balance**: every receiver's balance is
+//! read and its shortfall advanced, within its line or beyond it — the money is the customer's own
+//! payment, which the platform received, so it still never pays out more than it received; the
+//! merchant's next credits repay the advance first ([`domain::shortfall`]).
+//!
+//! # Coupon-only refunds
+//!
+//! A refund whose subsidy share is its whole amount has no cash to pay back: refused before
+//! anything is debited with COUPON_ONLY_REFUND (no debit record, no posting).
 //!
 //! # The postings
 //!
@@ -142,6 +152,7 @@
 //!     fee_rate: parse_fee_rate(rate, "fee_rate").unwrap(),
 //!     fee_refund: FeeRefundPolicy::Proportional,
 //!     advance_limit: parse_advance_limit("50", "advance_limit").unwrap(),
+//!     advance_currency: Some(tuikuan_kernel::Currency::Cny),
 //! };
 //! let order = SettleRequest {
 //!     trade_id: "t1".into(),

@@ -19,10 +19,11 @@ use tuikuan_kernel::{Currency, Error, ErrorCode, Money};
 pub mod reinstate;
 pub mod reopen;
 
+use crate::domain::shortfall::cover_shortfall;
 use crate::domain::{
-    advance_needed, parse_advance_limit, parse_fee_rate, Adjustment, AdjustmentKind, AdvanceLine,
-    Debit, DebitPart, DebitRequest, DebitStatus, FeeRefundPolicy, MerchantPolicy, Receiver,
-    Settlement, SettlementStatus,
+    parse_advance_limit, parse_fee_rate, Adjustment, AdjustmentKind, AdvanceLine, Debit, DebitPart,
+    DebitRequest, DebitStatus, FeeRefundPolicy, MerchantPolicy, Receiver, Settlement,
+    SettlementStatus,
 };
 
 diesel::table! {
@@ -32,6 +33,7 @@ diesel::table! {
         fee_refund -> Text,
         updated_at_ms -> BigInt,
         advance_limit -> Text,
+        advance_currency -> Text,
     }
 }
 
@@ -145,6 +147,8 @@ struct PolicyRow {
     fee_refund: String,
     updated_at_ms: i64,
     advance_limit: String,
+    /// '' when there is no line.
+    advance_currency: String,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -251,6 +255,13 @@ impl PolicyRow {
             fee_refund: fee_refund_of(&self.fee_refund)?,
             advance_limit: parse_advance_limit(&self.advance_limit, "advance_limit")
                 .map_err(|_| corrupt("advance limit", &self.advance_limit))?,
+            advance_currency: match self.advance_currency.as_str() {
+                "" => None,
+                code => Some(
+                    Currency::parse(code, "advance_currency")
+                        .map_err(|_| corrupt("advance currency", code))?,
+                ),
+            },
             merchant_id: self.merchant_id,
         })
     }
@@ -470,6 +481,10 @@ pub fn upsert_policy(
         fee_refund: policy.fee_refund.as_str().to_string(),
         updated_at_ms: now_ms,
         advance_limit: policy.advance_limit.normalize().to_string(),
+        advance_currency: policy
+            .advance_currency
+            .map(|c| c.code().to_string())
+            .unwrap_or_default(),
     };
     // Update first; insert when absent; a concurrent insert wins the race and we update over it.
     for _ in 0..3 {
@@ -479,6 +494,7 @@ pub fn upsert_policy(
                     policies::fee_rate.eq(&row.fee_rate),
                     policies::fee_refund.eq(&row.fee_refund),
                     policies::advance_limit.eq(&row.advance_limit),
+                    policies::advance_currency.eq(&row.advance_currency),
                     policies::updated_at_ms.eq(row.updated_at_ms),
                 ))
                 .execute(conn)
@@ -822,21 +838,23 @@ pub fn reserve_accounts(conn: &mut AnyConnection) -> Result<Vec<(String, Currenc
         .collect()
 }
 
-/// The receivers of a trade whose merchant part may need an advance: those whose policy has a
-/// line (in the trade's currency), with the line in minor units. Empty for an unknown trade.
+/// The receivers of a trade whose shortfall must be decided before the debit
+/// ([`cover_shortfall`]): those whose policy has a line (in any currency: a line in another
+/// currency is refused by name), or with `all` (an error refund) every receiver. Empty for an
+/// unknown trade.
 pub fn receivers_with_line(
     conn: &mut AnyConnection,
     trade_id: &str,
-) -> Result<Vec<(String, i64)>, Error> {
+    all: bool,
+) -> Result<Vec<String>, Error> {
     let Some(s) = load_settlement(conn, trade_id)? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for r in &s.receivers {
         if let Some(p) = get_policy(conn, &r.receiver_id)? {
-            let limit = p.advance_limit_minor(s.currency());
-            if limit > 0 {
-                out.push((r.receiver_id.clone(), limit));
+            if all || !p.advance_limit.is_zero() {
+                out.push(r.receiver_id.clone());
             }
         }
     }
@@ -970,9 +988,17 @@ pub fn reserve_debit(
                 let Some(policy) = get_policy(conn, &p.receiver_id)? else {
                     continue;
                 };
-                let limit = policy.advance_limit_minor(c);
                 let line = read_line(conn, &p.receiver_id, c)?.unwrap_or_default();
-                let need = advance_needed(p.merchant_minor(), *balance, line.room(limit));
+                let cover = cover_shortfall(
+                    &policy,
+                    &line,
+                    c,
+                    p.merchant_minor(),
+                    *balance,
+                    request.error_refund,
+                )
+                .map_err(TxError::Rule)?;
+                let (need, limit) = (cover.advance_minor, cover.limit_minor);
                 if need > 0 && reserve_advance(conn, &p.receiver_id, c, need, limit, now_ms)? {
                     advances[i] = need;
                 }

@@ -24,6 +24,12 @@ use tuikuan_proto::server::ServiceHandle;
 #[path = "clearing/reinstate.rs"]
 mod reinstate;
 use reinstate::reinstated_debits;
+#[path = "clearing/coupons.rs"]
+mod coupons;
+use coupons::coupon_only_refund;
+#[path = "clearing/shortfall.rs"]
+mod shortfall;
+use shortfall::{advance_line_currency, error_refund_when_short};
 
 type Ledger = AccountingServiceClient<AnyCaller>;
 type Client = ClearingServiceClient<AnyCaller>;
@@ -1137,6 +1143,7 @@ impl Env {
                 fee_rate: rate.to_string(),
                 fee_refund: pb::FeeRefundPolicy::Proportional as i32,
                 advance_limit: line.to_string(),
+                advance_currency: "CNY".into(),
             })
             .await
             .expect("policy")
@@ -1181,22 +1188,26 @@ impl Env {
 
     /// The merchant's money leaves outside the refund flow (a withdrawal posted to the ledger).
     async fn withdraw(&mut self, id: &str, merchant: &str, amount: &str) {
+        self.withdraw_in(id, merchant, amount, Currency::Cny).await
+    }
+
+    async fn withdraw_in(&mut self, id: &str, merchant: &str, amount: &str, c: Currency) {
         let ledger =
             AccountingClient::connect(&test_transport(Principal::Clearing), &self.accounting.url())
                 .expect("client");
-        let out = Money::parse(amount, "CNY", "a").expect("amount");
+        let out = Money::parse(amount, c.code(), "a").expect("amount");
         ledger
             .post(
                 &format!("withdrawal:{id}"),
                 "merchant withdrawal",
                 vec![
                     (
-                        AccountKey::merchant_settlement(merchant, Currency::Cny),
+                        AccountKey::merchant_settlement(merchant, c),
                         Side::Debit,
                         out,
                     ),
                     (
-                        AccountKey::platform(AccountType::Suspense, Currency::Cny),
+                        AccountKey::platform(AccountType::Suspense, c),
                         Side::Credit,
                         out,
                     ),
@@ -1511,6 +1522,7 @@ async fn advances(acc: &str, clr: &str) {
             fee_rate: "0".into(),
             fee_refund: pb::FeeRefundPolicy::None as i32,
             advance_limit: "-5".into(),
+            advance_currency: "CNY".into(),
         })
         .await
         .expect_err("negative line");
@@ -1807,6 +1819,9 @@ on_both_databases! {
     error_refunds => error_refunds_sqlite, error_refunds_postgres;
     sweep => sweep_sqlite, sweep_postgres;
     reinstated_debits => reinstated_debits_sqlite, reinstated_debits_postgres;
+    error_refund_when_short => error_refund_when_short_sqlite, error_refund_when_short_postgres;
+    advance_line_currency => advance_line_currency_sqlite, advance_line_currency_postgres;
+    coupon_only_refund => coupon_only_refund_sqlite, coupon_only_refund_postgres;
 }
 
 /// The domain module is pure: no storage, no RPC framework (CI greps for the same).

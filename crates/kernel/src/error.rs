@@ -92,6 +92,8 @@ pub enum ErrorCode {
     InsufficientFunds,
     /// The platform's coupon share covers the whole refund: there is no cash to pay back.
     CouponOnlyRefund,
+    /// The merchant's advance line is in another currency than the refund's.
+    AdvanceCurrencyMismatch,
     // unavailable
     /// A downstream service did not answer; the request may be retried with the same key.
     Unavailable,
@@ -160,6 +162,7 @@ impl ErrorCode {
         ErrorCode::ProposalExpired,
         ErrorCode::InsufficientFunds,
         ErrorCode::CouponOnlyRefund,
+        ErrorCode::AdvanceCurrencyMismatch,
         ErrorCode::Unavailable,
         ErrorCode::InProgress,
         ErrorCode::ChannelUnverified,
@@ -207,6 +210,7 @@ impl ErrorCode {
             ErrorCode::ProposalExpired => "PROPOSAL_EXPIRED",
             ErrorCode::InsufficientFunds => "INSUFFICIENT_FUNDS",
             ErrorCode::CouponOnlyRefund => "COUPON_ONLY_REFUND",
+            ErrorCode::AdvanceCurrencyMismatch => "ADVANCE_CURRENCY_MISMATCH",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::InProgress => "IN_PROGRESS",
             ErrorCode::ChannelUnverified => "CHANNEL_UNVERIFIED",
@@ -246,7 +250,8 @@ impl ErrorCode {
             | BankMayHavePaid
             | ProposalExpired
             | InsufficientFunds
-            | CouponOnlyRefund => grpc::FAILED_PRECONDITION,
+            | CouponOnlyRefund
+            | AdvanceCurrencyMismatch => grpc::FAILED_PRECONDITION,
             Unavailable | InProgress | ChannelUnverified => grpc::UNAVAILABLE,
             Storage | Internal => grpc::INTERNAL,
         }

@@ -134,11 +134,9 @@ pub async fn serve(
     });
     let job = config.job_interval.map(|every| {
         let center = center.clone();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(every);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
+        tuikuan_proto::jobs::every("payout cycle", every, move || {
+            let center = center.clone();
+            async move {
                 match center.run_cycle(DEFAULT_CYCLE_LIMIT).await {
                     Ok(r) if r.sent + r.rejected + r.errors + r.updates_delivered > 0 => {
                         tracing::info!(
@@ -173,9 +171,7 @@ pub async fn serve(
         shutdown,
     )
     .await;
-    if let Some(job) = job {
-        job.abort();
-    }
+    tuikuan_proto::jobs::stop(job).await;
     result
 }
 

@@ -10,6 +10,7 @@
 //!   credentials and transports; [`pki`]: making certificates (`rcgen`);
 //! - [`access`]: the one caller allow-list table and the tower layer enforcing it;
 //! - [`client`]: lazily connected channels with timeouts for peers;
+//! - [`jobs`]: scheduled jobs that stop between steps (graceful stop);
 //! - [`driver`]: a test driver's channel that plays every caller over mutual TLS ([`driver::AnyCaller`]).
 
 /// The protobuf runtime of the generated messages (encode a request to keep it, e.g. as a
@@ -19,6 +20,7 @@ pub use prost;
 pub mod access;
 pub mod client;
 pub mod driver;
+pub mod jobs;
 pub mod pki;
 pub mod reflection;
 pub mod server;

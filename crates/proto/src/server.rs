@@ -21,6 +21,10 @@ use tuikuan_kernel::Error;
 use crate::access::{AccessLayer, Policy};
 use crate::tls::{PublicTls, Transport};
 
+/// How long a stopping service waits for requests in flight and for its job's current step
+/// (see [`crate::jobs`]) before it closes them.
+pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The largest request a listener decodes (a reconciliation upload raises it for its service).
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
@@ -112,12 +116,40 @@ async fn serve_with(
             .tls_config(tls)
             .map_err(|e| Error::field("tls", format!("server certificate: {e}")))?;
     }
-    builder
+    // A stop turns health NOT_SERVING first (load balancers take the listener out), then stops
+    // accepting and lets requests in flight finish, for at most DRAIN_TIME.
+    let (draining_tx, draining) = tokio::sync::oneshot::channel::<()>();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let services = names.join(",");
+    let stop = async move {
+        shutdown.await;
+        for name in names.iter().map(String::as_str).chain([""]) {
+            reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        tracing::info!(?addr, "stopping: draining requests in flight");
+        let _ = draining_tx.send(());
+    };
+    let server = builder
         .layer(AccessLayer { policy })
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-        .map_err(|e| Error::internal(format!("server failed: {e}")))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
+    tokio::pin!(server);
+    let overrun = async move {
+        if draining.await.is_ok() {
+            tokio::time::sleep(DRAIN_TIME).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = &mut server => served.map_err(|e| Error::internal(format!("server failed: {e}"))),
+        () = overrun => {
+            tracing::warn!(?addr, %services, drain = ?DRAIN_TIME, "requests still in flight after the drain time; closed");
+            Ok(())
+        }
+    }
 }
 
 /// A service running in this process, started by [`spawn`].

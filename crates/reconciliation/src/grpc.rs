@@ -104,9 +104,15 @@ pub async fn serve(
             suspense_days: config.suspense_days.clone(),
         }),
     };
-    let job = config
-        .job_interval
-        .map(|every| tokio::spawn(job_loop(engine.clone(), config.channels.clone(), every)));
+    let job = config.job_interval.map(|every| {
+        let (engine, channels) = (engine.clone(), config.channels.clone());
+        // The daily job: reconcile yesterday for each channel not yet reconciled, and retry
+        // pending write-backs of runs already made.
+        tuikuan_proto::jobs::every("scheduled reconciliation", every, move || {
+            let (engine, channels) = (engine.clone(), channels.clone());
+            async move { engine.run_due(&channels).await }
+        })
+    });
     let executor = proposals::ReconExecutor::new(engine.clone());
     let svc = ReconciliationSvc {
         engine,
@@ -131,21 +137,8 @@ pub async fn serve(
         shutdown,
     )
     .await;
-    if let Some(job) = job {
-        job.abort();
-    }
+    tuikuan_proto::jobs::stop(job).await;
     result
-}
-
-/// The daily job: every `every`, reconcile yesterday for each channel not yet reconciled, and
-/// retry pending write-backs of runs already made.
-async fn job_loop(engine: Engine<GrpcPeers>, channels: Vec<String>, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        engine.run_due(&channels).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -172,7 +172,10 @@ pub async fn serve(
     }
     let job = config.job_interval.map(|every| {
         let center = center.clone();
-        tokio::spawn(async move { center.job_loop(every).await })
+        tuikuan_proto::jobs::every("refund center cycle", every, move || {
+            let center = center.clone();
+            async move { center.job_step().await }
+        })
     });
     let desk = center.desk.clone();
     let executor = center.executor();
@@ -198,9 +201,7 @@ pub async fn serve(
         shutdown,
     )
     .await;
-    if let Some(job) = job {
-        job.abort();
-    }
+    tuikuan_proto::jobs::stop(job).await;
     result
 }
 
@@ -345,23 +346,19 @@ impl RefundCenter {
         })
     }
 
-    async fn job_loop(&self, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.run_interface_cycle(0).await {
-                tracing::warn!(code = %e.code, error = %e.message, "interface cycle failed");
-            }
-            if let Err(e) = self.run_payout_dispatch(0).await {
-                tracing::warn!(code = %e.code, error = %e.message, "payout dispatch failed");
-            }
-            if let Err(e) = self.run_outbox().await {
-                tracing::warn!(code = %e.code, error = %e.message, "outbox run failed");
-            }
-            if let Err(e) = self.retry_batch_deliveries().await {
-                tracing::warn!(code = %e.code, error = %e.message, "batch deliveries failed");
-            }
+    /// One step of the scheduled job: interface cycle, payout dispatch, outbox, batch deliveries.
+    async fn job_step(&self) {
+        if let Err(e) = self.run_interface_cycle(0).await {
+            tracing::warn!(code = %e.code, error = %e.message, "interface cycle failed");
+        }
+        if let Err(e) = self.run_payout_dispatch(0).await {
+            tracing::warn!(code = %e.code, error = %e.message, "payout dispatch failed");
+        }
+        if let Err(e) = self.run_outbox().await {
+            tracing::warn!(code = %e.code, error = %e.message, "outbox run failed");
+        }
+        if let Err(e) = self.retry_batch_deliveries().await {
+            tracing::warn!(code = %e.code, error = %e.message, "batch deliveries failed");
         }
     }
 

@@ -52,6 +52,7 @@ use tuikuan_proto::refund::v1 as rfd;
 
 use crate::clients::Clients;
 
+mod advances;
 mod books;
 mod reopen;
 
@@ -709,8 +710,13 @@ impl Snapshot {
                 }
             }
             if matches!(status, Some(S::Reversed) | Some(S::Returned)) {
+                // Less what its advance was repaid from elsewhere meanwhile (audit/advances.rs).
+                let advanced = advances::net_advanced([d, v, r, ri].into_iter().flatten())?;
                 for (key, value) in &net {
-                    if key.0 == acc::AccountType::MerchantSettlement as i32 && !value.is_zero() {
+                    let repaid = advanced.get(&(key.1.clone(), key.2.clone()));
+                    if key.0 == acc::AccountType::MerchantSettlement as i32
+                        && *value != repaid.copied().unwrap_or_default()
+                    {
                         report.violation(format!(
                             "refund {refund_id} is {} but leaves {value} on merchant {}'s settlement account",
                             debit_status(debit.status),

@@ -331,32 +331,30 @@ impl Cluster {
         ))
     }
 
-    /// Waits until any service stops by itself (an error) or `shutdown` completes, then stops all.
+    /// Runs until `shutdown` completes, then stops every service gracefully ([`Self::shutdown`]).
     pub async fn run_until(
-        mut self,
+        self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
         shutdown.await;
-        let services: Vec<Service> = self.handles.keys().copied().collect();
-        for s in services {
-            self.stop_service(s).await?;
-        }
-        Ok(())
+        self.shutdown().await
     }
 
-    /// Stops every service.
+    /// Stops every service at once: each turns NOT_SERVING, drains its requests in flight and
+    /// lets its job finish the current step (bounded by `tuikuan_proto::server::DRAIN_TIME`).
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        let services: Vec<Service> = self.handles.keys().copied().collect();
-        let mut first_error = None;
-        for s in services {
-            if let Err(e) = self.stop_service(s).await {
-                first_error.get_or_insert(e);
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        let stops =
+            std::mem::take(&mut self.handles)
+                .into_iter()
+                .map(|(service, handle)| async move {
+                    handle
+                        .stop()
+                        .await
+                        .with_context(|| format!("{} stopped with an error", service.name()))
+                });
+        let results = futures::future::join_all(stops).await;
+        results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        Ok(())
     }
 }
 

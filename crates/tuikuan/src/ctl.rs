@@ -401,7 +401,8 @@ pub enum ControlAction {
         reason: String,
     },
     /// 恢复成功: a FAILED refund the bank paid after all becomes SUCCEEDED; the merchant gives the
-    /// money again (finance; the bank's statement reference is required).
+    /// money again (finance; the bank's statement reference is required). Four eyes: proposes it;
+    /// a second finance operator approves (`ctl proposals approve`).
     Reinstate {
         #[arg(long)]
         refund_id: String,
@@ -869,7 +870,7 @@ pub async fn run(config: &DeploymentConfig, ctl: Ctl) -> anyhow::Result<()> {
                 };
                 std::fs::write(&path, &r.content)
                     .with_context(|| format!("--out: cannot write {}", path.display()))?;
-                println!("wrote {} ({} bytes)", path.display(), r.content.len());
+                crate::outln!("wrote {} ({} bytes)", path.display(), r.content.len());
                 Ok(())
             }
             ReconAction::Suspense { channel } => {
@@ -1122,7 +1123,7 @@ async fn control(c: &mut Clients, action: ControlAction, out: Output) -> anyhow:
             refund_id,
             reason,
             evidence,
-        } => rpc(
+        } => proposed(
             c.control
                 .reinstate(rfd::ReinstateRequest {
                     refund_id,
@@ -1222,7 +1223,7 @@ async fn batch(c: &mut Clients, action: BatchAction, out: Output) -> anyhow::Res
             };
             std::fs::write(&path, &r.content)
                 .with_context(|| format!("--out: cannot write {}", path.display()))?;
-            println!(
+            crate::outln!(
                 "wrote {} ({} bytes, sha256 {})",
                 path.display(),
                 r.content.len(),

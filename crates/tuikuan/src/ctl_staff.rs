@@ -118,7 +118,7 @@ pub async fn login(
     )?;
     let operator = r.operator.unwrap_or_default();
     if print_token {
-        println!("{}", r.token);
+        crate::outln!("{}", r.token);
         return Ok(());
     }
     session::save(
@@ -133,7 +133,7 @@ pub async fn login(
     let expires = chrono::DateTime::from_timestamp_millis(r.expires_at_ms)
         .map(|t| t.to_rfc3339())
         .unwrap_or_default();
-    println!(
+    crate::outln!(
         "logged in as {} ({}) until {expires}; session in {}",
         operator.name,
         operator.roles.join(","),
@@ -145,9 +145,9 @@ pub async fn login(
 /// `ctl logout`.
 pub fn logout(session_file: &Path) -> anyhow::Result<()> {
     if session::remove(session_file)? {
-        println!("logged out ({} removed)", session_file.display());
+        crate::outln!("logged out ({} removed)", session_file.display());
     } else {
-        println!("no session at {}", session_file.display());
+        crate::outln!("no session at {}", session_file.display());
     }
     Ok(())
 }

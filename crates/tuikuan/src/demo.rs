@@ -443,6 +443,11 @@ async fn drive(
                 } else {
                     String::new()
                 },
+                advance_currency: if m.id == "M1004" {
+                    "CNY".into()
+                } else {
+                    String::new()
+                },
             })
             .await
             .context("clearing: merchant policy")?;

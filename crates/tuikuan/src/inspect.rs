@@ -87,8 +87,8 @@ pub fn run(
     let report = inspect(&bytes, format, encoding, date);
     let value = report_json(file, &report);
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&value)?),
-        Output::Table => print!("{}", table(&value)),
+        Output::Json => crate::outln!("{}", serde_json::to_string_pretty(&value)?),
+        Output::Table => crate::out!("{}", table(&value)),
     }
     if let Some(e) = &report.error {
         anyhow::bail!(

@@ -201,10 +201,21 @@ fn init_tracing(default: &str) {
         .try_init();
 }
 
-async fn ctrl_c() {
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        tracing::error!(error = %e, "cannot listen for ctrl-c");
-        std::future::pending::<()>().await;
+/// Resolves on SIGINT (ctrl-c) or SIGTERM (what `kill`, systemd and Kubernetes send): the
+/// services then turn NOT_SERVING, drain and stop, and the process exits 0.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only ctrl-c stops");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
     }
 }
 
@@ -214,9 +225,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing("info");
             let config = DeploymentConfig::load(cli.config.as_deref())?;
             let cluster = Cluster::start(config, Arc::new(SystemClock), &[]).await?;
-            print!("{}", tuikuan::cluster::listener_table(&cluster));
-            println!("all services up; ctrl-c stops them");
-            cluster.run_until(ctrl_c()).await?;
+            tuikuan::out!("{}", tuikuan::cluster::listener_table(&cluster));
+            tuikuan::outln!("all services up; ctrl-c or SIGTERM stops them");
+            cluster.run_until(stop_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { service } => {
@@ -224,8 +235,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let service = Service::parse(&service)?;
             let config = DeploymentConfig::load(cli.config.as_deref())?;
             let cluster = Cluster::start(config, Arc::new(SystemClock), &[service]).await?;
-            print!("{}", tuikuan::cluster::listener_table(&cluster));
-            cluster.run_until(ctrl_c()).await?;
+            tuikuan::out!("{}", tuikuan::cluster::listener_table(&cluster));
+            cluster.run_until(stop_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -280,9 +291,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             for f in &written {
-                println!("{}", dir.join(f).display());
+                tuikuan::outln!("{}", dir.join(f).display());
             }
-            println!(
+            tuikuan::outln!(
                 "wrote {} files; keep ca-key.pem offline in production (docs/security.md)",
                 written.len()
             );
@@ -307,7 +318,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await
             .context("audit could not read every service")?;
-            print!("{report}");
+            tuikuan::out!("{report}");
             Ok(if report.ok() {
                 ExitCode::SUCCESS
             } else {
@@ -343,7 +354,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             options.network = network_faults.then(tuikuan::chaos::NetFaults::default);
             options.verbose = true;
             let report = tuikuan::chaos::run(options).await?;
-            print!("{report}");
+            tuikuan::out!("{report}");
             Ok(if report.ok() {
                 ExitCode::SUCCESS
             } else {
@@ -354,9 +365,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             what: KeysCommand::Init { dir },
         } => {
             let (secret, public) = tuikuan::keys::init(&dir)?;
-            println!("signing key (business layer only): {}", secret.display());
-            println!("operator_signing_key_file = \"{}\"", secret.display());
-            println!("operator_public_keys = [\"{public}\"]");
+            tuikuan::outln!("signing key (business layer only): {}", secret.display());
+            tuikuan::outln!("operator_signing_key_file = \"{}\"", secret.display());
+            tuikuan::outln!("operator_public_keys = [\"{public}\"]");
             Ok(ExitCode::SUCCESS)
         }
         Command::Operator {
@@ -370,7 +381,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             let hash = tuikuan_auth::password::hash_password(&password)
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            println!("{hash}");
+            tuikuan::outln!("{hash}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { what } => {
@@ -407,7 +418,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .await?
                 }
             };
-            println!("{report}");
+            tuikuan::outln!("{report}");
             Ok(ExitCode::SUCCESS)
         }
     }

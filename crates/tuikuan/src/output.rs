@@ -34,12 +34,39 @@ pub fn to_json<M: Message>(message: &M, full_name: &str) -> anyhow::Result<Value
     Ok(value)
 }
 
+/// Writes to standard output. A reader that closed the pipe (`tuikuan ctl … | head -1`) ends the
+/// command quietly with status 0, as Unix tools do; any other write error ends it with a message.
+/// Use it through [`crate::out!`] and [`crate::outln!`].
+pub fn emit(text: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(text).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `print!` for command output (see [`emit`]): a closed pipe ends the command quietly.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::emit(format_args!($($arg)*)) };
+}
+
+/// `println!` for command output (see [`emit`]): a closed pipe ends the command quietly.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::output::emit(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 /// Prints `message` as JSON or as a table.
 pub fn print<M: Message>(message: &M, full_name: &str, output: Output) -> anyhow::Result<()> {
     let value = to_json(message, full_name)?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&value)?),
-        Output::Table => print!("{}", table(&value)),
+        Output::Json => crate::outln!("{}", serde_json::to_string_pretty(&value)?),
+        Output::Table => crate::out!("{}", table(&value)),
     }
     Ok(())
 }

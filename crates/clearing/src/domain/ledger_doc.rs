@@ -117,6 +117,7 @@ fn example() -> (Settlement, Debit) {
         fee_rate: Decimal::new(6, 3),
         fee_refund: FeeRefundPolicy::Proportional,
         advance_limit: Decimal::ZERO,
+        advance_currency: None,
     };
     let settlement = Settlement::new(
         &SettleRequest {
@@ -255,4 +256,129 @@ fn suspense_items_post_what_the_page_says() {
     for ((posting, rows), (_, lines)) in by_posting.iter().zip(&expected) {
         assert_eq!(&doc_lines(rows, 1, 2, 3), lines, "{posting}");
     }
+}
+
+/// The payment of [`example`] without its coupon, debited in full as an error refund; with it,
+/// the next such payment, which repays the advance.
+fn error_refund_example() -> (Debit, Settlement) {
+    let policy = MerchantPolicy {
+        merchant_id: "M".into(),
+        fee_rate: Decimal::new(6, 3),
+        fee_refund: FeeRefundPolicy::None,
+        advance_limit: Decimal::ZERO,
+        advance_currency: None,
+    };
+    let settlement = Settlement::new(
+        &SettleRequest {
+            trade_id: "t2".into(),
+            merchant_id: "M".into(),
+            channel: "wx".into(),
+            amount: cny("100.00"),
+            splits: vec![],
+            subsidy: Money::zero(Currency::Cny),
+        },
+        |_| Some(policy.clone()),
+    )
+    .expect("settlement");
+    let request = DebitRequest {
+        refund_id: "r2".into(),
+        trade_id: "t2".into(),
+        merchant_id: "M".into(),
+        amount: cny("100.00"),
+        splits: vec![],
+        error_refund: true,
+    };
+    let plan = settlement.plan_debit(&request).expect("plan");
+    // The merchant has 30.00 left; no line: an error refund is advanced beyond it.
+    let cover = super::shortfall::cover_shortfall(
+        &policy,
+        &AdvanceLine::default(),
+        Currency::Cny,
+        plan.parts[0].merchant_minor(),
+        3000,
+        true,
+    )
+    .expect("cover");
+    let debit = Debit::new(&request, &settlement, &plan, &[cover.advance_minor], 0);
+    let mut next = settlement.clone();
+    next.trade_id = "t4".into();
+    next.receivers[0].advance_repaid_minor = cover.advance_minor;
+    (debit, next)
+}
+
+#[test]
+fn an_error_refund_when_short_posts_what_the_page_says() {
+    let (debit, next) = error_refund_example();
+    let table = table_after("Advances and error refunds (垫付, 差错退款)");
+    assert_eq!(
+        doc_lines(&table, 0, 1, 2),
+        lines_of(&debit.debit_postings())
+    );
+    let table = table_after("repays the 69.40 advanced:");
+    assert_eq!(doc_lines(&table, 0, 1, 2), lines_of(&next.postings()));
+}
+
+#[test]
+fn a_reinstatement_posts_what_the_page_says() {
+    let (_, debit) = example();
+    let balances = BTreeMap::from([("M".to_string(), 3000)]);
+    let parts = super::reinstate::plan_reinstatement(&debit, &balances);
+    let posted = super::reinstate::reinstate_postings(&debit, &parts).expect("reinstate");
+    let table = table_after("(`refund-reinstate:{refund}`)");
+    assert_eq!(doc_lines(&table, 0, 1, 2), lines_of(&posted));
+}
+
+#[test]
+fn a_split_payment_and_its_refund_post_what_the_page_says() {
+    let policy = |id: &str, rate: i64, fee_refund| MerchantPolicy {
+        merchant_id: id.into(),
+        fee_rate: Decimal::new(rate, 3),
+        fee_refund,
+        advance_limit: Decimal::ZERO,
+        advance_currency: None,
+    };
+    let settlement = Settlement::new(
+        &SettleRequest {
+            trade_id: "t3".into(),
+            merchant_id: "M1".into(),
+            channel: "wx".into(),
+            amount: cny("100.00"),
+            splits: vec![
+                Split {
+                    receiver_id: "M1".into(),
+                    amount: cny("60.00"),
+                },
+                Split {
+                    receiver_id: "M2".into(),
+                    amount: cny("40.00"),
+                },
+            ],
+            subsidy: Money::zero(Currency::Cny),
+        },
+        |id| match id {
+            "M1" => Some(policy("M1", 6, FeeRefundPolicy::Proportional)),
+            "M2" => Some(policy("M2", 10, FeeRefundPolicy::None)),
+            _ => None,
+        },
+    )
+    .expect("settlement");
+    let request = DebitRequest {
+        refund_id: "r3".into(),
+        trade_id: "t3".into(),
+        merchant_id: "M1".into(),
+        amount: cny("50.00"),
+        splits: vec![],
+        error_refund: false,
+    };
+    let plan = settlement.plan_debit(&request).expect("plan");
+    let debit = Debit::new(&request, &settlement, &plan, &[0, 0], 0);
+    let page = |marker: &str| doc_lines(&table_after(marker), 0, 1, 2);
+    assert_eq!(
+        page("Payment settled (`settle:{trade}` of a split)"),
+        lines_of(&settlement.postings())
+    );
+    assert_eq!(
+        page("(`refund-debit:{refund}` of a split)"),
+        lines_of(&debit.debit_postings())
+    );
 }

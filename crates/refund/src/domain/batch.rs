@@ -457,6 +457,31 @@ pub fn render(template: &BankTemplate, batch: &Batch) -> Result<SheetModel> {
     })
 }
 
+/// Whether failing spreadsheet row `row_id` by hand fails `order`, the row's refund: `Ok(false)`
+/// when the row is not the order's current attempt or the order is FAILED already (the row alone
+/// is marked); refused when the order is SUCCEEDED (`INVALID_STATE_TRANSITION`: the customer was
+/// paid, the row stays as it is) or the bank says it paid the attempt (`BANK_MAY_HAVE_PAID`).
+pub fn row_fails_order(order: &super::RefundOrder, row_id: &str) -> Result<bool> {
+    if order.bank_reference_id != row_id {
+        return Ok(false);
+    }
+    match order.refund_status {
+        super::RefundStatus::Succeeded => Err(Error::new(
+            ErrorCode::InvalidStateTransition,
+            format!(
+                "refund {} of row {row_id} is SUCCEEDED: the bank paid it, so its row is not \
+                 failed by hand (a wrong payment is a new case for the bank, not a failure)",
+                order.refund_id
+            ),
+        )),
+        s if s.is_final() => Ok(false),
+        _ => {
+            order.check_not_paid("failing the spreadsheet row")?;
+            Ok(true)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

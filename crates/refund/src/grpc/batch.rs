@@ -23,8 +23,8 @@ use pb::batch_service_server::BatchService;
 
 use super::{list_limit, method_to_wire, transition_in, Moved, RefundCenter};
 use crate::domain::batch::{
-    batch_id, render, row_id, AmountFormat, BankTemplate, Batch, BatchRow, BatchStatus, RowStatus,
-    TemplateColumn, TemplateField,
+    batch_id, render, row_fails_order, row_id, AmountFormat, BankTemplate, Batch, BatchRow,
+    BatchStatus, RowStatus, TemplateColumn, TemplateField,
 };
 use crate::domain::{expected_for_batch, validate_text, Outcome, RefundOrder};
 use crate::sheet;
@@ -382,11 +382,10 @@ impl RefundCenter {
                         return Ok(None);
                     }
                     let fail = |o: &mut RefundOrder, channel: &crate::domain::Channel| {
-                        if o.bank_reference_id != row.row_id || o.refund_status.is_final() {
+                        // A row whose refund the bank paid is not failed by hand.
+                        if !row_fails_order(o, &row.row_id)? {
                             return Ok(false);
                         }
-                        // A row the bank said it paid is not failed by hand.
-                        o.check_not_paid("failing the spreadsheet row")?;
                         o.fail_attempt(&why, channel, &calendar, &final_source, now_ms)
                             .map(|_| true)
                     };

@@ -756,8 +756,7 @@ impl RefundControlService for RefundCenter {
         &self,
         request: Request<pb::ReinstateRequest>,
     ) -> Result<Response<pb::RefundOrder>, Status> {
-        let operator = who(&request)?;
-        super::reinstate::reinstate_rpc(self, &operator, request).await
+        self.propose_reinstate(request).await
     }
 
     #[tracing::instrument(skip_all, fields(refund_id = %request.get_ref().refund_id))]

@@ -1,5 +1,5 @@
 //! Four eyes (双人复核) on the refund center's money actions: force-fail, confirm succeeded or
-//! failed, and failing spreadsheet rows do not act when asked. Their RPCs check the request and the
+//! failed, reinstate as succeeded and failing spreadsheet rows do not act when asked. Their RPCs check the request and the
 //! order as they stand (what would be refused at approval is refused now, e.g.
 //! `BANK_MAY_HAVE_PAID`), then create a proposal on the refund center's staff desk
 //! ([`tuikuan_auth::Desk`]) and answer the subject as it stands with the proposal in the response
@@ -7,9 +7,12 @@
 //! then [`RefundExecutor`] runs the action through the same code path as before, as the approver,
 //! checked again against the state at that moment. Force-fail and confirm mark the proposal
 //! executed in the transaction of the change ([`Mark`]), so a retried or concurrent approval
-//! never acts twice; failing rows is idempotent row by row.
+//! never acts twice; reinstating answers a SUCCEEDED order as it is, and failing rows is
+//! idempotent row by row.
 
 use serde::{Deserialize, Serialize};
+use std::future::Future;
+
 use tonic::{Request, Response, Status};
 use tuikuan_auth::domain::Proposal;
 use tuikuan_auth::{Action, BoxFuture, Draft, Executed, Executor, Staff};
@@ -22,7 +25,7 @@ use tuikuan_proto::status::grpc_err;
 use super::batch::{batch_to_wire, required, FailedRow};
 use super::control::check_attempt;
 use super::{order_to_wire, refund_status_from_wire, Moved, RefundCenter};
-use crate::domain::batch::{Batch, BatchStatus};
+use crate::domain::batch::{row_fails_order, Batch, BatchStatus};
 use crate::domain::control::{validate_reason, ControlAction, Operator};
 use crate::domain::{validate_text, FinalStatus, RefundOrder};
 
@@ -47,6 +50,11 @@ enum Payload {
         batch_id: String,
         rows: Vec<(String, String)>,
         source: String,
+    },
+    Reinstate {
+        refund_id: String,
+        bank_reference_id: String,
+        evidence: String,
     },
 }
 
@@ -128,7 +136,7 @@ fn confirm_action(status: FinalStatus) -> (Action, ControlAction) {
 }
 
 /// The reason recorded on the order for a confirmation: the operator's, plus the evidence.
-fn confirm_reason(reason: &str, evidence: &str) -> String {
+pub(super) fn confirm_reason(reason: &str, evidence: &str) -> String {
     if evidence.is_empty() {
         reason.to_string()
     } else {
@@ -222,8 +230,37 @@ impl RefundCenter {
         }
     }
 
-    async fn propose(&self, staff: &Staff, draft: Draft) -> Result<Proposal> {
-        self.desk.propose(staff, draft, &self.executor()).await
+    /// The shape every proposing RPC shares: `draft` checks the request against the subject as it
+    /// stands and names the proposal (`None`: nothing to propose); the proposal is made as `staff`;
+    /// the answer is the subject as it stands afterwards (`current`), naming the proposal in its
+    /// metadata ([`tuikuan_auth::answer`]).
+    async fn propose_answering<W, C>(
+        &self,
+        staff: &Staff,
+        draft: impl Future<Output = Result<Option<Draft>>>,
+        current: impl FnOnce() -> C,
+    ) -> Result<Response<W>, Status>
+    where
+        C: Future<Output = Result<W>>,
+    {
+        let (p, body) = async {
+            let p = match draft.await? {
+                Some(draft) => Some(self.desk.propose(staff, draft, &self.executor()).await?),
+                None => None,
+            };
+            Ok::<_, Error>((p, current().await?))
+        }
+        .await
+        .map_err(grpc_err)?;
+        Ok(match p {
+            Some(p) => tuikuan_auth::answer::answer(body, &p),
+            None => Response::new(body),
+        })
+    }
+
+    /// The order `refund_id` as it stands, in wire form.
+    async fn order_now(&self, refund_id: &str) -> Result<pb::RefundOrder> {
+        Ok(order_to_wire(&self.reread(refund_id).await?))
     }
 
     /// `ForceFail`: a proposal, answered with the order.
@@ -233,7 +270,7 @@ impl RefundCenter {
     ) -> Result<Response<pb::RefundOrder>, Status> {
         let staff = tuikuan_auth::staff(&request)?;
         let r = request.into_inner();
-        let (p, order) = async {
+        let draft = async {
             validate_external_id(&r.refund_id, "refund_id")?;
             validate_reason(&r.reason)?;
             let order = self.reread(&r.refund_id).await?;
@@ -251,12 +288,10 @@ impl RefundCenter {
                 })?,
                 reason: r.reason.clone(),
             };
-            let p = self.propose(&staff, draft).await?;
-            Ok::<_, Error>((p, self.reread(&r.refund_id).await?))
-        }
-        .await
-        .map_err(grpc_err)?;
-        Ok(tuikuan_auth::answer::answer(order_to_wire(&order), &p))
+            Ok(Some(draft))
+        };
+        self.propose_answering(&staff, draft, || self.order_now(&r.refund_id))
+            .await
     }
 
     /// `ConfirmOutcome`: a proposal, answered with the order.
@@ -266,7 +301,7 @@ impl RefundCenter {
     ) -> Result<Response<pb::RefundOrder>, Status> {
         let staff = tuikuan_auth::staff(&request)?;
         let r = request.into_inner();
-        let (p, order) = async {
+        let draft = async {
             validate_external_id(&r.refund_id, "refund_id")?;
             if !r.bank_reference_id.is_empty() {
                 validate_external_id(&r.bank_reference_id, "bank_reference_id")?;
@@ -307,12 +342,46 @@ impl RefundCenter {
                 })?,
                 reason: r.reason.clone(),
             };
-            let p = self.propose(&staff, draft).await?;
-            Ok::<_, Error>((p, self.reread(&r.refund_id).await?))
-        }
-        .await
-        .map_err(grpc_err)?;
-        Ok(tuikuan_auth::answer::answer(order_to_wire(&order), &p))
+            Ok(Some(draft))
+        };
+        self.propose_answering(&staff, draft, || self.order_now(&r.refund_id))
+            .await
+    }
+
+    /// `Reinstate`: a proposal, answered with the order; a SUCCEEDED order is answered as it is,
+    /// with no proposal (a repeated reinstatement moves nothing).
+    pub(crate) async fn propose_reinstate(
+        &self,
+        request: Request<pb::ReinstateRequest>,
+    ) -> Result<Response<pb::RefundOrder>, Status> {
+        let staff = tuikuan_auth::staff(&request)?;
+        let r = request.into_inner();
+        let draft = async {
+            let Some(order) = self
+                .check_staff_reinstate(&r.refund_id, &r.reason, &r.evidence, &r.bank_reference_id)
+                .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(Draft {
+                action: Action::Reinstate,
+                subject: r.refund_id.clone(),
+                amount: Some(order.amount),
+                summary: format!(
+                    "reinstate as SUCCEEDED {}; bank evidence: {}",
+                    describe(&order),
+                    r.evidence
+                ),
+                payload: payload(&Payload::Reinstate {
+                    refund_id: r.refund_id.clone(),
+                    bank_reference_id: r.bank_reference_id.clone(),
+                    evidence: r.evidence.clone(),
+                })?,
+                reason: r.reason.clone(),
+            }))
+        };
+        self.propose_answering(&staff, draft, || self.order_now(&r.refund_id))
+            .await
     }
 
     /// `MarkRows`: a proposal, answered with the batch.
@@ -325,7 +394,7 @@ impl RefundCenter {
         let mut staff = tuikuan_auth::staff(&request)?;
         staff.operator.name = name;
         let r = request.into_inner();
-        let (p, batch) = async {
+        let draft = async {
             validate_external_id(&r.batch_id, "batch_id")?;
             required(&r.source, "source")?;
             if r.failed.is_empty() {
@@ -354,6 +423,14 @@ impl RefundCenter {
                 ));
             }
             let (amount, summary) = rows_summary(&batch, &failed)?;
+            // What the approval would refuse (a row whose refund the bank paid) is refused now.
+            for row in batch
+                .rows
+                .iter()
+                .filter(|r| failed.iter().any(|f| f.row_id == r.row_id))
+            {
+                row_fails_order(&self.reread(&row.refund_id).await?, &row.row_id)?;
+            }
             let draft = Draft {
                 action: Action::BatchFailRows,
                 subject: r.batch_id.clone(),
@@ -369,12 +446,12 @@ impl RefundCenter {
                 })?,
                 reason: r.source.clone(),
             };
-            let p = self.propose(&staff, draft).await?;
-            Ok::<_, Error>((p, self.get_batch(&r.batch_id).await?))
-        }
+            Ok(Some(draft))
+        };
+        self.propose_answering(&staff, draft, || async {
+            Ok(batch_to_wire(&self.get_batch(&r.batch_id).await?))
+        })
         .await
-        .map_err(grpc_err)?;
-        Ok(tuikuan_auth::answer::answer(batch_to_wire(&batch), &p))
     }
 
     /// Runs an approved proposal as its approver.
@@ -437,6 +514,23 @@ impl RefundCenter {
                     row_states(&before, &rows),
                     row_states(&after, &rows),
                 ))
+            }
+            Payload::Reinstate {
+                refund_id,
+                bank_reference_id,
+                evidence,
+            } => {
+                let (before, after) = self
+                    .reinstate_by_staff(
+                        &refund_id,
+                        &operator,
+                        &p.reason,
+                        &evidence,
+                        &bank_reference_id,
+                        mark,
+                    )
+                    .await?;
+                Ok(Executed::new(before, after.control_snapshot()))
             }
         }
     }

@@ -2,7 +2,8 @@
 //! - `RefundService/ReinstateSucceeded`: reconciliation resolves a status conflict bank-wins
 //!   (the bank paid a refund the platform had failed), keyed by the discrepancy id.
 //! - `RefundControlService/Reinstate`: finance, with the bank's evidence, after a bank's late
-//!   correction or a force-fail the bank overtook; audited like every manual control.
+//!   correction or a force-fail the bank overtook; under four eyes (a proposal a second finance
+//!   operator approves, [`super::proposals`]) and audited like every manual control.
 //!
 //! Order of the steps, each idempotent by refund id: (1) the business layer takes the trade's
 //! amount again (FAILED → SUCCEEDED), so no new refund can pass the over-refund guard while the
@@ -53,33 +54,34 @@ impl RefundCenter {
         self.reread(refund_id).await
     }
 
-    /// Finance's reinstate: the same steps, with the bank's evidence in the reason and an entry in
-    /// the audit trail.
-    pub async fn reinstate_by_staff(
+    /// Finance's reinstate, run when its four-eyes proposal is approved
+    /// ([`super::proposals`]): the same steps, with the bank's evidence in the reason and an entry
+    /// in the audit trail; `mark` marks the proposal executed in the transaction of the change.
+    /// Answers the order's control snapshot before, and the order after.
+    pub(crate) async fn reinstate_by_staff(
         &self,
         refund_id: &str,
         operator: &Operator,
         reason: &str,
         evidence: &str,
         bank_reference_id: &str,
-    ) -> Result<RefundOrder> {
+        mark: Option<super::proposals::Mark>,
+    ) -> Result<(String, RefundOrder)> {
         operator.authorize(ControlAction::Reinstate)?;
-        validate_reason(reason)?;
-        required_text(evidence, "evidence")?;
-        let why = format!("{reason} (bank evidence: {evidence})");
-        validate_text(&why, "reason")?;
+        let why = staff_reason(reason, evidence)?;
         let source = format!("{} by {operator}", ControlAction::Reinstate);
         if !self
             .needs_reinstating(refund_id, bank_reference_id, &why, &source)
             .await?
         {
-            return self.reread(refund_id).await;
+            let order = self.reread(refund_id).await?;
+            return Ok((order.control_snapshot(), order));
         }
         self.tell_business(refund_id, &why).await?;
         let reference = bank_reference_id.to_string();
         let reason_kept = why.clone();
         let done = self
-            .control(
+            .control_marked(
                 refund_id,
                 operator,
                 ControlAction::Reinstate,
@@ -97,19 +99,40 @@ impl RefundCenter {
                         format!("refund {} was reinstated concurrently", o.refund_id),
                     )),
                 },
+                mark,
             )
             .await;
         match done {
             Err(e) if e.code == ErrorCode::InvalidStateTransition => {
                 let order = self.reread(refund_id).await?;
                 if order.refund_status == RefundStatus::Succeeded {
-                    Ok(order)
+                    Ok((order.control_snapshot(), order))
                 } else {
                     Err(e)
                 }
             }
             other => other,
         }
+    }
+
+    /// The staff reinstatement's checks before it is proposed: the request is well formed and the
+    /// order may be reinstated. `None`: the order is SUCCEEDED already, nothing to propose (its
+    /// remaining steps are delivered).
+    pub(crate) async fn check_staff_reinstate(
+        &self,
+        refund_id: &str,
+        reason: &str,
+        evidence: &str,
+        bank_reference_id: &str,
+    ) -> Result<Option<RefundOrder>> {
+        let why = staff_reason(reason, evidence)?;
+        if !self
+            .needs_reinstating(refund_id, bank_reference_id, &why, "proposal")
+            .await?
+        {
+            return Ok(None);
+        }
+        self.reread(refund_id).await.map(Some)
     }
 
     /// Checks the request against the order as it stands (`false`: already SUCCEEDED, nothing to
@@ -161,6 +184,15 @@ impl RefundCenter {
     }
 }
 
+/// The reason a staff reinstatement records: the operator's, plus the bank's evidence (required).
+fn staff_reason(reason: &str, evidence: &str) -> Result<String> {
+    validate_reason(reason)?;
+    required_text(evidence, "evidence")?;
+    let why = super::proposals::confirm_reason(reason, evidence);
+    validate_text(&why, "reason")?;
+    Ok(why)
+}
+
 /// `RefundService/ReinstateSucceeded`.
 pub(super) async fn reinstate_succeeded_rpc(
     center: &RefundCenter,
@@ -169,26 +201,6 @@ pub(super) async fn reinstate_succeeded_rpc(
     let r = request.into_inner();
     let order = center
         .reinstate_succeeded(&r.refund_id, &r.bank_reference_id, &r.reason, &r.source)
-        .await
-        .map_err(grpc_err)?;
-    Ok(Response::new(order_to_wire(&order)))
-}
-
-/// `RefundControlService/Reinstate`.
-pub(super) async fn reinstate_rpc(
-    center: &RefundCenter,
-    operator: &Operator,
-    request: Request<pb::ReinstateRequest>,
-) -> std::result::Result<Response<pb::RefundOrder>, Status> {
-    let r = request.into_inner();
-    let order = center
-        .reinstate_by_staff(
-            &r.refund_id,
-            operator,
-            &r.reason,
-            &r.evidence,
-            &r.bank_reference_id,
-        )
         .await
         .map_err(grpc_err)?;
     Ok(Response::new(order_to_wire(&order)))
