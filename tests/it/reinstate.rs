@@ -36,19 +36,8 @@ pub(crate) async fn next_morning(sb: &mut Sandbox, date: &str, channels: &[&str]
     sb.clock.advance(Duration::hours(22));
     sb.c.bank.tick(bank::TickRequest {}).await.expect("tick");
     for channel in channels {
-        sb.c.reconciliation
-            .run_reconciliation(rec::RunReconciliationRequest {
-                channel: (*channel).into(),
-                date: date.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("reconciliation");
+        sb.reconcile(channel, date).await;
     }
-    sb.c.refund
-        .run_outbox(rfd::RunOutboxRequest {})
-        .await
-        .expect("outbox");
 }
 
 /// `c` asks to fail the row of `refund_id` in `batch` ("account closed", from the bank's result

@@ -18,7 +18,6 @@ use tuikuan_proto::clearing::v1 as clr;
 use tuikuan_proto::payout::v1 as pay;
 use tuikuan_proto::reconciliation::v1 as rec;
 use tuikuan_proto::refund::v1 as rfd;
-use tuikuan_proto::staff::v1 as staff;
 
 use crate::both_stores;
 use crate::faults::{add_method_channels, pay_on};
@@ -143,21 +142,14 @@ async fn bank_wins_on_the_conflict(
         order(sb, refund_id).await.refund_status,
         rfd::RefundStatus::Succeeded as i32
     );
-    let token = sb
-        .cluster
-        .operator_token("felix", &[Role::Finance])
-        .expect("token");
-    let checker = sb.c.with_token(&token).expect("clients");
-    let approved = checker
-        .staff_desk(Service::Reconciliation)
-        .approve_proposal(staff::DecideProposalRequest {
-            proposal_id,
-            reason: "the bank's statement shows no payment".into(),
-        })
-        .await
-        .expect("approved")
-        .into_inner();
-    assert_eq!(approved.status, staff::ProposalStatus::Executed as i32);
+    sb.approve_as(
+        "felix",
+        Role::Finance,
+        Service::Reconciliation,
+        proposal_id,
+        "the bank's statement shows no payment",
+    )
+    .await;
     let resolved =
         sb.c.reconciliation
             .get_discrepancy(rec::GetDiscrepancyRequest {
@@ -262,18 +254,7 @@ async fn reopened_refund_is_delivered_by_the_next_method(store: Store) {
         .expect("payout cycle");
     sb.clock.advance(Duration::hours(22));
     sb.c.bank.tick(bank::TickRequest {}).await.expect("tick");
-    sb.c.reconciliation
-        .run_reconciliation(rec::RunReconciliationRequest {
-            channel: "NETBANK".into(),
-            date: date.to_string(),
-            ..Default::default()
-        })
-        .await
-        .expect("reconciliation");
-    sb.c.refund
-        .run_outbox(rfd::RunOutboxRequest {})
-        .await
-        .expect("outbox");
+    sb.reconcile("NETBANK", &date.to_string()).await;
     let o = order(&sb, &refund.refund_id).await;
     assert_eq!(
         o.refund_status,

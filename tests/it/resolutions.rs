@@ -1,9 +1,9 @@
 //! Resolutions that leave the refund, the ledger and the trade consistent (issue 18 item 1, issue 9
 //! item 6), on the whole chain through public gRPC.
 //!
-//! Platform wins with the bank's evidence completes a refund the bank never reported. (The
-//! reinstatement of a FAILED refund the bank paid is proven per crate: clearing's
-//! `reinstated_debits`, the refund center's and business layer's domain tests.)
+//! Platform wins with the bank's evidence completes a refund the bank never reported. The
+//! reinstatement of a FAILED refund the bank paid is in `reinstate.rs`, bank-wins on a refund the
+//! bank failed (reopened for the next method) in `reopen.rs`.
 
 use chrono::Duration;
 use tuikuan::audit::{self, AuditOptions, AuditReport};
@@ -16,7 +16,6 @@ use tuikuan_proto::bank::v1 as bank;
 use tuikuan_proto::clearing::v1 as clr;
 use tuikuan_proto::reconciliation::v1 as rec;
 use tuikuan_proto::refund::v1 as rfd;
-use tuikuan_proto::staff::v1 as staff;
 
 use crate::both_stores;
 use crate::sandbox::{code_of, Sandbox, Store, CHANNEL, KEY_A};
@@ -129,21 +128,14 @@ async fn platform_wins_with_evidence_completes_a_refund(store: Store) {
         rec::DiscrepancyStatus::Open as i32
     );
     // Four eyes: a second finance operator approves, then the resolution runs.
-    let token = sb
-        .cluster
-        .operator_token("felix", &[Role::Finance])
-        .expect("token");
-    let checker = sb.c.with_token(&token).expect("clients");
-    let approved = checker
-        .staff_desk(Service::Reconciliation)
-        .approve_proposal(staff::DecideProposalRequest {
-            proposal_id,
-            reason: "the ICBC statement shows it paid".into(),
-        })
-        .await
-        .expect("approved")
-        .into_inner();
-    assert_eq!(approved.status, staff::ProposalStatus::Executed as i32);
+    sb.approve_as(
+        "felix",
+        Role::Finance,
+        Service::Reconciliation,
+        proposal_id,
+        "the ICBC statement shows it paid",
+    )
+    .await;
     let resolved =
         sb.c.reconciliation
             .get_discrepancy(rec::GetDiscrepancyRequest {

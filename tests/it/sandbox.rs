@@ -15,6 +15,7 @@ use tuikuan_proto::business::v1 as biz;
 use tuikuan_proto::clearing::v1 as clr;
 use tuikuan_proto::reconciliation::v1 as rec;
 use tuikuan_proto::refund::v1 as rfd;
+use tuikuan_proto::staff::v1 as staff;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
@@ -203,12 +204,19 @@ impl Sandbox {
         let date = self.clock.today();
         self.clock.advance(Duration::hours(22));
         self.c.bank.tick(bank::TickRequest {}).await.expect("tick");
+        self.reconcile(CHANNEL, &date.to_string()).await
+    }
+
+    /// Reconciles `channel`'s `date` from the bank's own file, then delivers the write-backs
+    /// (the refund center's outbox).
+    pub async fn reconcile(&self, channel: &str, date: &str) -> rec::ReconciliationRun {
         let run = self
             .c
             .reconciliation
+            .clone()
             .run_reconciliation(rec::RunReconciliationRequest {
-                channel: CHANNEL.into(),
-                date: date.to_string(),
+                channel: channel.into(),
+                date: date.into(),
                 ..Default::default()
             })
             .await
@@ -216,10 +224,36 @@ impl Sandbox {
             .into_inner();
         self.c
             .refund
+            .clone()
             .run_outbox(rfd::RunOutboxRequest {})
             .await
             .expect("outbox");
         run
+    }
+
+    /// Four eyes: a second operator `name` in `role` approves `proposal_id` at `service`'s desk,
+    /// and the action runs (asserted).
+    pub async fn approve_as(
+        &self,
+        name: &str,
+        role: tuikuan_auth::Role,
+        service: Service,
+        proposal_id: String,
+        reason: &str,
+    ) -> staff::Proposal {
+        let token = self.cluster.operator_token(name, &[role]).expect("token");
+        let checker = self.c.with_token(&token).expect("clients");
+        let approved = checker
+            .staff_desk(service)
+            .approve_proposal(staff::DecideProposalRequest {
+                proposal_id,
+                reason: reason.into(),
+            })
+            .await
+            .expect("approved")
+            .into_inner();
+        assert_eq!(approved.status, staff::ProposalStatus::Executed as i32);
+        approved
     }
 
     pub async fn balance(&mut self, kind: acc::AccountType, owner: &str) -> String {
