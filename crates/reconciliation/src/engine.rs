@@ -699,6 +699,7 @@ impl<P: Peers> Engine<P> {
         let mut done: Vec<u32> = Vec::new();
         let mut refused: Vec<(usize, String)> = Vec::new();
         let mut retry = 0usize;
+        let mut unreachable = false;
         while let Some((n, wanted, answer)) = answers.next().await {
             match judge_write_back(wanted, answer.as_ref().map(|s| *s)) {
                 WriteBackVerdict::Done => {
@@ -712,12 +713,15 @@ impl<P: Peers> Engine<P> {
                 WriteBackVerdict::Refused(why) => refused.push((n, why)),
                 WriteBackVerdict::Retry => {
                     retry += 1;
-                    if retry == 1 {
-                        let why = match &answer {
-                            Err(e) => format!("{}: {}", e.code, e.message),
-                            Ok(_) => "refund center reports it still processing".to_string(),
-                        };
-                        tracing::warn!(run_id = %run.run_id, error = %why, "write-back not accepted; the item stays pending");
+                    // A refund still processing at the refund center (waiting for people, say)
+                    // is expected to stay pending for days: every run retries it, so only the
+                    // first failure to reach the refund center is worth a warning.
+                    match &answer {
+                        Err(e) if !unreachable => {
+                            unreachable = true;
+                            tracing::warn!(run_id = %run.run_id, code = %e.code, error = %e.message, "write-back not accepted; the item stays pending");
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -729,8 +733,10 @@ impl<P: Peers> Engine<P> {
         for (n, why) in refused {
             self.refuse(&mut run, n, why).await?;
         }
-        if retry > 0 {
+        if unreachable {
             tracing::warn!(run_id = %run.run_id, pending = retry, "write-backs left pending");
+        } else if retry > 0 {
+            tracing::debug!(run_id = %run.run_id, pending = retry, "write-backs pending: refunds still processing");
         }
         Ok(run)
     }
