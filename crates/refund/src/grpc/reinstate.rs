@@ -144,13 +144,7 @@ impl RefundCenter {
         reason: &str,
         source: &str,
     ) -> Result<bool> {
-        validate_external_id(refund_id, "refund_id")?;
-        if !bank_reference_id.is_empty() {
-            validate_external_id(bank_reference_id, "bank_reference_id")?;
-        }
-        required_text(reason, "reason")?;
-        validate_text(reason, "reason")?;
-        required_text(source, "source")?;
+        validate_correction(refund_id, bank_reference_id, reason, source)?;
         let order = self.reread(refund_id).await?;
         let mut probe = order.clone();
         let outcome = probe.reinstate(bank_reference_id, reason, source, self.clock.now_ms())?;
@@ -204,4 +198,22 @@ pub(super) async fn reinstate_succeeded_rpc(
         .await
         .map_err(grpc_err)?;
     Ok(Response::new(order_to_wire(&order)))
+}
+
+/// The fields of a correction of a final refund (reinstate, reopen): the refund, the bank's
+/// reference of the attempt (empty: the current one), a reason and its source, all bounded.
+pub(crate) fn validate_correction(
+    refund_id: &str,
+    bank_reference_id: &str,
+    reason: &str,
+    source: &str,
+) -> Result<()> {
+    validate_external_id(refund_id, "refund_id")?;
+    if !bank_reference_id.is_empty() {
+        validate_external_id(bank_reference_id, "bank_reference_id")?;
+    }
+    required_text(reason, "reason")?;
+    validate_text(reason, "reason")?;
+    required_text(source, "source")?;
+    validate_text(source, "source")
 }

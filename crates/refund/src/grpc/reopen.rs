@@ -8,16 +8,15 @@
 
 use tonic::{Request, Response, Status};
 use tuikuan_db::AnyConnection;
-use tuikuan_kernel::id::validate_external_id;
 use tuikuan_kernel::Result;
 use tuikuan_proto::business::v1 as business;
 use tuikuan_proto::clearing::v1 as clearing;
 use tuikuan_proto::refund::v1 as pb;
 use tuikuan_proto::status::{grpc_err, peer_err};
 
-use super::{order_to_wire, required_text, RefundCenter};
+use super::{order_to_wire, RefundCenter};
 use crate::domain::reopen::is_reopen;
-use crate::domain::{validate_text, FinalStatus, OutboxEntry, OutboxStep, Outcome, RefundOrder};
+use crate::domain::{FinalStatus, OutboxEntry, OutboxStep, Outcome, RefundOrder};
 use crate::store;
 
 impl RefundCenter {
@@ -31,14 +30,7 @@ impl RefundCenter {
         reason: &str,
         source: &str,
     ) -> Result<RefundOrder> {
-        validate_external_id(refund_id, "refund_id")?;
-        if !bank_reference_id.is_empty() {
-            validate_external_id(bank_reference_id, "bank_reference_id")?;
-        }
-        required_text(reason, "reason")?;
-        validate_text(reason, "reason")?;
-        required_text(source, "source")?;
-        validate_text(source, "source")?;
+        super::reinstate::validate_correction(refund_id, bank_reference_id, reason, source)?;
         let (reference, why, src) = (
             bank_reference_id.to_string(),
             reason.to_string(),
